@@ -1,0 +1,58 @@
+# Two commands do everything: `make demo` and `make test`. Both build the venv and check the
+# system binaries first. The harness finds initdb/pg_ctl under /usr/lib/postgresql/*/bin too.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint typecheck pytest demo bench bench-quick sysdeps venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found " + sys.version.split()[0] + ")")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# PostgreSQL (initdb, pg_ctl, postgres) and Mosquitto must exist; install them when root.
+sysdeps:
+	@missing=""; \
+	 { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
+	 { command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } || missing="$$missing mosquitto"; \
+	 command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
+	 if [ -n "$$missing" ]; then \
+	   if [ "$$(id -u)" = 0 ]; then \
+	     echo "installing:$$missing"; \
+	     DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	   else \
+	     echo "missing system packages:$$missing"; \
+	     echo "run: sudo apt-get install -y$$missing"; exit 1; \
+	   fi; \
+	 fi
+
+lint: venv
+	$(BIN)/ruff check daemon simulator tests
+	$(BIN)/ruff format --check daemon simulator tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv sysdeps
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest bench-quick
+
+demo: venv sysdeps
+	$(BIN)/python -m fleet_harness.demo
+
+bench: venv sysdeps
+	$(BIN)/python -m fleetsim.bench --json bench-results.json
+
+bench-quick: venv sysdeps
+	$(BIN)/python -m fleetsim.bench --quick --json bench-quick.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-*.json

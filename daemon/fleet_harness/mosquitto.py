@@ -1,0 +1,153 @@
+"""A throwaway Mosquitto broker with the repo's mosquitto.conf settings on a free port."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from fleet_harness.ports import free_port, wait_for_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Lines of the production template that name machine paths or the listener; the harness
+# supplies its own. Everything else (queue sizes, inflight, persistence) is kept as is.
+_REPLACED = (
+    "listener", "persistence_location", "password_file", "acl_file", "log_dest",
+    "allow_anonymous", "certfile", "keyfile", "cafile", "tls_version", "pid_file", "user",
+)  # fmt: skip
+
+
+def find_mosquitto() -> str:
+    """Locate the mosquitto broker binary (Debian installs it in /usr/sbin)."""
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if not found:
+        raise FileNotFoundError(
+            "mosquitto not found; install it: sudo apt-get install -y mosquitto"
+        )
+    return found
+
+
+class MosquittoServer:
+    """A private broker. `users` turns on password auth and the repo's ACL (config/mosquitto.acl);
+    without it anonymous clients may do anything (the dev variant, loopback only)."""
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        users: dict[str, str] | None = None,
+        conf_path: Path | None = None,
+        extra_conf: str = "",
+    ) -> None:
+        self.port = port or free_port()
+        self.users = users
+        self._conf_src = conf_path or Path(
+            os.environ.get("FLEET_MOSQUITTO_CONF", REPO_ROOT / "mosquitto.conf")
+        )
+        self._extra = extra_conf
+        self._tmp: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, user: str | None = None) -> str:
+        """mqtt:// URL of this broker, with the credentials of `user` when auth is on."""
+        if user is not None and self.users is not None:
+            return f"mqtt://{user}:{self.users[user]}@127.0.0.1:{self.port}"
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        assert self._tmp is not None
+        return self._tmp / "mosquitto.log"
+
+    def _write_config(self) -> Path:
+        assert self._tmp is not None
+        kept = [
+            line
+            for line in self._conf_src.read_text().splitlines()
+            if line.split(maxsplit=1)[:1] and line.split()[0] not in _REPLACED
+        ]
+        own = [
+            f"listener {self.port} 127.0.0.1",
+            f"persistence_location {self._tmp}/",
+            f"log_dest file {self.log_path}",
+        ]
+        if self.users is None:
+            own.append("allow_anonymous true")
+        else:
+            passwd = self._tmp / "passwd"
+            passwd.touch()
+            for user, password in self.users.items():
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(passwd), user, password],
+                    check=True,
+                    capture_output=True,
+                )
+            shutil.copy(REPO_ROOT / "config" / "mosquitto.acl", self._tmp / "acl")
+            own += ["allow_anonymous false", f"password_file {passwd}", f"acl_file {self._tmp}/acl"]
+        conf = self._tmp / "mosquitto.conf"
+        conf.write_text("\n".join([*kept, *own, self._extra, ""]))
+        return conf
+
+    def start(self) -> MosquittoServer:
+        """Write the config into a temp dir and start the broker."""
+        self._tmp = Path(tempfile.mkdtemp(prefix="fleet-mqtt-"))
+        self._conf = self._write_config()
+        if os.geteuid() == 0:
+            # Mosquitto drops root privileges to the `mosquitto` user before opening files.
+            pw = pwd.getpwnam("mosquitto")
+            for path in [self._tmp, *self._tmp.iterdir()]:
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        self.start_server()
+        return self
+
+    def start_server(self) -> None:
+        """(Re)start the broker process on the same port and persistence directory."""
+        self._proc = subprocess.Popen(
+            [find_mosquitto(), "-c", str(self._conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            log = self.log_path.read_text() if self.log_path.exists() else ""
+            raise RuntimeError(f"mosquitto did not start: {log[-2000:]}") from None
+
+    def stop_server(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the broker process, keeping its persistence (SIGTERM saves the queue)."""
+        if self._proc is None:
+            return
+        self._proc.send_signal(sig)
+        try:
+            self._proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+        time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the broker and remove its directory."""
+        self.stop_server(signal.SIGKILL)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> MosquittoServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,130 @@
+"""A throwaway PostgreSQL cluster: initdb + pg_ctl in a temp dir on a free loopback port."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from fleet_harness.ports import free_port
+
+
+def find_pg_bin(name: str) -> str:
+    """Locate a PostgreSQL server binary: PATH first, then Debian's versioned directories."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(Path(p).parts[4]) if Path(p).parts[4].isdigit() else 0,
+    )
+    if not candidates:
+        raise FileNotFoundError(
+            f"{name} not found; install PostgreSQL: sudo apt-get install -y postgresql"
+        )
+    return candidates[-1]
+
+
+class PostgresServer:
+    """A private PostgreSQL server. Use as a context manager or call start()/stop().
+
+    PostgreSQL refuses to run as root, so when root the cluster belongs to the `postgres` user
+    (created by Debian's package) and every server command runs as that user.
+    """
+
+    def __init__(self, *, port: int | None = None, settings: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.user = "fleet"
+        self.database = "fleet"
+        self._settings = {
+            "shared_buffers": "256MB",
+            "max_connections": "100",
+            "fsync": "on",
+            "synchronous_commit": "on",
+            "timezone": "UTC",
+            "log_min_messages": "warning",
+            "max_wal_size": "2GB",
+        } | (settings or {})
+        self._tmp: str | None = None
+        self.data_dir = Path()
+        self._run_as: str | None = None
+
+    @property
+    def url(self) -> str:
+        """libpq URL of the `fleet` database (trust auth on loopback, no password)."""
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    def _cmd(self, *args: str) -> list[str]:
+        if self._run_as:
+            return ["runuser", "-u", self._run_as, "--", *args]
+        return list(args)
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run(self._cmd(*args), capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:2])} failed: {result.stderr.strip()[-2000:]}")
+
+    def start(self) -> PostgresServer:
+        """initdb a new cluster, start it and create the `fleet` role and database."""
+        self._tmp = tempfile.mkdtemp(prefix="fleet-pg-")
+        self.data_dir = Path(self._tmp) / "data"
+        sock_dir = Path(self._tmp) / "sock"
+        sock_dir.mkdir()
+        if os.geteuid() == 0:
+            self._run_as = "postgres"
+            pw = pwd.getpwnam("postgres")
+            for path in (self._tmp, sock_dir):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        self._run(
+            find_pg_bin("initdb"), "-D", str(self.data_dir), "-U", self.user,
+            "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
+        )  # fmt: skip
+        conf = "\n".join(f"{k} = '{v}'" for k, v in self._settings.items())
+        with (self.data_dir / "postgresql.conf").open("a") as fh:
+            fh.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n")
+            fh.write(f"unix_socket_directories = '{sock_dir}'\n{conf}\n")
+        self.start_server()
+        self._run(
+            find_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+            "-U", self.user, self.database,
+        )  # fmt: skip
+        return self
+
+    def start_server(self) -> None:
+        """(Re)start the server process on the same data directory and port."""
+        self._run(
+            find_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir / "log"),
+            "-w", "-t", "60", "start",
+        )  # fmt: skip
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server process but keep its data (to simulate an outage)."""
+        self._run(find_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+
+    def stop(self) -> None:
+        """Stop the server and delete the cluster."""
+        if self._tmp is None:
+            return
+        subprocess.run(
+            self._cmd(find_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"),
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp = None
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

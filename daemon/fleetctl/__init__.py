@@ -1,0 +1,1 @@
+"""fleetctl (work in progress)."""

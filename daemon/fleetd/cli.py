@@ -1,0 +1,99 @@
+"""`fleetd run | migrate | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from fleetd.db.connect import TRANSIENT_ERRORS, connect
+from fleetd.db.migrate import migrate
+from fleetd.db.partitions import PartitionCache
+from fleetd.log_setup import configure_logging
+from fleetd.service import Daemon
+from fleetd.settings import ConfigError, Settings, load_settings
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "ingest MQTT telemetry into PostgreSQL until SIGTERM"),
+        ("migrate", "apply pending sql/ migrations and create partitions ahead"),
+        ("check-config", "print the effective configuration (secrets masked)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", type=Path, help="TOML file; FLEET_* environment overrides it")
+    return parser
+
+
+async def _run(settings: Settings) -> int:
+    daemon = Daemon(settings)
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            # A second signal means "now": the broker still holds every unacked message.
+            raise SystemExit(1)
+        daemon.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    _install_companions(daemon)
+    await daemon.run()
+    return 0
+
+
+def _install_companions(daemon: Daemon) -> None:
+    """Hook point for the ops HTTP server and the systemd notifier (see fleetd.ops)."""
+    try:
+        from fleetd.ops import install  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: PLC0415
+    except ImportError:
+        return
+    install(daemon)
+
+
+async def _migrate(settings: Settings) -> int:
+    log = structlog.get_logger("fleetd")
+    conn = await connect(settings.database_url, application_name="fleetd-migrate")
+    try:
+        applied = await migrate(conn)
+        created = await PartitionCache().ensure_ahead(conn)
+    finally:
+        await conn.close()
+    log.info("migrated", applied=applied, partitions_created=created)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `fleetd` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"fleetd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        print(json.dumps(settings.masked(), indent=2))
+        return 0
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings))
+        return asyncio.run(_run(settings))
+    except TRANSIENT_ERRORS as exc:
+        print(f"fleetd: database unreachable: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except KeyboardInterrupt:
+        return 1

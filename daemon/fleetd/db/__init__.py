@@ -1,0 +1,1 @@
+"""PostgreSQL side of fleetd: migrations, partitions and the batch writer."""

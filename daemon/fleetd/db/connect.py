@@ -1,0 +1,45 @@
+"""Opening connections with the session settings every fleet query relies on."""
+
+from __future__ import annotations
+
+import asyncpg
+
+# Errors that mean "the database is not reachable right now": retry with backoff.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash recovery
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.QueryCanceledError,  # statement_timeout: a stuck statement is retried
+)
+
+
+async def connect(dsn: str, *, application_name: str = "fleetd") -> asyncpg.Connection:
+    """Connect with UTC session time zone and bounded statement time."""
+    return await asyncpg.connect(
+        dsn,
+        timeout=10,
+        command_timeout=60,
+        server_settings={"application_name": application_name, "timezone": "UTC"},
+    )
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 4, application_name: str = "fleet"
+) -> asyncpg.Pool:
+    """A pool with the same session settings as `connect`."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=10,
+        command_timeout=60,
+        server_settings={"application_name": application_name, "timezone": "UTC"},
+    )
+    assert pool is not None
+    return pool

@@ -1,0 +1,1 @@
+"""The ingest pipeline between MQTT and PostgreSQL: buffer, batch, write, ack."""

@@ -1,0 +1,101 @@
+"""Buffer of decoded-but-unwritten messages, cut into batches by size or age."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from fleetd.messages import Decoded
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A decoded message plus what is needed to store it and to ack it afterwards."""
+
+    item: Decoded
+    received_at: datetime
+    received_mono: float
+    mid: int
+    qos: int
+    generation: int
+
+
+@dataclass(slots=True)
+class Batch:
+    """Messages written in one transaction; acked together after it commits."""
+
+    envelopes: list[Envelope] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.envelopes)
+
+
+class Batcher:
+    """FIFO of envelopes. A batch is ready when `batch_max_rows` are buffered or the oldest
+    buffered message has waited `flush_interval_s`, which bounds a reading's wait for its
+    transaction to the flush interval (plus the write itself)."""
+
+    def __init__(self, *, batch_max_rows: int, flush_interval_s: float) -> None:
+        self.batch_max_rows = batch_max_rows
+        self.flush_interval_s = flush_interval_s
+        self._items: deque[Envelope] = deque()
+        self._wakeup = asyncio.Event()
+        self._woken = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, envelope: Envelope) -> None:
+        """Append one message; wakes the flusher when a full batch is available."""
+        self._items.append(envelope)
+        if len(self._items) == 1 or len(self._items) >= self.batch_max_rows:
+            self._wakeup.set()
+
+    def oldest_age_s(self, now: float | None = None) -> float:
+        """Seconds the oldest buffered message has waited (0 when empty)."""
+        if not self._items:
+            return 0.0
+        return (now or time.monotonic()) - self._items[0].received_mono
+
+    def take(self) -> Batch:
+        """Remove and return up to `batch_max_rows` messages, oldest first."""
+        n = min(len(self._items), self.batch_max_rows)
+        return Batch([self._items.popleft() for _ in range(n)])
+
+    def drop_generation_before(self, generation: int) -> int:
+        """Forget unwritten messages from connections older than `generation`.
+
+        They can no longer be acked, so the broker redelivers them on the new connection;
+        writing the old copies too would only duplicate work. Returns how many were dropped.
+        """
+        before = len(self._items)
+        self._items = deque(e for e in self._items if e.generation >= generation)
+        return before - len(self._items)
+
+    def wake(self) -> None:
+        """Make the current or next wait_ready() return at once (shutdown)."""
+        self._woken = True
+        self._wakeup.set()
+
+    async def wait_ready(self) -> None:
+        """Return when a batch should be written now: full, old enough, or woken."""
+        while True:
+            if self._woken:
+                self._woken = False
+                return
+            if len(self._items) >= self.batch_max_rows:
+                return
+            if self._items:
+                remaining = self.flush_interval_s - self.oldest_age_s()
+                if remaining <= 0:
+                    return
+            else:
+                remaining = None
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+            except TimeoutError:
+                return

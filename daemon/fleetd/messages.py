@@ -1,0 +1,175 @@
+"""Decode and validate one MQTT message into a typed reading or a rejection with a reason.
+
+Pure functions, no I/O: the MQTT layer calls `decode()` for every message it receives.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+MAX_PAYLOAD_BYTES = 8 * 1024
+# numeric(12,6) holds < 1e6; anything near that per interval is a broken meter, not a reading.
+MAX_KWH_PER_READING = 100_000.0
+DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReading:
+    """One valid meter reading; `ts` is in UTC."""
+
+    meter_id: str
+    ts: datetime
+    kwh_consumed_ac: float
+    voltage: float
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleReading:
+    """One valid vehicle reading; `ts` is in UTC."""
+
+    vehicle_id: str
+    ts: datetime
+    soc: float
+    kwh_delivered_dc: float
+    battery_temp: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that failed validation, kept with the reason (field and rule)."""
+
+    topic: str
+    payload: bytes
+    reason: str
+
+
+Decoded = MeterReading | VehicleReading | Rejected
+
+
+class _Strict(BaseModel):
+    # strict: "12" is not a number and 1700000000 is not a timestamp; unknown fields are ignored.
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, frozen=True)
+
+
+class MeterPayload(_Strict):
+    """meters/{meterId}/telemetry."""
+
+    meterId: str  # noqa: N815 - the wire format's names
+    kwhConsumedAc: float = Field(ge=0, le=MAX_KWH_PER_READING)  # noqa: N815
+    voltage: float = Field(gt=0, le=1000)
+    timestamp: AwareDatetime
+
+
+class VehiclePayload(_Strict):
+    """vehicles/{vehicleId}/telemetry."""
+
+    vehicleId: str  # noqa: N815
+    soc: float = Field(ge=0, le=100)
+    kwhDeliveredDc: float = Field(ge=0, le=MAX_KWH_PER_READING)  # noqa: N815
+    batteryTemp: float = Field(ge=-50, le=150)  # noqa: N815
+    timestamp: AwareDatetime
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "finite_number": "must be a finite number (NaN/Infinity are not allowed)",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "timezone_aware": "must be RFC 3339 with a UTC offset (e.g. 2026-01-01T00:00:00Z)",
+    "datetime_type": "must be an RFC 3339 string with a UTC offset",
+    "datetime_parsing": "must be RFC 3339 with a UTC offset",
+    "datetime_from_date_parsing": "must be RFC 3339 with a UTC offset",
+}
+
+
+def _describe(exc: ValidationError) -> str:
+    """`field: rule (got value)` for each error, e.g. `soc: must be <= 100 (got 120)`."""
+    parts: list[str] = []
+    for err in exc.errors(include_url=False):
+        kind = err["type"]
+        field = ".".join(str(p) for p in err["loc"]) or "payload"
+        if kind == "json_invalid":
+            ctx = err.get("ctx") or {}
+            parts.append(f"payload: not valid JSON ({ctx.get('error', err['msg'])})")
+            continue
+        rule = _MESSAGES.get(kind)
+        if rule is None:
+            ctx = err.get("ctx") or {}
+            bound = {
+                "greater_than_equal": ">= {ge}",
+                "greater_than": "> {gt}",
+                "less_than_equal": "<= {le}",
+                "less_than": "< {lt}",
+            }.get(kind)
+            rule = f"must be {bound.format(**ctx)}" if bound else err["msg"]
+        got = err.get("input")
+        suffix = f" (got {got!r})" if kind != "missing" and _short(got) else ""
+        parts.append(f"{field}: {rule}{suffix}")
+    return "; ".join(parts)
+
+
+def _short(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool) and len(repr(value)) <= 64
+
+
+def decode(
+    topic: str,
+    payload: bytes,
+    now: datetime,
+    *,
+    max_future: timedelta = timedelta(minutes=5),
+    max_past: timedelta = timedelta(days=3650),
+) -> Decoded:
+    """Validate one message. `now` is the receive time (UTC), used for the future/past bounds."""
+    levels = topic.split("/")
+    if len(levels) != 3 or levels[2] != "telemetry" or levels[0] not in ("meters", "vehicles"):
+        return Rejected(
+            topic, payload, "topic: must be meters/{id}/telemetry or vehicles/{id}/telemetry"
+        )
+    device_id = levels[1]
+    if not DEVICE_ID.fullmatch(device_id):
+        return Rejected(topic, payload, "topic: device id must match [A-Za-z0-9_.:-]{1,64}")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return Rejected(
+            topic, payload, f"payload: {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}"
+        )
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejected(topic, payload, f"payload: not UTF-8 (byte {exc.start})")
+
+    model = MeterPayload if levels[0] == "meters" else VehiclePayload
+    try:
+        msg = model.model_validate_json(payload)
+    except ValidationError as exc:
+        return Rejected(topic, payload, _describe(exc))
+
+    ts = msg.timestamp.astimezone(UTC)
+    if ts > now + max_future:
+        ahead = (ts - now).total_seconds()
+        return Rejected(
+            topic,
+            payload,
+            f"timestamp: {ahead:.0f}s in the future (limit {max_future.total_seconds():.0f}s)",
+        )
+    if ts < now - max_past:
+        return Rejected(topic, payload, f"timestamp: older than {max_past.days} days")
+
+    if isinstance(msg, MeterPayload):
+        if msg.meterId != device_id:
+            return Rejected(
+                topic, payload, f"meterId: {msg.meterId!r} does not match topic id {device_id!r}"
+            )
+        return MeterReading(device_id, ts, msg.kwhConsumedAc, msg.voltage)
+    if msg.vehicleId != device_id:
+        return Rejected(
+            topic, payload, f"vehicleId: {msg.vehicleId!r} does not match topic id {device_id!r}"
+        )
+    return VehicleReading(device_id, ts, msg.soc, msg.kwhDeliveredDc, msg.batteryTemp)

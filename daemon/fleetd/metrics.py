@@ -1,0 +1,63 @@
+"""Prometheus metrics of one daemon, on its own registry (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric fleetd exports at /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages_received = Counter(
+            "fleet_messages_received", "MQTT messages received", ["kind"], registry=r
+        )
+        self.messages_valid = Counter(
+            "fleet_messages_valid", "Messages that passed validation", ["kind"], registry=r
+        )
+        self.messages_rejected = Counter(
+            "fleet_messages_rejected",
+            "Messages that failed validation (stored in rejected_messages)",
+            ["kind", "field"],
+            registry=r,
+        )
+        self.rows_written = Counter(
+            "fleet_rows_written", "History rows inserted (new readings)", ["kind"], registry=r
+        )
+        self.duplicates = Counter(
+            "fleet_duplicate_readings", "Readings already stored (redeliveries)", registry=r
+        )
+        self.flush_duration = Histogram(
+            "fleet_flush_duration_seconds",
+            "Duration of one flush transaction",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "fleet_batch_rows",
+            "Messages per flush",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000),
+            registry=r,
+        )
+        self.buffer_depth = Gauge(
+            "fleet_buffer_depth", "Messages received and not yet committed", registry=r
+        )
+        self.lag = Histogram(
+            "fleet_publish_to_commit_seconds",
+            "Reading timestamp to commit (device clock vs ours)",
+            buckets=(0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.db_reconnects = Counter("fleet_db_reconnects", "Database reconnects", registry=r)
+        self.broker_reconnects = Counter("fleet_broker_reconnects", "Broker reconnects", registry=r)
+        self.oldest_unacked_age = Gauge(
+            "fleet_oldest_unacked_age_seconds", "Age of the oldest unacked message", registry=r
+        )
+        self.acks_skipped = Counter(
+            "fleet_acks_skipped",
+            "Acks not sent because the connection changed (the broker redelivers)",
+            registry=r,
+        )
+        self.db_errors = Counter("fleet_db_errors", "Failed flush attempts", ["kind"], registry=r)

@@ -1,0 +1,125 @@
+"""Configuration: a TOML file overridden by FLEET_* environment variables, validated once."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names it in one line."""
+
+
+def mask_url(url: str) -> str:
+    """Return `url` with any password replaced by `***` (safe to log or print)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Settings(BaseSettings):
+    """Every knob of fleetd. Environment variable = FLEET_ + upper-case field name."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="forbid", frozen=True)
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    database_url: str = "postgresql://127.0.0.1:5432/fleet"
+    client_id: str = Field(default="fleetd", min_length=1, max_length=64)
+    flush_interval_ms: int = Field(default=1000, ge=10, le=60_000)
+    batch_max_rows: int = Field(default=5000, ge=1, le=100_000)
+    max_buffered_rows: int = Field(default=100_000, ge=1)
+    max_future_s: int = Field(default=300, ge=0)
+    max_past_days: int = Field(default=3650, ge=1)
+    mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
+    mqtt_session_expiry_s: int = Field(default=7 * 86400, ge=60)
+    mqtt_receive_maximum: int = Field(default=65535, ge=1, le=65535)
+    share_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    http_addr: str = "127.0.0.1:9108"
+    retention_days: int | None = Field(default=None, ge=1)
+    rollup_retention_days: int | None = Field(default=None, ge=1)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://[user:pass@]host:port or mqtts://...")
+        _ = parts.port  # raises ValueError on a bad port
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("http_addr")
+    @classmethod
+    def _http_addr(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings with credentials masked, for check-config and logs."""
+        data = self.model_dump()
+        data["mqtt_url"] = mask_url(self.mqtt_url)
+        data["database_url"] = mask_url(self.database_url)
+        return data
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from an optional TOML file, then the environment, then `overrides`.
+
+    Raises ConfigError with a one-line message naming the bad setting.
+    """
+    values: dict[str, Any] = {}
+    if config_path is not None:
+        try:
+            values = tomllib.loads(config_path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"config file {config_path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_path}: {exc}") from exc
+        values = values.get("fleetd", values)
+    try:
+        settings = Settings(**values)
+        if overrides:
+            settings = Settings.model_validate(settings.model_dump() | overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown setting {name!r}") from exc
+        env = f"FLEET_{name.upper()}"
+        raise ConfigError(f"invalid {env} ({name}): {err['msg']}") from exc
+    return settings

@@ -1,0 +1,1 @@
+"""fleetsim (work in progress)."""
