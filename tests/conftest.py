@@ -1,0 +1,141 @@
+"""Fixtures: real PostgreSQL and Mosquitto from the harness (or FLEET_TEST_* URLs).
+
+One PostgreSQL server per session with a migrated template database; each test gets a fresh
+copy of it (CREATE DATABASE ... TEMPLATE, ~0.1 s). Each test gets its own broker too, so no
+persistent session or queue leaks from one test into another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from fleet_harness import MosquittoServer, PostgresServer
+from fleetd.db.connect import connect
+from fleetd.db.migrate import migrate
+from fleetd.service import Daemon
+from fleetd.settings import Settings, load_settings
+
+_counter = itertools.count()
+
+
+def _with_db(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """URL of a database on a server we may create databases on."""
+    external = os.environ.get("FLEET_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    with PostgresServer() as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_admin_url: str) -> str:
+    """Name of a database with every migration applied, to clone per test."""
+    name = f"fleet_tpl_{os.getpid()}"
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    conn = await connect(_with_db(pg_admin_url, name))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return name
+
+
+@pytest.fixture
+async def database_url(pg_admin_url: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"fleet_t{os.getpid()}_{next(_counter)}"
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await admin.close()
+    yield _with_db(pg_admin_url, name)
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test's database."""
+    conn = await connect(database_url, application_name="tests")
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def broker() -> Iterator[MosquittoServer]:
+    """A private Mosquitto with the repo's mosquitto.conf settings (anonymous, loopback)."""
+    with MosquittoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def mqtt_url(broker: MosquittoServer) -> str:
+    return os.environ.get("FLEET_TEST_MQTT_URL") or broker.url()
+
+
+@pytest.fixture
+def settings(mqtt_url: str, database_url: str) -> Settings:
+    """Daemon settings for this test's broker and database (fast flushes)."""
+    return load_settings(
+        None,
+        mqtt_url=mqtt_url,
+        database_url=database_url,
+        client_id=f"fleetd-test-{os.getpid()}-{next(_counter)}",
+        flush_interval_ms=200,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Daemon]:
+    """Run a Daemon in this event loop until the block exits (graceful stop)."""
+    daemon = Daemon(settings)
+    task = asyncio.create_task(daemon.run(), name="daemon")
+    ready = asyncio.create_task(daemon.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    if ready not in done:
+        ready.cancel()
+        task.cancel()
+        raise TimeoutError("daemon not ready in 20 s")
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, timeout=15)
+
+
+async def wait_for_count(
+    conn: asyncpg.Connection, sql: str, expected: int, timeout_s: float = 60
+) -> int:
+    """Poll `sql` (a count) until it reaches `expected` or the timeout passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value: int = await conn.fetchval(sql)
+        if value >= expected or loop.time() > deadline:
+            return value
+        await asyncio.sleep(0.1)
