@@ -11,7 +11,11 @@ import asyncio
 import contextlib
 import itertools
 import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -139,3 +143,35 @@ async def wait_for_count(
         if value >= expected or loop.time() > deadline:
             return value
         await asyncio.sleep(0.1)
+
+
+def spawn_fleetd(settings: Settings, **extra_env: str) -> subprocess.Popen[bytes]:
+    """Start `fleetd run` as a real process configured like `settings` (JSON logs to a pipe)."""
+    env = (
+        os.environ
+        | {
+            "FLEET_MQTT_URL": settings.mqtt_url,
+            "FLEET_DATABASE_URL": settings.database_url,
+            "FLEET_CLIENT_ID": settings.client_id,
+            "FLEET_FLUSH_INTERVAL_MS": str(settings.flush_interval_ms),
+            "FLEET_HTTP_ADDR": "127.0.0.1:0",
+            "FLEET_LOG_FORMAT": "json",
+        }
+        | extra_env
+    )
+    # Output goes to a file, not a pipe nobody reads (a full pipe would block the daemon).
+    with tempfile.NamedTemporaryFile(prefix="fleetd-", suffix=".log", delete=False) as log:
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "fleetd"), "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def total_readings(conn: asyncpg.Connection) -> int:
+    """History rows of both kinds."""
+    n: int = await conn.fetchval(
+        "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+    )
+    return n

@@ -19,7 +19,8 @@ async def test_smoke(settings: Settings, mqtt_url: str, db: asyncpg.Connection) 
         pub.close()
         n = await wait_for_count(
             db,
-            "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)",
+            "SELECT (SELECT count(*) FROM meter_readings)"
+            " + (SELECT count(*) FROM vehicle_readings)",
             2000,
             20,
         )
