@@ -1,0 +1,89 @@
+"""Configuration: TOML overridden by environment, one-line errors, masked secrets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleetd.settings import ConfigError, load_settings, mask_url
+
+FLEETD = str(Path(sys.executable).parent / "fleetd")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_example_config_loads() -> None:
+    s = load_settings(REPO / "config" / "fleetd.toml")
+    assert s.flush_interval_ms == 1000
+    assert s.client_id == "fleetd"
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('[fleetd]\nbatch_max_rows = 10\nclient_id = "from-file"\n')
+    monkeypatch.setenv("FLEET_CLIENT_ID", "from-env")
+    s = load_settings(cfg)
+    assert (s.batch_max_rows, s.client_id) == (10, "from-env")
+
+
+def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEET_MQTT_URL", "mqtts://u:p@broker.example:8883")
+    s = load_settings(None)
+    assert (s.flush_interval_ms, s.batch_max_rows, s.max_buffered_rows) == (1000, 5000, 100000)
+    assert s.mqtt_url.startswith("mqtts://")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FLEET_FLUSH_INTERVAL_MS": "soon"}, "FLEET_FLUSH_INTERVAL_MS"),
+        ({"FLEET_BATCH_MAX_ROWS": "0"}, "FLEET_BATCH_MAX_ROWS"),
+        ({"FLEET_MQTT_URL": "http://x"}, "FLEET_MQTT_URL"),
+        ({"FLEET_DATABASE_URL": "mysql://x"}, "FLEET_DATABASE_URL"),
+    ],
+)
+def test_bad_value_names_the_setting(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None)
+
+
+def test_cli_bad_value_exits_nonzero_with_one_line() -> None:
+    out = subprocess.run(
+        [FLEETD, "check-config"],
+        env={"FLEET_BATCH_MAX_ROWS": "-5"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1
+    assert "FLEET_BATCH_MAX_ROWS" in out.stderr
+
+
+def test_check_config_masks_secrets() -> None:
+    out = subprocess.run(
+        [FLEETD, "check-config"],
+        env={
+            "FLEET_MQTT_URL": "mqtt://fleetd:s3cret@127.0.0.1:1883",
+            "FLEET_DATABASE_URL": "postgresql://ingest:hunter2@db:5432/fleet",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "s3cret" not in out.stdout
+    assert "hunter2" not in out.stdout
+    shown = json.loads(out.stdout)
+    assert shown["mqtt_url"] == "mqtt://fleetd:***@127.0.0.1:1883"
+    assert shown["database_url"] == "postgresql://ingest:***@db:5432/fleet"
+
+
+def test_mask_url_leaves_passwordless_urls_alone() -> None:
+    assert mask_url("postgresql://fleet@127.0.0.1/fleet") == "postgresql://fleet@127.0.0.1/fleet"
