@@ -41,11 +41,13 @@ class Settings(BaseSettings):
     flush_interval_ms: int = Field(default=1000, ge=10, le=60_000)
     batch_max_rows: int = Field(default=5000, ge=1, le=100_000)
     max_buffered_rows: int = Field(default=100_000, ge=1)
+    db_writers: int = Field(default=2, ge=1, le=16)
     max_future_s: int = Field(default=300, ge=0)
     max_past_days: int = Field(default=3650, ge=1)
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
     mqtt_session_expiry_s: int = Field(default=7 * 86400, ge=60)
     mqtt_receive_maximum: int = Field(default=65535, ge=1, le=65535)
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
     share_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     http_addr: str = "127.0.0.1:9108"
     retention_days: int | None = Field(default=None, ge=1)

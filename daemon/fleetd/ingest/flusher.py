@@ -24,40 +24,50 @@ log = structlog.get_logger("fleetd.db")
 MAX_BACKOFF_S = 5.0
 
 
+class _Slot:
+    """One writer connection (None until connected or after a failure)."""
+
+    conn: asyncpg.Connection | None = None
+
+
 class Flusher:
-    """Owns the ingest connection. `write()` returns only once the batch committed, or raises
-    CancelledError if the daemon gives up (shutdown while the database is down)."""
+    """Owns the ingest connections: `writers` batches may be in their transactions at once (a
+    second connection lets PostgreSQL use a second core). `write()` returns only once the batch
+    committed, or raises CancelledError if the daemon gives up (shutdown while the DB is down).
+    """
 
     def __init__(
         self,
         dsn: str,
         metrics: Metrics,
         on_state: Callable[[bool], None] | None = None,
+        *,
+        writers: int = 1,
     ) -> None:
         self._dsn = dsn
         self._metrics = metrics
         self._on_state = on_state
-        self._conn: asyncpg.Connection | None = None
+        self.writers = writers
+        self._slots = [_Slot() for _ in range(writers)]
+        self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
+        for slot in self._slots:
+            self._idle.put_nowait(slot)
         self._partitions = PartitionCache()
         self.healthy = False
         self.last_success_mono = 0.0
         self.last_error: str | None = None
 
-    async def connection(self) -> asyncpg.Connection:
-        """The live connection, reconnecting if needed (raises a transient error if down)."""
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await connect(self._dsn)
-            await self._partitions.ensure_ahead(self._conn)
-        return self._conn
+    async def _connection(self, slot: _Slot) -> asyncpg.Connection:
+        """The slot's live connection, reconnecting if needed (raises a transient error)."""
+        if slot.conn is None or slot.conn.is_closed():
+            slot.conn = await connect(self._dsn)
+            await self._partitions.ensure_ahead(slot.conn)
+        return slot.conn
 
     async def close(self) -> None:
-        """Close the connection (quietly: it may already be dead)."""
-        if self._conn is not None:
-            try:
-                await asyncio.wait_for(self._conn.close(), timeout=2)
-            except (*TRANSIENT_ERRORS, asyncpg.PostgresError):  # type: ignore[misc]
-                self._conn.terminate()
-            self._conn = None
+        """Close every connection (quietly: they may already be dead)."""
+        for slot in self._slots:
+            await _close(slot)
 
     def _set_health(self, healthy: bool, error: str | None = None) -> None:
         if healthy != self.healthy:
@@ -73,25 +83,34 @@ class Flusher:
 
     async def write(self, batch: Batch) -> WriteResult:
         """Commit `batch`, retrying transient failures forever with capped, jittered backoff."""
-        attempt = 0
-        while True:
-            try:
-                conn = await self.connection()
-                result = await self._write_isolating(conn, batch.envelopes)
-            except TRANSIENT_ERRORS as exc:
-                attempt += 1
-                self._metrics.db_errors.labels("transient").inc()
-                self._set_health(False, f"{exc.__class__.__name__}: {exc}")
-                await self.close()
-                await asyncio.sleep(min(MAX_BACKOFF_S, random.uniform(0.5, 1.0) * 0.2 * 2**attempt))
-                continue
-            self._set_health(True)
-            self.last_success_mono = time.monotonic()
-            return result
+        slot = await self._idle.get()
+        try:
+            attempt = 0
+            while True:
+                try:
+                    conn = await self._connection(slot)
+                    result = await self._write_isolating(conn, batch.envelopes)
+                except TRANSIENT_ERRORS as exc:
+                    attempt += 1
+                    self._metrics.db_errors.labels("transient").inc()
+                    self._set_health(False, f"{exc.__class__.__name__}: {exc}")
+                    await _close(slot)
+                    backoff = random.uniform(0.5, 1.0) * 0.2 * 2**attempt
+                    await asyncio.sleep(min(MAX_BACKOFF_S, backoff))
+                    continue
+                self._set_health(True)
+                self.last_success_mono = time.monotonic()
+                return result
+        finally:
+            self._idle.put_nowait(slot)
 
     async def ensure_ahead(self) -> None:
         """Create partitions for today and the days ahead (hourly maintenance)."""
-        await self._partitions.ensure_ahead(await self.connection())
+        slot = await self._idle.get()
+        try:
+            await self._partitions.ensure_ahead(await self._connection(slot))
+        finally:
+            self._idle.put_nowait(slot)
 
     async def _write_isolating(
         self, conn: asyncpg.Connection, envelopes: list[Envelope]
@@ -124,6 +143,15 @@ class Flusher:
                 left.vehicles_total + right.vehicles_total,
                 left.rejects + right.rejects,
             )
+
+
+async def _close(slot: _Slot) -> None:
+    if slot.conn is not None:
+        try:
+            await asyncio.wait_for(slot.conn.close(), timeout=2)
+        except (*TRANSIENT_ERRORS, asyncpg.PostgresError):  # type: ignore[misc]
+            slot.conn.terminate()
+        slot.conn = None
 
 
 def _as_reject(env: Envelope, exc: Exception) -> Envelope:

@@ -1,0 +1,130 @@
+"""The MQTT 3.1.1 / 5.0 packets a QoS 1 subscriber needs, encoded and decoded by hand.
+
+Only what fleetd uses: CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH in, PUBACK out,
+PINGREQ/PINGRESP, DISCONNECT. Pure functions over bytes, so they are unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
+PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
+
+PINGREQ_PACKET = b"\xc0\x00"
+DISCONNECT_PACKET = b"\xe0\x00"  # normal disconnect; the session is kept (v3 and v5)
+_U16 = struct.Struct("!H")
+
+
+class ProtocolError(Exception):
+    """The broker sent something we cannot parse."""
+
+
+def encode_varint(n: int) -> bytes:
+    """MQTT variable byte integer (remaining length, property lengths)."""
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | 0x80 if n else byte)
+        if not n:
+            return bytes(out)
+
+
+def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int] | None:
+    """(value, next position), or None if the buffer ends inside the integer."""
+    value = shift = 0
+    for i in range(4):
+        if pos + i >= len(buf):
+            return None
+        byte = buf[pos + i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos + i + 1
+        shift += 7
+    raise ProtocolError("variable byte integer longer than 4 bytes")
+
+
+def _string(s: str | bytes) -> bytes:
+    raw = s.encode() if isinstance(s, str) else s
+    return _U16.pack(len(raw)) + raw
+
+
+def _packet(first_byte: int, body: bytes) -> bytes:
+    return bytes([first_byte]) + encode_varint(len(body)) + body
+
+
+def connect_packet(
+    client_id: str,
+    *,
+    keepalive_s: int,
+    v5: bool,
+    username: str | None = None,
+    password: str | None = None,
+    session_expiry_s: int = 0,
+    receive_maximum: int = 65535,
+) -> bytes:
+    """CONNECT for a durable session: clean session/start off, fixed client id."""
+    flags = (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    body = bytearray(_string("MQTT"))
+    body += bytes([5 if v5 else 4, flags]) + _U16.pack(keepalive_s)
+    if v5:
+        props = b"\x11" + struct.pack("!I", session_expiry_s) + b"\x21" + _U16.pack(receive_maximum)
+        body += encode_varint(len(props)) + props
+    body += _string(client_id)
+    if username is not None:
+        body += _string(username)
+    if password is not None:
+        body += _string(password)
+    return _packet(CONNECT << 4, bytes(body))
+
+
+def subscribe_packet(packet_id: int, filters: tuple[str, ...], *, v5: bool, qos: int = 1) -> bytes:
+    """SUBSCRIBE to every filter with the given maximum QoS."""
+    body = bytearray(_U16.pack(packet_id))
+    if v5:
+        body += b"\x00"  # no properties
+    for f in filters:
+        body += _string(f) + bytes([qos])
+    return _packet((SUBSCRIBE << 4) | 0x02, bytes(body))
+
+
+def puback_packet(packet_id: int) -> bytes:
+    """PUBACK; in v5 a remaining length of 2 means reason code 0 (success)."""
+    return b"\x40\x02" + _U16.pack(packet_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnAck:
+    session_present: bool
+    code: int  # 0 = accepted (v3 return code / v5 reason code)
+
+
+def parse_connack(body: bytes) -> ConnAck:
+    """CONNACK variable header."""
+    if len(body) < 2:
+        raise ProtocolError("short CONNACK")
+    return ConnAck(bool(body[0] & 0x01), body[1])
+
+
+def parse_suback(body: bytes, *, v5: bool) -> tuple[int, list[int]]:
+    """(packet id, granted QoS / reason code per filter); codes >= 0x80 are refusals."""
+    packet_id = _U16.unpack_from(body, 0)[0]
+    pos = 2
+    if v5:
+        decoded = decode_varint(body, pos)
+        if decoded is None:
+            raise ProtocolError("short SUBACK")
+        length, pos = decoded
+        pos += length
+    return packet_id, list(body[pos:])
+
+
+def connack_reason(code: int, *, v5: bool) -> str:
+    """Human text for a refused CONNACK."""
+    v3 = {1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
+          4: "bad username or password", 5: "not authorised"}  # fmt: skip
+    v5_codes = {0x84: "unsupported protocol version", 0x85: "client id not valid",
+                0x86: "bad username or password", 0x87: "not authorised",
+                0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned"}  # fmt: skip
+    return (v5_codes if v5 else v3).get(code, f"code {code:#x}")
