@@ -12,14 +12,16 @@
 --                    is 1e-6 kWh (1 mWh); ~7-9 B per value, about the same as float8.
 --   voltage, soc,    real (float4): sensor values with 3-4 significant digits; 4 B instead of 8.
 --   battery_temp     They are averaged, never billed.
---   device ids       text: ids are the devices' own (METER-00001, 12 B on disk).
+--   device ids       text COLLATE "C": ids are the devices' own (METER-00001, 12 B on disk).
+--                    Byte order (memcmp) instead of the database's linguistic collation: ids
+--                    are codes, not words, and every PK lookup, sort and join compares them.
 -- Fixed-width columns come first so the row needs no alignment padding between them.
 
 CREATE TABLE IF NOT EXISTS meter_readings (
     ts              timestamptz   NOT NULL,
     received_at     timestamptz   NOT NULL,
     voltage         real          NOT NULL,
-    meter_id        text          NOT NULL,
+    meter_id        text COLLATE "C" NOT NULL,
     kwh_consumed_ac numeric(12,6) NOT NULL,
     PRIMARY KEY (meter_id, ts)
 ) PARTITION BY RANGE (ts);
@@ -29,7 +31,7 @@ CREATE TABLE IF NOT EXISTS vehicle_readings (
     received_at      timestamptz   NOT NULL,
     soc              real          NOT NULL,
     battery_temp     real          NOT NULL,
-    vehicle_id       text          NOT NULL,
+    vehicle_id       text COLLATE "C" NOT NULL,
     kwh_delivered_dc numeric(12,6) NOT NULL,
     PRIMARY KEY (vehicle_id, ts)
 ) PARTITION BY RANGE (ts);

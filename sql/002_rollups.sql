@@ -6,7 +6,7 @@
 CREATE TABLE IF NOT EXISTS meter_hourly (
     hour      timestamptz NOT NULL,   -- start of the UTC hour
     readings  integer     NOT NULL,
-    meter_id  text        NOT NULL,
+    meter_id  text COLLATE "C" NOT NULL,
     kwh_sum   numeric     NOT NULL,   -- exact sum of kwh_consumed_ac
     PRIMARY KEY (meter_id, hour)
 ) PARTITION BY RANGE (hour);
@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS vehicle_hourly (
     temp_max     real             NOT NULL,
     soc_first    real             NOT NULL,
     soc_last     real             NOT NULL,
-    vehicle_id   text             NOT NULL,
+    vehicle_id   text COLLATE "C" NOT NULL,
     kwh_sum      numeric          NOT NULL,  -- exact sum of kwh_delivered_dc
     PRIMARY KEY (vehicle_id, hour)
 ) PARTITION BY RANGE (hour);

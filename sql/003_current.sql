@@ -5,7 +5,7 @@
 -- size instead of growing to tens of MB.
 
 CREATE TABLE IF NOT EXISTS meter_current (
-    meter_id        text          PRIMARY KEY,
+    meter_id        text COLLATE "C" PRIMARY KEY,
     ts              timestamptz   NOT NULL,
     updated_at      timestamptz   NOT NULL,
     voltage         real          NOT NULL,
@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS meter_current (
         autovacuum_vacuum_cost_delay = 0);
 
 CREATE TABLE IF NOT EXISTS vehicle_current (
-    vehicle_id       text          PRIMARY KEY,
+    vehicle_id       text COLLATE "C" PRIMARY KEY,
     ts               timestamptz   NOT NULL,
     updated_at       timestamptz   NOT NULL,
     soc              real          NOT NULL,

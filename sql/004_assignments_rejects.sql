@@ -5,8 +5,8 @@ CREATE EXTENSION IF NOT EXISTS btree_gist;
 
 CREATE TABLE IF NOT EXISTS vehicle_meter_assignments (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    vehicle_id text        NOT NULL,
-    meter_id   text        NOT NULL,
+    vehicle_id text COLLATE "C" NOT NULL,
+    meter_id   text COLLATE "C" NOT NULL,
     valid_from timestamptz NOT NULL,
     valid_to   timestamptz,
     CONSTRAINT assignment_period_valid CHECK (valid_to IS NULL OR valid_to > valid_from),

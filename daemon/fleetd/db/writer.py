@@ -22,7 +22,7 @@ WITH ins AS (
     SELECT m, t, k::numeric(12,6), v, r
     FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::real[], $5::timestamptz[])
          AS u(m, t, k, v, r)
-    ORDER BY m, t
+    ORDER BY m COLLATE "C", t
     ON CONFLICT DO NOTHING
     RETURNING meter_id, ts, kwh_consumed_ac
 ), roll AS (
@@ -42,7 +42,7 @@ WITH ins AS (
     SELECT i, t, s, k::numeric(12,6), b, r
     FROM unnest($1::text[], $2::timestamptz[], $3::real[], $4::float8[], $5::real[],
                 $6::timestamptz[]) AS u(i, t, s, k, b, r)
-    ORDER BY i, t
+    ORDER BY i COLLATE "C", t
     ON CONFLICT DO NOTHING
     RETURNING vehicle_id, ts, soc, kwh_delivered_dc, battery_temp
 ), roll AS (
@@ -75,7 +75,7 @@ UPSERT_METER_CURRENT = """
 INSERT INTO meter_current AS c (meter_id, ts, kwh_consumed_ac, voltage, updated_at)
 SELECT m, t, k::numeric(12,6), v, now()
 FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::real[]) AS u(m, t, k, v)
-ORDER BY m
+ORDER BY m COLLATE "C"
 ON CONFLICT (meter_id) DO UPDATE
    SET ts = excluded.ts, kwh_consumed_ac = excluded.kwh_consumed_ac,
        voltage = excluded.voltage, updated_at = excluded.updated_at
@@ -86,7 +86,7 @@ UPSERT_VEHICLE_CURRENT = """
 INSERT INTO vehicle_current AS c (vehicle_id, ts, soc, kwh_delivered_dc, battery_temp, updated_at)
 SELECT i, t, s, k::numeric(12,6), b, now()
 FROM unnest($1::text[], $2::timestamptz[], $3::real[], $4::float8[], $5::real[]) AS u(i, t, s, k, b)
-ORDER BY i
+ORDER BY i COLLATE "C"
 ON CONFLICT (vehicle_id) DO UPDATE
    SET ts = excluded.ts, soc = excluded.soc, kwh_delivered_dc = excluded.kwh_delivered_dc,
        battery_temp = excluded.battery_temp, updated_at = excluded.updated_at
