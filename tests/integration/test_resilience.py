@@ -1,0 +1,79 @@
+"""Broker restarts and backpressure: the daemon keeps its promises when the world misbehaves."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from fleet_harness import MosquittoServer, PostgresServer
+from fleet_harness.publish import Publisher, readings
+from fleetd.db.connect import connect
+from fleetd.db.migrate import migrate
+from fleetd.settings import Settings
+from tests.conftest import running, total_readings, wait_for_count
+
+pytestmark = pytest.mark.integration
+
+BOTH = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+
+
+def _start() -> datetime:
+    return datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+
+
+async def _publish(url: str, msgs: list[tuple[str, bytes]]) -> None:
+    pub = Publisher(url)
+    try:
+        await asyncio.to_thread(pub.publish, msgs)
+    finally:
+        pub.close()
+
+
+async def test_broker_restart_loses_nothing_queued_for_the_daemon(
+    settings: Settings, broker: MosquittoServer, db: asyncpg.Connection
+) -> None:
+    msgs = readings(200, 200, 10, _start(), timedelta(minutes=1))
+    first, second = msgs[:2000], msgs[2000:]
+    url = broker.url()
+    async with running(settings) as daemon:
+        await _publish(url, first)
+        await wait_for_count(db, BOTH, len(first))
+        daemon.mqtt.pause()  # the broker must queue the next messages for our session
+        await _publish(url, second)
+        await asyncio.to_thread(broker.stop_server)  # SIGTERM: Mosquitto saves its queue
+        await asyncio.to_thread(broker.start_server)
+        daemon.mqtt.resume()
+        assert await wait_for_count(db, BOTH, len(msgs), 60) == len(msgs)
+        assert daemon.mqtt.reconnects >= 1
+    assert await total_readings(db) == len(msgs)
+
+
+async def test_buffer_stays_bounded_while_the_database_is_down(
+    settings: Settings, mqtt_url: str
+) -> None:
+    with PostgresServer() as pg:
+        conn = await connect(pg.url)
+        await migrate(conn)
+        await conn.close()
+        own = Settings.model_validate(
+            settings.model_dump()
+            | {"database_url": pg.url, "max_buffered_rows": 500, "batch_max_rows": 100}
+        )
+        msgs = readings(100, 100, 15, _start(), timedelta(minutes=1))
+        async with running(own) as daemon:
+            await asyncio.to_thread(pg.stop_server)
+            await _publish(mqtt_url, msgs)  # the broker accepts all of them
+            await asyncio.sleep(2)
+            assert daemon.mqtt.paused
+            held = len(daemon.batcher) + daemon.flusher.writers * own.batch_max_rows
+            # Bounded by the limit plus at most one socket read (~256 KiB of messages).
+            assert held < own.max_buffered_rows + 3000
+            await asyncio.to_thread(pg.start_server)
+            conn = await connect(pg.url)
+            try:
+                assert await wait_for_count(conn, BOTH, len(msgs), 90) == len(msgs)
+            finally:
+                await conn.close()
