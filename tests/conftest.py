@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from fleet_harness import MosquittoServer, PostgresServer
+from fleet_harness.containers import docker_requested, mosquitto_container, postgres_container
 from fleetd.db.connect import connect
 from fleetd.db.migrate import migrate
 from fleetd.service import Daemon
@@ -40,6 +41,10 @@ def pg_admin_url() -> Iterator[str]:
     external = os.environ.get("FLEET_TEST_DATABASE_URL")
     if external:
         yield external
+        return
+    if docker_requested():
+        with postgres_container() as url:
+            yield url
         return
     with PostgresServer() as server:
         yield server.url
@@ -96,8 +101,16 @@ def broker() -> Iterator[MosquittoServer]:
 
 
 @pytest.fixture
-def mqtt_url(broker: MosquittoServer) -> str:
-    return os.environ.get("FLEET_TEST_MQTT_URL") or broker.url()
+def mqtt_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """This test's broker: FLEET_TEST_MQTT_URL, a container (opt-in), or a private Mosquitto."""
+    external = os.environ.get("FLEET_TEST_MQTT_URL")
+    if external:
+        yield external
+    elif docker_requested():
+        with mosquitto_container() as url:
+            yield url
+    else:
+        yield request.getfixturevalue("broker").url()
 
 
 @pytest.fixture

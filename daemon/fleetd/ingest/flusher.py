@@ -109,6 +109,7 @@ class Flusher:
         slot = await self._idle.get()
         try:
             await self._partitions.ensure_ahead(await self._connection(slot))
+            self._set_health(True)
         finally:
             self._idle.put_nowait(slot)
 
