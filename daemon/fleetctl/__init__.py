@@ -1,1 +1,1 @@
-"""fleetctl (work in progress)."""
+"""fleetctl: AC→DC efficiency analytics over fleet-telemetry's PostgreSQL schema, and its CLI."""

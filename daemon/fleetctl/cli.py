@@ -1,9 +1,271 @@
-"""fleetctl: not yet."""
+"""fleetctl: AC→DC efficiency per vehicle, fleet reports, anomalies, current state, assignments.
 
+Exit codes: 0 ok, 1 a one-line error (unknown id, bad window, conflict, database unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
 import sys
+from typing import Any
+
+import asyncpg
+
+from fleetctl import render
+from fleetctl.assignments import assign, assignments
+from fleetctl.errors import AnalyticsError
+from fleetctl.queries import SORT_KEYS, anomalies, current, fleet_report, vehicle_performance
+from fleetctl.status import DEFAULT_MIN_AC_KWH
+from fleetctl.window import Window, parse_rfc3339
+from fleetd.db.connect import TRANSIENT_ERRORS, connect
+from fleetd.settings import mask_url
+
+EXIT_ERROR = 1
 
 
-def main() -> int:
-    """Placeholder until the analytics land."""
-    print("fleetctl: not yet implemented", file=sys.stderr)
-    return 1
+def _window_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hours", type=float, help="window of H hours ending now (default 24)")
+    p.add_argument("--start", help="window start, RFC 3339 (e.g. 2026-11-23T00:00:00Z)")
+    p.add_argument("--end", help="window end, RFC 3339, exclusive (default now)")
+    p.add_argument(
+        "--min-ac-kwh",
+        type=float,
+        default=DEFAULT_MIN_AC_KWH,
+        help="below this AC energy a vehicle is insufficient_data (default %(default)s)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetctl", description=__doc__)
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: FLEET_DATABASE_URL)")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("performance", help="one vehicle's efficiency with an hourly breakdown")
+    p.add_argument("vehicle_id")
+    _window_args(p)
+    p = sub.add_parser("fleet", help="every vehicle's efficiency, worst first")
+    _window_args(p)
+    p.add_argument("--sort", choices=SORT_KEYS, default="efficiency")
+    p.add_argument("--limit", type=int, help="show only the first N rows (table output)")
+    p = sub.add_parser("anomalies", help="vehicles below an efficiency threshold")
+    _window_args(p)
+    p.add_argument("--threshold", type=float, default=0.85)
+    p = sub.add_parser("current", help="newest reading per device, with age and offline flag")
+    p.add_argument("kind", choices=("vehicles", "meters"))
+    p.add_argument("device_id", nargs="?")
+    p = sub.add_parser("assign", help="assign a vehicle to a meter from a time on")
+    p.add_argument("vehicle_id")
+    p.add_argument("meter_id")
+    p.add_argument("--from", dest="valid_from", help="RFC 3339 (default now)")
+    p = sub.add_parser("assignments", help="a vehicle's meter assignment history")
+    p.add_argument("vehicle_id")
+    return parser
+
+
+def _window(args: argparse.Namespace) -> Window:
+    return Window.parse(hours=args.hours, start=args.start, end=args.end)
+
+
+async def _execute(args: argparse.Namespace, conn: asyncpg.Connection) -> Any:
+    cmd = args.command
+    if cmd == "performance":
+        return await vehicle_performance(
+            conn, args.vehicle_id, _window(args), min_ac_kwh=args.min_ac_kwh
+        )
+    if cmd == "fleet":
+        return await fleet_report(conn, _window(args), sort=args.sort, min_ac_kwh=args.min_ac_kwh)
+    if cmd == "anomalies":
+        return await anomalies(
+            conn, _window(args), threshold=args.threshold, min_ac_kwh=args.min_ac_kwh
+        )
+    if cmd == "current":
+        return await current(conn, args.kind, args.device_id)
+    if cmd == "assign":
+        start = parse_rfc3339(args.valid_from, "from") if args.valid_from else None
+        return await assign(conn, args.vehicle_id, args.meter_id, start)
+    return await assignments(conn, args.vehicle_id)
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+def _vehicle_rows(rows: list[dict[str, Any]], colour: bool) -> str:
+    headers = ("vehicle", "meter", "AC kWh", "DC kWh", "loss kWh", "efficiency", "status",
+               "temp avg", "coverage", "shared")  # fmt: skip
+    cells = [
+        (
+            r["vehicleId"],
+            ",".join(dict.fromkeys(m["meterId"] for m in r["meters"])) or "-",
+            render.num(r["totalAcKwh"]),
+            render.num(r["totalDcKwh"]),
+            render.num(r["lossKwh"]),
+            render.percent(r["efficiencyPercent"]),
+            render.status(r["status"], colour),
+            render.num(r["batteryTemp"]["avg"], 1),
+            render.percent(r["coveragePercent"]["vehicle"]),
+            ",".join(r["sharedWith"]) if r["meterShared"] else "",
+        )
+        for r in rows
+    ]
+    return render.table(headers, cells, right={2, 3, 4, 5, 7, 8})
+
+
+def _show_performance(r: dict[str, Any], colour: bool) -> str:
+    lines = [
+        f"{r['vehicleId']}  {r['window']['start']} → {r['window']['end']}",
+        f"  status      {render.status(r['status'], colour)}: {r['message']}",
+        f"  efficiency  {render.percent(r['efficiencyPercent'])}  "
+        f"(AC {render.num(r['totalAcKwh'])} kWh, DC {render.num(r['totalDcKwh'])} kWh, "
+        f"loss {render.num(r['lossKwh'])} kWh)",
+        "  meters      "
+        + (", ".join(f"{m['meterId']} [{m['from']} → {m['to']})" for m in r["meters"]) or "none"),
+    ]
+    if r["meterShared"]:
+        lines.append(
+            f"  shared      meter also fed {', '.join(r['sharedWith'])}: site-level figures "
+            f"(this vehicle's own DC: {render.num(r['vehicleDcKwh'])} kWh)"
+        )
+    bt, soc = r["batteryTemp"], r["soc"]
+    lines += [
+        f"  battery     temp avg {render.num(bt['avg'], 1)} °C (min {render.num(bt['min'], 1)},"
+        f" max {render.num(bt['max'], 1)}); SoC {render.num(soc['first'], 1)} % → "
+        f"{render.num(soc['last'], 1)} %",
+        f"  readings    vehicle {r['readings']['vehicle']}/{r['expectedReadings']['vehicle']} "
+        f"({render.percent(r['coveragePercent']['vehicle'])}), meter "
+        f"{r['readings']['meter']}/{r['expectedReadings']['meter']} "
+        f"({render.percent(r['coveragePercent']['meter'])})",
+        "",
+    ]
+    cells = [
+        (
+            h["hour"],
+            render.num(h["acKwh"]),
+            render.num(h["dcKwh"]),
+            render.percent(None if h["efficiency"] is None else h["efficiency"] * 100),
+            str(h["readings"]["vehicle"]),
+            str(h["readings"]["meter"]),
+        )
+        for h in r["hourly"]
+    ]
+    lines.append(
+        render.table(
+            ("hour", "AC kWh", "DC kWh", "efficiency", "veh n", "meter n"),
+            cells,
+            right={1, 2, 3, 4, 5},
+        )
+    )
+    return "\n".join(lines)
+
+
+def _show_fleet(r: dict[str, Any], colour: bool, limit: int | None) -> str:
+    t = r["totals"]
+    counts = ", ".join(f"{render.status(k, colour)} {v}" for k, v in r["statusCounts"].items() if v)
+    rows = r["vehicles"][:limit] if limit else r["vehicles"]
+    return "\n".join(
+        [
+            f"Fleet {r['window']['start']} → {r['window']['end']}: {t['vehicles']} vehicles, "
+            f"{t['meters']} meters",
+            f"  efficiency {render.percent(t['efficiencyPercent'])} "
+            f"(AC {render.num(t['totalAcKwh'])} kWh, DC {render.num(t['totalDcKwh'])} kWh, "
+            f"loss {render.num(t['lossKwh'])} kWh)",
+            f"  {counts or 'no vehicles'}",
+            "",
+            _vehicle_rows(rows, colour),
+        ]
+        + (
+            [f"... {len(r['vehicles']) - len(rows)} more (--limit)"]
+            if len(rows) < t["vehicles"]
+            else []
+        )
+    )
+
+
+def _show_current(r: dict[str, Any]) -> str:
+    meters = r["kind"] == "meters"
+    headers = (
+        ("meter", "timestamp", "kWh AC", "voltage", "age s", "state")
+        if meters
+        else ("vehicle", "timestamp", "SoC %", "kWh DC", "temp °C", "age s", "state")
+    )
+    cells: list[tuple[str, ...]] = []
+    for d in r["devices"]:
+        state = "OFFLINE" if d["offline"] else "online"
+        age = render.num(d["lastSeenSeconds"], 0)
+        values: tuple[str, ...]
+        if meters:
+            values = (render.num(d["kwhConsumedAc"], 6), render.num(d["voltage"], 1))
+        else:
+            values = (render.num(d["soc"], 1), render.num(d["kwhDeliveredDc"], 6),
+                      render.num(d["batteryTemp"], 1))  # fmt: skip
+        cells.append((d["meterId" if meters else "vehicleId"], d["timestamp"], *values, age, state))
+    numeric = set(range(2, len(headers) - 1))
+    summary = (
+        f"{r['count']} {r['kind']}, {r['offline']} offline "
+        f"(no reading for > {r['offlineAfterSeconds']} s)"
+    )
+    return render.table(headers, cells, right=numeric) + "\n" + summary
+
+
+def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
+    cmd = args.command
+    if cmd == "performance":
+        return _show_performance(result, colour)
+    if cmd == "fleet":
+        return _show_fleet(result, colour, args.limit)
+    if cmd == "anomalies":
+        head = (
+            f"{result['count']} vehicles below {result['threshold'] * 100:.1f} % "
+            f"({result['window']['start']} → {result['window']['end']})"
+        )
+        out = [head, _vehicle_rows(result["vehicles"], colour)]
+        if result["meterErrors"]:
+            out += ["", "Impossible efficiency (> 100 %): check meter or assignment",
+                    _vehicle_rows(result["meterErrors"], colour)]  # fmt: skip
+        return "\n".join(out)
+    if cmd == "current":
+        return _show_current(result)
+    if cmd == "assign":
+        verb = "assigned" if result["changed"] else "already assigned"
+        return f"{result['vehicleId']} {verb} to {result['meterId']} from {result['validFrom']}"
+    cells = [(a["meterId"], a["validFrom"], a["validTo"] or "(open)") for a in result]
+    return render.table(("meter", "from", "to"), cells, right=set()) if cells else "no assignments"
+
+
+async def _main(args: argparse.Namespace, url: str) -> Any:
+    conn = await connect(url, application_name="fleetctl")
+    try:
+        return await _execute(args, conn)
+    finally:
+        await conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `fleetctl` console script."""
+    args = _parser().parse_args(argv)
+    url = args.database_url or os.environ.get("FLEET_DATABASE_URL")
+    if not url:
+        print(
+            "fleetctl: no database: set FLEET_DATABASE_URL or pass --database-url", file=sys.stderr
+        )
+        return EXIT_ERROR
+    try:
+        if args.command in ("performance", "fleet", "anomalies"):
+            _window(args)  # a bad window fails before connecting
+        result = asyncio.run(_main(args, url))
+    except AnalyticsError as exc:
+        print(f"fleetctl: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except TRANSIENT_ERRORS as exc:
+        print(f"fleetctl: database unreachable at {mask_url(url)}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except asyncpg.PostgresError as exc:
+        print(f"fleetctl: database error: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(_show(args, result, render.use_colour(sys.stdout.isatty())))
+    return 0

@@ -1,0 +1,15 @@
+"""Errors the analytics API raises; the CLI and HTTP API turn each into a one-line message."""
+
+from __future__ import annotations
+
+
+class AnalyticsError(Exception):
+    """Base of every error a caller can show to an operator as is."""
+
+
+class UnknownDeviceError(AnalyticsError, LookupError):
+    """No reading, current row or assignment knows this device id."""
+
+
+class AssignmentConflictError(AnalyticsError):
+    """The requested assignment would give a vehicle two meters at the same instant."""

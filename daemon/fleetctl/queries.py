@@ -1,0 +1,430 @@
+"""The analytics API: per-vehicle performance, fleet report, anomalies, current state.
+
+Every function takes an asyncpg connection or pool and returns JSON-ready dicts with camelCase
+keys and numbers as numbers: exactly what `fleetctl --json` prints and the HTTP API serves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from fleetctl.energy import DB, Battery, Energy, Segment, battery, energy, energy_by_hour, hours_of
+from fleetctl.errors import UnknownDeviceError
+from fleetctl.status import DEFAULT_MIN_AC_KWH, STATUSES, classify
+from fleetctl.units import Unit, build_units, spans_around, spans_in
+from fleetctl.window import Window, iso
+
+DEFAULT_INTERVAL_S = 60
+OFFLINE_AFTER_INTERVALS = 3
+SORT_KEYS = ("efficiency", "loss", "ac", "vehicle")
+
+_ZERO = Decimal(0)
+
+
+def kwh(value: Decimal | None) -> float | None:
+    """kWh as a JSON number, to the schema's resolution (1 Wh / 1000)."""
+    return None if value is None else round(float(value), 6)
+
+
+def _ratio(value: Decimal | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def _percent(value: Decimal | None) -> float | None:
+    return None if value is None else round(float(value) * 100, 2)
+
+
+def _expected(seconds: float, interval_s: int) -> int:
+    # Aligned readings in a half-open window: a partial interval still holds one.
+    return math.ceil(seconds / interval_s)
+
+
+def _coverage(readings: int, expected: int) -> float | None:
+    return None if expected <= 0 else round(100 * readings / expected, 2)
+
+
+@dataclass
+class _UnitEnergy:
+    ac: Decimal
+    dc: Decimal
+    meter_readings: int
+
+
+def _verdict(ac: Decimal, dc: Decimal, assigned: bool, min_ac_kwh: float) -> dict[str, Any]:
+    status, message, ratio = classify(ac, dc, assigned=assigned, min_ac_kwh=min_ac_kwh)
+    return {
+        "totalAcKwh": kwh(ac),
+        "totalDcKwh": kwh(dc),
+        "lossKwh": kwh(ac - dc),
+        "efficiency": _ratio(ratio),
+        "efficiencyPercent": _percent(ratio),
+        "status": status,
+        "message": message,
+    }
+
+
+async def _unit_energies(db: DB, units: list[Unit]) -> list[_UnitEnergy]:
+    """Σ AC of each unit's meter time and Σ DC of its vehicles' spans."""
+    meter_segs = [Segment(i, u.meter, u.start, u.end) for i, u in enumerate(units)]
+    vehicle_segs: list[Segment] = []
+    owner: list[int] = []
+    for i, u in enumerate(units):
+        for span in u.spans:
+            vehicle_segs.append(Segment(len(owner), span.vehicle, span.start, span.end))
+            owner.append(i)
+    ac = await energy(db, "meter", meter_segs)
+    dc = await energy(db, "vehicle", vehicle_segs)
+    out = [
+        _UnitEnergy(ac.get(i, Energy()).kwh, _ZERO, ac.get(i, Energy()).readings)
+        for i in range(len(units))
+    ]
+    for key, e in dc.items():
+        out[owner[key]].dc += e.kwh
+    return out
+
+
+def _meters_json(units: list[Unit], vehicle_id: str) -> list[dict[str, Any]]:
+    out = []
+    for u in units:
+        for span in u.spans:
+            if span.vehicle == vehicle_id:
+                out.append(
+                    {
+                        "meterId": u.meter,
+                        "from": iso(span.start),
+                        "to": iso(span.end),
+                        "shared": u.shared,
+                    }
+                )
+    return sorted(out, key=lambda m: m["from"])
+
+
+def _row(
+    vehicle_id: str,
+    units: list[Unit],
+    energies: list[_UnitEnergy],
+    own: dict[str, Any],
+    window: Window,
+    *,
+    min_ac_kwh: float,
+    interval_s: int,
+) -> dict[str, Any]:
+    """One vehicle's figures from the units it belongs to and its own readings."""
+    ac = sum((e.ac for e in energies), _ZERO)
+    dc = sum((e.dc for e in energies), _ZERO)
+    meter_readings = sum(e.meter_readings for e in energies)
+    shared_with = sorted({v for u in units if u.shared for v in u.vehicles} - {vehicle_id})
+    assigned_s = sum(
+        (s.end - s.start).total_seconds() for u in units for s in u.spans if s.vehicle == vehicle_id
+    )
+    expected_vehicle = _expected(window.seconds, interval_s)
+    expected_meter = sum(_expected((u.end - u.start).total_seconds(), interval_s) for u in units)
+    row: dict[str, Any] = {
+        "vehicleId": vehicle_id,
+        "meters": _meters_json(units, vehicle_id),
+        **_verdict(ac, dc, bool(units), min_ac_kwh),
+        "meterShared": bool(shared_with),
+        "sharedWith": shared_with,
+        "vehicleDcKwh": own["vehicleDcKwh"],
+        "assignedSeconds": assigned_s,
+        "batteryTemp": own["batteryTemp"],
+        "soc": own["soc"],
+        "readings": {"vehicle": own["readings"], "meter": meter_readings},
+        "expectedReadings": {"vehicle": expected_vehicle, "meter": expected_meter},
+        "coveragePercent": {
+            "vehicle": _coverage(own["readings"], expected_vehicle),
+            "meter": _coverage(meter_readings, expected_meter),
+        },
+    }
+    return row
+
+
+def _own_json(bat: Battery | None) -> dict[str, Any]:
+    """The vehicle's own readings over the whole window (assigned or not)."""
+    if bat is None or not bat.readings:
+        return {
+            "readings": 0,
+            "vehicleDcKwh": 0.0,
+            "batteryTemp": {"avg": None, "min": None, "max": None},
+            "soc": {"first": None, "last": None},
+        }
+    return {
+        "readings": bat.readings,
+        "vehicleDcKwh": kwh(bat.kwh),
+        "batteryTemp": {
+            "avg": round(bat.temp_sum / bat.readings, 2),
+            "min": _float(bat.temp_min),
+            "max": _float(bat.temp_max),
+        },
+        "soc": {"first": _float(bat.soc_first), "last": _float(bat.soc_last)},
+    }
+
+
+def _float(value: float | None) -> float | None:
+    # real columns come back as float32 values; 2 decimals is the sensors' resolution.
+    return None if value is None else round(float(value), 2)
+
+
+async def _known_vehicle(db: DB, vehicle_id: str) -> bool:
+    return bool(
+        await db.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM vehicle_current WHERE vehicle_id = $1)
+                   OR EXISTS (SELECT 1 FROM vehicle_meter_assignments WHERE vehicle_id = $1)""",
+            vehicle_id,
+        )
+    )
+
+
+async def vehicle_performance(
+    db: DB,
+    vehicle_id: str,
+    window: Window,
+    *,
+    min_ac_kwh: float = DEFAULT_MIN_AC_KWH,
+    interval_s: int = DEFAULT_INTERVAL_S,
+) -> dict[str, Any]:
+    """How much of the AC billed for this vehicle reached its battery, with an hourly breakdown.
+
+    Raises UnknownDeviceError when no current row or assignment knows the vehicle.
+    """
+    if not await _known_vehicle(db, vehicle_id):
+        raise UnknownDeviceError(f"unknown vehicle {vehicle_id!r}")
+    around = build_units(await spans_around(db, vehicle_id, window))
+    units = [u for u in around if vehicle_id in u.vehicles]
+    whole = [Segment(0, vehicle_id, window.start, window.end)]
+    bat = (await battery(db, whole)).get(0)
+
+    # Per-hour energies of every unit (meter side) and of every vehicle span in them (DC side).
+    meter_segs = [Segment(i, u.meter, u.start, u.end) for i, u in enumerate(units)]
+    vehicle_segs: list[Segment] = []
+    owner: list[int] = []
+    for i, u in enumerate(units):
+        for span in u.spans:
+            vehicle_segs.append(Segment(len(owner), span.vehicle, span.start, span.end))
+            owner.append(i)
+    ac_h = await energy_by_hour(db, "meter", meter_segs)
+    whole_h = Segment(-1, vehicle_id, window.start, window.end)
+    dc_h = await energy_by_hour(db, "vehicle", [*vehicle_segs, whole_h])
+
+    energies = [_UnitEnergy(_ZERO, _ZERO, 0) for _ in units]
+    hours: dict[datetime, dict[str, Any]] = {
+        h: {"ac": _ZERO, "dc": _ZERO, "m": 0, "v": 0, "any": False}
+        for h in hours_of(window.start, window.end)
+    }
+    for (key, hour), e in ac_h.items():
+        energies[key].ac += e.kwh
+        energies[key].meter_readings += e.readings
+        hours[hour]["ac"] += e.kwh
+        hours[hour]["m"] += e.readings
+        hours[hour]["any"] = True
+    for (key, hour), e in dc_h.items():
+        if key == -1:
+            hours[hour]["v"] += e.readings
+            hours[hour]["any"] = True
+            continue
+        energies[owner[key]].dc += e.kwh
+        hours[hour]["dc"] += e.kwh
+
+    row = _row(
+        vehicle_id,
+        units,
+        energies,
+        _own_json(bat),
+        window,
+        min_ac_kwh=min_ac_kwh,
+        interval_s=interval_s,
+    )
+    hourly: list[dict[str, Any]] = []
+    for hour, h in hours.items():
+        if not h["any"]:
+            hourly.append(
+                {
+                    "hour": iso(hour),
+                    "acKwh": None,
+                    "dcKwh": None,
+                    "efficiency": None,
+                    "readings": {"vehicle": 0, "meter": 0},
+                }
+            )
+            continue
+        ratio = h["dc"] / h["ac"] if h["ac"] > 0 else None
+        hourly.append(
+            {
+                "hour": iso(hour),
+                "acKwh": kwh(h["ac"]),
+                "dcKwh": kwh(h["dc"]),
+                "efficiency": _ratio(ratio),
+                "readings": {"vehicle": h["v"], "meter": h["m"]},
+            }
+        )
+    return {"window": window.as_json(), **row, "hourly": hourly}
+
+
+async def _fleet_rows(
+    db: DB, window: Window, *, min_ac_kwh: float, interval_s: int
+) -> tuple[list[dict[str, Any]], list[Unit], list[_UnitEnergy]]:
+    units = build_units(await spans_in(db, window))
+    energies = await _unit_energies(db, units)
+    by_vehicle: dict[str, list[int]] = defaultdict(list)
+    for i, u in enumerate(units):
+        for v in u.vehicles:
+            by_vehicle[v].append(i)
+    known = {r["vehicle_id"] for r in await db.fetch("SELECT vehicle_id FROM vehicle_current")}
+    vehicles = sorted(known | set(by_vehicle))
+    whole = [Segment(i, v, window.start, window.end) for i, v in enumerate(vehicles)]
+    bats = await battery(db, whole)
+    rows = []
+    for i, v in enumerate(vehicles):
+        mine = by_vehicle.get(v, [])
+        rows.append(
+            _row(
+                v,
+                [units[j] for j in mine],
+                [energies[j] for j in mine],
+                _own_json(bats.get(i)),
+                window,
+                min_ac_kwh=min_ac_kwh,
+                interval_s=interval_s,
+            )
+        )
+    return rows, units, energies
+
+
+def _sort(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+    if sort == "vehicle":
+        return sorted(rows, key=lambda r: r["vehicleId"])
+    if sort == "loss":
+        return sorted(rows, key=lambda r: (-(r["lossKwh"] or 0), r["vehicleId"]))
+    if sort == "ac":
+        return sorted(rows, key=lambda r: (-(r["totalAcKwh"] or 0), r["vehicleId"]))
+    # Worst efficiency first; vehicles without a verdict last.
+    return sorted(
+        rows,
+        key=lambda r: (
+            r["efficiency"] is None,
+            r["efficiency"] if r["efficiency"] is not None else 0,
+            r["vehicleId"],
+        ),
+    )
+
+
+async def fleet_report(
+    db: DB,
+    window: Window,
+    *,
+    sort: str = "efficiency",
+    min_ac_kwh: float = DEFAULT_MIN_AC_KWH,
+    interval_s: int = DEFAULT_INTERVAL_S,
+) -> dict[str, Any]:
+    """One row per vehicle, fleet totals and counts per status; worst efficiency first."""
+    if sort not in SORT_KEYS:
+        raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
+    rows, units, energies = await _fleet_rows(
+        db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s
+    )
+    # Fleet totals count every unit once (a shared meter is not billed twice).
+    ac = sum((e.ac for e in energies), _ZERO)
+    dc = sum((e.dc for e in energies), _ZERO)
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in rows:
+        counts[r["status"]] += 1
+    _, _, ratio = classify(ac, dc, min_ac_kwh=min_ac_kwh)
+    return {
+        "window": window.as_json(),
+        "generatedAt": iso(datetime.now(UTC)),
+        "totals": {
+            "vehicles": len(rows),
+            "meters": len({u.meter for u in units}),
+            "totalAcKwh": kwh(ac),
+            "totalDcKwh": kwh(dc),
+            "lossKwh": kwh(ac - dc),
+            "efficiency": _ratio(ratio),
+            "efficiencyPercent": _percent(ratio),
+        },
+        "statusCounts": counts,
+        "vehicles": _sort(rows, sort),
+    }
+
+
+async def anomalies(
+    db: DB,
+    window: Window,
+    *,
+    threshold: float = 0.85,
+    min_ac_kwh: float = DEFAULT_MIN_AC_KWH,
+    interval_s: int = DEFAULT_INTERVAL_S,
+) -> dict[str, Any]:
+    """Vehicles whose efficiency is below `threshold` (worst first), and impossible readings
+    (efficiency above 1: a meter or assignment error) listed apart."""
+    rows, _, _ = await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
+    below = [r for r in rows if r["efficiency"] is not None and r["efficiency"] < threshold]
+    errors = [r for r in rows if r["status"] == "meter_error"]
+    return {
+        "window": window.as_json(),
+        "threshold": threshold,
+        "minAcKwh": min_ac_kwh,
+        "count": len(below),
+        "vehicles": _sort(below, "efficiency"),
+        "meterErrors": _sort(errors, "vehicle"),
+    }
+
+
+CurrentKind = Literal["meters", "vehicles"]
+
+_CURRENT_SQL: dict[str, str] = {
+    "meters": """SELECT meter_id AS id, ts, updated_at, kwh_consumed_ac, voltage
+                   FROM meter_current WHERE $1::text IS NULL OR meter_id = $1 ORDER BY meter_id""",
+    "vehicles": """SELECT vehicle_id AS id, ts, updated_at, soc, kwh_delivered_dc, battery_temp
+                     FROM vehicle_current WHERE $1::text IS NULL OR vehicle_id = $1
+                    ORDER BY vehicle_id""",
+}
+
+
+async def current(
+    db: DB,
+    kind: CurrentKind,
+    device_id: str | None = None,
+    *,
+    interval_s: int = DEFAULT_INTERVAL_S,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The newest reading of every device of a kind (or one), with its age and offline flag."""
+    if kind not in _CURRENT_SQL:
+        raise ValueError("kind must be 'meters' or 'vehicles'")
+    rows = await db.fetch(_CURRENT_SQL[kind], device_id)
+    if device_id is not None and not rows:
+        raise UnknownDeviceError(f"unknown {kind[:-1]} {device_id!r}")
+    now = now or datetime.now(UTC)
+    offline_after = OFFLINE_AFTER_INTERVALS * interval_s
+    id_key = "meterId" if kind == "meters" else "vehicleId"
+    devices = []
+    offline = 0
+    for r in rows:
+        age = round((now - r["ts"]).total_seconds(), 3)
+        is_offline = age > offline_after
+        offline += is_offline
+        item: dict[str, Any] = {id_key: r["id"], "timestamp": iso(r["ts"])}
+        if kind == "meters":
+            item["kwhConsumedAc"] = float(r["kwh_consumed_ac"])
+            item["voltage"] = _float(r["voltage"])
+        else:
+            item["soc"] = _float(r["soc"])
+            item["kwhDeliveredDc"] = float(r["kwh_delivered_dc"])
+            item["batteryTemp"] = _float(r["battery_temp"])
+        item["updatedAt"] = iso(r["updated_at"])
+        item["lastSeenSeconds"] = age
+        item["offline"] = is_offline
+        devices.append(item)
+    return {
+        "kind": kind,
+        "asOf": iso(now),
+        "offlineAfterSeconds": offline_after,
+        "count": len(devices),
+        "offline": offline,
+        "devices": devices,
+    }

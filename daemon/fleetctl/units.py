@@ -1,0 +1,95 @@
+"""Metering units: which meter AC is compared with which vehicles' DC.
+
+An assignment clipped to the window gives a (vehicle, meter, [start, end)) span. On one meter,
+spans of different vehicles that overlap in time form one unit: the meter's AC over the unit's
+time is shared and cannot be split per vehicle, so the unit is judged as a whole (site-level
+efficiency = Σ DC of its vehicles / Σ AC of the meter). A span that overlaps no other vehicle's
+is a unit on its own, and that is the normal 1:1 case.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from fleetctl.window import Window
+
+DB = asyncpg.Connection | asyncpg.Pool
+
+
+@dataclass(frozen=True)
+class Span:
+    """Vehicle fed by meter over [start, end), already clipped to the query window."""
+
+    vehicle: str
+    meter: str
+    start: datetime
+    end: datetime
+
+
+@dataclass
+class Unit:
+    """One meter over [start, end) and the vehicle spans it fed."""
+
+    meter: str
+    start: datetime
+    end: datetime
+    spans: list[Span] = field(default_factory=list)
+
+    @property
+    def vehicles(self) -> list[str]:
+        return sorted({s.vehicle for s in self.spans})
+
+    @property
+    def shared(self) -> bool:
+        return len(self.vehicles) > 1
+
+
+_OVERLAPPING = """
+SELECT vehicle_id, meter_id, greatest(valid_from, $1) AS s, least(coalesce(valid_to, $2), $2) AS e
+  FROM vehicle_meter_assignments
+ WHERE tstzrange(valid_from, valid_to) && tstzrange($1, $2)
+"""
+
+
+async def spans_in(db: DB, window: Window) -> list[Span]:
+    """Every assignment span inside the window (the whole fleet)."""
+    rows = await db.fetch(_OVERLAPPING, window.start, window.end)
+    return [Span(r["vehicle_id"], r["meter_id"], r["s"], r["e"]) for r in rows]
+
+
+async def spans_around(db: DB, vehicle_id: str, window: Window) -> list[Span]:
+    """The vehicle's spans plus every span on the meters it used (to detect sharing)."""
+    rows = await db.fetch(
+        f"""WITH mine AS ({_OVERLAPPING} AND vehicle_id = $3)
+            SELECT * FROM mine
+            UNION
+            SELECT a.* FROM ({_OVERLAPPING}
+                               AND meter_id IN (SELECT meter_id FROM mine)) a""",
+        window.start,
+        window.end,
+        vehicle_id,
+    )
+    return [Span(r["vehicle_id"], r["meter_id"], r["s"], r["e"]) for r in rows]
+
+
+def build_units(spans: list[Span]) -> list[Unit]:
+    """Group spans per meter into units of time-overlapping spans (sorted by meter, start)."""
+    by_meter: dict[str, list[Span]] = defaultdict(list)
+    for span in spans:
+        by_meter[span.meter].append(span)
+    units: list[Unit] = []
+    for meter in sorted(by_meter):
+        current: Unit | None = None
+        for span in sorted(by_meter[meter], key=lambda s: (s.start, s.vehicle)):
+            # Half-open spans that only touch (one vehicle leaves as the next arrives) don't share.
+            if current is not None and span.start < current.end:
+                current.spans.append(span)
+                current.end = max(current.end, span.end)
+            else:
+                current = Unit(meter, span.start, span.end, [span])
+                units.append(current)
+    return units

@@ -1,0 +1,100 @@
+"""fleetctl end to end: JSON for machines, tables for people, one-line errors with exit 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from fleetctl.cli import main
+from tests.integration.test_analytics import T0, depot
+
+pytestmark = pytest.mark.integration
+
+WINDOW = ["--start", "2026-11-20T08:00:00Z", "--end", "2026-11-20T11:00:00Z"]
+
+
+async def fleetctl(url: str, *args: str) -> int:
+    return await asyncio.to_thread(main, ["--database-url", url, *args])
+
+
+async def test_json_outputs(
+    db: asyncpg.Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await depot(db)
+    assert await fleetctl(database_url, "--json", "performance", "V1", *WINDOW) == 0
+    perf = json.loads(capsys.readouterr().out)
+    assert perf["vehicleId"] == "V1"
+    assert perf["status"] == "optimal"
+    assert isinstance(perf["totalAcKwh"], float)
+    assert len(perf["hourly"]) == 3
+    assert await fleetctl(database_url, "--json", "fleet", *WINDOW) == 0
+    fleet = json.loads(capsys.readouterr().out)
+    assert fleet["vehicles"][0]["vehicleId"] == "V3"
+    assert await fleetctl(database_url, "--json", "anomalies", "--threshold", "0.7", *WINDOW) == 0
+    assert [v["vehicleId"] for v in json.loads(capsys.readouterr().out)["vehicles"]] == [
+        "V3",
+        "V4",
+    ]
+    assert await fleetctl(database_url, "--json", "current", "vehicles") == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 8
+
+
+async def test_tables_and_assignments(
+    db: asyncpg.Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await depot(db)
+    assert await fleetctl(database_url, "fleet", *WINDOW) == 0
+    out = capsys.readouterr().out
+    assert "critical" in out
+    assert "V5" in out
+    assert "\033[" not in out
+    assert await fleetctl(database_url, "performance", "V4", *WINDOW) == 0
+    assert "M4" in capsys.readouterr().out
+    later = (T0 + timedelta(hours=5)).isoformat()
+    assert await fleetctl(database_url, "assign", "V1", "M2", "--from", later) == 0
+    assert "assigned to M2" in capsys.readouterr().out
+    assert await fleetctl(database_url, "--json", "assignments", "V1") == 0
+    history = json.loads(capsys.readouterr().out)
+    assert [a["meterId"] for a in history] == ["M1", "M2"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["performance", "NOPE", "--hours", "3"], "unknown vehicle 'NOPE'"),
+        (["current", "meters", "NOPE"], "unknown meter 'NOPE'"),
+        (
+            ["fleet", "--start", "2026-11-20T10:00:00Z", "--end", "2026-11-20T09:00:00Z"],
+            "is not after start",
+        ),
+        (["fleet", "--start", "yesterday"], "not an RFC 3339 timestamp"),
+        (["fleet", "--hours", "-1"], "--hours must be > 0"),
+        (["assign", "V4", "M9", "--from", "2026-11-20T08:00:00Z"], "already has an assignment"),
+    ],
+)
+async def test_errors_are_one_line_with_exit_1(
+    db: asyncpg.Connection,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    await depot(db)
+    assert await fleetctl(database_url, *args) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+    assert err.startswith("fleetctl: ")
+
+
+async def test_unreachable_database_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://fleet:secret@127.0.0.1:1/fleet"
+    assert await fleetctl(url, "current", "meters") == 1
+    err = capsys.readouterr().err
+    assert "database unreachable" in err
+    assert "secret" not in err
+    assert err.count("\n") == 1
