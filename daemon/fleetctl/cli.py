@@ -21,6 +21,8 @@ from fleetctl.queries import SORT_KEYS, anomalies, current, fleet_report, vehicl
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.window import Window, parse_rfc3339
 from fleetd.db.connect import TRANSIENT_ERRORS, connect
+from fleetd.db.partitions import PartitionCache
+from fleetd.db.retention import HISTORY, ROLLUPS, drop_older_than, list_partitions
 from fleetd.settings import mask_url
 
 EXIT_ERROR = 1
@@ -62,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="valid_from", help="RFC 3339 (default now)")
     p = sub.add_parser("assignments", help="a vehicle's meter assignment history")
     p.add_argument("vehicle_id")
+    p = sub.add_parser("partitions", help="daily partitions: ensure ahead, list, drop old")
+    p.add_argument("action", choices=("ensure", "list", "drop-older-than"))
+    p.add_argument("days", nargs="?", type=int, help="for drop-older-than: days to keep")
+    p.add_argument(
+        "--rollups", action="store_true", help="drop-older-than acts on the hourly rollups"
+    )
     return parser
 
 
@@ -86,7 +94,30 @@ async def _execute(args: argparse.Namespace, conn: asyncpg.Connection) -> Any:
     if cmd == "assign":
         start = parse_rfc3339(args.valid_from, "from") if args.valid_from else None
         return await assign(conn, args.vehicle_id, args.meter_id, start)
+    if cmd == "partitions":
+        return await _partitions(args, conn)
     return await assignments(conn, args.vehicle_id)
+
+
+async def _partitions(args: argparse.Namespace, conn: asyncpg.Connection) -> Any:
+    if args.action == "ensure":
+        created = await PartitionCache().ensure_ahead(conn)
+        return {"created": created}
+    if args.action == "drop-older-than":
+        if args.days is None or args.days < 1:
+            raise AnalyticsError("partitions drop-older-than needs DAYS >= 1")
+        dropped = await drop_older_than(conn, args.days, ROLLUPS if args.rollups else HISTORY)
+        return {"dropped": dropped}
+    return [
+        {
+            "name": p.name,
+            "table": p.parent,
+            "day": p.day.isoformat(),
+            "bytes": p.bytes,
+            "rowsEstimate": p.rows_estimate,
+        }
+        for p in await list_partitions(conn)
+    ]
 
 
 # --- tables ----------------------------------------------------------------------------------
@@ -230,6 +261,14 @@ def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
     if cmd == "assign":
         verb = "assigned" if result["changed"] else "already assigned"
         return f"{result['vehicleId']} {verb} to {result['meterId']} from {result['validFrom']}"
+    if cmd == "partitions":
+        if args.action == "ensure":
+            return f"{result['created']} partition tables created"
+        if args.action == "drop-older-than":
+            return "\n".join(f"dropped {n}" for n in result["dropped"]) or "nothing to drop"
+        rows = [(p["table"], p["day"], f"{p['bytes'] / 1e6:,.1f}", f"{p['rowsEstimate']:,}")
+                for p in result]  # fmt: skip
+        return render.table(("table", "day", "MB", "rows (est.)"), rows, right={2, 3})
     cells = [(a["meterId"], a["validFrom"], a["validTo"] or "(open)") for a in result]
     return render.table(("meter", "from", "to"), cells, right=set()) if cells else "no assignments"
 

@@ -7,7 +7,6 @@ Data flows one way: MQTT message -> decode/validate -> Batcher -> Flusher (one t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from fleetd.db.connect import connect
+from fleetd.db.retention import HISTORY, ROLLUPS, drop_older_than
 from fleetd.db.writer import WriteResult
 from fleetd.ingest.batcher import Batch, Batcher, Envelope
 from fleetd.ingest.flusher import Flusher
@@ -269,9 +270,32 @@ class Daemon:
 
     async def _maintenance_loop(self) -> None:
         while True:
+            await self.maintain()
             await asyncio.sleep(MAINTENANCE_INTERVAL_S)
-            with contextlib.suppress(Exception):
-                await self.flusher.ensure_ahead()
+
+    async def maintain(self) -> None:
+        """Partitions ahead, then retention (hourly; failures are logged and retried next hour)."""
+        try:
+            await self.flusher.ensure_ahead()
+            keep = (
+                (self.settings.retention_days, HISTORY),
+                (self.settings.rollup_retention_days, ROLLUPS),
+            )
+            if not any(days for days, _ in keep):
+                return
+            # Its own connection: DETACH CONCURRENTLY waits for running flushes to finish and
+            # must not hold a writer slot while it does.
+            conn = await connect(self.settings.database_url, application_name="fleetd-retention")
+            try:
+                for days, parents in keep:
+                    if days:
+                        dropped = await drop_older_than(conn, days, parents)
+                        if dropped:
+                            log.info("partitions_dropped", tables=dropped, retention_days=days)
+            finally:
+                await conn.close()
+        except Exception as exc:
+            log.warning("maintenance_failed", error=f"{exc.__class__.__name__}: {exc}")
 
 
 def _loggable(settings: Settings) -> dict[str, object]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -91,6 +91,15 @@ class Settings(BaseSettings):
         # The TOML file arrives as init kwargs; the environment overrides it.
         return (env_settings, init_settings)
 
+    @model_validator(mode="after")
+    def _rollups_outlive_history(self) -> Settings:
+        raw, rollups = self.retention_days, self.rollup_retention_days
+        if raw and rollups and rollups < raw:
+            # Reports over old windows read rollups; dropping them first would leave raw rows
+            # that no rollup covers.
+            raise ValueError("rollup_retention_days must be >= retention_days")
+        return self
+
     def masked(self) -> dict[str, Any]:
         """The effective settings with credentials masked, for check-config and logs."""
         data = self.model_dump()
@@ -119,7 +128,11 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
             settings = Settings.model_validate(settings.model_dump() | overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:
+            raise ConfigError(
+                f"invalid configuration: {err['msg'].removeprefix('Value error, ')}"
+            ) from exc
+        name = str(err["loc"][0])
         if err["type"] == "extra_forbidden":
             raise ConfigError(f"unknown setting {name!r}") from exc
         env = f"FLEET_{name.upper()}"

@@ -98,3 +98,21 @@ async def test_unreachable_database_is_one_line(capsys: pytest.CaptureFixture[st
     assert "database unreachable" in err
     assert "secret" not in err
     assert err.count("\n") == 1
+
+
+async def test_partitions_list_ensure_and_retention(
+    db: asyncpg.Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await depot(db)  # 2026-11-19 (assignments only) and 2026-11-20 readings
+    assert await fleetctl(database_url, "--json", "partitions", "ensure") == 0
+    capsys.readouterr()
+    assert await fleetctl(database_url, "--json", "partitions", "list") == 0
+    days = {(p["table"], p["day"]) for p in json.loads(capsys.readouterr().out)}
+    assert ("vehicle_readings", "2026-11-20") in days
+    assert await fleetctl(database_url, "--json", "partitions", "drop-older-than", "1") == 0
+    dropped = json.loads(capsys.readouterr().out)["dropped"]
+    assert "meter_readings_p20261120" in dropped
+    assert not any("hourly" in d for d in dropped)  # rollups outlive raw history
+    assert await db.fetchval("SELECT count(*) FROM meter_readings") == 0
+    assert await db.fetchval("SELECT count(*) FROM meter_hourly") > 0
+    assert await fleetctl(database_url, "partitions", "drop-older-than") == 1
