@@ -1,0 +1,165 @@
+"""The simulator end to end: fleet-sim -> Mosquitto -> fleetd -> PostgreSQL equals the truth file,
+and the direct backfill writes history plus exact rollups."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from fleetd.settings import Settings
+from fleetsim.cli import SimOptions, run_sim
+from fleetsim.direct import backfill_direct
+from fleetsim.faults import FaultConfig, FaultInjector
+from fleetsim.model import Fleet, FleetConfig, kwh_text
+from fleetsim.truth import Truth
+from tests.conftest import running, total_readings, wait_for_count
+
+pytestmark = pytest.mark.integration
+
+BOTH = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+
+
+async def _hour_sums(conn: asyncpg.Connection, table: str, id_col: str, kwh: str) -> dict:
+    rows = await conn.fetch(
+        f"SELECT {id_col} AS id, to_char(date_trunc('hour', ts, 'UTC'), "
+        f"""'YYYY-MM-DD"T"HH24:00:00"Z"') AS hour, sum({kwh}) AS k, count(*) AS n """
+        f"FROM {table} GROUP BY 1, 2"
+    )
+    return {(r["id"], r["hour"]): (r["k"], r["n"]) for r in rows}
+
+
+async def _assert_rollups_match_raw(conn: asyncpg.Connection) -> None:
+    mismatch = await conn.fetchval(
+        """SELECT count(*) FROM (
+             SELECT meter_id, date_trunc('hour', ts, 'UTC') AS hour, sum(kwh_consumed_ac) AS k,
+                    count(*) AS n FROM meter_readings GROUP BY 1, 2
+           ) raw FULL JOIN meter_hourly h USING (meter_id, hour)
+           WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings"""
+    )
+    assert mismatch == 0
+    mismatch = await conn.fetchval(
+        """SELECT count(*) FROM (
+             SELECT vehicle_id, date_trunc('hour', ts, 'UTC') AS hour,
+                    sum(kwh_delivered_dc) AS k, count(*) AS n,
+                    min(battery_temp) AS tmin, max(battery_temp) AS tmax,
+                    min(ts) AS first_ts, max(ts) AS last_ts
+             FROM vehicle_readings GROUP BY 1, 2
+           ) raw FULL JOIN vehicle_hourly h USING (vehicle_id, hour)
+           WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings
+              OR raw.tmin IS DISTINCT FROM h.temp_min OR raw.tmax IS DISTINCT FROM h.temp_max
+              OR raw.first_ts IS DISTINCT FROM h.soc_first_ts
+              OR raw.last_ts IS DISTINCT FROM h.soc_last_ts"""
+    )
+    assert mismatch == 0
+
+
+async def test_sim_run_lands_exactly_the_truth(
+    settings: Settings, mqtt_url: str, database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    truth_path = tmp_path / "truth.json"
+    options = SimOptions(
+        meters=200,
+        vehicles=200,
+        seed=3,
+        interval_s=60,
+        speed=1200,  # 10 simulated minutes in 0.5 s
+        sim_hours=10 / 60,
+        qos=1,
+        mqtt_url=mqtt_url,
+        database_url=database_url,
+        truth_path=str(truth_path),
+        connections=2,
+        invalid_rate=0.03,
+        duplicate_rate=0.05,
+        out_of_order_rate=0.05,
+        clock_skew_s=30,
+    )
+    async with running(settings) as daemon:
+        summary = await run_sim(options)
+        assert summary.ticks == 10
+        assert (
+            summary.acked
+            == summary.sent
+            == (summary.meters + summary.vehicles + summary.invalid + summary.duplicates)
+        )
+        assert summary.invalid > 0
+        assert summary.duplicates > 0
+        valid = summary.meters + summary.vehicles
+        assert valid + summary.invalid == 4000
+        await wait_for_count(db, "SELECT count(*) FROM rejected_messages", summary.invalid, 30)
+        await wait_for_count(db, BOTH, valid, 30)
+        # Let fleetd see (and absorb) every duplicate before counting.
+        for _ in range(100):
+            if daemon.counters.received >= summary.sent and not len(daemon.batcher):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+    assert await total_readings(db) == valid
+    assert await db.fetchval("SELECT count(*) FROM rejected_messages") == summary.invalid
+    assert daemon.counters.duplicates == summary.duplicates
+    assert await db.fetchval("SELECT count(*) FROM vehicle_meter_assignments") == 200
+
+    doc = json.loads(truth_path.read_text())
+    assert doc["published"] == {
+        "meters": summary.meters,
+        "vehicles": summary.vehicles,
+        "invalid": summary.invalid,
+        "duplicates": summary.duplicates,
+    }
+    expected_v = {
+        (vid, hour): (Decimal(h["dcKwh"]), h["readings"])
+        for vid, v in doc["vehicles"].items()
+        for hour, h in v["hours"].items()
+    }
+    expected_m = {
+        (mid, hour): (Decimal(h["acKwh"]), h["readings"])
+        for mid, m in doc["meters"].items()
+        for hour, h in m["hours"].items()
+    }
+    assert await _hour_sums(db, "vehicle_readings", "vehicle_id", "kwh_delivered_dc") == expected_v
+    assert await _hour_sums(db, "meter_readings", "meter_id", "kwh_consumed_ac") == expected_m
+    await _assert_rollups_match_raw(db)
+    pairs = await db.fetch("SELECT vehicle_id, meter_id FROM vehicle_meter_assignments")
+    assert {(r["vehicle_id"], r["meter_id"]) for r in pairs} == {
+        (vid, v["meterId"]) for vid, v in doc["vehicles"].items()
+    }
+
+
+async def test_backfill_direct_writes_a_day_with_exact_rollups(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    config = FleetConfig(meters=40, vehicles=40, seed=5)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    end = start + timedelta(days=1)
+    summary = await backfill_direct(database_url, config, start, end)
+    assert summary.meter_rows == summary.vehicle_rows == 40 * 1440
+    assert summary.days == 1
+    assert summary.assignments == 40
+    assert await db.fetchval("SELECT count(*) FROM meter_readings") == 40 * 1440
+    assert await db.fetchval("SELECT count(*) FROM vehicle_readings") == 40 * 1440
+    assert await db.fetchval("SELECT count(*) FROM meter_hourly") == 40 * 24
+    assert await db.fetchval("SELECT count(*) FROM vehicle_hourly") == 40 * 24
+    await _assert_rollups_match_raw(db)
+    newest = end - timedelta(minutes=1)
+    assert await db.fetchval("SELECT count(*) FROM meter_current WHERE ts = $1", newest) == 40
+    assert await db.fetchval("SELECT count(*) FROM vehicle_current WHERE ts = $1", newest) == 40
+
+    # The same model published through MQTT would carry exactly these sums.
+    fleet = Fleet(config)
+    truth = Truth(fleet)
+    injector = FaultInjector(FaultConfig(), 5, truth, 80)
+    for _ts, msgs in fleet.ticks(start, end):
+        injector.apply(msgs)
+    rows = await db.fetch(
+        "SELECT vehicle_id, sum(kwh_sum) AS k FROM vehicle_hourly GROUP BY 1 ORDER BY 1"
+    )
+    assert [str(r["k"]) for r in rows] == [kwh_text(truth.vehicle_total(j)) for j in range(40)]
+
+    with pytest.raises(ValueError, match="not empty"):
+        await backfill_direct(database_url, config, start, end)
