@@ -74,9 +74,11 @@ class Settings(BaseSettings):
     @field_validator("http_addr")
     @classmethod
     def _http_addr(cls, value: str) -> str:
+        if value in ("", "off"):
+            return value  # the ops HTTP server is disabled
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
+            raise ValueError("must be host:port (e.g. 127.0.0.1:9108), or off")
         return value
 
     @classmethod

@@ -1,0 +1,76 @@
+"""One definition of "healthy", shared by /healthz, /readyz and the systemd watchdog."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fleetd.service import Daemon
+
+# A flush that has not committed for this long while messages wait is "stuck". Never below 10 s:
+# a PostgreSQL checkpoint or a burst after a reconnect can legitimately take a few seconds.
+MIN_STUCK_S = 10.0
+STUCK_FLUSH_INTERVALS = 5
+
+
+@dataclass(frozen=True)
+class Health:
+    """The verdict plus the facts behind it (what /healthz returns as JSON)."""
+
+    ok: bool
+    reasons: list[str] = field(default_factory=list)
+    details: dict[str, object] = field(default_factory=dict)
+
+
+def stuck_after_s(daemon: Daemon) -> float:
+    """Seconds without a commit, while rows wait, after which the flush counts as stuck."""
+    return max(MIN_STUCK_S, STUCK_FLUSH_INTERVALS * daemon.settings.flush_interval_ms / 1000)
+
+
+def check(daemon: Daemon, now: float | None = None) -> Health:
+    """Healthy = broker connected, database reachable, last flush succeeded, and no flush stuck.
+
+    "Stuck" needs both: the oldest buffered message has waited longer than the limit AND nothing
+    committed for that long. Either alone is normal (idle hours; a burst after an idle hour).
+    """
+    now = time.monotonic() if now is None else now
+    reasons: list[str] = []
+    if not daemon.mqtt.connected:
+        reasons.append("broker disconnected")
+    if not daemon.flusher.healthy:
+        error = daemon.flusher.last_error
+        reasons.append("database unreachable" + (f": {error}" if error else ""))
+    if not daemon.last_flush_ok:
+        reasons.append("last flush failed")
+    buffered = len(daemon.batcher)
+    since_commit = now - daemon.last_flush_mono
+    oldest = daemon.batcher.oldest_age_s(now) if buffered else 0.0
+    limit = stuck_after_s(daemon)
+    if buffered and oldest > limit and since_commit > limit:
+        reasons.append(
+            f"flush stuck: {buffered} messages buffered, no commit for {since_commit:.0f} s"
+        )
+    c = daemon.counters
+    details: dict[str, object] = {
+        "broker_connected": daemon.mqtt.connected,
+        "database_reachable": daemon.flusher.healthy,
+        "buffered": buffered,
+        "oldest_buffered_age_s": round(oldest, 3),
+        "last_commit_age_s": round(since_commit, 3),
+        "received": c.received,
+        "written": c.written,
+        "rejected": c.rejected,
+        "duplicates": c.duplicates,
+    }
+    return Health(not reasons, reasons, details)
+
+
+def summary(daemon: Daemon) -> str:
+    """One short line for systemd's STATUS= (shown by `systemctl status fleetd`)."""
+    c = daemon.counters
+    return (
+        f"received {c.received}, written {c.written}, rejected {c.rejected}, "
+        f"buffered {len(daemon.batcher)}"
+    )

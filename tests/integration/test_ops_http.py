@@ -1,0 +1,187 @@
+"""The ops HTTP server on a running daemon: health, readiness, metrics, 404, plugged-in routes,
+and /healthz turning 503 (naming the broker) when the broker goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from fleet_harness import MosquittoServer
+from fleet_harness.publish import Publisher, readings
+from fleetd import ops
+from fleetd.ops import http
+from fleetd.service import Daemon
+from fleetd.settings import Settings, load_settings
+
+pytestmark = pytest.mark.integration
+
+
+async def get(port: int, target: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One raw HTTP/1.1 request: (status, headers, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), timeout=5)
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    if method != "HEAD":  # HEAD: Content-Length is that of the GET body, which is not sent
+        assert int(headers["Content-Length"]) == len(body)
+    return int(lines[0].split()[1]), headers, body
+
+
+async def get_json(port: int, target: str) -> tuple[int, dict[str, object]]:
+    status, headers, body = await get(port, target)
+    assert headers["Content-Type"] == "application/json"
+    return status, json.loads(body)
+
+
+async def wait_status(
+    port: int, target: str, expected: int, within: float = 15
+) -> dict[str, object]:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        status, body = await get_json(port, target)
+        if status == expected:
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{target}: {status} {body}, expected {expected}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def ops_daemon(
+    broker: MosquittoServer, database_url: str
+) -> AsyncIterator[tuple[Daemon, int]]:
+    """A daemon with ops.install() companions on an ephemeral HTTP port; yields (daemon, port)."""
+    settings = load_settings(
+        None,
+        mqtt_url=broker.url(),
+        database_url=database_url,
+        client_id="fleetd-ops-http",
+        flush_interval_ms=200,
+        http_addr="127.0.0.1:0",
+    )
+    daemon = Daemon(settings)
+    ops.install(daemon)
+    server = ops.http_server(daemon)
+    assert server is not None
+    task = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(daemon.ready.wait(), 20)
+    await asyncio.wait_for(server.started.wait(), 5)
+    assert server.port
+    try:
+        yield daemon, server.port
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, timeout=15)
+
+
+async def test_endpoints(ops_daemon: tuple[Daemon, int], broker: MosquittoServer) -> None:
+    daemon, port = ops_daemon
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    pub = Publisher(broker.url())
+    await asyncio.to_thread(pub.publish, readings(3, 2, 2, start, timedelta(minutes=1)))
+    pub.close()
+    for _ in range(300):
+        if daemon.counters.written >= 10:
+            break
+        await asyncio.sleep(0.05)
+
+    status, body = await get_json(port, "/healthz")
+    assert status == 200, body
+    assert body["status"] == "ok"
+    assert body["broker_connected"] is True
+    assert body["database_reachable"] is True
+    assert body["written"] == 10
+    status, body = await get_json(port, "/readyz")
+    assert (status, body["status"]) == (200, "ok")
+
+    status, headers, metrics = await get(port, "/metrics")
+    assert status == 200
+    assert headers["Content-Type"] == CONTENT_TYPE_LATEST
+    text = metrics.decode()
+    assert 'fleet_messages_received_total{kind="meter"} 6.0' in text
+    assert 'fleet_rows_written_total{kind="vehicle"} 4.0' in text
+    assert "fleet_flush_duration_seconds_bucket" in text
+
+    status, body = await get_json(port, "/nope?x=1")
+    assert (status, body) == (404, {"error": "not found", "path": "/nope"})
+    status, headers, empty = await get(port, "/healthz", method="HEAD")
+    assert (status, empty) == (200, b"")
+    status, _, _ = await get(port, "/healthz", method="POST")
+    assert status == 405
+
+    # Garbage and silence do not hurt the server.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"\x00\x01garbage\r\n\r\n")
+    assert b" 400 " in await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    status, _ = await get_json(port, "/healthz")
+    assert status == 200
+
+
+async def test_plugged_in_route(ops_daemon: tuple[Daemon, int]) -> None:
+    daemon, port = ops_daemon
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    async def analytics(d: Daemon, path: str, query: dict[str, str]) -> tuple[int, object]:
+        assert d is daemon
+        seen.append((path, query))
+        if path.endswith("/boom"):
+            raise RuntimeError("kaput")
+        return 200, {"vehicles": [], "from": query.get("from")}
+
+    http.add_route("/v1/analytics/", analytics)
+    try:
+        status, body = await get_json(port, "/v1/analytics/efficiency?from=2026-01-01&to=x")
+        assert (status, body) == (200, {"vehicles": [], "from": "2026-01-01"})
+        assert seen == [("/v1/analytics/efficiency", {"from": "2026-01-01", "to": "x"})]
+        status, body = await get_json(port, "/v1/analytics/boom")
+        assert (status, body) == (500, {"error": "RuntimeError: kaput"})
+        with pytest.raises(ValueError, match="must start with"):
+            http.add_route("v1", analytics)
+    finally:
+        http.ROUTES.pop("/v1/analytics/", None)
+
+
+async def test_unhealthy_when_broker_down(
+    ops_daemon: tuple[Daemon, int], broker: MosquittoServer
+) -> None:
+    _, port = ops_daemon
+    await wait_status(port, "/healthz", 200)
+    await asyncio.to_thread(broker.stop_server)
+    body = await wait_status(port, "/healthz", 503)
+    assert body["status"] == "unhealthy"
+    reasons = body["reasons"]
+    assert isinstance(reasons, list)
+    assert any("broker" in r for r in reasons), reasons
+    body = await wait_status(port, "/readyz", 503)
+    assert any("broker" in r for r in body["reasons"])  # type: ignore[attr-defined]
+
+    await asyncio.to_thread(broker.start_server)
+    await wait_status(port, "/healthz", 200, within=45)  # reconnect backoff
+
+
+def test_http_addr_parsing() -> None:
+    assert http.parse_addr("127.0.0.1:9108") == ("127.0.0.1", 9108)
+    assert http.parse_addr("[::1]:0") == ("::1", 0)
+    assert http.parse_addr("off") is None
+    assert http.parse_addr("") is None
+    with pytest.raises(ValueError, match="host:port"):
+        http.parse_addr("9108")
+
+
+def test_install_without_http() -> None:
+    settings = Settings.model_construct(**(Settings().model_dump() | {"http_addr": "off"}))
+    daemon = Daemon(settings)
+    ops.install(daemon)
+    assert ops.http_server(daemon) is None
+    assert len(daemon.companions) == 1  # the notifier only
