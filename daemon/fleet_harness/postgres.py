@@ -37,8 +37,16 @@ class PostgresServer:
     (created by Debian's package) and every server command runs as that user.
     """
 
-    def __init__(self, *, port: int | None = None, settings: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
+        keep_dir: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
+        # keep_dir: a cluster kept between runs (benchmark datasets); reused when it exists.
+        self._keep_dir = keep_dir
         self.user = "fleet"
         self.database = "fleet"
         self._settings = {
@@ -71,15 +79,25 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         """initdb a new cluster, start it and create the `fleet` role and database."""
-        self._tmp = tempfile.mkdtemp(prefix="fleet-pg-")
+        if self._keep_dir is not None:
+            self._keep_dir.mkdir(parents=True, exist_ok=True)
+            self._tmp = str(self._keep_dir.resolve())
+        else:
+            self._tmp = tempfile.mkdtemp(prefix="fleet-pg-")
         self.data_dir = Path(self._tmp) / "data"
         sock_dir = Path(self._tmp) / "sock"
-        sock_dir.mkdir()
+        sock_dir.mkdir(exist_ok=True)
         if os.geteuid() == 0:
             self._run_as = "postgres"
             pw = pwd.getpwnam("postgres")
             for path in (self._tmp, sock_dir):
                 os.chown(path, pw.pw_uid, pw.pw_gid)
+        if (self.data_dir / "PG_VERSION").exists():
+            conf = (self.data_dir / "postgresql.conf").read_text()
+            port_line = f"port = {self.port}"
+            (self.data_dir / "postgresql.conf").write_text(conf + f"\n{port_line}\n")
+            self.start_server()
+            return self
         self._run(
             find_pg_bin("initdb"), "-D", str(self.data_dir), "-U", self.user,
             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
@@ -110,12 +128,14 @@ class PostgresServer:
         """Stop the server and delete the cluster."""
         if self._tmp is None:
             return
+        mode = "immediate" if self._keep_dir is None else "fast"
         subprocess.run(
-            self._cmd(find_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"),
+            self._cmd(find_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"),
             capture_output=True,
             check=False,
         )
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._keep_dir is None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
 
     def __enter__(self) -> PostgresServer:

@@ -1,0 +1,7 @@
+"""python -m fleetsim.bench."""
+
+import sys
+
+from fleetsim.bench.run import main
+
+sys.exit(main())

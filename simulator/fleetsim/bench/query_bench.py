@@ -1,0 +1,100 @@
+"""Stage 7: query latency on a database of D days x 10,000 + 10,000 devices.
+
+The dataset is built once with `fleet-sim backfill --direct` (COPY, bypassing fleetd) into a
+PostgreSQL cluster kept under the cache directory, and reused by later runs. Windows are placed
+relative to the dataset's end, starting and ending mid-hour so the raw edges are exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fleet_harness import PostgresServer
+from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
+from fleetctl.window import Window
+from fleetd.db.connect import connect, create_pool
+from fleetd.db.migrate import migrate
+from fleetsim.direct import backfill_direct
+from fleetsim.model import FleetConfig
+
+DATASET_VERSION = 1  # bump when the model or schema changes what a cached dataset holds
+
+
+async def _build(url: str, days: int, say: Callable[[str], None]) -> datetime:
+    conn = await connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(days=days)
+    say(f"      building the dataset once: {days} days by backfill --direct (cached)")
+    summary = await backfill_direct(url, FleetConfig(), start, end)
+    say(f"      {summary.rows:,} rows in {summary.elapsed_s:.0f} s ({summary.rows_per_s:,.0f}/s)")
+    conn = await connect(url)
+    try:
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    return end
+
+
+async def _time(fn: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, float]:
+    await fn()  # warm the cache and the prepared statements
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        await fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
+    return {"p50Ms": statistics.median(samples), "p99Ms": p99, "runs": float(repeat)}
+
+
+async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """Time current-one, current-all, vehicle 24 h, fleet 24 h and anomalies."""
+    cluster = cache_dir / f"pg-{days}d-v{DATASET_VERSION}"
+    meta_path = cluster / "dataset.json"
+    with PostgresServer(keep_dir=cluster, settings={"shared_buffers": "1GB"}) as pg:
+        if meta_path.exists():
+            end = datetime.fromisoformat(json.loads(meta_path.read_text())["end"])
+            say(f"      reusing the cached dataset in {cluster}")
+        else:
+            end = await _build(pg.url, days, say)
+            meta_path.write_text(json.dumps({"end": end.isoformat(), "days": days}))
+        pool = await create_pool(pg.url, min_size=2, max_size=2, application_name="bench")
+        try:
+            readings = await pool.fetchval(
+                "SELECT (SELECT count(*) FROM meter_readings)"
+                " + (SELECT count(*) FROM vehicle_readings)"
+            )
+            # 24 h ending 17.5 minutes before the data ends: both edges are partial hours.
+            stop = end - timedelta(minutes=17, seconds=30)
+            window = Window(stop - timedelta(hours=24), stop)
+            vehicles = iter(range(1, 10_001, 97))
+
+            async def one_vehicle() -> Any:
+                vid = next(vehicles, 4242)
+                return await vehicle_performance(pool, f"VEHICLE-{vid:05d}", window)
+
+            async def current_all() -> Any:
+                return (await current(pool, "vehicles"), await current(pool, "meters"))
+
+            timings = {
+                "current, one vehicle": await _time(
+                    lambda: current(pool, "vehicles", "VEHICLE-00042"), 50
+                ),
+                "current, all 20,000 devices": await _time(current_all, 20),
+                "vehicle performance, 24 h": await _time(one_vehicle, 50),
+                "fleet report, 24 h": await _time(lambda: fleet_report(pool, window), 10),
+                "anomalies, 24 h": await _time(lambda: anomalies(pool, window), 10),
+            }
+        finally:
+            await pool.close()
+    return {"days": days, "readings": readings, "timings": timings}

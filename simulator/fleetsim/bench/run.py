@@ -1,0 +1,539 @@
+"""`make bench` / `make bench-quick`: every figure measured in one run on the same machine.
+
+Stages (see README "Performance"): broker ceiling, database ceilings, per-message baseline,
+fleetd backlog drain, fleetd at nominal and 10x nominal load, storage per reading, queries.
+Throughputs are backlog drains measured from the database's own clock: rows / (last commit
+- first receive), with track_commit_timestamp on, so process start-up is not counted and the
+three subscribers are timed the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from fleet_harness import MosquittoServer, PostgresServer
+from fleetd.db.connect import connect
+from fleetd.db.migrate import migrate
+from fleetd.db.partitions import PartitionCache
+from fleetd.db.writer import write_batch
+from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
+from fleetsim.bench.baseline import drain_per_message
+from fleetsim.bench.mqtt_sessions import create_session
+from fleetsim.bench.query_bench import query_stage
+from fleetsim.model import Fleet, FleetConfig
+from fleetsim.publisher import MqttPublisher
+
+BIN = Path(sys.executable).parent
+PG_SETTINGS = {"track_commit_timestamp": "on", "shared_buffers": "1GB"}
+DRAIN_SQL = """
+SELECT count(*) AS n, min(received_at) AS first_rx, max(pg_xact_commit_timestamp(xmin)) AS last
+  FROM (SELECT received_at, xmin FROM meter_readings
+        UNION ALL SELECT received_at, xmin FROM vehicle_readings) r
+"""
+COUNT_SQL = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+
+
+def _messages(n: int, start: datetime) -> list[tuple[str, bytes]]:
+    """n readings of the 10,000 + 10,000 device fleet, one tick after another."""
+    fleet = Fleet(FleetConfig())
+    out: list[tuple[str, bytes]] = []
+    ts = start
+    while len(out) < n:
+        out.extend((m[2], m[3]) for m in fleet.tick(ts))
+        ts += timedelta(seconds=60)
+    return out[:n]
+
+
+async def _new_database(admin_url: str, name: str) -> str:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    conn = await connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+async def _ensure_days(url: str, start: datetime, end: datetime) -> None:
+    conn = await connect(url)
+    try:
+        day = start.date()
+        while day <= end.date():
+            await PartitionCache().ensure(conn, [day])
+            day += timedelta(days=1)
+    finally:
+        await conn.close()
+
+
+async def _wait_rows(
+    url: str, expected: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> int:
+    conn = await connect(url)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            n: int = await conn.fetchval(COUNT_SQL)
+            if n >= expected or time.monotonic() > deadline:
+                return n
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"fleetd exited with {proc.returncode} after {n:,} rows")
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+async def _drain_rate(url: str) -> tuple[int, float]:
+    conn = await connect(url)
+    try:
+        row = await conn.fetchrow(DRAIN_SQL)
+        assert row is not None
+    finally:
+        await conn.close()
+    seconds = (row["last"] - row["first_rx"]).total_seconds()
+    return row["n"], row["n"] / seconds if seconds > 0 else float("nan")
+
+
+async def _publish(mqtt_url: str, messages: list[tuple[str, bytes]]) -> float:
+    """Publish at QoS 1 with the simulator's fast publisher; returns messages/s (all acked)."""
+    pub = MqttPublisher(mqtt_url, qos=1, connections=2, client_id_prefix="bench")
+    await pub.connect()
+    started = time.perf_counter()
+    await pub.publish(messages)
+    await pub.close()
+    return len(messages) / (time.perf_counter() - started)
+
+
+# --- process accounting --------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def _fleetd(mqtt_url: str, db_url: str, client_id: str) -> Iterator[subprocess.Popen[bytes]]:
+    env = os.environ | {
+        "FLEET_MQTT_URL": mqtt_url,
+        "FLEET_DATABASE_URL": db_url,
+        "FLEET_CLIENT_ID": client_id,
+        "FLEET_HTTP_ADDR": "off",
+        "FLEET_LOG_LEVEL": "warning",
+        "FLEET_MAX_PAST_DAYS": "30",
+    }
+    proc = subprocess.Popen([str(BIN / "fleetd"), "run"], env=env)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- stages --------------------------------------------------------------------------------
+
+
+def _broker_ceiling(broker: MosquittoServer, n: int) -> float:
+    """mosquitto_sub (C) draining n queued QoS 1 messages."""
+    cmd = [
+        "mosquitto_sub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(broker.port),
+        "-c",
+        "-i",
+        "bench-sub",
+        "-q",
+        "1",
+        "-t",
+        "meters/+/telemetry",
+        "-t",
+        "vehicles/+/telemetry",
+        "-C",
+        str(n),
+    ]
+    started = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True, timeout=600)
+    return n / (time.perf_counter() - started)
+
+
+def _decoded(messages: list[tuple[str, bytes]]) -> tuple[list[Any], list[Any]]:
+    now = datetime.now(UTC)
+    meters: list[tuple[MeterReading, datetime]] = []
+    vehicles: list[tuple[VehicleReading, datetime]] = []
+    for topic, payload in messages:
+        item = decode(
+            topic, payload, now, max_future=timedelta(days=1), max_past=timedelta(days=30)
+        )
+        if isinstance(item, MeterReading):
+            meters.append((item, now))
+        elif isinstance(item, VehicleReading):
+            vehicles.append((item, now))
+        elif isinstance(item, Rejected):
+            raise TypeError(f"benchmark reading rejected: {item.reason}")
+    return meters, vehicles
+
+
+async def _copy_ceiling(url: str, meters: list[Any], vehicles: list[Any]) -> float:
+    """COPY into the history tables: the fastest plain write (no conflict handling)."""
+    m_rows = [(m.meter_id, m.ts, m.kwh_consumed_ac, m.voltage, r) for m, r in meters]
+    v_rows = [
+        (v.vehicle_id, v.ts, v.soc, v.kwh_delivered_dc, v.battery_temp, r) for v, r in vehicles
+    ]
+    a, b = await connect(url), await connect(url)
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(
+            a.copy_records_to_table(
+                "meter_readings",
+                records=m_rows,
+                columns=["meter_id", "ts", "kwh_consumed_ac", "voltage", "received_at"],
+            ),
+            b.copy_records_to_table(
+                "vehicle_readings",
+                records=v_rows,
+                columns=[
+                    "vehicle_id",
+                    "ts",
+                    "soc",
+                    "kwh_delivered_dc",
+                    "battery_temp",
+                    "received_at",
+                ],
+            ),
+        )
+        return (len(m_rows) + len(v_rows)) / (time.perf_counter() - started)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _dual_write_ceiling(
+    url: str, meters: list[Any], vehicles: list[Any], batch: int
+) -> float:
+    """fleetd's own write path (history + rollups + current, one transaction per batch) on two
+    connections, without MQTT: the database side of the pipeline at full speed."""
+    conns = [await connect(url), await connect(url)]
+    queue = [
+        (meters[i : i + batch // 2], vehicles[i : i + batch // 2])
+        for i in range(0, max(len(meters), len(vehicles)), batch // 2)
+    ]
+
+    async def worker(conn: asyncpg.Connection) -> None:
+        while queue:
+            m, v = queue.pop(0)
+            await write_batch(conn, m, v, [])
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in conns))
+        return (len(meters) + len(vehicles)) / (time.perf_counter() - started)
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def _latency(url: str, since: datetime) -> dict[str, float]:
+    conn = await connect(url)
+    try:
+        row = await conn.fetchrow(
+            """SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lat) AS p50,
+                      percentile_cont(0.99) WITHIN GROUP (ORDER BY lat) AS p99,
+                      max(lat) AS max, count(*) AS n
+                 FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - ts) AS lat
+                         FROM meter_readings WHERE ts >= $1
+                       UNION ALL
+                       SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - ts)
+                         FROM vehicle_readings WHERE ts >= $1) x""",
+            since,
+        )
+        assert row is not None
+    finally:
+        await conn.close()
+    return {
+        "p50Ms": float(row["p50"]) * 1000,
+        "p99Ms": float(row["p99"]) * 1000,
+        "maxMs": float(row["max"]) * 1000,
+        "rows": row["n"],
+    }
+
+
+async def _paced_load(mqtt_url: str, rate: float, seconds: float) -> int:
+    """rate readings/s from 10,000 + 10,000 devices, each stamped with the time it is sent,
+    spread evenly as real devices are (not in bursts)."""
+    pub = MqttPublisher(mqtt_url, qos=1, connections=1, client_id_prefix="bench-load")
+    await pub.connect()
+    sent = 0
+    started = time.perf_counter()
+    step = 0.01  # publish every 10 ms what is due
+    try:
+        while (elapsed := time.perf_counter() - started) < seconds:
+            due = int(elapsed * rate) + 1 - sent
+            now = datetime.now(UTC)
+            stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+            batch = []
+            for k in range(sent, sent + max(0, due)):
+                i = k % 20_000
+                if i < 10_000:
+                    dev = f"METER-{i + 1:05d}"
+                    body = (
+                        f'{{"meterId":"{dev}","kwhConsumedAc":0.{k % 1000:03d},'
+                        f'"voltage":230.1,"timestamp":"{stamp}"}}'
+                    )
+                    batch.append((f"meters/{dev}/telemetry", body.encode()))
+                else:
+                    dev = f"VEHICLE-{i - 9_999:05d}"
+                    body = (
+                        f'{{"vehicleId":"{dev}","soc":50.5,"kwhDeliveredDc":0.{k % 900:03d},'
+                        f'"batteryTemp":25.5,"timestamp":"{stamp}"}}'
+                    )
+                    batch.append((f"vehicles/{dev}/telemetry", body.encode()))
+            if batch:
+                await pub.publish(batch)
+                sent += len(batch)
+            await asyncio.sleep(step)
+    finally:
+        await pub.close()
+    return sent
+
+
+async def _storage(url: str) -> dict[str, float]:
+    conn = await connect(url)
+    try:
+        row = await conn.fetchrow(
+            """SELECT
+                 (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits
+                   WHERE inhparent IN ('meter_readings'::regclass, 'vehicle_readings'::regclass))
+                   AS history,
+                 (SELECT sum(pg_relation_size(inhrelid)) FROM pg_inherits
+                   WHERE inhparent IN ('meter_readings'::regclass, 'vehicle_readings'::regclass))
+                   AS heap,
+                 (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits
+                   WHERE inhparent IN ('meter_hourly'::regclass, 'vehicle_hourly'::regclass))
+                   AS rollups,
+                 (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)
+                   AS n"""
+        )
+        assert row is not None
+    finally:
+        await conn.close()
+    n = row["n"] or 1
+    return {
+        "historyBytesPerReading": row["history"] / n,
+        "heapBytesPerReading": row["heap"] / n,
+        "indexBytesPerReading": (row["history"] - row["heap"]) / n,
+        "rollupBytesPerReading": row["rollups"] / n,
+        "readings": row["n"],
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every stage and return the figures."""
+    n, n_base = args.n, args.baseline_n
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "startedAt": datetime.now(UTC).isoformat(),
+        "n": n,
+        "baselineN": n_base,
+        "quick": args.quick,
+    }
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    messages = _messages(n, start)
+    with PostgresServer(settings=PG_SETTINGS) as pg, MosquittoServer() as broker:
+        mqtt = broker.url()
+        _say(f"[1/7] broker ceiling: {n:,} QoS 1 readings, simulator → mosquitto → mosquitto_sub")
+        create_session(mqtt, "bench-sub", v5=False)
+        results["simulatorPublishPerS"] = await _publish(mqtt, messages)
+        results["brokerCeilingPerS"] = _broker_ceiling(broker, n)
+
+        _say("[2/7] database ceilings: COPY, and fleetd's dual write without MQTT")
+        meters, vehicles = _decoded(messages)
+        url = await _new_database(pg.url, "bench_copy")
+        await _ensure_days(url, start, start + timedelta(days=1))
+        results["copyCeilingPerS"] = await _copy_ceiling(url, meters, vehicles)
+        url = await _new_database(pg.url, "bench_dual")
+        await _ensure_days(url, start, start + timedelta(days=1))
+        results["dualWriteCeilingPerS"] = await _dual_write_ceiling(url, meters, vehicles, 5000)
+
+        _say(f"[3/7] per-message baseline: {n_base:,} readings, one transaction each")
+        url = await _new_database(pg.url, "bench_base")
+        await _ensure_days(url, start, start + timedelta(days=1))
+        create_session(mqtt, "bench-base", v5=False)
+        await _publish(mqtt, messages[:n_base])
+        await drain_per_message(mqtt, url, "bench-base", n_base)
+        results["baselinePerS"] = (await _drain_rate(url))[1]
+
+        _say(f"[4/7] fleetd backlog drain: {n:,} readings queued, then fleetd started")
+        url = await _new_database(pg.url, "bench_fleetd")
+        await _ensure_days(url, start, start + timedelta(days=3))
+        create_session(mqtt, "fleetd-bench", v5=True)
+        await _publish(mqtt, messages)
+        with _fleetd(mqtt, url, "fleetd-bench") as proc:
+            got = await _wait_rows(url, n, timeout_s=600, proc=proc)
+            cpu = _cpu_seconds(proc.pid)
+            rss = _peak_rss_mb(proc.pid)
+        _, rate = await _drain_rate(url)
+        results["fleetdDrain"] = {
+            "rows": got,
+            "perS": rate,
+            "cpuSeconds": cpu,
+            "peakRssMb": rss,
+            "cpuUsPerReading": cpu / max(1, got) * 1e6,
+        }
+
+        _say("[5/7] fleetd at nominal (333/s) and 10x nominal (3,333/s) load")
+        seconds = 10.0 if args.quick else 60.0
+        for label, rate_s in (("nominal", 333.0), ("tenX", 3333.0)):
+            url = await _new_database(pg.url, f"bench_{label.lower()}")
+            create_session(mqtt, f"fleetd-{label}", v5=True)
+            with _fleetd(mqtt, url, f"fleetd-{label}") as proc:
+                await asyncio.sleep(2.0)  # start-up and subscription, not measured
+                cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
+                since = datetime.now(UTC)
+                sent = await _paced_load(mqtt, rate_s, seconds)
+                got = await _wait_rows(url, sent, timeout_s=60, proc=proc)
+                cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
+                rss = _peak_rss_mb(proc.pid)
+            results[label] = {
+                "ratePerS": rate_s,
+                "sent": sent,
+                "stored": got,
+                "cpuPercent": cpu * 100,
+                "peakRssMb": rss,
+                **await _latency(url, since),
+            }
+
+        _say("[6/7] storage per reading (fleetd's database after the drain)")
+        results["storage"] = await _storage(await _url(pg.url, "bench_fleetd"))
+
+        if args.quick:
+            results["queries"] = None
+        else:
+            _say(f"[7/7] queries on {args.query_days} days x 10,000 + 10,000 devices")
+            results["queries"] = await query_stage(args.query_days, Path(args.cache_dir), _say)
+    drain = results["fleetdDrain"]["perS"]
+    results["ratios"] = {
+        "fleetdVsBrokerCeiling": drain / results["brokerCeilingPerS"],
+        "fleetdVsDualWriteCeiling": drain / results["dualWriteCeilingPerS"],
+        "fleetdVsCopyCeiling": drain / results["copyCeilingPerS"],
+        "fleetdVsPerMessage": drain / results["baselinePerS"],
+    }
+    return results
+
+
+async def _url(admin_url: str, name: str) -> str:
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _table(r: dict[str, Any]) -> str:
+    def rate(v: float) -> str:
+        return f"{v:>10,.0f} /s"
+
+    d, rt = r["fleetdDrain"], r["ratios"]
+    lines = [
+        f"fleet-telemetry benchmark — {r['machine']['cpus']} CPUs, {r['machine']['platform']}, "
+        f"N = {r['n']:,} readings (10,000 + 10,000 devices)",
+        "",
+        f"{'what':<58}{'figure':>16}",
+        f"{'1 broker ceiling: mosquitto_sub drains N QoS 1':<58}{rate(r['brokerCeilingPerS'])}",
+        f"{'  simulator publishing N at QoS 1 (2 connections)':<58}"
+        f"{rate(r['simulatorPublishPerS'])}",
+        f"{'2 database ceiling: COPY, 2 connections':<58}{rate(r['copyCeilingPerS'])}",
+        f"{'  fleetd write path without MQTT (history+rollups+current)':<58}"
+        f"{rate(r['dualWriteCeilingPerS'])}",
+        f"{'3 per-message baseline (txn per message, ack on arrival)':<58}"
+        f"{rate(r['baselinePerS'])}",
+        f"{'4 fleetd backlog drain (ack after commit)':<58}{rate(d['perS'])}",
+        f"{'    / broker ceiling':<58}{rt['fleetdVsBrokerCeiling']:>12.2f} x",
+        f"{'    / fleetd write path without MQTT':<58}{rt['fleetdVsDualWriteCeiling']:>12.2f} x",
+        f"{'    / COPY ceiling':<58}{rt['fleetdVsCopyCeiling']:>12.2f} x",
+        f"{'    / per-message baseline':<58}{rt['fleetdVsPerMessage']:>12.1f} x",
+        f"{'    fleetd CPU per reading / peak RSS':<58}"
+        f"{d['cpuUsPerReading']:>6.1f} µs {d['peakRssMb']:>5.0f} MB",
+    ]
+    for label, name in (("nominal", "5 nominal 333/s"), ("tenX", "  10x nominal 3,333/s")):
+        x = r[label]
+        lines.append(
+            f"{name + ': publish→commit p50 / p99 / max':<58}"
+            f"{x['p50Ms']:>5.0f} / {x['p99Ms']:.0f} / {x['maxMs']:.0f} ms"
+        )
+        lines.append(
+            f"{'    fleetd CPU (% of one core) / peak RSS':<58}"
+            f"{x['cpuPercent']:>6.1f} % {x['peakRssMb']:>5.0f} MB"
+        )
+    s = r["storage"]
+    lines.append(
+        f"{'6 bytes per reading: history heap + indexes (+ rollups)':<58}"
+        f"{s['heapBytesPerReading']:.0f} + {s['indexBytesPerReading']:.0f} "
+        f"(+ {s['rollupBytesPerReading']:.0f}) B"
+    )
+    q = r.get("queries")
+    if q:
+        lines.append(f"7 queries on {q['days']} days ({q['readings']:,} readings), p50 / p99:")
+        for name, v in q["timings"].items():
+            lines.append(f"{'    ' + name:<58}{v['p50Ms']:>7.1f} / {v['p99Ms']:.1f} ms")
+    else:
+        lines.append("7 queries: skipped (bench-quick)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: python -m fleetsim.bench [--quick] [--json PATH]."""
+    parser = argparse.ArgumentParser(prog="fleetsim.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small N, no 7-day query dataset")
+    parser.add_argument("--json", help="also write the figures as JSON to this path")
+    parser.add_argument("--n", type=int, help="readings per throughput stage")
+    parser.add_argument("--baseline-n", type=int, help="readings for the per-message baseline")
+    parser.add_argument("--query-days", type=int, default=7)
+    parser.add_argument("--cache-dir", default=".bench-cache")
+    args = parser.parse_args(argv)
+    args.n = args.n or (20_000 if args.quick else 200_000)
+    args.baseline_n = args.baseline_n or (2_000 if args.quick else 10_000)
+    started = time.perf_counter()
+    results = asyncio.run(run(args))
+    results["elapsedS"] = time.perf_counter() - started
+    print(_table(results))
+    print(f"\n(bench took {results['elapsedS']:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    return 0
