@@ -14,9 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from fleet_harness import MosquittoServer
 from fleet_harness.publish import Publisher, readings
 from fleetd import ops
+from fleetd.db.connect import connect
 from fleetd.ops import http
 from fleetd.service import Daemon
 from fleetd.settings import Settings, load_settings
+from tests.integration.test_analytics import depot
 
 pytestmark = pytest.mark.integration
 
@@ -139,17 +141,16 @@ async def test_plugged_in_route(ops_daemon: tuple[Daemon, int]) -> None:
             raise RuntimeError("kaput")
         return 200, {"vehicles": [], "from": query.get("from")}
 
-    http.add_route("/v1/analytics/", analytics)
-    try:
-        status, body = await get_json(port, "/v1/analytics/efficiency?from=2026-01-01&to=x")
-        assert (status, body) == (200, {"vehicles": [], "from": "2026-01-01"})
-        assert seen == [("/v1/analytics/efficiency", {"from": "2026-01-01", "to": "x"})]
-        status, body = await get_json(port, "/v1/analytics/boom")
-        assert (status, body) == (500, {"error": "RuntimeError: kaput"})
-        with pytest.raises(ValueError, match="must start with"):
-            http.add_route("v1", analytics)
-    finally:
-        http.ROUTES.pop("/v1/analytics/", None)
+    server = ops.http_server(daemon)
+    assert server is not None
+    server.add_route("/v1/test/", analytics)
+    status, body = await get_json(port, "/v1/test/efficiency?from=2026-01-01&to=x")
+    assert (status, body) == (200, {"vehicles": [], "from": "2026-01-01"})
+    assert seen == [("/v1/test/efficiency", {"from": "2026-01-01", "to": "x"})]
+    status, body = await get_json(port, "/v1/test/boom")
+    assert (status, body) == (500, {"error": "RuntimeError: kaput"})
+    with pytest.raises(ValueError, match="must start with"):
+        server.add_route("v1", analytics)
 
 
 async def test_unhealthy_when_broker_down(
@@ -185,3 +186,34 @@ def test_install_without_http() -> None:
     ops.install(daemon)
     assert ops.http_server(daemon) is None
     assert len(daemon.companions) == 1  # the notifier only
+
+
+async def test_analytics_api_serves_fleetctl_json(
+    ops_daemon: tuple[Daemon, int], database_url: str
+) -> None:
+    _, port = ops_daemon
+    conn = await connect(database_url)
+    try:
+        await depot(conn)
+    finally:
+        await conn.close()
+    window = "start=2026-11-20T08:00:00Z&end=2026-11-20T11:00:00Z"
+    status, body = await get_json(port, f"/v1/analytics/performance/V1?{window}")
+    assert status == 200
+    assert body["status"] == "optimal"
+    assert len(body["hourly"]) == 3
+    status, body = await get_json(port, f"/v1/analytics/fleet?{window}&sort=vehicle")
+    assert status == 200
+    assert body["totals"]["vehicles"] == 9
+    status, body = await get_json(port, f"/v1/analytics/anomalies?{window}&threshold=0.7")
+    assert [v["vehicleId"] for v in body["vehicles"]] == ["V3", "V4"]
+    status, body = await get_json(port, "/v1/current/vehicles/V1")
+    assert status == 200
+    assert body["devices"][0]["vehicleId"] == "V1"
+    assert (await get_json(port, "/v1/current/vehicles/NOPE"))[0] == 404
+    assert (await get_json(port, "/v1/analytics/performance/NOPE?hours=2"))[0] == 404
+    status, body = await get_json(port, "/v1/analytics/fleet?start=yesterday")
+    assert status == 400
+    assert "RFC 3339" in body["error"]
+    assert (await get_json(port, "/v1/analytics/fleet?hours=abc"))[0] == 400
+    assert (await get_json(port, "/v1/current/cars"))[0] == 404

@@ -20,11 +20,13 @@ def install(daemon: Daemon) -> None:
     """Add the systemd notifier and the ops HTTP server to `daemon.companions`."""
     # Imported here: fleetd.notify imports fleetd.ops.health, which loads this package first.
     from fleetd.notify import notifier_task  # noqa: PLC0415
+    from fleetd.ops.api import AnalyticsApi  # noqa: PLC0415
     from fleetd.ops.http import OpsHttpServer, parse_addr  # noqa: PLC0415
 
     daemon.companions.append(notifier_task)
     if parse_addr(daemon.settings.http_addr) is not None:
         server = OpsHttpServer(daemon.settings.http_addr)
+        AnalyticsApi(daemon.settings.database_url).install(server)
         _SERVERS[daemon] = server
         daemon.companions.append(server.run)
 

@@ -26,10 +26,6 @@ log = structlog.get_logger("fleetd.http")
 
 Handler = Callable[["Daemon", str, dict[str, str]], Awaitable[tuple[int, object]]]
 
-# Extra JSON routes by path prefix, e.g. add_route("/v1/analytics/", handler). The longest
-# matching prefix wins; the built-in routes (/healthz, /readyz, /metrics) always come first.
-ROUTES: dict[str, Handler] = {}
-
 MAX_REQUEST_BYTES = 8192  # request line + headers; we take no bodies
 READ_TIMEOUT_S = 5.0  # a client that sends nothing must not hold a connection open
 BIND_RETRY_S = 5.0
@@ -45,14 +41,6 @@ _REASONS = {
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
-
-
-def add_route(prefix: str, handler: Handler) -> None:
-    """Serve every GET path starting with `prefix` with `handler(daemon, path, query)`, which
-    returns (status, JSON-serialisable body)."""
-    if not prefix.startswith("/"):
-        raise ValueError(f"route prefix must start with '/': {prefix!r}")
-    ROUTES[prefix] = handler
 
 
 def parse_addr(addr: str) -> tuple[str, int] | None:
@@ -74,6 +62,21 @@ class OpsHttpServer:
         self.port: int | None = None
         self.started = asyncio.Event()
         self._daemon: Daemon | None = None
+        # Extra JSON routes by path prefix (the longest match wins); the built-in routes
+        # (/healthz, /readyz, /metrics) always come first.
+        self.routes: dict[str, Handler] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def add_route(self, prefix: str, handler: Handler) -> None:
+        """Serve every GET path starting with `prefix` with `handler(daemon, path, query)`,
+        which returns (status, JSON-serialisable body)."""
+        if not prefix.startswith("/"):
+            raise ValueError(f"route prefix must start with '/': {prefix!r}")
+        self.routes[prefix] = handler
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run `closer` when the server stops (e.g. to close a route's connection pool)."""
+        self._closers.append(closer)
 
     async def run(self, daemon: Daemon) -> None:
         """Serve until cancelled. A port already in use is logged and retried instead of taking
@@ -98,6 +101,9 @@ class OpsHttpServer:
                 await server.serve_forever()
         finally:
             self.started.clear()
+            for closer in self._closers:
+                with contextlib.suppress(Exception):
+                    await closer()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -150,10 +156,10 @@ class OpsHttpServer:
             return 200, CONTENT_TYPE_LATEST, generate_latest(daemon.metrics.registry)
         if path in ("/healthz", "/readyz"):
             return _json(*health_response(daemon, ready=path == "/readyz"))
-        for prefix in sorted(ROUTES, key=len, reverse=True):
+        for prefix in sorted(self.routes, key=len, reverse=True):
             if path.startswith(prefix):
                 try:
-                    return _json(*await ROUTES[prefix](daemon, path, query))
+                    return _json(*await self.routes[prefix](daemon, path, query))
                 except Exception as exc:
                     log.exception("http_handler_failed", path=path)
                     return _json(500, {"error": f"{exc.__class__.__name__}: {exc}"})

@@ -1,0 +1,105 @@
+"""Read-only analytics over HTTP: the same JSON as `fleetctl --json`.
+
+GET /v1/analytics/performance/{vehicleId}   ?hours= | ?start=&end=, minAcKwh=
+GET /v1/analytics/fleet                     ?hours= | ?start=&end=, sort=, minAcKwh=
+GET /v1/analytics/anomalies                 ?hours= | ?start=&end=, threshold=, minAcKwh=
+GET /v1/current/{meters|vehicles}[/{id}]
+
+Unknown ids answer 404, bad parameters 400, each with {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from fleetctl.errors import AnalyticsError, UnknownDeviceError
+from fleetctl.queries import CurrentKind, anomalies, current, fleet_report, vehicle_performance
+from fleetctl.status import DEFAULT_MIN_AC_KWH
+from fleetctl.window import Window
+from fleetd.db.connect import create_pool
+
+if TYPE_CHECKING:
+    from fleetd.ops.http import OpsHttpServer
+    from fleetd.service import Daemon
+
+
+class AnalyticsApi:
+    """The /v1 routes of one daemon, on a small pool of their own opened on first use (so a
+    slow report never takes an ingest connection)."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._pool: asyncpg.Pool | None = None
+
+    def install(self, server: OpsHttpServer) -> None:
+        """Register the routes on the ops HTTP server."""
+        server.add_route("/v1/analytics/", self.analytics)
+        server.add_route("/v1/current/", self.current)
+        server.on_close(self.close)
+
+    async def close(self) -> None:
+        """Close the pool, if one was opened."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _db(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await create_pool(
+                self._url, min_size=0, max_size=2, application_name="fleetd-api"
+            )
+        return self._pool
+
+    async def analytics(
+        self, _daemon: Daemon, path: str, query: dict[str, str]
+    ) -> tuple[int, object]:
+        """/v1/analytics/{performance/ID | fleet | anomalies}."""
+        parts = [p for p in path.split("/") if p][2:]
+        try:
+            window = Window.parse(
+                hours=_float(query, "hours"), start=query.get("start"), end=query.get("end")
+            )
+            min_ac = _float(query, "minAcKwh") or DEFAULT_MIN_AC_KWH
+            db = await self._db()
+            body: Any
+            if len(parts) == 2 and parts[0] == "performance":
+                body = await vehicle_performance(db, parts[1], window, min_ac_kwh=min_ac)
+            elif parts == ["fleet"]:
+                sort = query.get("sort", "efficiency")
+                body = await fleet_report(db, window, sort=sort, min_ac_kwh=min_ac)
+            elif parts == ["anomalies"]:
+                threshold = _float(query, "threshold") or 0.85
+                body = await anomalies(db, window, threshold=threshold, min_ac_kwh=min_ac)
+            else:
+                return 404, {"error": "not found", "path": path}
+        except UnknownDeviceError as exc:
+            return 404, {"error": str(exc)}
+        except (AnalyticsError, ValueError) as exc:
+            return 400, {"error": str(exc)}
+        return 200, body
+
+    async def current(
+        self, _daemon: Daemon, path: str, _query: dict[str, str]
+    ) -> tuple[int, object]:
+        """/v1/current/{meters|vehicles}[/{id}]."""
+        parts = [p for p in path.split("/") if p][2:]
+        if not parts or parts[0] not in ("meters", "vehicles") or len(parts) > 2:
+            return 404, {"error": "not found", "path": path}
+        try:
+            kind: CurrentKind = "meters" if parts[0] == "meters" else "vehicles"
+            body = await current(await self._db(), kind, parts[1] if len(parts) == 2 else None)
+        except UnknownDeviceError as exc:
+            return 404, {"error": str(exc)}
+        return 200, body
+
+
+def _float(query: dict[str, str], name: str) -> float | None:
+    text = query.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {text!r}") from None
