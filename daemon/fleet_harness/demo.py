@@ -1,38 +1,45 @@
-"""`make demo`: throwaway PostgreSQL + Mosquitto, fleetd as a real subprocess, a few thousand
-readings, then what landed. Everything is removed at the end."""
+"""`make demo`: throwaway PostgreSQL + Mosquitto, fleetd as a real subprocess, fleet-sim with
+10,000 meters + 10,000 vehicles compressing one simulated hour into about a minute, then what
+arrived and the fleet efficiency report next to the simulator's truth. Everything is removed at
+the end.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from collections import Counter
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 from fleet_harness import MosquittoServer, PostgresServer
-from fleet_harness.publish import Publisher, readings
+from fleetctl.queries import fleet_report
+from fleetctl.window import Window
+from fleetsim.cli import SimOptions, Summary, run_sim
 
 BIN = Path(sys.executable).parent
+COUNT_SQL = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
 
 
 def _fleetd(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([str(BIN / "fleetd"), *args], env=os.environ | env)
 
 
-async def _wait_rows(url: str, expected: int, timeout_s: float = 60) -> int:
+async def _wait_rows(url: str, expected: int, timeout_s: float = 300) -> int:
     conn = await asyncpg.connect(url)
     try:
         deadline = time.monotonic() + timeout_s
         while True:
-            n: int = await conn.fetchval(
-                "SELECT (SELECT count(*) FROM meter_readings)"
-                " + (SELECT count(*) FROM vehicle_readings)"
-            )
+            n: int = await conn.fetchval(COUNT_SQL)
             if n >= expected or time.monotonic() > deadline:
                 return n
             await asyncio.sleep(0.2)
@@ -40,57 +47,117 @@ async def _wait_rows(url: str, expected: int, timeout_s: float = 60) -> int:
         await conn.close()
 
 
-async def _report(url: str) -> None:
-    conn = await asyncpg.connect(url)
+def _status_line(s: Summary, _pub: object, sim_time: Any) -> None:
+    if sys.stderr.isatty():
+        rate = s.sent / s.elapsed_s if s.elapsed_s else 0
+        print(
+            f"\r  simulated {sim_time:%H:%M}  sent {s.sent:>9,}  {rate:>7,.0f} msg/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+async def _demo(pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> None:
+    truth_path = tmp / "truth.json"
+    options = SimOptions(
+        speed=60.0,
+        sim_hours=1.0,
+        mqtt_url=mq.url(),
+        database_url=pg.url,
+        truth_path=str(truth_path),
+        invalid_rate=0.0005,
+        duplicate_rate=0.001,
+        client_id_prefix="demo-sim",
+    )
+    print("\n== fleet-sim: 10,000 meters + 10,000 vehicles, 1 simulated hour at 60x ==")
+    summary = await run_sim(options, on_status=_status_line)
+    print(
+        f"\n  published {summary.sent:,} messages in {summary.elapsed_s:.0f} s "
+        f"({summary.meters + summary.vehicles:,} valid readings, {summary.invalid:,} invalid, "
+        f"{summary.duplicates:,} duplicates)"
+    )
+    expected = summary.meters + summary.vehicles
+    t0 = time.monotonic()
+    stored = await _wait_rows(pg.url, expected)
+    print(
+        f"  fleetd stored {stored:,} of {expected:,} readings "
+        f"({time.monotonic() - t0:.1f} s after the last publish)"
+    )
+    conn = await asyncpg.connect(pg.url)
     try:
-        counts = await conn.fetchrow(
-            """SELECT (SELECT count(*) FROM meter_readings) AS meter_rows,
-                      (SELECT count(*) FROM vehicle_readings) AS vehicle_rows,
-                      (SELECT count(*) FROM meter_current) AS meters,
-                      (SELECT count(*) FROM vehicle_current) AS vehicles,
-                      (SELECT count(*) FROM rejected_messages) AS rejects"""
+        rejects = await conn.fetchval("SELECT count(*) FROM rejected_messages")
+        reasons = await conn.fetch(
+            "SELECT split_part(reason, ':', 1) AS field, count(*) AS n FROM rejected_messages "
+            "GROUP BY 1 ORDER BY 2 DESC LIMIT 4"
         )
-        print("\n== what landed ==")
-        for key, value in dict(counts or {}).items():
-            print(f"  {key:<13} {value:>8}")
-        print("\n== a few current vehicle rows ==")
-        rows = await conn.fetch(
-            "SELECT vehicle_id, ts, soc, kwh_delivered_dc, battery_temp FROM vehicle_current "
-            "ORDER BY vehicle_id LIMIT 5"
+        print(
+            f"  rejected_messages: {rejects:,} (simulator sent {summary.invalid:,} invalid): "
+            + ", ".join(f"{r['field']} {r['n']}" for r in reasons)
         )
-        for r in rows:
-            print(
-                f"  {r['vehicle_id']}  {r['ts']:%Y-%m-%d %H:%M:%S}  soc={r['soc']:.1f}%  "
-                f"dc={r['kwh_delivered_dc']} kWh  temp={r['battery_temp']:.1f}°C"
-            )
+        assert summary.start is not None
+        assert summary.end is not None
+        window = Window(summary.start - timedelta(minutes=1), summary.end)
+        report = await fleet_report(conn, window)
     finally:
         await conn.close()
+    _print_report(report, json.loads(truth_path.read_text()))
+
+
+def _print_report(report: dict[str, Any], truth: dict[str, Any]) -> None:
+    t = report["totals"]
+    print(f"\n== fleet efficiency {report['window']['start']} → {report['window']['end']} ==")
+    print(
+        f"  {t['vehicles']:,} vehicles, AC {t['totalAcKwh']:,.1f} kWh, DC {t['totalDcKwh']:,.1f}"
+        f" kWh, loss {t['lossKwh']:,.1f} kWh, efficiency {t['efficiencyPercent']} %"
+    )
+    print("  statuses: " + ", ".join(f"{k} {v:,}" for k, v in report["statusCounts"].items()))
+    bands = Counter(v["band"] for v in truth["vehicles"].values())
+    print("  simulator truth (charger bands): " + ", ".join(f"{k} {v:,}" for k, v in bands.items()))
+    judged = [r for r in report["vehicles"] if r["efficiency"] is not None]
+    hits = Counter((truth["vehicles"][r["vehicleId"]]["band"], r["status"]) for r in judged)
+    for band, status in (("degraded", "degraded"), ("critical", "critical")):
+        found = hits[(band, status)]
+        total = sum(n for (b, _), n in hits.items() if b == band)
+        print(f"  {band} chargers found as {status}: {found:,} of {total:,} that charged")
+    print("\n  worst 10 vehicles (measured vs. simulator's charger efficiency):")
+    print(
+        f"  {'vehicle':<15}{'meter':<13}{'AC kWh':>9}{'DC kWh':>9}{'measured':>10}"
+        f"{'truth η':>9}  status"
+    )
+    for r in judged[:10]:
+        tv = truth["vehicles"][r["vehicleId"]]
+        print(
+            f"  {r['vehicleId']:<15}{tv['meterId']:<13}{r['totalAcKwh']:>9.2f}"
+            f"{r['totalDcKwh']:>9.2f}{r['efficiencyPercent']:>9.2f}%{tv['efficiency'] * 100:>8.2f}%"
+            f"  {r['status']}"
+        )
+    print(
+        "\n  (try: fleetctl fleet --hours 2, fleetctl performance VEHICLE-00001, "
+        "fleetctl anomalies — against your own database)"
+    )
 
 
 def main() -> int:
     """Run the demo end to end."""
-    with PostgresServer() as pg, MosquittoServer() as mq:
+    with (
+        PostgresServer() as pg,
+        MosquittoServer() as mq,
+        tempfile.TemporaryDirectory(prefix="fleet-demo-") as tmp,
+    ):
         env = {
             "FLEET_DATABASE_URL": pg.url,
             "FLEET_MQTT_URL": mq.url(),
             "FLEET_LOG_FORMAT": "console",
+            "FLEET_LOG_LEVEL": "warning",
             "FLEET_HTTP_ADDR": "127.0.0.1:0",
         }
-        print(f"postgres {pg.url}\nmosquitto {mq.url()}")
+        print(f"postgres  {pg.url}\nmosquitto {mq.url()}")
         subprocess.run([str(BIN / "fleetd"), "migrate"], env=os.environ | env, check=True)
         daemon = _fleetd(["run"], env)
         try:
             time.sleep(1.5)
-            start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
-            msgs = readings(250, 250, 10, start, timedelta(minutes=1))
-            t0 = time.monotonic()
-            pub = Publisher(mq.url(), "demo-publisher")
-            pub.publish(msgs)
-            pub.close()
-            landed = asyncio.run(_wait_rows(pg.url, len(msgs)))
-            secs = time.monotonic() - t0
-            print(f"\npublished {len(msgs)} readings (QoS 1); {landed} stored in {secs:.1f} s")
-            asyncio.run(_report(pg.url))
+            asyncio.run(_demo(pg, mq, Path(tmp)))
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=15)
