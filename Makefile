@@ -45,7 +45,7 @@ typecheck: venv
 pytest: venv sysdeps
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+test: lint typecheck pytest bench-quick
 
 demo: venv sysdeps
 	$(BIN)/python -m fleet_harness.demo
