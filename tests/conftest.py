@@ -188,3 +188,29 @@ async def total_readings(conn: asyncpg.Connection) -> int:
         "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
     )
     return n
+
+
+async def assert_rollups_match_raw(conn: asyncpg.Connection) -> None:
+    """Every hourly rollup row equals the aggregate of its raw rows (and none is missing)."""
+    mismatch = await conn.fetchval(
+        """SELECT count(*) FROM (
+             SELECT meter_id, date_trunc('hour', ts, 'UTC') AS hour, sum(kwh_consumed_ac) AS k,
+                    count(*) AS n FROM meter_readings GROUP BY 1, 2
+           ) raw FULL JOIN meter_hourly h USING (meter_id, hour)
+           WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings"""
+    )
+    assert mismatch == 0
+    mismatch = await conn.fetchval(
+        """SELECT count(*) FROM (
+             SELECT vehicle_id, date_trunc('hour', ts, 'UTC') AS hour,
+                    sum(kwh_delivered_dc) AS k, count(*) AS n,
+                    min(battery_temp) AS tmin, max(battery_temp) AS tmax,
+                    min(ts) AS first_ts, max(ts) AS last_ts
+             FROM vehicle_readings GROUP BY 1, 2
+           ) raw FULL JOIN vehicle_hourly h USING (vehicle_id, hour)
+           WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings
+              OR raw.tmin IS DISTINCT FROM h.temp_min OR raw.tmax IS DISTINCT FROM h.temp_max
+              OR raw.first_ts IS DISTINCT FROM h.soc_first_ts
+              OR raw.last_ts IS DISTINCT FROM h.soc_last_ts"""
+    )
+    assert mismatch == 0

@@ -22,29 +22,16 @@ from typing import Any
 import asyncpg
 
 from fleet_harness import MosquittoServer, PostgresServer
+from fleet_harness.rows import wait_for_rows
 from fleetctl.queries import fleet_report
 from fleetctl.window import Window
 from fleetsim.cli import SimOptions, Summary, run_sim
 
 BIN = Path(sys.executable).parent
-COUNT_SQL = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
 
 
 def _fleetd(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([str(BIN / "fleetd"), *args], env=os.environ | env)
-
-
-async def _wait_rows(url: str, expected: int, timeout_s: float = 300) -> int:
-    conn = await asyncpg.connect(url)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            n: int = await conn.fetchval(COUNT_SQL)
-            if n >= expected or time.monotonic() > deadline:
-                return n
-            await asyncio.sleep(0.2)
-    finally:
-        await conn.close()
 
 
 def _status_line(s: Summary, _pub: object, sim_time: Any) -> None:
@@ -79,7 +66,7 @@ async def _demo(pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> None:
     )
     expected = summary.meters + summary.vehicles
     t0 = time.monotonic()
-    stored = await _wait_rows(pg.url, expected)
+    stored = await wait_for_rows(pg.url, expected, poll_s=0.2)
     print(
         f"  fleetd stored {stored:,} of {expected:,} readings "
         f"({time.monotonic() - t0:.1f} s after the last publish)"

@@ -68,8 +68,9 @@ def _verdict(ac: Decimal, dc: Decimal, assigned: bool, min_ac_kwh: float) -> dic
     }
 
 
-async def _unit_energies(db: DB, units: list[Unit]) -> list[_UnitEnergy]:
-    """Σ AC of each unit's meter time and Σ DC of its vehicles' spans."""
+def _segments(units: list[Unit]) -> tuple[list[Segment], list[Segment], list[int]]:
+    """Meter segments keyed by unit index, vehicle segments keyed by span index, and the unit
+    index of each vehicle segment."""
     meter_segs = [Segment(i, u.meter, u.start, u.end) for i, u in enumerate(units)]
     vehicle_segs: list[Segment] = []
     owner: list[int] = []
@@ -77,6 +78,12 @@ async def _unit_energies(db: DB, units: list[Unit]) -> list[_UnitEnergy]:
         for span in u.spans:
             vehicle_segs.append(Segment(len(owner), span.vehicle, span.start, span.end))
             owner.append(i)
+    return meter_segs, vehicle_segs, owner
+
+
+async def _unit_energies(db: DB, units: list[Unit]) -> list[_UnitEnergy]:
+    """Σ AC of each unit's meter time and Σ DC of its vehicles' spans."""
+    meter_segs, vehicle_segs, owner = _segments(units)
     ac = await energy(db, "meter", meter_segs)
     dc = await energy(db, "vehicle", vehicle_segs)
     out = [
@@ -200,13 +207,7 @@ async def vehicle_performance(
     bat = (await battery(db, whole)).get(0)
 
     # Per-hour energies of every unit (meter side) and of every vehicle span in them (DC side).
-    meter_segs = [Segment(i, u.meter, u.start, u.end) for i, u in enumerate(units)]
-    vehicle_segs: list[Segment] = []
-    owner: list[int] = []
-    for i, u in enumerate(units):
-        for span in u.spans:
-            vehicle_segs.append(Segment(len(owner), span.vehicle, span.start, span.end))
-            owner.append(i)
+    meter_segs, vehicle_segs, owner = _segments(units)
     ac_h = await energy_by_hour(db, "meter", meter_segs)
     whole_h = Segment(-1, vehicle_id, window.start, window.end)
     dc_h = await energy_by_hour(db, "vehicle", [*vehicle_segs, whole_h])

@@ -17,7 +17,13 @@ from fleet_harness.publish import Publisher, meter_message, readings, rfc3339, v
 from fleetd.db.connect import connect
 from fleetd.db.migrate import migrate
 from fleetd.settings import Settings
-from tests.conftest import running, spawn_fleetd, total_readings, wait_for_count
+from tests.conftest import (
+    assert_rollups_match_raw,
+    running,
+    spawn_fleetd,
+    total_readings,
+    wait_for_count,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,25 +50,6 @@ async def _stored_keys(conn: asyncpg.Connection) -> set[tuple[str, datetime]]:
     return {(r["id"], r["ts"]) for r in rows}
 
 
-async def _assert_rollups_match_raw(conn: asyncpg.Connection) -> None:
-    mismatch = await conn.fetchval(
-        """SELECT count(*) FROM (
-             SELECT meter_id, date_trunc('hour', ts, 'UTC') AS hour, sum(kwh_consumed_ac) AS k,
-                    count(*) AS n FROM meter_readings GROUP BY 1, 2
-           ) raw FULL JOIN meter_hourly h USING (meter_id, hour)
-           WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings"""
-    )
-    assert mismatch == 0
-    mismatch = await conn.fetchval(
-        """SELECT count(*) FROM (
-             SELECT vehicle_id, date_trunc('hour', ts, 'UTC') AS hour,
-                    sum(kwh_delivered_dc) AS k, count(*) AS n FROM vehicle_readings GROUP BY 1, 2
-           ) raw FULL JOIN vehicle_hourly h USING (vehicle_id, hour)
-           WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings"""
-    )
-    assert mismatch == 0
-
-
 async def test_20000_readings_land_once_and_current_holds_newest(
     settings: Settings, mqtt_url: str, db: asyncpg.Connection
 ) -> None:
@@ -81,7 +68,7 @@ async def test_20000_readings_land_once_and_current_holds_newest(
     assert row["ts"] == newest
     assert row["soc"] == pytest.approx(24.5)
     assert float(row["kwh_delivered_dc"]) == pytest.approx(0.45 + 3 * 0.09)
-    await _assert_rollups_match_raw(db)
+    await assert_rollups_match_raw(db)
 
 
 async def test_every_reading_published_twice_is_stored_once(
@@ -100,7 +87,7 @@ async def test_every_reading_published_twice_is_stored_once(
         await asyncio.sleep(0.5)
     assert await total_readings(db) == len(msgs)
     assert daemon.counters.duplicates == len(msgs)
-    await _assert_rollups_match_raw(db)
+    await assert_rollups_match_raw(db)
 
 
 async def test_out_of_order_delivery_keeps_newest_current_row(
@@ -239,7 +226,7 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
     }  # fmt: skip
     assert await _stored_keys(db) == published
     assert await total_readings(db) == len(msgs)
-    await _assert_rollups_match_raw(db)
+    await assert_rollups_match_raw(db)
 
 
 async def test_postgres_outage_loses_nothing_and_daemon_survives(
@@ -268,7 +255,7 @@ async def test_postgres_outage_loses_nothing_and_daemon_survives(
             conn = await connect(pg.url)
             try:
                 assert await wait_for_count(conn, BOTH, len(msgs), 60) == len(msgs)
-                await _assert_rollups_match_raw(conn)
+                await assert_rollups_match_raw(conn)
             finally:
                 await conn.close()
             assert not run_task.done()

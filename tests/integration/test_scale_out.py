@@ -16,8 +16,8 @@ import pytest
 
 from fleet_harness.publish import Publisher, readings
 from fleetd.settings import Settings
-from tests.conftest import spawn_fleetd, total_readings, wait_for_count
-from tests.integration.test_ingest import BOTH, _assert_rollups_match_raw, _start, _stored_keys
+from tests.conftest import assert_rollups_match_raw, spawn_fleetd, total_readings, wait_for_count
+from tests.integration.test_ingest import BOTH, _start, _stored_keys
 
 pytestmark = pytest.mark.integration
 
@@ -73,4 +73,4 @@ async def test_two_daemons_one_killed_every_reading_once(
     }
     assert await _stored_keys(db) == published
     assert await total_readings(db) == len(msgs)
-    await _assert_rollups_match_raw(db)
+    await assert_rollups_match_raw(db)

@@ -18,7 +18,7 @@ from fleetsim.direct import backfill_direct
 from fleetsim.faults import FaultConfig, FaultInjector
 from fleetsim.model import Fleet, FleetConfig, kwh_text
 from fleetsim.truth import Truth
-from tests.conftest import running, total_readings, wait_for_count
+from tests.conftest import assert_rollups_match_raw, running, total_readings, wait_for_count
 
 pytestmark = pytest.mark.integration
 
@@ -32,31 +32,6 @@ async def _hour_sums(conn: asyncpg.Connection, table: str, id_col: str, kwh: str
         f"FROM {table} GROUP BY 1, 2"
     )
     return {(r["id"], r["hour"]): (r["k"], r["n"]) for r in rows}
-
-
-async def _assert_rollups_match_raw(conn: asyncpg.Connection) -> None:
-    mismatch = await conn.fetchval(
-        """SELECT count(*) FROM (
-             SELECT meter_id, date_trunc('hour', ts, 'UTC') AS hour, sum(kwh_consumed_ac) AS k,
-                    count(*) AS n FROM meter_readings GROUP BY 1, 2
-           ) raw FULL JOIN meter_hourly h USING (meter_id, hour)
-           WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings"""
-    )
-    assert mismatch == 0
-    mismatch = await conn.fetchval(
-        """SELECT count(*) FROM (
-             SELECT vehicle_id, date_trunc('hour', ts, 'UTC') AS hour,
-                    sum(kwh_delivered_dc) AS k, count(*) AS n,
-                    min(battery_temp) AS tmin, max(battery_temp) AS tmax,
-                    min(ts) AS first_ts, max(ts) AS last_ts
-             FROM vehicle_readings GROUP BY 1, 2
-           ) raw FULL JOIN vehicle_hourly h USING (vehicle_id, hour)
-           WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings
-              OR raw.tmin IS DISTINCT FROM h.temp_min OR raw.tmax IS DISTINCT FROM h.temp_max
-              OR raw.first_ts IS DISTINCT FROM h.soc_first_ts
-              OR raw.last_ts IS DISTINCT FROM h.soc_last_ts"""
-    )
-    assert mismatch == 0
 
 
 async def test_sim_run_lands_exactly_the_truth(
@@ -124,7 +99,7 @@ async def test_sim_run_lands_exactly_the_truth(
     }
     assert await _hour_sums(db, "vehicle_readings", "vehicle_id", "kwh_delivered_dc") == expected_v
     assert await _hour_sums(db, "meter_readings", "meter_id", "kwh_consumed_ac") == expected_m
-    await _assert_rollups_match_raw(db)
+    await assert_rollups_match_raw(db)
     pairs = await db.fetch("SELECT vehicle_id, meter_id FROM vehicle_meter_assignments")
     assert {(r["vehicle_id"], r["meter_id"]) for r in pairs} == {
         (vid, v["meterId"]) for vid, v in doc["vehicles"].items()
@@ -145,7 +120,7 @@ async def test_backfill_direct_writes_a_day_with_exact_rollups(
     assert await db.fetchval("SELECT count(*) FROM vehicle_readings") == 40 * 1440
     assert await db.fetchval("SELECT count(*) FROM meter_hourly") == 40 * 24
     assert await db.fetchval("SELECT count(*) FROM vehicle_hourly") == 40 * 24
-    await _assert_rollups_match_raw(db)
+    await assert_rollups_match_raw(db)
     newest = end - timedelta(minutes=1)
     assert await db.fetchval("SELECT count(*) FROM meter_current WHERE ts = $1", newest) == 40
     assert await db.fetchval("SELECT count(*) FROM vehicle_current WHERE ts = $1", newest) == 40

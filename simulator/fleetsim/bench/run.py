@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from fleet_harness import MosquittoServer, PostgresServer
+from fleet_harness.rows import wait_for_rows
 from fleetd.db.connect import connect
 from fleetd.db.migrate import migrate
 from fleetd.db.partitions import PartitionCache
@@ -45,7 +46,6 @@ SELECT count(*) AS n, min(received_at) AS first_rx, max(pg_xact_commit_timestamp
   FROM (SELECT received_at, xmin FROM meter_readings
         UNION ALL SELECT received_at, xmin FROM vehicle_readings) r
 """
-COUNT_SQL = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
 
 
 def _messages(n: int, start: datetime) -> list[tuple[str, bytes]]:
@@ -82,23 +82,6 @@ async def _ensure_days(url: str, start: datetime, end: datetime) -> None:
         while day <= end.date():
             await PartitionCache().ensure(conn, [day])
             day += timedelta(days=1)
-    finally:
-        await conn.close()
-
-
-async def _wait_rows(
-    url: str, expected: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
-) -> int:
-    conn = await connect(url)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            n: int = await conn.fetchval(COUNT_SQL)
-            if n >= expected or time.monotonic() > deadline:
-                return n
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"fleetd exited with {proc.returncode} after {n:,} rows")
-            await asyncio.sleep(0.05)
     finally:
         await conn.close()
 
@@ -405,7 +388,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         create_session(mqtt, "fleetd-bench", v5=True)
         await _publish(mqtt, messages)
         with _fleetd(mqtt, url, "fleetd-bench") as proc:
-            got = await _wait_rows(url, n, timeout_s=600, proc=proc)
+            got = await wait_for_rows(url, n, timeout_s=600, proc=proc)
             cpu = _cpu_seconds(proc.pid)
             rss = _peak_rss_mb(proc.pid)
         _, rate = await _drain_rate(url)
@@ -427,7 +410,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
                 since = datetime.now(UTC)
                 sent = await _paced_load(mqtt, rate_s, seconds)
-                got = await _wait_rows(url, sent, timeout_s=60, proc=proc)
+                got = await wait_for_rows(url, sent, timeout_s=60, proc=proc)
                 cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
                 rss = _peak_rss_mb(proc.pid)
             results[label] = {
