@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 
 OPTIMAL_MIN = Decimal("0.85")
 DEGRADED_MIN = Decimal("0.75")
@@ -25,7 +26,7 @@ def classify(
     """(status, one-line message, efficiency ratio or None)."""
     if not assigned:
         return "insufficient_data", MESSAGES["no_assignment"], None
-    if ac_kwh < Decimal(str(min_ac_kwh)) or ac_kwh <= 0:
+    if ac_kwh < _decimal(min_ac_kwh) or ac_kwh <= 0:
         return "insufficient_data", MESSAGES["insufficient_data"], None
     ratio = dc_kwh / ac_kwh
     if ratio > 1:
@@ -37,3 +38,8 @@ def classify(
     else:
         status = "critical"
     return status, MESSAGES[status], ratio
+
+
+@lru_cache(maxsize=64)
+def _decimal(value: float) -> Decimal:
+    return Decimal(str(value))

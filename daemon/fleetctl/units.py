@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 import asyncpg
 
@@ -39,12 +40,15 @@ class Unit:
     end: datetime
     spans: list[Span] = field(default_factory=list)
 
-    @property
+    # Cached: read once per vehicle row of a 10,000-vehicle report, after build_units is done.
+    @cached_property
     def vehicles(self) -> list[str]:
+        """The vehicles this unit's meter fed, sorted."""
         return sorted({s.vehicle for s in self.spans})
 
-    @property
+    @cached_property
     def shared(self) -> bool:
+        """True when the meter fed more than one vehicle at overlapping times."""
         return len(self.vehicles) > 1
 
 

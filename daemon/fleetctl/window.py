@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from fleetctl.errors import AnalyticsError
 
@@ -76,6 +77,7 @@ class Window:
         return {"start": iso(self.start), "end": iso(self.end)}
 
 
+@lru_cache(maxsize=8192)  # a fleet report formats the same window bounds 10,000s of times
 def iso(ts: datetime) -> str:
     """RFC 3339 in UTC with a Z suffix."""
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
