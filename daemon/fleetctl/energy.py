@@ -178,3 +178,69 @@ def hours_of(start: datetime, end: datetime) -> list[datetime]:
         out.append(hour)
         hour += timedelta(hours=1)
     return out
+
+
+def _edges(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """(hs, he): start rounded up and end rounded down to the hour."""
+    hs = start.replace(minute=0, second=0, microsecond=0)
+    if hs < start:
+        hs += timedelta(hours=1)
+    return hs, end.replace(minute=0, second=0, microsecond=0)
+
+
+# Whole fleet over one window: the edges are the same ts ranges for every device, so they are
+# plain range scans (BRIN on ts) aggregated per device, with no per-device index probes.
+_FLEET_ENERGY = """
+SELECT dev, sum(k) AS kwh, sum(n)::int AS n FROM (
+    SELECT {col} AS dev, kwh_sum AS k, readings AS n FROM {hourly} WHERE hour >= $3 AND hour < $4
+    UNION ALL
+    SELECT {col}, {kwh}, 1 FROM {raw} WHERE ts >= $1 AND ts < least($3, $2)
+    UNION ALL
+    SELECT {col}, {kwh}, 1 FROM {raw} WHERE ts >= greatest($4, $3) AND ts < $2
+) x GROUP BY dev
+"""
+
+_FLEET_BATTERY = """
+SELECT dev, sum(k) AS kwh, sum(ts_) AS temp_sum, sum(n)::int AS n, min(tmin) AS temp_min,
+       max(tmax) AS temp_max, (array_agg(sf ORDER BY sft))[1] AS soc_first,
+       (array_agg(sl ORDER BY slt DESC))[1] AS soc_last
+FROM (
+    SELECT vehicle_id AS dev, kwh_sum AS k, temp_sum AS ts_, readings AS n, temp_min AS tmin,
+           temp_max AS tmax, soc_first AS sf, soc_first_ts AS sft, soc_last AS sl,
+           soc_last_ts AS slt
+      FROM vehicle_hourly WHERE hour >= $3 AND hour < $4
+    UNION ALL
+    SELECT vehicle_id, kwh_delivered_dc, battery_temp::float8, 1, battery_temp, battery_temp,
+           soc, ts, soc, ts
+      FROM vehicle_readings WHERE ts >= $1 AND ts < least($3, $2)
+    UNION ALL
+    SELECT vehicle_id, kwh_delivered_dc, battery_temp::float8, 1, battery_temp, battery_temp,
+           soc, ts, soc, ts
+      FROM vehicle_readings WHERE ts >= greatest($4, $3) AND ts < $2
+) x GROUP BY dev
+"""
+
+
+async def fleet_energy(db: DB, kind: Kind, start: datetime, end: datetime) -> dict[str, Energy]:
+    """Σ kWh and reading count of every device of a kind over [start, end)."""
+    hourly, col, raw, kwh = _TABLES[kind]
+    sql = _FLEET_ENERGY.format(hourly=hourly, col=col, raw=raw, kwh=kwh)
+    rows = await db.fetch(sql, start, end, *_edges(start, end))
+    return {r["dev"]: Energy(r["kwh"], r["n"]) for r in rows}
+
+
+async def fleet_battery(db: DB, start: datetime, end: datetime) -> dict[str, Battery]:
+    """Every vehicle's own DC, battery temperature and SoC statistics over [start, end)."""
+    rows = await db.fetch(_FLEET_BATTERY, start, end, *_edges(start, end))
+    return {
+        r["dev"]: Battery(
+            r["kwh"],
+            r["temp_sum"],
+            r["n"],
+            r["temp_min"],
+            r["temp_max"],
+            r["soc_first"],
+            r["soc_last"],
+        )
+        for r in rows
+    }

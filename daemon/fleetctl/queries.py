@@ -13,7 +13,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from fleetctl.energy import DB, Battery, Segment, battery, energy, energy_by_hour, hours_of
+from fleetctl.energy import (
+    DB,
+    Battery,
+    Energy,
+    Segment,
+    battery,
+    energy,
+    energy_by_hour,
+    fleet_battery,
+    fleet_energy,
+    hours_of,
+)
 from fleetctl.errors import UnknownDeviceError
 from fleetctl.status import DEFAULT_MIN_AC_KWH, STATUSES, classify
 from fleetctl.units import Unit, build_units, spans_around, spans_in
@@ -84,26 +95,34 @@ def _segments(units: list[Unit]) -> tuple[list[Segment], list[Segment], list[int
 async def _unit_energies(
     db: DB,
     units: list[Unit],
-    whole_window_dc: dict[str, Decimal] | None = None,
-    window: Window | None = None,
+    whole: tuple[Window, dict[str, Energy], dict[str, Decimal]] | None = None,
 ) -> list[_UnitEnergy]:
     """Σ AC of each unit's meter time and Σ DC of its vehicles' spans.
 
-    `whole_window_dc` (vehicle -> DC over the whole window, already known) saves querying the
-    spans that cover the whole window, which in a fleet report is nearly all of them.
+    `whole` = (window, meter energies, vehicle DC) over the whole window, already known: units
+    and spans covering the whole window (in a fleet report nearly all) take their figures from
+    there and only the others are queried.
     """
     meter_segs, vehicle_segs, owner = _segments(units)
     out = [_UnitEnergy(_ZERO, _ZERO, 0) for _ in units]
-    if whole_window_dc is not None and window is not None:
+    if whole is not None:
+        window, meters, vehicle_dc = whole
         rest = []
+        for seg in meter_segs:
+            if seg.start == window.start and seg.end == window.end:
+                e = meters.get(seg.device)
+                if e is not None:
+                    out[seg.key].ac, out[seg.key].meter_readings = e.kwh, e.readings
+            else:
+                rest.append(seg)
+        meter_segs, rest = rest, []
         for seg in vehicle_segs:
             if seg.start == window.start and seg.end == window.end:
-                out[owner[seg.key]].dc += whole_window_dc.get(seg.device, _ZERO)
+                out[owner[seg.key]].dc += vehicle_dc.get(seg.device, _ZERO)
             else:
                 rest.append(seg)
         vehicle_segs = rest
-    ac = await energy(db, "meter", meter_segs)
-    for key, e in ac.items():
+    for key, e in (await energy(db, "meter", meter_segs)).items():
         out[key].ac, out[key].meter_readings = e.kwh, e.readings
     for key, e in (await energy(db, "vehicle", vehicle_segs)).items():
         out[owner[key]].dc += e.kwh
@@ -296,19 +315,19 @@ async def _fleet_rows(
             by_vehicle[v].append(i)
     known = {r["vehicle_id"] for r in await db.fetch("SELECT vehicle_id FROM vehicle_current")}
     vehicles = sorted(known | set(by_vehicle))
-    whole = [Segment(i, v, window.start, window.end) for i, v in enumerate(vehicles)]
-    bats = await battery(db, whole)
-    own_dc = {vehicles[k]: b.kwh for k, b in bats.items()}
-    energies = await _unit_energies(db, units, own_dc, window)
+    bats = await fleet_battery(db, window.start, window.end)
+    meters = await fleet_energy(db, "meter", window.start, window.end)
+    own_dc = {v: b.kwh for v, b in bats.items()}
+    energies = await _unit_energies(db, units, (window, meters, own_dc))
     rows = []
-    for i, v in enumerate(vehicles):
+    for v in vehicles:
         mine = by_vehicle.get(v, [])
         rows.append(
             _row(
                 v,
                 [units[j] for j in mine],
                 [energies[j] for j in mine],
-                _own_json(bats.get(i)),
+                _own_json(bats.get(v)),
                 window,
                 min_ac_kwh=min_ac_kwh,
                 interval_s=interval_s,
