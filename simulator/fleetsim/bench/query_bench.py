@@ -26,12 +26,16 @@ from fleetsim.model import FleetConfig
 DATASET_VERSION = 1  # bump when the model or schema changes what a cached dataset holds
 
 
-async def _build(url: str, days: int, say: Callable[[str], None]) -> datetime:
+async def _migrate(url: str) -> None:
+    # Also on a cached dataset: a migration added since it was built (an index) applies to it.
     conn = await connect(url)
     try:
         await migrate(conn)
     finally:
         await conn.close()
+
+
+async def _build(url: str, days: int, say: Callable[[str], None]) -> datetime:
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
     say(f"      building the dataset once: {days} days by backfill --direct (cached)")
@@ -62,6 +66,7 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
     cluster = cache_dir / f"pg-{days}d-v{DATASET_VERSION}"
     meta_path = cluster / "dataset.json"
     with PostgresServer(keep_dir=cluster, settings={"shared_buffers": "1GB"}) as pg:
+        await _migrate(pg.url)
         if meta_path.exists():
             end = datetime.fromisoformat(json.loads(meta_path.read_text())["end"])
             say(f"      reusing the cached dataset in {cluster}")
