@@ -72,6 +72,7 @@ class Daemon:
         self.last_flush_ok = True
         self.last_flush_mono = time.monotonic()
         self._in_flight = 0  # messages taken from the batcher whose transaction is running
+        self._flush_started: dict[int, float] = {}  # seq -> monotonic start, while running
         self._committed: dict[int, Batch] = {}  # committed batches waiting for earlier ones
         self._ack_next = 0
         self._stopping = asyncio.Event()
@@ -125,6 +126,17 @@ class Daemon:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        """Messages whose flush transaction is running."""
+        return self._in_flight
+
+    def oldest_flush_age_s(self, now: float | None = None) -> float:
+        """How long the oldest running flush has been in its transaction (0 when none)."""
+        if not self._flush_started:
+            return 0.0
+        return (time.monotonic() if now is None else now) - min(self._flush_started.values())
 
     async def _wait_for_database(self) -> None:
         attempt = 0
@@ -195,10 +207,12 @@ class Daemon:
 
     async def _flush(self, batch: Batch, seq: int, free: asyncio.Semaphore) -> None:
         started = time.monotonic()
+        self._flush_started[seq] = started
         try:
             result = await self.flusher.write(batch)
         finally:
             self._in_flight -= len(batch)
+            del self._flush_started[seq]
             free.release()
         committed = time.monotonic()
         # PUBACKs go out in the order the messages arrived (MQTT requires it of subscribers):

@@ -109,7 +109,7 @@ def _fake_daemon(*, flush_interval_ms: int = 200) -> SimpleNamespace:
     """Just the attributes the notifier and the health check read, under the test's control."""
     ready = asyncio.Event()
     ready.set()
-    return SimpleNamespace(
+    fake = SimpleNamespace(
         ready=ready,
         stopping=False,
         flusher=SimpleNamespace(healthy=True, last_error=None),
@@ -119,7 +119,11 @@ def _fake_daemon(*, flush_interval_ms: int = 200) -> SimpleNamespace:
         settings=SimpleNamespace(flush_interval_ms=flush_interval_ms),
         last_flush_ok=True,
         last_flush_mono=time.monotonic(),
+        in_flight=0,
+        flush_age=0.0,  # age of the running transaction, set by the test
     )
+    fake.oldest_flush_age_s = lambda now=None: fake.flush_age
+    return fake
 
 
 async def _pings_in(listener: Listener, seconds: float) -> int:
@@ -169,6 +173,13 @@ async def test_watchdog_pings_only_while_healthy(
         # Rows waiting only briefly after a long idle period is not stuck either.
         daemon.last_flush_mono = time.monotonic() - 3600
         daemon.batcher.oldest = 0.5
+        assert await _pings_in(listener, 0.6) >= 3
+        # One transaction hanging for 11 s with nothing buffered behind it: stuck.
+        daemon.batcher.n = 0
+        daemon.flush_age = 11.0
+        await asyncio.sleep(0.2)
+        assert await _pings_in(listener, 0.6) == 0
+        daemon.flush_age = 0.0
         assert await _pings_in(listener, 0.6) >= 3
     finally:
         task.cancel()

@@ -52,6 +52,12 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
         reasons.append(
             f"flush stuck: {buffered} messages buffered, no commit for {since_commit:.0f} s"
         )
+    elif daemon.oldest_flush_age_s(now) > limit:
+        # One transaction hanging with nothing else arriving (e.g. a lock wait).
+        reasons.append(
+            f"flush stuck: a transaction of {daemon.in_flight} messages running for "
+            f"{daemon.oldest_flush_age_s(now):.0f} s"
+        )
     c = daemon.counters
     details: dict[str, object] = {
         "broker_connected": daemon.mqtt.connected,
