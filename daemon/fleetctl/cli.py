@@ -20,7 +20,7 @@ from fleetctl.errors import AnalyticsError
 from fleetctl.queries import SORT_KEYS, anomalies, current, fleet_report, vehicle_performance
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.window import Window, parse_rfc3339
-from fleetd.db.connect import TRANSIENT_ERRORS, connect
+from fleetd.db.connect import TRANSIENT_ERRORS, connect_analytics
 from fleetd.db.partitions import PartitionCache
 from fleetd.db.retention import HISTORY, ROLLUPS, drop_older_than, list_partitions
 from fleetd.settings import mask_url
@@ -274,7 +274,7 @@ def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
 
 
 async def _main(args: argparse.Namespace, url: str) -> Any:
-    conn = await connect(url, application_name="fleetctl")
+    conn = await connect_analytics(url)
     try:
         return await _execute(args, conn)
     finally:

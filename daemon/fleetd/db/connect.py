@@ -29,17 +29,35 @@ async def connect(dsn: str, *, application_name: str = "fleetd") -> asyncpg.Conn
     )
 
 
+# Analytics sessions: JIT compilation cost more than it saved on every report we measured
+# (626 ms of JIT for a 24 h fleet aggregate that runs in 200 ms without it), and the fleet-wide
+# aggregates over ~800,000 rows need more than the default 4 MB of work_mem to stay in memory.
+ANALYTICS_SETTINGS = {"jit": "off", "work_mem": "64MB"}
+
+
+async def connect_analytics(dsn: str, *, application_name: str = "fleetctl") -> asyncpg.Connection:
+    """A connection for report queries (UTC, no JIT, more work_mem)."""
+    return await asyncpg.connect(
+        dsn,
+        timeout=10,
+        command_timeout=300,
+        server_settings={"application_name": application_name, "timezone": "UTC"}
+        | ANALYTICS_SETTINGS,
+    )
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 4, application_name: str = "fleet"
 ) -> asyncpg.Pool:
-    """A pool with the same session settings as `connect`."""
+    """A pool of analytics sessions (the same settings as `connect_analytics`)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         timeout=10,
-        command_timeout=60,
-        server_settings={"application_name": application_name, "timezone": "UTC"},
+        command_timeout=300,
+        server_settings={"application_name": application_name, "timezone": "UTC"}
+        | ANALYTICS_SETTINGS,
     )
     assert pool is not None
     return pool
