@@ -200,24 +200,29 @@ SELECT dev, sum(k) AS kwh, sum(n)::int AS n FROM (
 ) x GROUP BY dev
 """
 
+# Plain aggregates only (hash-aggregated in parallel): an ordered array_agg for first/last SoC
+# made PostgreSQL sort all ~830,000 rows of a 24 h window. First/last SoC are then read by
+# primary key at the first/last timestamp found here (_FLEET_SOC).
 _FLEET_BATTERY = """
 SELECT dev, sum(k) AS kwh, sum(ts_) AS temp_sum, sum(n)::int AS n, min(tmin) AS temp_min,
-       max(tmax) AS temp_max, (array_agg(sf ORDER BY sft))[1] AS soc_first,
-       (array_agg(sl ORDER BY slt DESC))[1] AS soc_last
+       max(tmax) AS temp_max, min(sft) AS first_ts, max(slt) AS last_ts
 FROM (
     SELECT vehicle_id AS dev, kwh_sum AS k, temp_sum AS ts_, readings AS n, temp_min AS tmin,
-           temp_max AS tmax, soc_first AS sf, soc_first_ts AS sft, soc_last AS sl,
-           soc_last_ts AS slt
+           temp_max AS tmax, soc_first_ts AS sft, soc_last_ts AS slt
       FROM vehicle_hourly WHERE hour >= $3 AND hour < $4
     UNION ALL
-    SELECT vehicle_id, kwh_delivered_dc, battery_temp::float8, 1, battery_temp, battery_temp,
-           soc, ts, soc, ts
+    SELECT vehicle_id, kwh_delivered_dc, battery_temp::float8, 1, battery_temp, battery_temp, ts, ts
       FROM vehicle_readings WHERE ts >= $1 AND ts < least($3, $2)
     UNION ALL
-    SELECT vehicle_id, kwh_delivered_dc, battery_temp::float8, 1, battery_temp, battery_temp,
-           soc, ts, soc, ts
+    SELECT vehicle_id, kwh_delivered_dc, battery_temp::float8, 1, battery_temp, battery_temp, ts, ts
       FROM vehicle_readings WHERE ts >= greatest($4, $3) AND ts < $2
 ) x GROUP BY dev
+"""
+
+_FLEET_SOC = """
+SELECT u.i, r.soc FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS u(dev, t, i)
+  JOIN vehicle_readings r ON r.vehicle_id = u.dev AND r.ts = u.t
+ WHERE r.ts >= $3 AND r.ts < $4
 """
 
 
@@ -232,6 +237,12 @@ async def fleet_energy(db: DB, kind: Kind, start: datetime, end: datetime) -> di
 async def fleet_battery(db: DB, start: datetime, end: datetime) -> dict[str, Battery]:
     """Every vehicle's own DC, battery temperature and SoC statistics over [start, end)."""
     rows = await db.fetch(_FLEET_BATTERY, start, end, *_edges(start, end))
+    devs = [r["dev"] for r in rows]
+    stamps = [r["first_ts"] for r in rows] + [r["last_ts"] for r in rows]
+    soc: dict[int, float] = {
+        s["i"]: s["soc"] for s in await db.fetch(_FLEET_SOC, devs + devs, stamps, start, end)
+    }
+    n = len(rows)
     return {
         r["dev"]: Battery(
             r["kwh"],
@@ -239,8 +250,8 @@ async def fleet_battery(db: DB, start: datetime, end: datetime) -> dict[str, Bat
             r["n"],
             r["temp_min"],
             r["temp_max"],
-            r["soc_first"],
-            r["soc_last"],
+            soc.get(i + 1),  # WITH ORDINALITY counts from 1
+            soc.get(n + i + 1),
         )
-        for r in rows
+        for i, r in enumerate(rows)
     }

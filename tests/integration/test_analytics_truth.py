@@ -72,6 +72,12 @@ async def test_fleet_report_equals_simulator_truth(
             checked_bands += 1
     assert checked_bands > 200
     assert report["statusCounts"]["critical"] >= 10
+    # The fleet-wide path (per-device aggregates) and the per-vehicle path (per-segment queries)
+    # agree on every field they share.
+    for vid in list(rows)[:25]:
+        perf = await vehicle_performance(db, vid, window)
+        for key in ("totalAcKwh", "totalDcKwh", "soc", "batteryTemp", "readings", "status"):
+            assert perf[key] == rows[vid][key], (vid, key)
     # One vehicle's hourly breakdown matches the truth hour by hour.
     vid = next(v for v, t in truth["vehicles"].items() if t["band"] == "critical")
     perf = await vehicle_performance(db, vid, window)
