@@ -165,8 +165,10 @@ def _row(
         dc = sum((e.dc for e in energies), _ZERO)
         meter_readings = sum(e.meter_readings for e in energies)
     shared_with: list[str] = []
-    if any(u.shared for u in units):
-        shared_with = sorted({v for u in units if u.shared for v in u.vehicles} - {vehicle_id})
+    for u in units:
+        if u.shared:
+            shared_with = sorted({v for u in units if u.shared for v in u.vehicles} - {vehicle_id})
+            break
     assigned_s = sum(
         (s.end - s.start).total_seconds() for u in units for s in u.spans if s.vehicle == vehicle_id
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 
 import asyncpg
 
@@ -39,17 +38,15 @@ class Unit:
     start: datetime
     end: datetime
     spans: list[Span] = field(default_factory=list)
+    # Filled by seal() once the spans are complete: read for every row of a fleet report.
+    vehicles: list[str] = field(default_factory=list)  # the vehicles the meter fed, sorted
+    shared: bool = False  # more than one vehicle at overlapping times
 
-    # Cached: read once per vehicle row of a 10,000-vehicle report, after build_units is done.
-    @cached_property
-    def vehicles(self) -> list[str]:
-        """The vehicles this unit's meter fed, sorted."""
-        return sorted({s.vehicle for s in self.spans})
-
-    @cached_property
-    def shared(self) -> bool:
-        """True when the meter fed more than one vehicle at overlapping times."""
-        return len(self.vehicles) > 1
+    def seal(self) -> Unit:
+        """Compute `vehicles` and `shared` from the spans."""
+        self.vehicles = sorted({s.vehicle for s in self.spans})
+        self.shared = len(self.vehicles) > 1
+        return self
 
 
 _OVERLAPPING = """
@@ -96,4 +93,4 @@ def build_units(spans: list[Span]) -> list[Unit]:
             else:
                 current = Unit(meter, span.start, span.end, [span])
                 units.append(current)
-    return units
+    return [u.seal() for u in units]
