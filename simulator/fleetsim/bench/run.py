@@ -332,13 +332,15 @@ async def _storage(url: str) -> dict[str, float]:
         assert row is not None
     finally:
         await conn.close()
-    n = row["n"] or 1
+    # sum() of bigint sizes is numeric: as floats, so the JSON holds numbers.
+    v = {k: float(x or 0) for k, x in row.items()}
+    n = v["n"] or 1.0
     return {
-        "historyBytesPerReading": row["history"] / n,
-        "heapBytesPerReading": row["heap"] / n,
-        "indexBytesPerReading": (row["history"] - row["heap"]) / n,
-        "rollupBytesPerReading": row["rollups"] / n,
-        "readings": row["n"],
+        "historyBytesPerReading": v["history"] / n,
+        "heapBytesPerReading": v["heap"] / n,
+        "indexBytesPerReading": (v["history"] - v["heap"]) / n,
+        "rollupBytesPerReading": v["rollups"] / n,
+        "readings": v["n"],
     }
 
 
