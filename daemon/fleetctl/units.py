@@ -84,8 +84,13 @@ def build_units(spans: list[Span]) -> list[Unit]:
         by_meter[span.meter].append(span)
     units: list[Unit] = []
     for meter in sorted(by_meter):
+        group = by_meter[meter]
+        if len(group) == 1:  # one vehicle per meter: the common case, 10,000 times a report
+            only = group[0]
+            units.append(Unit(meter, only.start, only.end, group, [only.vehicle], False))
+            continue
         current: Unit | None = None
-        for span in sorted(by_meter[meter], key=lambda s: (s.start, s.vehicle)):
+        for span in sorted(group, key=lambda s: (s.start, s.vehicle)):
             # Half-open spans that only touch (one vehicle leaves as the next arrives) don't share.
             if current is not None and span.start < current.end:
                 current.spans.append(span)
@@ -93,4 +98,5 @@ def build_units(spans: list[Span]) -> list[Unit]:
             else:
                 current = Unit(meter, span.start, span.end, [span])
                 units.append(current)
-    return [u.seal() for u in units]
+    # Units from the loop above get their vehicles now that their spans are complete.
+    return [u if u.vehicles else u.seal() for u in units]
