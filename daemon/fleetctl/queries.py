@@ -323,9 +323,15 @@ async def _fleet_rows(
     meters = await fleet_energy(db, "meter", window.start, window.end)
     own_dc = {v: b.kwh for v, b in bats.items()}
     energies = await _unit_energies(db, units, (window, meters, own_dc))
+    simple = _SimpleRows(window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
     rows = []
     for v in vehicles:
         mine = by_vehicle.get(v, [])
+        if len(mine) == 1:
+            unit = units[mine[0]]
+            if not unit.shared and unit.start == window.start and unit.end == window.end:
+                rows.append(simple.row(v, unit.meter, energies[mine[0]], bats.get(v)))
+                continue
         rows.append(
             _row(
                 v,
@@ -338,6 +344,48 @@ async def _fleet_rows(
             )
         )
     return rows, units, energies
+
+
+class _SimpleRows:
+    """_row() for the case that is nearly every row of a fleet report (one unshared meter for
+    the whole window), with what is the same for all rows computed once. Same output."""
+
+    def __init__(self, window: Window, *, min_ac_kwh: float, interval_s: int) -> None:
+        self.start, self.end = iso(window.start), iso(window.end)
+        self.seconds = window.seconds
+        self.expected = _expected(window.seconds, interval_s)
+        self.min_ac_kwh = min_ac_kwh
+
+    def row(
+        self, vehicle_id: str, meter: str, e: _UnitEnergy, bat: Battery | None
+    ) -> dict[str, Any]:
+        """The fleet-report row of `vehicle_id`, fed by `meter` for the whole window."""
+        ac, dc = e.ac, e.dc
+        status, message, ratio = classify(ac, dc, min_ac_kwh=self.min_ac_kwh)
+        own = _own_json(bat)
+        n_vehicle, n_meter, expected = own["readings"], e.meter_readings, self.expected
+        coverage_v = round(100 * n_vehicle / expected, 2) if expected > 0 else None
+        coverage_m = round(100 * n_meter / expected, 2) if expected > 0 else None
+        return {
+            "vehicleId": vehicle_id,
+            "meters": [{"meterId": meter, "from": self.start, "to": self.end, "shared": False}],
+            "totalAcKwh": round(float(ac), 6),
+            "totalDcKwh": round(float(dc), 6),
+            "lossKwh": round(float(ac - dc), 6),
+            "efficiency": None if ratio is None else round(float(ratio), 6),
+            "efficiencyPercent": None if ratio is None else round(float(ratio) * 100, 2),
+            "status": status,
+            "message": message,
+            "meterShared": False,
+            "sharedWith": [],
+            "vehicleDcKwh": own["vehicleDcKwh"],
+            "assignedSeconds": self.seconds,
+            "batteryTemp": own["batteryTemp"],
+            "soc": own["soc"],
+            "readings": {"vehicle": n_vehicle, "meter": n_meter},
+            "expectedReadings": {"vehicle": expected, "meter": expected},
+            "coveragePercent": {"vehicle": coverage_v, "meter": coverage_m},
+        }
 
 
 def _sort(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
