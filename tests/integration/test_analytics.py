@@ -17,7 +17,7 @@ import pytest
 from fleetctl.assignments import assign, assignments
 from fleetctl.errors import AssignmentConflictError, UnknownDeviceError
 from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
-from fleetctl.window import Window
+from fleetctl.window import Window, iso
 from fleetd.db.writer import write_batch
 from fleetd.messages import MeterReading, VehicleReading
 
@@ -232,6 +232,15 @@ async def test_current_age_and_offline(db: asyncpg.Connection) -> None:
     assert meters["devices"][0]["lastSeenSeconds"] == 60
     one = await current(db, "vehicles", "V1", now=now)
     assert one["devices"][0]["kwhDeliveredDc"] == 0.4
+    assert one["devices"][0]["timestamp"] == iso(now)
+    # A session in another time zone still gets UTC timestamps with a Z.
+    await db.execute("SET TIME ZONE 'Europe/Berlin'")
+    late = now + timedelta(milliseconds=250)
+    await load(db, [], [("V1", late, 0.1)])
+    one = await current(db, "vehicles", "V1", now=now)
+    stamp = one["devices"][0]["timestamp"]
+    assert stamp.endswith("Z")
+    assert datetime.fromisoformat(stamp.replace("Z", "+00:00")) == late
     with pytest.raises(UnknownDeviceError):
         await current(db, "vehicles", "V404")
 
