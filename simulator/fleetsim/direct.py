@@ -23,6 +23,12 @@ from typing import Any
 
 import asyncpg
 
+from fleetd.db.writer import (
+    METER_ROLLUP_COLUMNS,
+    METER_ROLLUP_SELECT,
+    VEHICLE_ROLLUP_COLUMNS,
+    VEHICLE_ROLLUP_SELECT,
+)
 from fleetsim.model import MICRO, Fleet, FleetConfig
 
 METER_COLUMNS = ("meter_id", "ts", "kwh_consumed_ac", "voltage", "received_at")
@@ -30,22 +36,18 @@ VEHICLE_COLUMNS = ("vehicle_id", "ts", "soc", "kwh_delivered_dc", "battery_temp"
 
 # Complete UTC hours are recomputed from the raw rows, so an hour the range only partly covers
 # still gets an exact rollup of everything stored in it.
-ROLLUP_METERS = """
-INSERT INTO meter_hourly AS h (meter_id, hour, kwh_sum, readings)
-SELECT meter_id, date_trunc('hour', ts, 'UTC'), sum(kwh_consumed_ac), count(*)
+ROLLUP_METERS = f"""
+INSERT INTO meter_hourly AS h ({METER_ROLLUP_COLUMNS})
+SELECT {METER_ROLLUP_SELECT}
 FROM meter_readings WHERE ts >= $1 AND ts < $2
 GROUP BY 1, 2
 ON CONFLICT (meter_id, hour) DO UPDATE
    SET kwh_sum = excluded.kwh_sum, readings = excluded.readings
 """
 
-ROLLUP_VEHICLES = """
-INSERT INTO vehicle_hourly AS h (vehicle_id, hour, kwh_sum, readings, temp_sum, temp_min,
-                                 temp_max, soc_first, soc_first_ts, soc_last, soc_last_ts)
-SELECT vehicle_id, date_trunc('hour', ts, 'UTC'), sum(kwh_delivered_dc), count(*),
-       sum(battery_temp::float8), min(battery_temp), max(battery_temp),
-       (array_agg(soc ORDER BY ts))[1], min(ts),
-       (array_agg(soc ORDER BY ts DESC))[1], max(ts)
+ROLLUP_VEHICLES = f"""
+INSERT INTO vehicle_hourly AS h ({VEHICLE_ROLLUP_COLUMNS})
+SELECT {VEHICLE_ROLLUP_SELECT}
 FROM vehicle_readings WHERE ts >= $1 AND ts < $2
 GROUP BY 1, 2
 ON CONFLICT (vehicle_id, hour) DO UPDATE

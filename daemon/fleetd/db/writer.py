@@ -14,9 +14,23 @@ import asyncpg
 
 from fleetd.messages import MeterReading, Rejected, VehicleReading
 
+# One definition of an hourly rollup row, from a set of readings grouped by (device, hour): the
+# ingest transaction applies it to the rows it inserted, the direct backfill to whole hours.
+METER_ROLLUP_COLUMNS = "meter_id, hour, kwh_sum, readings"
+METER_ROLLUP_SELECT = "meter_id, date_trunc('hour', ts, 'UTC'), sum(kwh_consumed_ac), count(*)"
+VEHICLE_ROLLUP_COLUMNS = (
+    "vehicle_id, hour, kwh_sum, readings, temp_sum, temp_min, temp_max, "
+    "soc_first, soc_first_ts, soc_last, soc_last_ts"
+)
+VEHICLE_ROLLUP_SELECT = (
+    "vehicle_id, date_trunc('hour', ts, 'UTC'), sum(kwh_delivered_dc), count(*), "
+    "sum(battery_temp::float8), min(battery_temp), max(battery_temp), "
+    "(array_agg(soc ORDER BY ts))[1], min(ts), (array_agg(soc ORDER BY ts DESC))[1], max(ts)"
+)
+
 # float8 -> numeric(12,6) in SQL: PostgreSQL converts with 15 significant digits, so the JSON
 # number "2.345678" (parsed to the nearest double) is stored as exactly 2.345678.
-INSERT_METERS = """
+INSERT_METERS = f"""
 WITH ins AS (
     INSERT INTO meter_readings (meter_id, ts, kwh_consumed_ac, voltage, received_at)
     SELECT m, t, k::numeric(12,6), v, r
@@ -26,8 +40,8 @@ WITH ins AS (
     ON CONFLICT DO NOTHING
     RETURNING meter_id, ts, kwh_consumed_ac
 ), roll AS (
-    INSERT INTO meter_hourly AS h (meter_id, hour, kwh_sum, readings)
-    SELECT meter_id, date_trunc('hour', ts, 'UTC'), sum(kwh_consumed_ac), count(*)
+    INSERT INTO meter_hourly AS h ({METER_ROLLUP_COLUMNS})
+    SELECT {METER_ROLLUP_SELECT}
     FROM ins GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (meter_id, hour) DO UPDATE
        SET kwh_sum = h.kwh_sum + excluded.kwh_sum,
@@ -36,7 +50,7 @@ WITH ins AS (
 SELECT count(*) FROM ins
 """
 
-INSERT_VEHICLES = """
+INSERT_VEHICLES = f"""
 WITH ins AS (
     INSERT INTO vehicle_readings (vehicle_id, ts, soc, kwh_delivered_dc, battery_temp, received_at)
     SELECT i, t, s, k::numeric(12,6), b, r
@@ -46,12 +60,8 @@ WITH ins AS (
     ON CONFLICT DO NOTHING
     RETURNING vehicle_id, ts, soc, kwh_delivered_dc, battery_temp
 ), roll AS (
-    INSERT INTO vehicle_hourly AS h (vehicle_id, hour, kwh_sum, readings, temp_sum, temp_min,
-                                     temp_max, soc_first, soc_first_ts, soc_last, soc_last_ts)
-    SELECT vehicle_id, date_trunc('hour', ts, 'UTC'), sum(kwh_delivered_dc), count(*),
-           sum(battery_temp::float8), min(battery_temp), max(battery_temp),
-           (array_agg(soc ORDER BY ts))[1], min(ts),
-           (array_agg(soc ORDER BY ts DESC))[1], max(ts)
+    INSERT INTO vehicle_hourly AS h ({VEHICLE_ROLLUP_COLUMNS})
+    SELECT {VEHICLE_ROLLUP_SELECT}
     FROM ins GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (vehicle_id, hour) DO UPDATE
        SET kwh_sum = h.kwh_sum + excluded.kwh_sum,
