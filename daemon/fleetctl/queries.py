@@ -242,10 +242,12 @@ async def vehicle_performance(
 
     Raises UnknownDeviceError when no current row or assignment knows the vehicle.
     """
-    if not await _known_vehicle(db, vehicle_id):
-        raise UnknownDeviceError(f"unknown vehicle {vehicle_id!r}")
     around = build_units(await spans_around(db, vehicle_id, window))
     units = [u for u in around if vehicle_id in u.vehicles]
+    # An assignment in the window proves the vehicle exists; only otherwise ask (a round trip
+    # less on the usual path).
+    if not units and not await _known_vehicle(db, vehicle_id):
+        raise UnknownDeviceError(f"unknown vehicle {vehicle_id!r}")
     whole = [Segment(0, vehicle_id, window.start, window.end)]
     bat = (await battery(db, whole)).get(0)
 
