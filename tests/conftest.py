@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from fleet_harness import MosquittoServer, PostgresServer
+from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.containers import docker_requested, mosquitto_container, postgres_container
 from fleetd.db.connect import connect
 from fleetd.db.migrate import migrate
@@ -214,3 +215,8 @@ async def assert_rollups_match_raw(conn: asyncpg.Connection) -> None:
               OR raw.last_ts IS DISTINCT FROM h.soc_last_ts"""
     )
     assert mismatch == 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (CI timeout, `timeout`) tears fixtures down, so no server outlives the run."""
+    unwind_on_sigterm()

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from fleet_harness import MosquittoServer, PostgresServer
+from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.rows import wait_for_rows
 from fleetctl.queries import fleet_report
 from fleetctl.window import Window
@@ -127,6 +128,7 @@ def _print_report(report: dict[str, Any], truth: dict[str, Any]) -> None:
 
 def main() -> int:
     """Run the demo end to end."""
+    unwind_on_sigterm()
     with (
         PostgresServer() as pg,
         MosquittoServer() as mq,

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 
 from fleet_harness import MosquittoServer, PostgresServer
+from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.rows import wait_for_rows
 from fleetd.db.connect import connect
 from fleetd.db.migrate import migrate
@@ -505,6 +506,7 @@ def _table(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: python -m fleetsim.bench [--quick] [--json PATH]."""
+    unwind_on_sigterm()
     parser = argparse.ArgumentParser(prog="fleetsim.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small N, no 7-day query dataset")
     parser.add_argument("--json", help="also write the figures as JSON to this path")
