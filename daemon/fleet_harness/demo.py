@@ -26,24 +26,13 @@ from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.rows import wait_for_rows
 from fleetctl.queries import fleet_report
 from fleetctl.window import Window
-from fleetsim.cli import SimOptions, Summary, run_sim
+from fleetsim.cli import SimOptions, run_sim, status_line
 
 BIN = Path(sys.executable).parent
 
 
 def _fleetd(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([str(BIN / "fleetd"), *args], env=os.environ | env)
-
-
-def _status_line(s: Summary, _pub: object, sim_time: Any) -> None:
-    if sys.stderr.isatty():
-        rate = s.sent / s.elapsed_s if s.elapsed_s else 0
-        print(
-            f"\r  simulated {sim_time:%H:%M}  sent {s.sent:>9,}  {rate:>7,.0f} msg/s",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 async def _demo(pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> None:
@@ -59,7 +48,7 @@ async def _demo(pg: PostgresServer, mq: MosquittoServer, tmp: Path) -> None:
         client_id_prefix="demo-sim",
     )
     print("\n== fleet-sim: 10,000 meters + 10,000 vehicles, 1 simulated hour at 60x ==")
-    summary = await run_sim(options, on_status=_status_line)
+    summary = await run_sim(options, on_status=status_line if sys.stderr.isatty() else None)
     print(
         f"\n  published {summary.sent:,} messages in {summary.elapsed_s:.0f} s "
         f"({summary.meters + summary.vehicles:,} valid readings, {summary.invalid:,} invalid, "

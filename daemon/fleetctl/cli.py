@@ -26,6 +26,7 @@ from fleetd.db.retention import HISTORY, ROLLUPS, drop_older_than, list_partitio
 from fleetd.settings import mask_url
 
 EXIT_ERROR = 1
+WINDOWED = ("performance", "fleet", "anomalies")  # commands that take a window
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -77,18 +78,19 @@ def _window(args: argparse.Namespace) -> Window:
     return Window.parse(hours=args.hours, start=args.start, end=args.end)
 
 
-async def _execute(args: argparse.Namespace, conn: asyncpg.Connection) -> Any:
+async def _execute(
+    args: argparse.Namespace, conn: asyncpg.Connection, window: Window | None
+) -> Any:
     cmd = args.command
-    if cmd == "performance":
-        return await vehicle_performance(
-            conn, args.vehicle_id, _window(args), min_ac_kwh=args.min_ac_kwh
-        )
-    if cmd == "fleet":
-        return await fleet_report(conn, _window(args), sort=args.sort, min_ac_kwh=args.min_ac_kwh)
-    if cmd == "anomalies":
-        return await anomalies(
-            conn, _window(args), threshold=args.threshold, min_ac_kwh=args.min_ac_kwh
-        )
+    if cmd in WINDOWED:
+        assert window is not None  # parsed by main(), before connecting
+        if cmd == "performance":
+            return await vehicle_performance(
+                conn, args.vehicle_id, window, min_ac_kwh=args.min_ac_kwh
+            )
+        if cmd == "fleet":
+            return await fleet_report(conn, window, sort=args.sort, min_ac_kwh=args.min_ac_kwh)
+        return await anomalies(conn, window, threshold=args.threshold, min_ac_kwh=args.min_ac_kwh)
     if cmd == "current":
         return await current(conn, args.kind, args.device_id)
     if cmd == "assign":
@@ -273,10 +275,10 @@ def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
     return render.table(("meter", "from", "to"), cells, right=set()) if cells else "no assignments"
 
 
-async def _main(args: argparse.Namespace, url: str) -> Any:
+async def _main(args: argparse.Namespace, url: str, window: Window | None) -> Any:
     conn = await connect_analytics(url)
     try:
-        return await _execute(args, conn)
+        return await _execute(args, conn, window)
     finally:
         await conn.close()
 
@@ -291,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_ERROR
     try:
-        if args.command in ("performance", "fleet", "anomalies"):
-            _window(args)  # a bad window fails before connecting
-        result = asyncio.run(_main(args, url))
+        # A bad window fails before connecting.
+        window = _window(args) if args.command in WINDOWED else None
+        result = asyncio.run(_main(args, url, window))
     except AnalyticsError as exc:
         print(f"fleetctl: {exc}", file=sys.stderr)
         return EXIT_ERROR

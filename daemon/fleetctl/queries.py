@@ -366,8 +366,6 @@ class _SimpleRows:
         status, message, ratio = classify(ac, dc, min_ac_kwh=self.min_ac_kwh)
         own = _own_json(bat)
         n_vehicle, n_meter, expected = own["readings"], e.meter_readings, self.expected
-        coverage_v = round(100 * n_vehicle / expected, 2) if expected > 0 else None
-        coverage_m = round(100 * n_meter / expected, 2) if expected > 0 else None
         return {
             "vehicleId": vehicle_id,
             "meters": [{"meterId": meter, "from": self.start, "to": self.end, "shared": False}],
@@ -386,7 +384,10 @@ class _SimpleRows:
             "soc": own["soc"],
             "readings": {"vehicle": n_vehicle, "meter": n_meter},
             "expectedReadings": {"vehicle": expected, "meter": expected},
-            "coveragePercent": {"vehicle": coverage_v, "meter": coverage_m},
+            "coveragePercent": {
+                "vehicle": _coverage(n_vehicle, expected),
+                "meter": _coverage(n_meter, expected),
+            },
         }
 
 

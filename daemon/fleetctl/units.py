@@ -13,11 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import asyncpg
-
+from fleetctl.energy import DB
 from fleetctl.window import Window
-
-DB = asyncpg.Connection | asyncpg.Pool
 
 
 @dataclass(frozen=True)

@@ -415,7 +415,8 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
     return opts
 
 
-def _status_line(summary: Summary, pub: MqttPublisher, sim_time: datetime) -> None:
+def status_line(summary: Summary, pub: MqttPublisher, sim_time: datetime) -> None:
+    """The live status line on stderr (for a TTY): rate, sent, acked, errors, simulated time."""
     sys.stderr.write(
         f"\r{summary.msg_per_s:9,.0f} msg/s  sent {pub.sent:,}  acked {pub.acked:,}"
         f"  errors {pub.errors}  sim {rfc3339_s(sim_time)}   "
@@ -462,24 +463,17 @@ async def _main_async(args: argparse.Namespace) -> int:
     if args.command == "backfill" and args.direct:
         if not args.database_url:
             raise ValueError("--direct needs --database-url or FLEET_DATABASE_URL")
-        end = floor_time(args.end or datetime.now(UTC), args.interval)
-        config = SimOptions(
-            meters=args.meters,
-            vehicles=args.vehicles,
-            vehicles_per_meter=args.vehicles_per_meter,
-            seed=args.seed,
-            interval_s=args.interval,
-            degraded_fraction=args.degraded_fraction,
-            critical_fraction=args.critical_fraction,
-        ).fleet_config()
-        if not args.days > 0:
-            raise ValueError("--days must be > 0")
+        opts = options_from_args(args)  # checks --days, places the range ending at --end
+        assert opts.start is not None
         print(
             "fleet-sim: backfill --direct writes into PostgreSQL with COPY, BYPASSING fleetd",
             file=sys.stderr,
         )
         direct = await backfill_direct(
-            args.database_url, config, end - timedelta(days=args.days), end
+            args.database_url,
+            opts.fleet_config(),
+            opts.start,
+            opts.start + timedelta(days=args.days),
         )
         if args.json:
             print(json.dumps(direct.as_dict()))
@@ -487,7 +481,7 @@ async def _main_async(args: argparse.Namespace) -> int:
         return 0
 
     opts = options_from_args(args)
-    status = _status_line if sys.stderr.isatty() else None
+    status = status_line if sys.stderr.isatty() else None
     summary = await run_sim(opts, stop=stop, on_status=status)
     if status is not None:
         sys.stderr.write("\n")

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from fleet_harness.rows import COUNT_SQL
 from fleetctl.queries import fleet_report, vehicle_performance
 from fleetctl.status import classify
 from fleetctl.window import Window
@@ -20,7 +21,7 @@ from tests.conftest import running, wait_for_count
 
 pytestmark = pytest.mark.integration
 
-BOTH = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+BOTH = COUNT_SQL
 BAND_STATUS = {"normal": "optimal", "degraded": "degraded", "critical": "critical"}
 
 

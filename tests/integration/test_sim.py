@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from fleet_harness.rows import COUNT_SQL
 from fleetd.settings import Settings
 from fleetsim.cli import SimOptions, run_sim
 from fleetsim.direct import backfill_direct
@@ -22,7 +23,7 @@ from tests.conftest import assert_rollups_match_raw, running, total_readings, wa
 
 pytestmark = pytest.mark.integration
 
-BOTH = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+BOTH = COUNT_SQL
 
 
 async def _hour_sums(conn: asyncpg.Connection, table: str, id_col: str, kwh: str) -> dict:

@@ -17,7 +17,7 @@ import asyncpg
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-FILTERS = ("meters/+/telemetry", "vehicles/+/telemetry")
+from fleetd.mqtt.subscriber import TOPIC_FILTERS
 
 _METER = """INSERT INTO meter_readings (meter_id, ts, kwh_consumed_ac, voltage, received_at)
             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"""
@@ -53,7 +53,7 @@ async def drain_per_message(mqtt_url: str, database_url: str, client_id: str, ex
         loop.call_soon_threadsafe(queue.put_nowait, (msg.topic, bytes(msg.payload)))
 
     client.on_message = on_message
-    client.on_connect = lambda c, *_a: c.subscribe([(f, 1) for f in FILTERS])
+    client.on_connect = lambda c, *_a: c.subscribe([(f, 1) for f in TOPIC_FILTERS])
     conn = await asyncpg.connect(database_url, server_settings={"timezone": "UTC"})
     stored = 0
     try:

@@ -15,11 +15,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-FILTERS = ("meters/+/telemetry", "vehicles/+/telemetry")
+from fleetd.mqtt.subscriber import TOPIC_FILTERS
 
 
 def create_session(
-    mqtt_url: str, client_id: str, *, v5: bool, filters: tuple[str, ...] = FILTERS
+    mqtt_url: str, client_id: str, *, v5: bool, filters: tuple[str, ...] = TOPIC_FILTERS
 ) -> None:
     """Create (or keep) the durable session `client_id` subscribed to `filters` at QoS 1."""
     parts = urlsplit(mqtt_url)

@@ -60,6 +60,10 @@ def _messages(n: int, start: datetime) -> list[tuple[str, bytes]]:
     return out[:n]
 
 
+def _db_url(admin_url: str, name: str) -> str:
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 async def _new_database(admin_url: str, name: str) -> str:
     admin = await asyncpg.connect(admin_url)
     try:
@@ -67,7 +71,7 @@ async def _new_database(admin_url: str, name: str) -> str:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    url = _db_url(admin_url, name)
     conn = await connect(url)
     try:
         await migrate(conn)
@@ -426,7 +430,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
 
         _say("[6/7] storage per reading (fleetd's database after the drain)")
-        results["storage"] = await _storage(await _url(pg.url, "bench_fleetd"))
+        results["storage"] = await _storage(_db_url(pg.url, "bench_fleetd"))
 
     # After the throughput stages' servers are stopped, so their checkpoints don't share the CPU.
     if args.quick:
@@ -442,10 +446,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "fleetdVsPerMessage": drain / results["baselinePerS"],
     }
     return results
-
-
-async def _url(admin_url: str, name: str) -> str:
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def _say(text: str) -> None:
