@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-import asyncpg
-
 from fleetctl.energy import (
     DB,
     Battery,
@@ -472,43 +470,42 @@ async def anomalies(
 
 CurrentKind = Literal["meters", "vehicles"]
 
-# Numbers arrive as float8 and timestamps as UTC text, and the age is computed by the server:
-# decoding 20,000 numerics into Decimals and timestamps into datetimes, then formatting them
-# again, was most of current-all's time.
+# The server does the per-device work (UTC text stamps, rounding, age) and returns one row of
+# column arrays, which asyncpg decodes in C; Python then only zips them into dicts. Decoding
+# 20,000 records and formatting each field in Python was most of current-all's time.
+# RFC 3339 in UTC, as iso() writes it (fraction only when there is one), whatever the
+# session's TimeZone and DateStyle.
+_STAMP = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+    || CASE WHEN date_trunc('second', {col}) = {col} THEN 'Z'
+            ELSE to_char({col} AT TIME ZONE 'UTC', '.US"Z"') END"""
 _CURRENT_SQL: dict[str, str] = {
-    "meters": """
-        SELECT meter_id, (ts AT TIME ZONE 'UTC')::text, (updated_at AT TIME ZONE 'UTC')::text,
-               extract(epoch FROM $2::timestamptz - ts)::float8, kwh_consumed_ac::float8, voltage
-          FROM meter_current WHERE $1::text IS NULL OR meter_id = $1 ORDER BY meter_id""",
-    "vehicles": """
-        SELECT vehicle_id, (ts AT TIME ZONE 'UTC')::text, (updated_at AT TIME ZONE 'UTC')::text,
-               extract(epoch FROM $2::timestamptz - ts)::float8, soc, kwh_delivered_dc::float8,
-               battery_temp
-          FROM vehicle_current WHERE $1::text IS NULL OR vehicle_id = $1 ORDER BY vehicle_id""",
+    kind: f"""
+        SELECT array_agg(id), array_agg(t), array_agg(u), array_agg(age), array_agg(a),
+               array_agg(b), array_agg(c)
+          FROM (SELECT {id_col} AS id, {_STAMP.format(col="ts")} AS t,
+                       {_STAMP.format(col="updated_at")} AS u,
+                       round(extract(epoch FROM $2::timestamptz - ts), 3)::float8 AS age,
+                       {fields}
+                  FROM {table} WHERE $1::text IS NULL OR {id_col} = $1
+                 ORDER BY {id_col}) s"""
+    for kind, id_col, table, fields in (
+        (
+            "meters",
+            "meter_id",
+            "meter_current",
+            # real columns hold float32 values (229.1000061...): 2 decimals is the sensors'
+            # resolution. The third column is unused for meters.
+            "kwh_consumed_ac::float8 AS a, round(voltage::numeric, 2)::float8 AS b, 0 AS c",
+        ),
+        (
+            "vehicles",
+            "vehicle_id",
+            "vehicle_current",
+            "round(soc::numeric, 2)::float8 AS a, kwh_delivered_dc::float8 AS b,"
+            " round(battery_temp::numeric, 2)::float8 AS c",
+        ),
+    )
 }
-
-
-def _z(text: str) -> str:
-    """'2026-11-23 14:59:00.5' (a UTC timestamp as PostgreSQL prints it) -> RFC 3339 with Z."""
-    return text[:10] + "T" + text[11:] + "Z"
-
-
-def _meter_fields(r: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "meterId": r[0],
-        "timestamp": _z(r[1]),
-        "kwhConsumedAc": r[4],
-        "voltage": round(r[5], 2),
-    }
-
-
-def _vehicle_fields(r: asyncpg.Record) -> dict[str, Any]:
-    # real columns arrive as float32 values (98.51000213...): 2 decimals is the sensors' resolution
-    return {"vehicleId": r[0], "timestamp": _z(r[1]), "soc": round(r[4], 2),
-            "kwhDeliveredDc": r[5], "batteryTemp": round(r[6], 2)}  # fmt: skip
-
-
-_CURRENT_FIELDS = {"meters": _meter_fields, "vehicles": _vehicle_fields}
 
 
 async def current(
@@ -523,27 +520,28 @@ async def current(
     if kind not in _CURRENT_SQL:
         raise ValueError("kind must be 'meters' or 'vehicles'")
     now = now or datetime.now(UTC)
-    rows = await db.fetch(_CURRENT_SQL[kind], device_id, now)
-    if device_id is not None and not rows:
+    [row] = await db.fetch(_CURRENT_SQL[kind], device_id, now)  # an aggregate: always one row
+    ids, stamps, updated, ages, a, b, c = row
+    if device_id is not None and not ids:
         raise UnknownDeviceError(f"unknown {kind[:-1]} {device_id!r}")
     offline_after = OFFLINE_AFTER_INTERVALS * interval_s
-    fields = _CURRENT_FIELDS[kind]
-    devices = []
-    offline = 0
-    # updated_at is the commit time of the flush that wrote the row: thousands of rows share one.
-    updated: dict[str, str] = {}
-    for r in rows:
-        age = round(r[3], 3)
-        is_offline = age > offline_after
-        offline += is_offline
-        item = fields(r)
-        stamp = updated.get(r[2])
-        if stamp is None:
-            stamp = updated[r[2]] = _z(r[2])
-        item["updatedAt"] = stamp
-        item["lastSeenSeconds"] = age
-        item["offline"] = is_offline
-        devices.append(item)
+    cols = zip(
+        ids or (), stamps or (), a or (), b or (), c or (), updated or (), ages or (), strict=True
+    )
+    # Literal dict displays in one comprehension: the fastest way CPython builds 10,000 dicts.
+    if kind == "meters":
+        devices = [
+            {"meterId": i, "timestamp": t, "kwhConsumedAc": x, "voltage": y, "updatedAt": u,
+             "lastSeenSeconds": age, "offline": age > offline_after}
+            for i, t, x, y, _, u, age in cols
+        ]  # fmt: skip
+    else:
+        devices = [
+            {"vehicleId": i, "timestamp": t, "soc": x, "kwhDeliveredDc": y, "batteryTemp": z,
+             "updatedAt": u, "lastSeenSeconds": age, "offline": age > offline_after}
+            for i, t, x, y, z, u, age in cols
+        ]  # fmt: skip
+    offline = sum(1 for d in devices if d["offline"])
     return {
         "kind": kind,
         "asOf": iso(now),
