@@ -8,26 +8,38 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+import asyncpg
 
 from fleetctl.energy import (
     DB,
-    Battery,
     Energy,
     Segment,
+    VehicleStats,
     battery,
     energy,
     energy_by_hour,
-    fleet_battery,
-    fleet_energy,
+    fleet_meters,
+    fleet_vehicles,
     hours_of,
 )
 from fleetctl.errors import UnknownDeviceError
-from fleetctl.status import DEFAULT_MIN_AC_KWH, STATUSES, classify
-from fleetctl.units import Unit, build_units, spans_around, spans_in
+from fleetctl.status import (
+    DEFAULT_MIN_AC_KWH,
+    MESSAGES,
+    STATUSES,
+    classify,
+    micro,
+    min_ac_micro,
+    status_micro,
+)
+from fleetctl.units import Unit, build_units, fleet_spans, spans_around
 from fleetctl.window import Window, iso
 
 DEFAULT_INTERVAL_S = 60
@@ -42,12 +54,12 @@ def kwh(value: Decimal | None) -> float | None:
     return None if value is None else round(float(value), 6)
 
 
-def _ratio(value: Decimal | None) -> float | None:
+def _ratio(value: Decimal | float | None) -> float | None:
     return None if value is None else round(float(value), 6)
 
 
-def _percent(value: Decimal | None) -> float | None:
-    return None if value is None else round(float(value) * 100, 2)
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(value * 100, 2)
 
 
 def _expected(seconds: float, interval_s: int) -> int:
@@ -192,30 +204,27 @@ def _row(
     return row
 
 
-def _own_json(bat: Battery | None) -> dict[str, Any]:
+def _own_json(own: VehicleStats | None) -> dict[str, Any]:
     """The vehicle's own readings over the whole window (assigned or not)."""
-    if bat is None or not bat.readings:
+    if own is None or not own[2]:
         return {
             "readings": 0,
             "vehicleDcKwh": 0.0,
             "batteryTemp": {"avg": None, "min": None, "max": None},
             "soc": {"first": None, "last": None},
         }
-    return {
-        "readings": bat.readings,
-        "vehicleDcKwh": kwh(bat.kwh),
-        "batteryTemp": {
-            "avg": round(bat.temp_sum / bat.readings, 2),
-            "min": _float(bat.temp_min),
-            "max": _float(bat.temp_max),
-        },
-        "soc": {"first": _float(bat.soc_first), "last": _float(bat.soc_last)},
-    }
-
-
-def _float(value: float | None) -> float | None:
+    dc_u, temp_sum, readings, temp_min, temp_max, soc_first, soc_last = own
     # real columns come back as float32 values; 2 decimals is the sensors' resolution.
-    return None if value is None else round(float(value), 2)
+    return {
+        "readings": readings,
+        "vehicleDcKwh": dc_u / 1e6,  # int / float: the double nearest the exact kWh
+        "batteryTemp": {
+            "avg": round(temp_sum / readings, 2),
+            "min": round(temp_min, 2),
+            "max": round(temp_max, 2),
+        },
+        "soc": {"first": round(soc_first, 2), "last": round(soc_last, 2)},
+    }
 
 
 async def _known_vehicle(db: DB, vehicle_id: str) -> bool:
@@ -309,41 +318,73 @@ async def vehicle_performance(
     return {"window": window.as_json(), **row, "hourly": hourly}
 
 
-async def _fleet_rows(
-    db: DB, window: Window, *, min_ac_kwh: float, interval_s: int
-) -> tuple[list[dict[str, Any]], list[Unit], list[_UnitEnergy]]:
-    units = build_units(await spans_in(db, window))
-    by_vehicle: dict[str, list[int]] = defaultdict(list)
-    for i, u in enumerate(units):
-        for v in u.vehicles:
-            by_vehicle[v].append(i)
-    known = {r["vehicle_id"] for r in await db.fetch("SELECT vehicle_id FROM vehicle_current")}
-    vehicles = sorted(known | set(by_vehicle))
-    bats = await fleet_battery(db, window.start, window.end)
-    meters = await fleet_energy(db, "meter", window.start, window.end)
-    own_dc = {v: b.kwh for v, b in bats.items()}
-    energies = await _unit_energies(db, units, (window, meters, own_dc))
+@dataclass
+class _FleetRows:
+    rows: list[dict[str, Any]]
+    ac_u: int  # fleet totals, every meter counted once (a shared meter is not billed twice)
+    dc_u: int
+    meters: int
+
+
+@asynccontextmanager
+async def _snapshot(db: DB) -> AsyncIterator[asyncpg.Connection]:
+    """One connection reading one snapshot (REPEATABLE READ, read only): the report's several
+    statements see the same committed data even while fleetd writes."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as proxy:
+            # The pool's proxy forwards every Connection method.
+            conn = cast(asyncpg.Connection, proxy)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                yield conn
+    elif db.is_in_transaction():  # the caller's transaction already decides what is seen
+        yield db
+    else:
+        async with db.transaction(isolation="repeatable_read", readonly=True):
+            yield db
+
+
+async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: int) -> _FleetRows:
+    async with _snapshot(db) as conn:
+        spans = await fleet_spans(conn, window)
+        own = await fleet_vehicles(conn, window.start, window.end, timedelta(seconds=interval_s))
+        meters = await fleet_meters(conn, window.start, window.end)
+        # Everything but the 1:1 whole-window assignments: reassignments, partial spans and
+        # shared meters, through the general path (per-segment queries for partial spans).
+        units = build_units(spans.rest)
+        by_vehicle: dict[str, list[int]] = defaultdict(list)
+        for i, u in enumerate(units):
+            for v in u.vehicles:
+                by_vehicle[v].append(i)
+        whole_meters = {
+            u.meter: Energy(Decimal(meters[u.meter][0]).scaleb(-6), meters[u.meter][1])
+            for u in units
+            if u.meter in meters
+        }
+        whole_dc = {v: Decimal(own[v][0]).scaleb(-6) for v in by_vehicle if v in own}
+        energies = await _unit_energies(conn, units, (window, whole_meters, whole_dc))
+
     simple = _SimpleRows(window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
-    rows = []
-    for v in vehicles:
+    no_meter = (0, 0)
+    rows = [simple.row(v, m, meters.get(m, no_meter), own.get(v)) for v, m in spans.whole.items()]
+    others = (set(spans.known) | set(by_vehicle)) - spans.whole.keys()
+    for v in others:
         mine = by_vehicle.get(v, [])
-        if len(mine) == 1:
-            unit = units[mine[0]]
-            if not unit.shared and unit.start == window.start and unit.end == window.end:
-                rows.append(simple.row(v, unit.meter, energies[mine[0]], bats.get(v)))
-                continue
         rows.append(
             _row(
                 v,
                 [units[j] for j in mine],
                 [energies[j] for j in mine],
-                _own_json(bats.get(v)),
+                _own_json(own.get(v)),
                 window,
                 min_ac_kwh=min_ac_kwh,
                 interval_s=interval_s,
             )
         )
-    return rows, units, energies
+    ac_u = sum(meters.get(m, no_meter)[0] for m in spans.whole.values())
+    dc_u = sum(own[v][0] for v in spans.whole if v in own)
+    ac_u += sum(micro(e.ac) for e in energies)
+    dc_u += sum(micro(e.dc) for e in energies)
+    return _FleetRows(rows, ac_u, dc_u, len(spans.whole) + len({u.meter for u in units}))
 
 
 class _SimpleRows:
@@ -354,32 +395,35 @@ class _SimpleRows:
         self.start, self.end = iso(window.start), iso(window.end)
         self.seconds = window.seconds
         self.expected = _expected(window.seconds, interval_s)
-        self.min_ac_kwh = min_ac_kwh
+        self.min_ac_u = min_ac_micro(min_ac_kwh)
 
     def row(
-        self, vehicle_id: str, meter: str, e: _UnitEnergy, bat: Battery | None
+        self, vehicle_id: str, meter: str, ac: tuple[int, int], own: VehicleStats | None
     ) -> dict[str, Any]:
-        """The fleet-report row of `vehicle_id`, fed by `meter` for the whole window."""
-        ac, dc = e.ac, e.dc
-        status, message, ratio = classify(ac, dc, min_ac_kwh=self.min_ac_kwh)
-        own = _own_json(bat)
-        n_vehicle, n_meter, expected = own["readings"], e.meter_readings, self.expected
+        """The fleet-report row of `vehicle_id`, fed by `meter` (Σ AC in micro-kWh, readings)
+        for the whole window."""
+        ac_u, n_meter = ac
+        dc_u = 0 if own is None else own[0]
+        status = status_micro(ac_u, dc_u, self.min_ac_u)
+        ratio = None if status == "insufficient_data" else dc_u / ac_u
+        mine = _own_json(own)
+        n_vehicle, expected = mine["readings"], self.expected
         return {
             "vehicleId": vehicle_id,
             "meters": [{"meterId": meter, "from": self.start, "to": self.end, "shared": False}],
-            "totalAcKwh": round(float(ac), 6),
-            "totalDcKwh": round(float(dc), 6),
-            "lossKwh": round(float(ac - dc), 6),
-            "efficiency": None if ratio is None else round(float(ratio), 6),
-            "efficiencyPercent": None if ratio is None else round(float(ratio) * 100, 2),
+            "totalAcKwh": ac_u / 1e6,
+            "totalDcKwh": dc_u / 1e6,
+            "lossKwh": (ac_u - dc_u) / 1e6,
+            "efficiency": None if ratio is None else round(ratio, 6),
+            "efficiencyPercent": None if ratio is None else round(ratio * 100, 2),
             "status": status,
-            "message": message,
+            "message": MESSAGES[status],
             "meterShared": False,
             "sharedWith": [],
-            "vehicleDcKwh": own["vehicleDcKwh"],
+            "vehicleDcKwh": mine["vehicleDcKwh"],
             "assignedSeconds": self.seconds,
-            "batteryTemp": own["batteryTemp"],
-            "soc": own["soc"],
+            "batteryTemp": mine["batteryTemp"],
+            "soc": mine["soc"],
             "readings": {"vehicle": n_vehicle, "meter": n_meter},
             "expectedReadings": {"vehicle": expected, "meter": expected},
             "coveragePercent": {
@@ -418,30 +462,30 @@ async def fleet_report(
     """One row per vehicle, fleet totals and counts per status; worst efficiency first."""
     if sort not in SORT_KEYS:
         raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
-    rows, units, energies = await _fleet_rows(
-        db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s
-    )
-    # Fleet totals count every unit once (a shared meter is not billed twice).
-    ac = sum((e.ac for e in energies), _ZERO)
-    dc = sum((e.dc for e in energies), _ZERO)
+    fleet = await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
     counts = dict.fromkeys(STATUSES, 0)
-    for r in rows:
+    for r in fleet.rows:
         counts[r["status"]] += 1
-    _, _, ratio = classify(ac, dc, min_ac_kwh=min_ac_kwh)
+    ac_u, dc_u = fleet.ac_u, fleet.dc_u
+    ratio = (
+        None
+        if status_micro(ac_u, dc_u, min_ac_micro(min_ac_kwh)) == "insufficient_data"
+        else dc_u / ac_u
+    )
     return {
         "window": window.as_json(),
         "generatedAt": iso(datetime.now(UTC)),
         "totals": {
-            "vehicles": len(rows),
-            "meters": len({u.meter for u in units}),
-            "totalAcKwh": kwh(ac),
-            "totalDcKwh": kwh(dc),
-            "lossKwh": kwh(ac - dc),
+            "vehicles": len(fleet.rows),
+            "meters": fleet.meters,
+            "totalAcKwh": ac_u / 1e6,
+            "totalDcKwh": dc_u / 1e6,
+            "lossKwh": (ac_u - dc_u) / 1e6,
             "efficiency": _ratio(ratio),
             "efficiencyPercent": _percent(ratio),
         },
         "statusCounts": counts,
-        "vehicles": _sort(rows, sort),
+        "vehicles": _sort(fleet.rows, sort),
     }
 
 
@@ -455,7 +499,7 @@ async def anomalies(
 ) -> dict[str, Any]:
     """Vehicles whose efficiency is below `threshold` (worst first), and impossible readings
     (efficiency above 1: a meter or assignment error) listed apart."""
-    rows, _, _ = await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
+    rows = (await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)).rows
     below = [r for r in rows if r["efficiency"] is not None and r["efficiency"] < threshold]
     errors = [r for r in rows if r["status"] == "meter_error"]
     return {

@@ -1,12 +1,18 @@
-"""Efficiency status rules (the thresholds operators act on)."""
+"""Efficiency status rules (the thresholds operators act on).
+
+The rules compare exact sums: kWh are numeric(12,6) in the database, so every sum is a whole
+number of micro-kWh, and the thresholds are checked on those integers (dc * 100 >= ac * 85)
+rather than on a rounded ratio.
+"""
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from functools import lru_cache
 
-OPTIMAL_MIN = Decimal("0.85")
-DEGRADED_MIN = Decimal("0.75")
+OPTIMAL_MIN_PERCENT = 85
+DEGRADED_MIN_PERCENT = 75
 DEFAULT_MIN_AC_KWH = 0.1
 
 MESSAGES = {
@@ -20,26 +26,37 @@ MESSAGES = {
 STATUSES = ("optimal", "degraded", "critical", "meter_error", "insufficient_data")
 
 
-def classify(
-    ac_kwh: Decimal, dc_kwh: Decimal, *, assigned: bool = True, min_ac_kwh: float = 0.1
-) -> tuple[str, str, Decimal | None]:
-    """(status, one-line message, efficiency ratio or None)."""
-    if not assigned:
-        return "insufficient_data", MESSAGES["no_assignment"], None
-    if ac_kwh < _decimal(min_ac_kwh) or ac_kwh <= 0:
-        return "insufficient_data", MESSAGES["insufficient_data"], None
-    ratio = dc_kwh / ac_kwh
-    if ratio > 1:
-        status = "meter_error"
-    elif ratio >= OPTIMAL_MIN:
-        status = "optimal"
-    elif ratio >= DEGRADED_MIN:
-        status = "degraded"
-    else:
-        status = "critical"
-    return status, MESSAGES[status], ratio
+def status_micro(ac_u: int, dc_u: int, min_ac_u: int) -> str:
+    """The status of an assigned vehicle from exact Σ AC and Σ DC in micro-kWh."""
+    if ac_u < min_ac_u or ac_u <= 0:
+        return "insufficient_data"
+    if dc_u > ac_u:
+        return "meter_error"
+    if dc_u * 100 >= ac_u * OPTIMAL_MIN_PERCENT:
+        return "optimal"
+    if dc_u * 100 >= ac_u * DEGRADED_MIN_PERCENT:
+        return "degraded"
+    return "critical"
 
 
 @lru_cache(maxsize=64)
-def _decimal(value: float) -> Decimal:
-    return Decimal(str(value))
+def min_ac_micro(min_ac_kwh: float) -> int:
+    """The smallest Σ AC in micro-kWh that is not below `min_ac_kwh`."""
+    return math.ceil(Decimal(str(min_ac_kwh)).scaleb(6))
+
+
+def micro(kwh: Decimal) -> int:
+    """An exact kWh sum (at most 6 decimals) as integer micro-kWh."""
+    return int(kwh.scaleb(6))
+
+
+def classify(
+    ac_kwh: Decimal, dc_kwh: Decimal, *, assigned: bool = True, min_ac_kwh: float = 0.1
+) -> tuple[str, str, float | None]:
+    """(status, one-line message, efficiency ratio or None)."""
+    if not assigned:
+        return "insufficient_data", MESSAGES["no_assignment"], None
+    ac_u, dc_u = micro(ac_kwh), micro(dc_kwh)
+    status = status_micro(ac_u, dc_u, min_ac_micro(min_ac_kwh))
+    ratio = None if status == "insufficient_data" else dc_u / ac_u  # int / int: correctly rounded
+    return status, MESSAGES[status], ratio

@@ -9,7 +9,7 @@ is a unit on its own, and that is the normal 1:1 case.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -57,6 +57,42 @@ async def spans_in(db: DB, window: Window) -> list[Span]:
     """Every assignment span inside the window (the whole fleet)."""
     rows = await db.fetch(_OVERLAPPING, window.start, window.end)
     return [Span(r["vehicle_id"], r["meter_id"], r["s"], r["e"]) for r in rows]
+
+
+# Spans that cover the whole window come back without their bounds (decoding 20,000 timestamps
+# that equal the window's was a measurable part of a fleet report).
+_FLEET_SPANS = f"""
+SELECT array_agg(vehicle_id), array_agg(meter_id),
+       array_agg(CASE WHEN s = $1 AND e = $2 THEN NULL ELSE s END),
+       array_agg(CASE WHEN s = $1 AND e = $2 THEN NULL ELSE e END),
+       (SELECT array_agg(vehicle_id) FROM vehicle_current)
+  FROM ({_OVERLAPPING}) o
+"""
+
+
+@dataclass
+class FleetSpans:
+    """The fleet's assignments in a window, split for the report."""
+
+    whole: dict[str, str]  # vehicle -> meter, the only span of both, for the whole window
+    rest: list[Span]  # every other span (partial, reassigned, shared meters)
+    known: list[str]  # vehicles with a current row
+
+
+async def fleet_spans(db: DB, window: Window) -> FleetSpans:
+    """Every span in the window, the 1:1 whole-window ones (nearly all) apart."""
+    [(vehicles, meters, starts, ends, known)] = await db.fetch(
+        _FLEET_SPANS, window.start, window.end
+    )
+    vehicles, meters = vehicles or [], meters or []
+    per_vehicle, per_meter = Counter(vehicles), Counter(meters)
+    out = FleetSpans({}, [], known or [])
+    for v, m, s, e in zip(vehicles, meters, starts or [], ends or [], strict=True):
+        if s is None and per_vehicle[v] == 1 and per_meter[m] == 1:
+            out.whole[v] = m
+        else:
+            out.rest.append(Span(v, m, s or window.start, e or window.end))
+    return out
 
 
 async def spans_around(db: DB, vehicle_id: str, window: Window) -> list[Span]:
