@@ -214,16 +214,18 @@ def _own_json(own: VehicleStats | None) -> dict[str, Any]:
             "soc": {"first": None, "last": None},
         }
     dc_u, temp_sum, readings, temp_min, temp_max, soc_first, soc_last = own
-    # real columns come back as float32 values; 2 decimals is the sensors' resolution.
+    # real columns come back as float32 values; 2 decimals is the sensors' resolution. For a
+    # float32 value x, round(x * 100) / 100 equals round(x, 2) (x * 100 is never near enough a
+    # tie to round the other way) at half the cost, which counts 40,000 times per fleet report.
     return {
         "readings": readings,
         "vehicleDcKwh": dc_u / 1e6,  # int / float: the double nearest the exact kWh
         "batteryTemp": {
             "avg": round(temp_sum / readings, 2),
-            "min": round(temp_min, 2),
-            "max": round(temp_max, 2),
+            "min": round(temp_min * 100) / 100,
+            "max": round(temp_max * 100) / 100,
         },
-        "soc": {"first": round(soc_first, 2), "last": round(soc_last, 2)},
+        "soc": {"first": round(soc_first * 100) / 100, "last": round(soc_last * 100) / 100},
     }
 
 

@@ -265,3 +265,42 @@ async def test_assign_closes_previous_and_refuses_overlaps(db: asyncpg.Connectio
             T0 + timedelta(minutes=10),
             T0 + timedelta(minutes=20),
         )
+
+
+async def test_fleet_and_vehicle_paths_agree_on_irregular_edges(db: asyncpg.Connection) -> None:
+    """First/last SoC and temperatures when readings are jittered, start late, stop early, or
+    lie only in one edge: the fleet report's shortcuts (the window's first and last interval,
+    the first and last rollup hour) must fall back to the exact reading."""
+    w = Window(T0 + timedelta(minutes=10, seconds=30), T0 + timedelta(hours=3, minutes=20))
+    shapes = {
+        "J1": [T0 + i * MIN + timedelta(seconds=37) for i in range(240)],  # jittered
+        "J2": [T0 + timedelta(minutes=25) + i * MIN for i in range(150)],  # gap at both edges
+        "J3": [T0 + timedelta(minutes=12) + i * MIN for i in range(30)],  # start edge only
+        "J4": [T0 + timedelta(hours=1) + i * 7 * MIN for i in range(17)],  # whole hours only
+        "J5": [T0 + timedelta(hours=3) + i * MIN for i in range(19)],  # end edge only
+    }
+    readings = []
+    for n, (vid, stamps) in enumerate(shapes.items()):
+        await link(db, vid, f"N{vid}", T0 - timedelta(days=1))
+        for i, ts in enumerate(stamps):
+            soc, temp = 20 + (i * 7 + n) % 61 + 0.25, 15 + (i * 13 + n) % 23 + 0.5
+            readings.append((VehicleReading(vid, ts, soc, 0.5 + i % 3, temp), ts))
+        readings += [(MeterReading(f"N{vid}", ts, 1.0, 230.0), ts) for ts in stamps]
+    await db.execute("SELECT fleet_ensure_day($1)", T0.date())
+    v = [r for r in readings if isinstance(r[0], VehicleReading)]
+    m = [r for r in readings if isinstance(r[0], MeterReading)]
+    await write_batch(db, m, v, [])
+    report = await fleet_report(db, w)
+    rows = {r["vehicleId"]: r for r in report["vehicles"]}
+    for vid in shapes:
+        perf = await vehicle_performance(db, vid, w)
+        for key in ("soc", "batteryTemp", "readings", "vehicleDcKwh", "totalAcKwh", "status"):
+            assert rows[vid][key] == perf[key], (vid, key)
+        first, last = await db.fetchrow(
+            """SELECT (array_agg(soc ORDER BY ts))[1], (array_agg(soc ORDER BY ts DESC))[1]
+                 FROM vehicle_readings WHERE vehicle_id = $1 AND ts >= $2 AND ts < $3""",
+            vid,
+            w.start,
+            w.end,
+        )
+        assert rows[vid]["soc"] == {"first": round(first, 2), "last": round(last, 2)}, vid

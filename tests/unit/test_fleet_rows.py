@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import struct
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -38,3 +40,13 @@ def test_simple_row_equals_general_row(ac: str, dc: str, own: VehicleStats | Non
     assert fast == general
     assert list(fast) == list(general)  # same key order in the JSON
     assert W.seconds == timedelta(days=1).total_seconds()
+
+
+def test_float32_rounding_shortcut_equals_round() -> None:
+    # _own_json rounds float32 sensor values with round(x * 100) / 100.
+    rng = random.Random(7)
+    values = [rng.uniform(-50, 150) for _ in range(200_000)]
+    values += [k / 100 + 0.005 + d for k in range(-5000, 15001) for d in (-1e-6, 0.0, 1e-6)]
+    for v in values:
+        x = struct.unpack("f", struct.pack("f", v))[0]
+        assert round(x * 100) / 100 == round(x, 2), x
