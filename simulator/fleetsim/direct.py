@@ -35,12 +35,14 @@ METER_COLUMNS = ("meter_id", "ts", "kwh_consumed_ac", "voltage", "received_at")
 VEHICLE_COLUMNS = ("vehicle_id", "ts", "soc", "kwh_delivered_dc", "battery_temp", "received_at")
 
 # Complete UTC hours are recomputed from the raw rows, so an hour the range only partly covers
-# still gets an exact rollup of everything stored in it.
+# still gets an exact rollup of everything stored in it. Rows are written hour by hour, the
+# physical order live ingest produces, so benchmarks read rollups laid out as in production
+# (the previous fleet report code measured 1,037 ms on device-major rollups, 1,474 ms on these).
 ROLLUP_METERS = f"""
 INSERT INTO meter_hourly AS h ({METER_ROLLUP_COLUMNS})
 SELECT {METER_ROLLUP_SELECT}
 FROM meter_readings WHERE ts >= $1 AND ts < $2
-GROUP BY 1, 2
+GROUP BY 1, 2 ORDER BY 2, 1
 ON CONFLICT (meter_id, hour) DO UPDATE
    SET kwh_sum = excluded.kwh_sum, readings = excluded.readings
 """
@@ -49,7 +51,7 @@ ROLLUP_VEHICLES = f"""
 INSERT INTO vehicle_hourly AS h ({VEHICLE_ROLLUP_COLUMNS})
 SELECT {VEHICLE_ROLLUP_SELECT}
 FROM vehicle_readings WHERE ts >= $1 AND ts < $2
-GROUP BY 1, 2
+GROUP BY 1, 2 ORDER BY 2, 1
 ON CONFLICT (vehicle_id, hour) DO UPDATE
    SET kwh_sum = excluded.kwh_sum, readings = excluded.readings, temp_sum = excluded.temp_sum,
        temp_min = excluded.temp_min, temp_max = excluded.temp_max,
