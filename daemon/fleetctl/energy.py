@@ -244,9 +244,34 @@ SELECT array_agg(a.dev), array_agg((a.k * 1000000)::bigint), array_agg(a.t), arr
 """
 
 
+_NOTHING_FROM = {
+    "meter": "SELECT coalesce(max(ts) < $1, true) FROM meter_current",
+    "vehicle": "SELECT coalesce(max(ts) < $1, true) FROM vehicle_current",
+}
+
+
+async def _fleet_edges(db: DB, kind: Kind, start: datetime, end: datetime) -> tuple[datetime, ...]:
+    """(hs, he): the rollup hours [hs, he) a fleet query reads; raw rows fill [start, hs) and
+    [he, end).
+
+    A window that ends now (the default report) ends inside the current hour, and no reading
+    at or after `end` exists yet: that hour's rollup then holds exactly the readings of
+    [he, end) and replaces the raw end edge (tens of thousands of rows fewer). The current
+    tables hold each device's newest timestamp, so one look at them decides it; the caller
+    must read this and the aggregates in one snapshot (REPEATABLE READ), or a reading
+    committed in between could count.
+    """
+    hs, he = _edges(start, end)
+    if hs <= he < end and await db.fetchval(_NOTHING_FROM[kind], end):
+        return hs, he + timedelta(hours=1)
+    return hs, he
+
+
 async def fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str, tuple[int, int]]:
-    """Every meter's (Σ AC in micro-kWh, readings) over [start, end)."""
-    [(devs, kwh, n)] = await db.fetch(_FLEET_METERS, start, end, *_edges(start, end))
+    """Every meter's (Σ AC in micro-kWh, readings) over [start, end). Call inside one snapshot
+    (see _fleet_edges)."""
+    edges = await _fleet_edges(db, "meter", start, end)
+    [(devs, kwh, n)] = await db.fetch(_FLEET_METERS, start, end, *edges)
     return dict(zip(devs or (), zip(kwh or (), n or (), strict=True), strict=True))
 
 
@@ -254,7 +279,9 @@ async def fleet_vehicles(
     db: DB, start: datetime, end: datetime, interval: timedelta
 ) -> dict[str, VehicleStats]:
     """Every vehicle's own statistics over [start, end) (`interval`: the nominal reading
-    interval, where the first and last readings are looked for first)."""
-    [row] = await db.fetch(_FLEET_VEHICLES, start, end, *_edges(start, end), interval)
+    interval, where the first and last readings are looked for first). Call inside one
+    snapshot (see _fleet_edges)."""
+    edges = await _fleet_edges(db, "vehicle", start, end)
+    [row] = await db.fetch(_FLEET_VEHICLES, start, end, *edges, interval)
     devs, *cols = row
     return dict(zip(devs or (), zip(*(c or () for c in cols), strict=True), strict=True))

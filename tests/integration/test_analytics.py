@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from fleetctl.assignments import assign, assignments
+from fleetctl.energy import _fleet_edges
 from fleetctl.errors import AssignmentConflictError, UnknownDeviceError
 from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
 from fleetctl.window import Window, iso
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
+H = timedelta(hours=1)
 W3H = Window(T0, T0 + timedelta(hours=3))
 
 
@@ -304,3 +306,21 @@ async def test_fleet_and_vehicle_paths_agree_on_irregular_edges(db: asyncpg.Conn
             w.end,
         )
         assert rows[vid]["soc"] == {"first": round(first, 2), "last": round(last, 2)}, vid
+
+
+async def test_window_ending_now_reads_the_current_hour_from_its_rollup(
+    db: asyncpg.Connection,
+) -> None:
+    await depot(db)  # readings at T0 + 0..179 minutes
+    now = Window(T0 + timedelta(minutes=10, seconds=30), T0 + timedelta(minutes=179, seconds=30))
+    past = Window(now.start, T0 + timedelta(minutes=150, seconds=30))  # readings follow its end
+    async with db.transaction(isolation="repeatable_read", readonly=True):
+        hour = T0 + timedelta(hours=2)
+        assert await _fleet_edges(db, "meter", now.start, now.end) == (T0 + H, hour + H)
+        assert await _fleet_edges(db, "vehicle", past.start, past.end) == (T0 + H, hour)
+    for w in (now, past):
+        rows = {r["vehicleId"]: r for r in (await fleet_report(db, w))["vehicles"]}
+        for vid in ("V1", "V2", "V4", "V5", "V7", "V9"):
+            perf = await vehicle_performance(db, vid, w)
+            for key in ("totalAcKwh", "totalDcKwh", "soc", "batteryTemp", "readings", "status"):
+                assert rows[vid][key] == perf[key], (w, vid, key)
