@@ -52,13 +52,6 @@ SELECT vehicle_id, meter_id, greatest(valid_from, $1) AS s, least(coalesce(valid
  WHERE tstzrange(valid_from, valid_to) && tstzrange($1, $2)
 """
 
-
-async def spans_in(db: DB, window: Window) -> list[Span]:
-    """Every assignment span inside the window (the whole fleet)."""
-    rows = await db.fetch(_OVERLAPPING, window.start, window.end)
-    return [Span(r["vehicle_id"], r["meter_id"], r["s"], r["e"]) for r in rows]
-
-
 # Spans that cover the whole window come back without their bounds (decoding 20,000 timestamps
 # that equal the window's was a measurable part of a fleet report).
 _FLEET_SPANS = f"""
