@@ -176,7 +176,10 @@ def _edges(start: datetime, end: datetime) -> tuple[datetime, datetime]:
 # aggregates only (hash-aggregated in parallel): an ordered array_agg for first/last SoC made
 # PostgreSQL sort all ~830,000 rows of a 24 h window. Results come back as one row of column
 # arrays, kWh as integer micro-kWh (exact, and cheap to decode and compare).
-_FLEET_UNION = """
+def _fleet_union(kind: Kind, hourly_cols: str = "", raw_cols: str = "") -> str:
+    """Every device's rollup rows for hours [$3, $4) and raw rows for [$1, $3) and [$4, $2)."""
+    hourly, col, raw, kwh = _TABLES[kind]
+    return f"""
     SELECT {col} AS dev, kwh_sum AS k, readings AS n{hourly_cols}
       FROM {hourly} WHERE hour >= $3 AND hour < $4
     UNION ALL
@@ -185,18 +188,10 @@ _FLEET_UNION = """
     SELECT {col}, {kwh}, 1{raw_cols} FROM {raw} WHERE ts >= greatest($4, $3) AND ts < $2
 """
 
+
 _FLEET_METERS = f"""
 SELECT array_agg(dev), array_agg((k * 1000000)::bigint), array_agg(n) FROM (
-    SELECT dev, sum(k) AS k, sum(n)::int AS n FROM ({
-    _FLEET_UNION.format(
-        col="meter_id",
-        hourly="meter_hourly",
-        raw="meter_readings",
-        kwh="kwh_consumed_ac",
-        hourly_cols="",
-        raw_cols="",
-    )
-}) x GROUP BY dev
+    SELECT dev, sum(k) AS k, sum(n)::int AS n FROM ({_fleet_union("meter")}) x GROUP BY dev
 ) a
 """
 
@@ -210,11 +205,8 @@ WITH a AS MATERIALIZED (
     SELECT dev, sum(k) AS k, sum(t) AS t, sum(n)::int AS n, min(lo) AS lo, max(hi) AS hi,
            min(f) AS f, max(l) AS l
       FROM ({
-    _FLEET_UNION.format(
-        col="vehicle_id",
-        hourly="vehicle_hourly",
-        raw="vehicle_readings",
-        kwh="kwh_delivered_dc",
+    _fleet_union(
+        "vehicle",
         hourly_cols=", temp_sum, temp_min, temp_max, soc_first_ts, soc_last_ts",
         raw_cols=", battery_temp::float8, battery_temp, battery_temp, ts, ts",
     )

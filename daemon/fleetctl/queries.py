@@ -37,7 +37,7 @@ from fleetctl.status import (
     classify,
     micro,
     min_ac_micro,
-    status_micro,
+    verdict_micro,
 )
 from fleetctl.units import Unit, build_units, fleet_spans, spans_around
 from fleetctl.window import Window, iso
@@ -406,8 +406,7 @@ class _SimpleRows:
         for the whole window."""
         ac_u, n_meter = ac
         dc_u = 0 if own is None else own[0]
-        status = status_micro(ac_u, dc_u, self.min_ac_u)
-        ratio = None if status == "insufficient_data" else dc_u / ac_u
+        status, ratio = verdict_micro(ac_u, dc_u, self.min_ac_u)
         mine = _own_json(own)
         n_vehicle, expected = mine["readings"], self.expected
         return {
@@ -469,11 +468,7 @@ async def fleet_report(
     for r in fleet.rows:
         counts[r["status"]] += 1
     ac_u, dc_u = fleet.ac_u, fleet.dc_u
-    ratio = (
-        None
-        if status_micro(ac_u, dc_u, min_ac_micro(min_ac_kwh)) == "insufficient_data"
-        else dc_u / ac_u
-    )
+    _, ratio = verdict_micro(ac_u, dc_u, min_ac_micro(min_ac_kwh))
     return {
         "window": window.as_json(),
         "generatedAt": iso(datetime.now(UTC)),

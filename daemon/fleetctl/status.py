@@ -39,6 +39,13 @@ def status_micro(ac_u: int, dc_u: int, min_ac_u: int) -> str:
     return "critical"
 
 
+def verdict_micro(ac_u: int, dc_u: int, min_ac_u: int) -> tuple[str, float | None]:
+    """(status, efficiency ratio or None) of an assigned vehicle or fleet from exact sums."""
+    status = status_micro(ac_u, dc_u, min_ac_u)
+    # int / int: the correctly rounded ratio
+    return status, None if status == "insufficient_data" else dc_u / ac_u
+
+
 @lru_cache(maxsize=64)
 def min_ac_micro(min_ac_kwh: float) -> int:
     """The smallest Σ AC in micro-kWh that is not below `min_ac_kwh`."""
@@ -56,7 +63,5 @@ def classify(
     """(status, one-line message, efficiency ratio or None)."""
     if not assigned:
         return "insufficient_data", MESSAGES["no_assignment"], None
-    ac_u, dc_u = micro(ac_kwh), micro(dc_kwh)
-    status = status_micro(ac_u, dc_u, min_ac_micro(min_ac_kwh))
-    ratio = None if status == "insufficient_data" else dc_u / ac_u  # int / int: correctly rounded
+    status, ratio = verdict_micro(micro(ac_kwh), micro(dc_kwh), min_ac_micro(min_ac_kwh))
     return status, MESSAGES[status], ratio
