@@ -26,6 +26,7 @@ from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.containers import docker_requested, mosquitto_container, postgres_container
 from fleetd.db.connect import connect
 from fleetd.db.migrate import migrate
+from fleetd.db.rollups import LEVELS
 from fleetd.service import Daemon
 from fleetd.settings import Settings, load_settings
 
@@ -192,29 +193,33 @@ async def total_readings(conn: asyncpg.Connection) -> int:
 
 
 async def assert_rollups_match_raw(conn: asyncpg.Connection) -> None:
-    """Every hourly rollup row equals the aggregate of its raw rows (and none is missing)."""
-    mismatch = await conn.fetchval(
-        """SELECT count(*) FROM (
-             SELECT meter_id, date_trunc('hour', ts, 'UTC') AS hour, sum(kwh_consumed_ac) AS k,
-                    count(*) AS n FROM meter_readings GROUP BY 1, 2
-           ) raw FULL JOIN meter_hourly h USING (meter_id, hour)
-           WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings"""
-    )
-    assert mismatch == 0
-    mismatch = await conn.fetchval(
-        """SELECT count(*) FROM (
-             SELECT vehicle_id, date_trunc('hour', ts, 'UTC') AS hour,
-                    sum(kwh_delivered_dc) AS k, count(*) AS n,
-                    min(battery_temp) AS tmin, max(battery_temp) AS tmax,
-                    min(ts) AS first_ts, max(ts) AS last_ts
-             FROM vehicle_readings GROUP BY 1, 2
-           ) raw FULL JOIN vehicle_hourly h USING (vehicle_id, hour)
-           WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings
-              OR raw.tmin IS DISTINCT FROM h.temp_min OR raw.tmax IS DISTINCT FROM h.temp_max
-              OR raw.first_ts IS DISTINCT FROM h.soc_first_ts
-              OR raw.last_ts IS DISTINCT FROM h.soc_last_ts"""
-    )
-    assert mismatch == 0
+    """Every rollup row of every level equals the aggregate of its raw rows (none missing)."""
+    for level in LEVELS:
+        mismatch = await conn.fetchval(
+            f"""SELECT count(*) FROM (
+                 SELECT meter_id, {level.bucket("ts")} AS {level.column},
+                        sum(kwh_consumed_ac) AS k, count(*) AS n FROM meter_readings GROUP BY 1, 2
+               ) raw FULL JOIN {level.meter_table} h USING (meter_id, {level.column})
+               WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings"""
+        )
+        assert mismatch == 0, level.name
+        mismatch = await conn.fetchval(
+            f"""SELECT count(*) FROM (
+                 SELECT vehicle_id, {level.bucket("ts")} AS {level.column},
+                        sum(kwh_delivered_dc) AS k, count(*) AS n,
+                        min(battery_temp) AS tmin, max(battery_temp) AS tmax,
+                        min(ts) AS first_ts, max(ts) AS last_ts,
+                        (array_agg(soc ORDER BY ts))[1] AS sf,
+                        (array_agg(soc ORDER BY ts DESC))[1] AS sl
+                 FROM vehicle_readings GROUP BY 1, 2
+               ) raw FULL JOIN {level.vehicle_table} h USING (vehicle_id, {level.column})
+               WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings
+                  OR raw.tmin IS DISTINCT FROM h.temp_min OR raw.tmax IS DISTINCT FROM h.temp_max
+                  OR raw.first_ts IS DISTINCT FROM h.soc_first_ts
+                  OR raw.last_ts IS DISTINCT FROM h.soc_last_ts
+                  OR raw.sf IS DISTINCT FROM h.soc_first OR raw.sl IS DISTINCT FROM h.soc_last"""
+        )
+        assert mismatch == 0, level.name
 
 
 def pytest_configure(config: pytest.Config) -> None:

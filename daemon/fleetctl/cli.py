@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("ensure", "list", "drop-older-than"))
     p.add_argument("days", nargs="?", type=int, help="for drop-older-than: days to keep")
     p.add_argument(
-        "--rollups", action="store_true", help="drop-older-than acts on the hourly rollups"
+        "--rollups", action="store_true", help="drop-older-than acts on the rollups (every level)"
     )
     return parser
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Literal
 
 import asyncpg
 
+from fleetctl.pieces import Piece, open_ended, split
 from fleetctl.status import micro
+from fleetd.db.rollups import DEVICE_COLUMN, Level
 
 Kind = Literal["meter", "vehicle"]
 DB = asyncpg.Connection | asyncpg.Pool
@@ -171,59 +174,92 @@ def _edges(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     return hs, end.replace(minute=0, second=0, microsecond=0)
 
 
-# Whole fleet over one window: the edges are the same ts ranges for every device, so they are
-# plain range scans (BRIN on ts) aggregated per device, with no per-device index probes. Plain
-# aggregates only (hash-aggregated in parallel): an ordered array_agg for first/last SoC made
-# PostgreSQL sort all ~830,000 rows of a 24 h window. Results come back as one row of column
-# arrays, kWh as integer micro-kWh (exact, and cheap to decode and compare).
-def _fleet_union(kind: Kind, hourly_cols: str = "", raw_cols: str = "") -> str:
-    """Every device's rollup rows for hours [$3, $4) and raw rows for [$1, $3) and [$4, $2)."""
-    hourly, col, raw, kwh = _TABLES[kind]
+# Whole fleet over one window: every piece (fleetctl.pieces) is one time range across all
+# devices, a plain range scan (BRIN on ts and on the buckets) aggregated per device, with no
+# per-device index probes. Plain aggregates only (hash-aggregated in parallel): an ordered
+# array_agg for first/last SoC made PostgreSQL sort all ~830,000 rows of a 24 h window. Results
+# come back as one row of column arrays, kWh as integer micro-kWh (exact, and cheap to decode).
+# The SQL text depends only on which levels the pieces use: the bounds of each piece are its
+# parameters (for vehicles after $1/$2, the window, and $3-$6, see _edge_bounds).
+_FLEET_COLUMNS: dict[Kind, tuple[str, str]] = {
+    "meter": ("kwh_sum, readings", "kwh_consumed_ac, 1"),
+    "vehicle": (
+        "kwh_sum, readings, temp_sum, temp_min, temp_max, soc_first_ts, soc_last_ts",
+        "kwh_delivered_dc, 1, battery_temp::float8, battery_temp, battery_temp, ts, ts",
+    ),
+}
+
+
+def _piece_sql(kind: Kind, level: Level | None, lo: int) -> str:
+    hourly_cols, raw_cols = _FLEET_COLUMNS[kind]
+    col = DEVICE_COLUMN[kind]
+    if level is None:
+        raw = _TABLES[kind][2]
+        return f"SELECT {col}, {raw_cols} FROM {raw} WHERE ts >= ${lo} AND ts < ${lo + 1}"
+    return (
+        f"SELECT {col}, {hourly_cols} FROM {level.table(kind)}"
+        f" WHERE {level.column} >= ${lo} AND {level.column} < ${lo + 1}"
+    )
+
+
+def _union(kind: Kind, shape: tuple[Level | None, ...], first: int) -> str:
+    """Every piece's rows; piece i is bounded by parameters $first+2i and $first+2i+1."""
+    return "\n    UNION ALL\n    ".join(
+        _piece_sql(kind, level, first + 2 * i) for i, level in enumerate(shape)
+    )
+
+
+@lru_cache(maxsize=64)
+def _fleet_meters_sql(shape: tuple[Level | None, ...]) -> str:
     return f"""
-    SELECT {col} AS dev, kwh_sum AS k, readings AS n{hourly_cols}
-      FROM {hourly} WHERE hour >= $3 AND hour < $4
-    UNION ALL
-    SELECT {col}, {kwh}, 1{raw_cols} FROM {raw} WHERE ts >= $1 AND ts < least($3, $2)
-    UNION ALL
-    SELECT {col}, {kwh}, 1{raw_cols} FROM {raw} WHERE ts >= greatest($4, $3) AND ts < $2
-"""
-
-
-_FLEET_METERS = f"""
 SELECT array_agg(dev), array_agg((k * 1000000)::bigint), array_agg(n) FROM (
-    SELECT dev, sum(k) AS k, sum(n)::int AS n FROM ({_fleet_union("meter")}) x GROUP BY dev
+    SELECT dev, sum(k) AS k, sum(n)::int AS n
+      FROM ({_union("meter", shape, 1)}) x (dev, k, n)
+     GROUP BY dev
 ) a
 """
 
-# First/last SoC are the SoC at the first/last timestamp found by the aggregate. They are
-# looked up where they almost always are: the raw readings of the window's first and last
-# nominal interval, or the first/last whole hour's rollup (hash joins over ~10,000 rows each).
-# Only a vehicle whose first or last reading lies elsewhere (a gap at the window's edge) costs
-# a primary-key probe: 10,000 probes took ~150 ms here, the joins ~15 ms.
-_FLEET_VEHICLES = f"""
+
+def _edge_rows(level: Level | None, lo: str, hi: str, *, last: bool) -> str:
+    """Rows (dev, ts, soc) of the readings or buckets of `level` in [lo, hi)."""
+    if level is None:
+        return f"SELECT vehicle_id, ts, soc FROM vehicle_readings WHERE ts >= {lo} AND ts < {hi}"
+    which = "last" if last else "first"
+    return (
+        f"SELECT vehicle_id, soc_{which}_ts, soc_{which} FROM {level.vehicle_table}"
+        f" WHERE {level.column} >= {lo} AND {level.column} < {hi}"
+    )
+
+
+def _edge_bounds(pieces: list[Piece], interval: timedelta) -> list[datetime]:
+    """Where a vehicle's first and last readings almost always are: the first and last
+    nominal interval of raw readings, or the first and last bucket, of the window's first and
+    last piece ($3-$4 and $5-$6 of the vehicle query)."""
+    first, last = pieces[0], pieces[-1]
+    f_width = interval if first.level is None else first.level.width
+    l_width = interval if last.level is None else last.level.width
+    return [
+        first.start,
+        min(first.end, first.start + f_width),
+        max(last.start, last.end - l_width),
+        last.end,
+    ]
+
+
+# First/last SoC are the SoC at the first/last timestamp found by the aggregate, joined from
+# where they almost always are (_edge_bounds, ~10,000 rows each). Only a vehicle whose first or
+# last reading lies elsewhere (a gap at the window's edge) costs a primary-key probe: 10,000
+# probes took ~150 ms here, the joins ~15 ms.
+@lru_cache(maxsize=64)
+def _fleet_vehicles_sql(shape: tuple[Level | None, ...]) -> str:
+    return f"""
 WITH a AS MATERIALIZED (
     SELECT dev, sum(k) AS k, sum(t) AS t, sum(n)::int AS n, min(lo) AS lo, max(hi) AS hi,
            min(f) AS f, max(l) AS l
-      FROM ({
-    _fleet_union(
-        "vehicle",
-        hourly_cols=", temp_sum, temp_min, temp_max, soc_first_ts, soc_last_ts",
-        raw_cols=", battery_temp::float8, battery_temp, battery_temp, ts, ts",
-    )
-}
-      ) x (dev, k, n, t, lo, hi, f, l)
+      FROM ({_union("vehicle", shape, 7)}) x (dev, k, n, t, lo, hi, f, l)
      GROUP BY dev
-), firsts AS (
-    SELECT vehicle_id AS dev, ts, soc FROM vehicle_readings
-     WHERE ts >= $1 AND ts < least($3, $2, $1 + $5::interval)
-    UNION ALL
-    SELECT vehicle_id, soc_first_ts, soc_first FROM vehicle_hourly WHERE hour = $3 AND $3 < $4
-), lasts AS (
-    SELECT vehicle_id AS dev, ts, soc FROM vehicle_readings
-     WHERE ts >= greatest($4, $3, $2 - $5::interval) AND ts < $2
-    UNION ALL
-    SELECT vehicle_id, soc_last_ts, soc_last FROM vehicle_hourly
-     WHERE hour = $4 - interval '1 hour' AND $3 < $4
+), firsts (dev, ts, soc) AS ({_edge_rows(shape[0], "$3", "$4", last=False)}
+), lasts (dev, ts, soc) AS ({_edge_rows(shape[-1], "$5", "$6", last=True)}
 )
 SELECT array_agg(a.dev), array_agg((a.k * 1000000)::bigint), array_agg(a.t), array_agg(a.n),
        array_agg(a.lo), array_agg(a.hi),
@@ -242,28 +278,32 @@ _NOTHING_FROM = {
 }
 
 
-async def _fleet_edges(db: DB, kind: Kind, start: datetime, end: datetime) -> tuple[datetime, ...]:
-    """(hs, he): the rollup hours [hs, he) a fleet query reads; raw rows fill [start, hs) and
-    [he, end).
+async def fleet_pieces(db: DB, kind: Kind, start: datetime, end: datetime) -> list[Piece]:
+    """The pieces a fleet query of `kind` reads for [start, end) (see fleetctl.pieces).
 
-    A window that ends now (the default report) ends inside the current hour, and no reading
-    at or after `end` exists yet: that hour's rollup then holds exactly the readings of
-    [he, end) and replaces the raw end edge (tens of thousands of rows fewer). The current
-    tables hold each device's newest timestamp, so one look at them decides it; the caller
-    must read this and the aggregates in one snapshot (REPEATABLE READ), or a reading
-    committed in between could count.
+    A window that ends now (the default report) ends inside the current bucket of every level,
+    and no reading at or after `end` exists yet: those buckets then hold exactly the readings
+    before `end`, so the window is read as if it ran to the end of the current 4-hour block
+    (no raw or 10-minute pieces at its end). The current tables hold each device's newest
+    timestamp, so one look at them decides it; the caller must read this and the aggregates
+    in one snapshot (REPEATABLE READ), or a reading committed in between could count.
     """
-    hs, he = _edges(start, end)
-    if hs <= he < end and await db.fetchval(_NOTHING_FROM[kind], end):
-        return hs, he + timedelta(hours=1)
-    return hs, he
+    stop = open_ended(end)
+    if stop > end and await db.fetchval(_NOTHING_FROM[kind], end):
+        return split(start, stop)
+    return split(start, end)
+
+
+def _piece_args(pieces: list[Piece]) -> list[datetime]:
+    return [t for p in pieces for t in (p.start, p.end)]
 
 
 async def fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str, tuple[int, int]]:
     """Every meter's (Σ AC in micro-kWh, readings) over [start, end). Call inside one snapshot
-    (see _fleet_edges)."""
-    edges = await _fleet_edges(db, "meter", start, end)
-    [(devs, kwh, n)] = await db.fetch(_FLEET_METERS, start, end, *edges)
+    (see fleet_pieces)."""
+    pieces = await fleet_pieces(db, "meter", start, end)
+    sql = _fleet_meters_sql(tuple(p.level for p in pieces))
+    [(devs, kwh, n)] = await db.fetch(sql, *_piece_args(pieces))
     return dict(zip(devs or (), zip(kwh or (), n or (), strict=True), strict=True))
 
 
@@ -272,8 +312,10 @@ async def fleet_vehicles(
 ) -> dict[str, VehicleStats]:
     """Every vehicle's own statistics over [start, end) (`interval`: the nominal reading
     interval, where the first and last readings are looked for first). Call inside one
-    snapshot (see _fleet_edges)."""
-    edges = await _fleet_edges(db, "vehicle", start, end)
-    [row] = await db.fetch(_FLEET_VEHICLES, start, end, *edges, interval)
+    snapshot (see fleet_pieces)."""
+    pieces = await fleet_pieces(db, "vehicle", start, end)
+    sql = _fleet_vehicles_sql(tuple(p.level for p in pieces))
+    edges = _edge_bounds(pieces, interval)
+    [row] = await db.fetch(sql, start, end, *edges, *_piece_args(pieces))
     devs, *cols = row
     return dict(zip(devs or (), zip(*(c or () for c in cols), strict=True), strict=True))

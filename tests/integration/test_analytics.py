@@ -15,12 +15,13 @@ import asyncpg
 import pytest
 
 from fleetctl.assignments import assign, assignments
-from fleetctl.energy import _fleet_edges
+from fleetctl.energy import fleet_pieces
 from fleetctl.errors import AssignmentConflictError, UnknownDeviceError
 from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
 from fleetctl.window import Window, iso
 from fleetd.db.writer import write_batch
 from fleetd.messages import MeterReading, VehicleReading
+from tests.conftest import assert_rollups_match_raw
 
 pytestmark = pytest.mark.integration
 
@@ -308,19 +309,96 @@ async def test_fleet_and_vehicle_paths_agree_on_irregular_edges(db: asyncpg.Conn
         assert rows[vid]["soc"] == {"first": round(first, 2), "last": round(last, 2)}, vid
 
 
-async def test_window_ending_now_reads_the_current_hour_from_its_rollup(
+async def test_window_ending_now_reads_the_current_buckets_from_their_rollups(
     db: asyncpg.Connection,
 ) -> None:
-    await depot(db)  # readings at T0 + 0..179 minutes
+    await depot(db)  # readings at T0 + 0..179 minutes (08:00-10:59)
     now = Window(T0 + timedelta(minutes=10, seconds=30), T0 + timedelta(minutes=179, seconds=30))
     past = Window(now.start, T0 + timedelta(minutes=150, seconds=30))  # readings follow its end
     async with db.transaction(isolation="repeatable_read", readonly=True):
-        hour = T0 + timedelta(hours=2)
-        assert await _fleet_edges(db, "meter", now.start, now.end) == (T0 + H, hour + H)
-        assert await _fleet_edges(db, "vehicle", past.start, past.end) == (T0 + H, hour)
+        shape = [
+            (p.level and p.level.name, p.start, p.end)
+            for p in await fleet_pieces(db, "meter", now.start, now.end)
+        ]
+        # Nothing is newer than 10:59:30: the 08:00-12:00 block's rows hold exactly the end.
+        assert shape == [
+            (None, now.start, T0 + timedelta(minutes=20)),
+            ("10min", T0 + timedelta(minutes=20), T0 + H),
+            ("hourly", T0 + H, T0 + 4 * H),
+        ]
+        shape = [
+            (p.level and p.level.name, p.start, p.end)
+            for p in await fleet_pieces(db, "vehicle", past.start, past.end)
+        ]
+        assert shape == [
+            (None, now.start, T0 + timedelta(minutes=20)),
+            ("10min", T0 + timedelta(minutes=20), T0 + H),
+            ("hourly", T0 + H, T0 + 2 * H),
+            ("10min", T0 + 2 * H, T0 + timedelta(minutes=150)),
+            (None, T0 + timedelta(minutes=150), past.end),
+        ]
     for w in (now, past):
         rows = {r["vehicleId"]: r for r in (await fleet_report(db, w))["vehicles"]}
         for vid in ("V1", "V2", "V4", "V5", "V7", "V9"):
             perf = await vehicle_performance(db, vid, w)
             for key in ("totalAcKwh", "totalDcKwh", "soc", "batteryTemp", "readings", "status"):
                 assert rows[vid][key] == perf[key], (w, vid, key)
+
+
+async def test_fleet_report_over_every_rollup_level_equals_raw_computation(
+    db: asyncpg.Connection,
+) -> None:
+    """30 h of irregular readings across midnight: windows that use 4-hour blocks, hours,
+    10-minute buckets and raw edges give exactly what the raw readings give."""
+    start = T0 - timedelta(minutes=3)  # 07:57 on day 1 to ~13:57 on day 2
+    shapes = {
+        "L1": [start + i * MIN + timedelta(seconds=i % 50) for i in range(1800)],  # jittered
+        "L2": [start + i * MIN for i in range(1800) if not 500 <= i < 700],  # 200 min gap
+        "L3": [start + i * 3 * MIN for i in range(600)],  # every 3 minutes
+    }
+    readings_v, readings_m = [], []
+    for n, (vid, stamps) in enumerate(shapes.items()):
+        await link(db, vid, f"N{vid}", T0 - timedelta(days=1))
+        for i, ts in enumerate(stamps):
+            soc, temp = 20 + (i * 7 + n) % 61 + 0.25, 15 + (i * 13 + n) % 23 + 0.5
+            kwh = 0.001 * ((i * 31 + n) % 997 + 1)
+            readings_v.append((VehicleReading(vid, ts, soc, kwh * 0.9, temp), ts))
+            readings_m.append((MeterReading(f"N{vid}", ts, kwh, 230.0), ts))
+    for day in (T0.date(), (T0 + timedelta(days=1)).date()):
+        await db.execute("SELECT fleet_ensure_day($1)", day)
+    await write_batch(db, readings_m, readings_v, [])
+    windows = [
+        Window(T0 + timedelta(minutes=13, seconds=30), T0 + timedelta(hours=24, minutes=13)),
+        Window(T0 + timedelta(hours=1), T0 + timedelta(hours=25)),
+        Window(T0 + timedelta(hours=3, minutes=7), T0 + timedelta(hours=12, minutes=51)),
+        Window(T0 + timedelta(hours=5, seconds=1), T0 + timedelta(hours=40)),  # ends after data
+    ]
+    for w in windows:
+        rows = {r["vehicleId"]: r for r in (await fleet_report(db, w))["vehicles"]}
+        for vid in shapes:
+            raw = await db.fetchrow(
+                """SELECT sum(kwh_delivered_dc) AS dc, count(*) AS n,
+                          round(avg(battery_temp::float8)::numeric, 2)::float8 AS tavg,
+                          min(battery_temp) AS tmin, max(battery_temp) AS tmax,
+                          (array_agg(soc ORDER BY ts))[1] AS first,
+                          (array_agg(soc ORDER BY ts DESC))[1] AS last
+                     FROM vehicle_readings WHERE vehicle_id = $1 AND ts >= $2 AND ts < $3""",
+                vid,
+                w.start,
+                w.end,
+            )
+            ac = await _raw(db, "meter_readings", "kwh_consumed_ac", f"N{vid}", "meter_id", w)
+            row = rows[vid]
+            assert Decimal(str(row["totalAcKwh"])) == ac, (w, vid)
+            assert Decimal(str(row["vehicleDcKwh"])) == raw["dc"], (w, vid)
+            assert row["readings"]["vehicle"] == raw["n"], (w, vid)
+            assert row["batteryTemp"] == {
+                "avg": raw["tavg"],
+                "min": round(raw["tmin"], 2),
+                "max": round(raw["tmax"], 2),
+            }, (w, vid)
+            assert row["soc"] == {"first": round(raw["first"], 2), "last": round(raw["last"], 2)}
+            perf = await vehicle_performance(db, vid, w)
+            for key in ("soc", "batteryTemp", "readings", "totalAcKwh", "totalDcKwh", "status"):
+                assert row[key] == perf[key], (w, vid, key)
+    await assert_rollups_match_raw(db)

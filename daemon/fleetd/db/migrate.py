@@ -12,6 +12,9 @@ import asyncpg
 
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x666C656574  # "fleet": one migrator at a time across daemons
+# A migration may fill a new table from all stored history (009 builds two rollup levels from
+# 201 M readings in minutes): no statement timeout of a daemon's connection applies to it.
+_MIGRATION_TIMEOUT_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
                     raise RuntimeError(f"migration {mig.name} changed after it was applied")
                 continue
             async with conn.transaction():
-                await conn.execute(mig.sql)
+                await conn.execute(mig.sql, timeout=_MIGRATION_TIMEOUT_S)
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                     mig.version,

@@ -12,10 +12,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
+from fleetd.db.rollups import rollup_tables
+
 HISTORY = ("meter_readings", "vehicle_readings")
-ROLLUPS = ("meter_hourly", "vehicle_hourly")
+ROLLUPS = rollup_tables()
 # Only tables fleet_ensure_day() made are ever dropped: the name says parent and day.
-_NAME = re.compile(r"^(meter_readings|vehicle_readings|meter_hourly|vehicle_hourly)_p(\d{8})$")
+_NAME = re.compile(rf"^({'|'.join(HISTORY + ROLLUPS)})_p(\d{{8}})$")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Partition:
 
 
 async def list_partitions(conn: asyncpg.Connection) -> list[Partition]:
-    """Every daily partition of the four partitioned tables, by parent then day."""
+    """Every daily partition of the partitioned tables, by parent then day."""
     rows = await conn.fetch(
         """SELECT c.relname AS name, p.relname AS parent,
                   pg_total_relation_size(c.oid) AS bytes, greatest(c.reltuples, 0)::bigint AS n

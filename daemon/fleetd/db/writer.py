@@ -1,5 +1,5 @@
 """One flush = one transaction of set-based SQL: history INSERT ... ON CONFLICT DO NOTHING whose
-RETURNING rows feed the hourly rollups (so only really-new rows are counted), an upsert of the
+RETURNING rows feed every rollup level (so only really-new rows are counted), an upsert of the
 newest reading per device into the current tables (never moving back in time), and the rejects.
 """
 
@@ -12,21 +12,14 @@ from datetime import datetime
 
 import asyncpg
 
+from fleetd.db.rollups import LEVELS, Kind, upsert_sql
 from fleetd.messages import MeterReading, Rejected, VehicleReading
 
-# One definition of an hourly rollup row, from a set of readings grouped by (device, hour): the
-# ingest transaction applies it to the rows it inserted, the direct backfill to whole hours.
-METER_ROLLUP_COLUMNS = "meter_id, hour, kwh_sum, readings"
-METER_ROLLUP_SELECT = "meter_id, date_trunc('hour', ts, 'UTC'), sum(kwh_consumed_ac), count(*)"
-VEHICLE_ROLLUP_COLUMNS = (
-    "vehicle_id, hour, kwh_sum, readings, temp_sum, temp_min, temp_max, "
-    "soc_first, soc_first_ts, soc_last, soc_last_ts"
-)
-VEHICLE_ROLLUP_SELECT = (
-    "vehicle_id, date_trunc('hour', ts, 'UTC'), sum(kwh_delivered_dc), count(*), "
-    "sum(battery_temp::float8), min(battery_temp), max(battery_temp), "
-    "(array_agg(soc ORDER BY ts))[1], min(ts), (array_agg(soc ORDER BY ts DESC))[1], max(ts)"
-)
+
+def _rolls(kind: Kind) -> str:
+    # Every rollup level fed from the rows this statement really inserted (CTE `ins`).
+    return "".join(f",\nroll_{lv.name} AS (\n    {upsert_sql(kind, lv, 'ins')}\n)" for lv in LEVELS)
+
 
 # float8 -> numeric(12,6) in SQL: PostgreSQL converts with 15 significant digits, so the JSON
 # number "2.345678" (parsed to the nearest double) is stored as exactly 2.345678.
@@ -39,14 +32,7 @@ WITH ins AS (
     ORDER BY m COLLATE "C", t
     ON CONFLICT DO NOTHING
     RETURNING meter_id, ts, kwh_consumed_ac
-), roll AS (
-    INSERT INTO meter_hourly AS h ({METER_ROLLUP_COLUMNS})
-    SELECT {METER_ROLLUP_SELECT}
-    FROM ins GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (meter_id, hour) DO UPDATE
-       SET kwh_sum = h.kwh_sum + excluded.kwh_sum,
-           readings = h.readings + excluded.readings
-)
+){_rolls("meter")}
 SELECT count(*) FROM ins
 """
 
@@ -59,23 +45,7 @@ WITH ins AS (
     ORDER BY i COLLATE "C", t
     ON CONFLICT DO NOTHING
     RETURNING vehicle_id, ts, soc, kwh_delivered_dc, battery_temp
-), roll AS (
-    INSERT INTO vehicle_hourly AS h ({VEHICLE_ROLLUP_COLUMNS})
-    SELECT {VEHICLE_ROLLUP_SELECT}
-    FROM ins GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (vehicle_id, hour) DO UPDATE
-       SET kwh_sum = h.kwh_sum + excluded.kwh_sum,
-           readings = h.readings + excluded.readings,
-           temp_sum = h.temp_sum + excluded.temp_sum,
-           temp_min = least(h.temp_min, excluded.temp_min),
-           temp_max = greatest(h.temp_max, excluded.temp_max),
-           soc_first = CASE WHEN excluded.soc_first_ts < h.soc_first_ts
-                            THEN excluded.soc_first ELSE h.soc_first END,
-           soc_first_ts = least(h.soc_first_ts, excluded.soc_first_ts),
-           soc_last = CASE WHEN excluded.soc_last_ts > h.soc_last_ts
-                           THEN excluded.soc_last ELSE h.soc_last END,
-           soc_last_ts = greatest(h.soc_last_ts, excluded.soc_last_ts)
-)
+){_rolls("vehicle")}
 SELECT count(*) FROM ins
 """
 

@@ -1,0 +1,61 @@
+"""Split a window into the fewest rollup buckets and raw readings that cover it exactly.
+
+[start, end) is covered, from the coarsest level down, by the level's whole buckets that fit,
+and the parts left over at either side by the next finer level, down to raw readings for what
+no 10-minute bucket covers. A 24 h window from 08:13:30 reads raw [08:13:30, 08:20),
+10-minute buckets [08:20, 09:00), hours [09:00, 12:00), 4-hour blocks [12:00, 08:00) of the
+next day, and then hours, 10-minute buckets and raw readings up to 08:13:30 again.
+
+Buckets hold exactly the readings whose timestamp falls in them, so the pieces sum to the
+same figures as the raw readings of the window, to the last digit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from fleetd.db.rollups import LEVELS, Level
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Readings in [start, end) from `level`'s buckets, or raw readings when level is None."""
+
+    level: Level | None
+    start: datetime
+    end: datetime
+
+
+def floor_to(ts: datetime, width: timedelta) -> datetime:
+    """`ts` rounded down to a multiple of `width` within its UTC day (widths divide a day)."""
+    midnight = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + (ts - midnight) // width * width
+
+
+def ceil_to(ts: datetime, width: timedelta) -> datetime:
+    """`ts` rounded up to a multiple of `width` within its UTC day."""
+    floor = floor_to(ts, width)
+    return floor if floor == ts else floor + width
+
+
+def split(start: datetime, end: datetime, levels: tuple[Level, ...] = LEVELS) -> list[Piece]:
+    """The pieces covering [start, end), in time order, none empty."""
+    if start >= end:
+        return []
+    if not levels:
+        return [Piece(None, start, end)]
+    coarsest, finer = levels[-1], levels[:-1]
+    lo, hi = ceil_to(start, coarsest.width), floor_to(end, coarsest.width)
+    if lo >= hi:
+        return split(start, end, finer)
+    return [*split(start, lo, finer), Piece(coarsest, lo, hi), *split(hi, end, finer)]
+
+
+def open_ended(end: datetime) -> datetime:
+    """Where a window may be taken to end when no reading at or after `end` exists yet.
+
+    Then the bucket of every level that holds `end` holds exactly the readings before it, so
+    the window can run to the end of the coarsest bucket and needs no fine pieces at its end.
+    """
+    return ceil_to(end, LEVELS[-1].width)
