@@ -15,6 +15,7 @@ import pytest
 
 from fleetd.db.connect import connect
 from fleetd.db.migrate import load_migrations
+from fleetd.db.rollups import rollup_tables
 from fleetd.db.writer import write_batch
 from fleetd.messages import MeterReading, Rejected, VehicleReading
 
@@ -72,7 +73,7 @@ async def test_ingest_role_writes_a_batch_and_nothing_more(
     # DEFINER function, after the grants were made; inserts go through the parent.
     day = (datetime.now(UTC) + timedelta(days=20)).replace(hour=10, minute=0, second=0,
                                                            microsecond=0)  # fmt: skip
-    assert await ingest.fetchval("SELECT fleet_ensure_day($1)", day.date()) == 4
+    assert await ingest.fetchval("SELECT fleet_ensure_day($1)", day.date()) == 8
     now = datetime.now(UTC)
     meters = [(MeterReading("M-1", day + timedelta(minutes=i), 1.25, 230.0), now) for i in range(3)]
     vehicles = [
@@ -119,7 +120,7 @@ async def test_ingest_role_writes_a_batch_and_nothing_more(
 async def test_analytics_reads_only(db: asyncpg.Connection, login_as: Login) -> None:
     analytics = await login_as("fleet_analytics")
     for table in (
-        "meter_readings", "vehicle_readings", "meter_hourly", "vehicle_hourly", "meter_current",
+        "meter_readings", "vehicle_readings", *rollup_tables(), "meter_current",
         "vehicle_current", "vehicle_meter_assignments", "rejected_messages",
     ):  # fmt: skip
         assert await analytics.fetchval(f"SELECT count(*) FROM {table}") == 0
