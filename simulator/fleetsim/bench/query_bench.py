@@ -80,8 +80,9 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
         else:
             end = await _build(pg.url, days, say)
             meta_path.write_text(json.dumps({"end": end.isoformat(), "days": days}))
-        # One connection: the timings are sequential, and each statement is prepared once.
-        pool = await create_pool(pg.url, min_size=1, max_size=1, application_name="bench")
+        # Two connections, as a reporting service's pool has: the timings are sequential, and a
+        # fleet report runs its meter and vehicle aggregates on both at once (one snapshot).
+        pool = await create_pool(pg.url, min_size=2, max_size=2, application_name="bench")
         try:
             readings = await pool.fetchval(
                 "SELECT (SELECT count(*) FROM meter_readings)"
