@@ -14,11 +14,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from fleetctl import queries
 from fleetctl.assignments import assign, assignments
 from fleetctl.energy import fleet_pieces
 from fleetctl.errors import AssignmentConflictError, UnknownDeviceError
 from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
 from fleetctl.window import Window, iso
+from fleetd.db.connect import create_pool
 from fleetd.db.writer import write_batch
 from fleetd.messages import MeterReading, VehicleReading
 from tests.conftest import assert_rollups_match_raw
@@ -402,3 +404,36 @@ async def test_fleet_report_over_every_rollup_level_equals_raw_computation(
             for key in ("soc", "batteryTemp", "readings", "totalAcKwh", "totalDcKwh", "status"):
                 assert row[key] == perf[key], (w, vid, key)
     await assert_rollups_match_raw(db)
+
+
+async def test_pooled_report_reads_one_snapshot_on_two_connections(
+    db: asyncpg.Connection, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a pool, the meter aggregate runs on a second connection that imports the first's
+    snapshot: same figures as one connection, and a reading committed meanwhile by another
+    session does not count in either half."""
+    await depot(db)
+    w = Window(T0 + timedelta(minutes=10, seconds=30), T0 + timedelta(hours=2, minutes=50))
+    single = await fleet_report(db, w)
+    pool = await create_pool(database_url, min_size=2, max_size=2)
+    try:
+        pooled = await fleet_report(pool, w)
+        assert pooled["vehicles"] == single["vehicles"]
+        assert pooled["totals"] == single["totals"]
+
+        real = queries.fleet_vehicles
+
+        async def write_then_vehicles(conn: asyncpg.Connection, *args: Any) -> Any:
+            # Runs after the snapshot is exported, as the meter half starts on the other
+            # connection: another session commits a big meter reading inside the window.
+            await load(db, [("M1", T0 + timedelta(minutes=100, seconds=1), 100.0)])
+            return await real(conn, *args)
+
+        monkeypatch.setattr(queries, "fleet_vehicles", write_then_vehicles)
+        during = await fleet_report(pool, w)
+        monkeypatch.undo()
+        assert during["totals"] == single["totals"]
+        after = await fleet_report(pool, w)
+        assert after["totals"]["totalAcKwh"] == pytest.approx(single["totals"]["totalAcKwh"] + 100)
+    finally:
+        await pool.close()
