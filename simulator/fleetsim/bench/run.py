@@ -32,6 +32,7 @@ from fleet_harness.rows import wait_for_rows
 from fleetd.db.connect import connect
 from fleetd.db.migrate import migrate
 from fleetd.db.partitions import PartitionCache
+from fleetd.db.rollups import rollup_tables
 from fleetd.db.writer import write_batch
 from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
 from fleetsim.bench.baseline import drain_per_message
@@ -329,10 +330,10 @@ async def _storage(url: str) -> dict[str, float]:
                    WHERE inhparent IN ('meter_readings'::regclass, 'vehicle_readings'::regclass))
                    AS heap,
                  (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits
-                   WHERE inhparent IN ('meter_hourly'::regclass, 'vehicle_hourly'::regclass))
-                   AS rollups,
+                   WHERE inhparent = ANY($1::regclass[])) AS rollups,
                  (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)
-                   AS n"""
+                   AS n""",
+            list(rollup_tables()),
         )
         assert row is not None
     finally:
