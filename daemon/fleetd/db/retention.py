@@ -1,7 +1,8 @@
 """Partition lifecycle: list the daily partitions and drop those past the retention period.
 
-History and rollups have separate retention: rollups are ~60x smaller than raw readings, so
-operators keep them (and the reports they answer) long after the raw rows are gone.
+History and rollups have separate retention: rollups (all three levels) take ~21 B per reading
+against ~134 B of raw history, so operators keep them (and the reports they answer) long after
+the raw rows are gone.
 """
 
 from __future__ import annotations
