@@ -13,9 +13,9 @@ same figures as the raw readings of the window, to the last digit.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from fleetd.db.rollups import LEVELS, Level
+from fleetd.db.rollups import LEVELS, Level, ceil_to, floor_to
 
 
 @dataclass(frozen=True)
@@ -25,18 +25,6 @@ class Piece:
     level: Level | None
     start: datetime
     end: datetime
-
-
-def floor_to(ts: datetime, width: timedelta) -> datetime:
-    """`ts` rounded down to a multiple of `width` within its UTC day (widths divide a day)."""
-    midnight = ts.replace(hour=0, minute=0, second=0, microsecond=0)
-    return midnight + (ts - midnight) // width * width
-
-
-def ceil_to(ts: datetime, width: timedelta) -> datetime:
-    """`ts` rounded up to a multiple of `width` within its UTC day."""
-    floor = floor_to(ts, width)
-    return floor if floor == ts else floor + width
 
 
 def split(start: datetime, end: datetime, levels: tuple[Level, ...] = LEVELS) -> list[Piece]:

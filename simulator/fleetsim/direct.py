@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from fleetd.db.rollups import LEVELS, Kind, Level, upsert_sql
+from fleetd.db.rollups import LEVELS, Kind, Level, ceil_to, floor_to, upsert_sql
 from fleetsim.model import MICRO, Fleet, FleetConfig
 
 METER_COLUMNS = ("meter_id", "ts", "kwh_consumed_ac", "voltage", "received_at")
@@ -228,17 +228,6 @@ async def _run_day(
     return gen.result()
 
 
-def _floor(ts: datetime, width: timedelta) -> datetime:
-    # Every level's width divides a day: round within the UTC day.
-    midnight = ts.replace(hour=0, minute=0, second=0, microsecond=0)
-    return midnight + (ts - midnight) // width * width
-
-
-def _ceil(ts: datetime, width: timedelta) -> datetime:
-    floor = _floor(ts, width)
-    return floor if floor == ts else floor + width
-
-
 async def backfill_direct(
     database_url: str,
     config: FleetConfig,
@@ -293,7 +282,7 @@ async def backfill_direct(
             summary.copy_s += time.perf_counter() - t0
             t0 = time.perf_counter()
             for level in LEVELS:
-                b_lo, b_hi = _floor(lo, level.width), _ceil(hi, level.width)
+                b_lo, b_hi = floor_to(lo, level.width), ceil_to(hi, level.width)
                 await asyncio.gather(
                     conn_m.execute(_rollup_sql("meter", level), b_lo, b_hi),
                     conn_v.execute(_rollup_sql("vehicle", level), b_lo, b_hi),

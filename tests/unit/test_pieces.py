@@ -6,7 +6,8 @@ import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
-from fleetctl.pieces import ceil_to, floor_to, open_ended, split
+from fleetctl.pieces import open_ended, split
+from fleetd.db.rollups import ceil_to, floor_to
 
 T = datetime(2026, 11, 30, 19, 42, 30, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ and 10-minute rows, and at most 9 raw readings per edge (see fleetctl.pieces).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 Kind = Literal["meter", "vehicle"]
@@ -50,6 +50,19 @@ HOURLY = Level("hourly", timedelta(hours=1), "meter_hourly", "vehicle_hourly", "
 FOUR_HOURS = Level("4h", timedelta(hours=4), "meter_4h", "vehicle_4h", "bucket")
 # Finest first. Every width divides the next, and all divide a day (partitions are daily).
 LEVELS = (TEN_MINUTES, HOURLY, FOUR_HOURS)
+
+
+def floor_to(ts: datetime, width: timedelta) -> datetime:
+    """`ts` rounded down to a multiple of `width` within its UTC day (widths divide a day)."""
+    midnight = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + (ts - midnight) // width * width
+
+
+def ceil_to(ts: datetime, width: timedelta) -> datetime:
+    """`ts` rounded up to a multiple of `width` within its UTC day."""
+    floor = floor_to(ts, width)
+    return floor if floor == ts else floor + width
+
 
 DEVICE_COLUMN = {"meter": "meter_id", "vehicle": "vehicle_id"}
 
