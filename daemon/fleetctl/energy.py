@@ -12,15 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
 from fleetctl.pieces import Piece, open_ended, split
 from fleetctl.status import micro
-from fleetd.db.rollups import DEVICE_COLUMN, Level
+from fleetd.db.rollups import DEVICE_COLUMN, Kind, Level
 
-Kind = Literal["meter", "vehicle"]
 DB = asyncpg.Connection | asyncpg.Pool
 
 # Table and column names come only from this map (never from input).
@@ -166,18 +165,11 @@ def hours_of(start: datetime, end: datetime) -> list[datetime]:
     return out
 
 
-def _edges(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """(hs, he): start rounded up and end rounded down to the hour."""
-    hs = start.replace(minute=0, second=0, microsecond=0)
-    if hs < start:
-        hs += timedelta(hours=1)
-    return hs, end.replace(minute=0, second=0, microsecond=0)
-
-
 # Whole fleet over one window: every piece (fleetctl.pieces) is one time range across all
 # devices, a plain range scan (BRIN on ts and on the buckets) aggregated per device, with no
-# per-device index probes. Plain aggregates only (hash-aggregated in parallel): an ordered
-# array_agg for first/last SoC made PostgreSQL sort all ~830,000 rows of a 24 h window. Results
+# per-device index probes. Plain aggregates only (hash aggregates; the plan settings are in
+# fleetctl.queries._FLEET_PLAN): an ordered array_agg for first/last SoC made PostgreSQL sort
+# all ~830,000 rows of a 24 h window. Results
 # come back as one row of column arrays, kWh as integer micro-kWh (exact, and cheap to decode).
 # The SQL text depends only on which levels the pieces use: the bounds of each piece are its
 # parameters (for vehicles after $1/$2, the window, and $3-$6, see _edge_bounds).

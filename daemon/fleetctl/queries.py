@@ -371,10 +371,9 @@ async def _same_snapshot(db: DB, conn: asyncpg.Connection) -> AsyncIterator[asyn
     """A second connection of pool `db` reading the snapshot of `conn`'s transaction (exported
     with pg_export_snapshot), so two statements of one report run at once on two cores and
     still see the same data. With a single connection, `conn` itself (one after the other)."""
-    spare = isinstance(db, asyncpg.Pool) and (
-        db.get_idle_size() > 0 or db.get_size() < db.get_max_size()
-    )
-    if not isinstance(db, asyncpg.Pool) or not spare:
+    if not isinstance(db, asyncpg.Pool) or (
+        db.get_idle_size() == 0 and db.get_size() >= db.get_max_size()
+    ):
         yield conn
         return
     try:
@@ -401,12 +400,11 @@ async def _same_snapshot(db: DB, conn: asyncpg.Connection) -> AsyncIterator[asyn
 # 34 ms without them, 24 h ending now), and the planner, which cannot estimate the groups of a
 # UNION, would join 10,000 aggregated vehicles with their first readings by 10,000 index probes
 # (45 ms) instead of one hash join (2 ms). Both are set for these statements only.
-_FLEET_PLAN = ("max_parallel_workers_per_gather", "0"), ("enable_nestloop", "off")
+_FLEET_PLAN = "SET LOCAL max_parallel_workers_per_gather TO {0}; SET LOCAL enable_nestloop TO {1}"
 
 
 async def _fleet_plan(conn: asyncpg.Connection, on: bool) -> None:
-    for name, value in _FLEET_PLAN:
-        await conn.execute(f"SET LOCAL {name} TO {value if on else 'DEFAULT'}")
+    await conn.execute(_FLEET_PLAN.format(*(("0", "off") if on else ("DEFAULT", "DEFAULT"))))
 
 
 async def _fleet_aggregates(
