@@ -17,7 +17,14 @@ import asyncpg
 from fleetctl import render
 from fleetctl.assignments import assign, assignments
 from fleetctl.errors import AnalyticsError
-from fleetctl.queries import SORT_KEYS, anomalies, current, fleet_report, vehicle_performance
+from fleetctl.queries import (
+    CURRENT_KINDS,
+    SORT_KEYS,
+    anomalies,
+    current,
+    fleet_report,
+    vehicle_performance,
+)
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.window import Window, parse_rfc3339
 from fleetd.db.connect import TRANSIENT_ERRORS, connect_analytics
@@ -57,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     _window_args(p)
     p.add_argument("--threshold", type=float, default=0.85)
     p = sub.add_parser("current", help="newest reading per device, with age and offline flag")
-    p.add_argument("kind", choices=("vehicles", "meters"))
-    p.add_argument("device_id", nargs="?")
+    p.add_argument("kind", choices=CURRENT_KINDS, help="all: every meter and every vehicle")
+    p.add_argument("device_id", nargs="?", help="one device (with meters or vehicles)")
     p = sub.add_parser("assign", help="assign a vehicle to a meter from a time on")
     p.add_argument("vehicle_id")
     p.add_argument("meter_id")
@@ -217,6 +224,11 @@ def _show_fleet(r: dict[str, Any], colour: bool, limit: int | None) -> str:
 
 
 def _show_current(r: dict[str, Any]) -> str:
+    if r["kind"] == "all":
+        one = {k: r[k] for k in ("asOf", "offlineAfterSeconds")}
+        return "\n\n".join(
+            _show_current({"kind": kind, **one, **r[kind]}) for kind in ("meters", "vehicles")
+        )
     meters = r["kind"] == "meters"
     headers = (
         ("meter", "timestamp", "kWh AC", "voltage", "age s", "state")

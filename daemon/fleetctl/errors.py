@@ -13,3 +13,7 @@ class UnknownDeviceError(AnalyticsError, LookupError):
 
 class AssignmentConflictError(AnalyticsError):
     """The requested assignment would give a vehicle two meters at the same instant."""
+
+
+class InvalidRequestError(AnalyticsError, ValueError):
+    """Arguments that cannot go together (a device id with kind "all")."""

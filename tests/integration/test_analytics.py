@@ -17,7 +17,7 @@ import pytest
 from fleetctl import queries
 from fleetctl.assignments import assign, assignments
 from fleetctl.energy import fleet_pieces
-from fleetctl.errors import AssignmentConflictError, UnknownDeviceError
+from fleetctl.errors import AssignmentConflictError, InvalidRequestError, UnknownDeviceError
 from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
 from fleetctl.window import Window, iso
 from fleetd.db.connect import create_pool
@@ -248,6 +248,31 @@ async def test_current_age_and_offline(db: asyncpg.Connection) -> None:
     assert datetime.fromisoformat(stamp.replace("Z", "+00:00")) == late
     with pytest.raises(UnknownDeviceError):
         await current(db, "vehicles", "V404")
+
+
+async def test_current_all_in_one_call(db: asyncpg.Connection, database_url: str) -> None:
+    """kind "all": both kinds at once, the same as one call per kind, on one connection or
+    with a pool (the vehicles then come from a second connection)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    await load(
+        db,
+        [("M1", now - MIN, 0.5), ("M2", now - 10 * MIN, 0.25)],
+        [("V1", now, 0.4), ("V2", now - 5 * MIN, 0.1), ("V3", now - 2 * MIN, 0.2)],
+    )
+    meters = await current(db, "meters", now=now)
+    vehicles = await current(db, "vehicles", now=now)
+    both = await current(db, "all", now=now)
+    pool = await create_pool(database_url, min_size=2, max_size=2)
+    try:
+        pooled = await current(pool, "all", now=now)
+    finally:
+        await pool.close()
+    assert both == pooled
+    assert (both["count"], both["offline"]) == (5, 2)
+    for kind, alone in (("meters", meters), ("vehicles", vehicles)):
+        assert both[kind] == {k: alone[k] for k in ("count", "offline", "devices")}
+    with pytest.raises(InvalidRequestError):
+        await current(db, "all", "V1")
 
 
 async def test_assign_closes_previous_and_refuses_overlaps(db: asyncpg.Connection) -> None:

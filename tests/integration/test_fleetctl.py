@@ -41,6 +41,10 @@ async def test_json_outputs(
     ]
     assert await fleetctl(database_url, "--json", "current", "vehicles") == 0
     assert json.loads(capsys.readouterr().out)["count"] == 8
+    assert await fleetctl(database_url, "--json", "current", "all") == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["vehicles"]["count"] == 8
+    assert both["count"] == both["meters"]["count"] + 8
 
 
 async def test_tables_and_assignments(
@@ -54,6 +58,10 @@ async def test_tables_and_assignments(
     assert "\033[" not in out
     assert await fleetctl(database_url, "performance", "V4", *WINDOW) == 0
     assert "M4" in capsys.readouterr().out
+    assert await fleetctl(database_url, "current", "all") == 0
+    out = capsys.readouterr().out
+    assert "8 vehicles," in out
+    assert " meters, " in out
     later = (T0 + timedelta(hours=5)).isoformat()
     assert await fleetctl(database_url, "assign", "V1", "M2", "--from", later) == 0
     assert "assigned to M2" in capsys.readouterr().out
@@ -67,6 +75,7 @@ async def test_tables_and_assignments(
     [
         (["performance", "NOPE", "--hours", "3"], "unknown vehicle 'NOPE'"),
         (["current", "meters", "NOPE"], "unknown meter 'NOPE'"),
+        (["current", "all", "V1"], "needs its kind"),
         (
             ["fleet", "--start", "2026-11-20T10:00:00Z", "--end", "2026-11-20T09:00:00Z"],
             "is not after start",
