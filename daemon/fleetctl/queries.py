@@ -33,6 +33,7 @@ from fleetctl.energy import (
     hours_of,
 )
 from fleetctl.errors import InvalidRequestError, UnknownDeviceError
+from fleetctl.rounding import round_to
 from fleetctl.status import (
     DEFAULT_MIN_AC_KWH,
     MESSAGES,
@@ -58,11 +59,11 @@ def kwh(value: Decimal | None) -> float | None:
 
 
 def _ratio(value: Decimal | float | None) -> float | None:
-    return None if value is None else round(float(value), 6)
+    return None if value is None else round_to(float(value), 6)
 
 
 def _percent(value: float | None) -> float | None:
-    return None if value is None else round(value * 100, 2)
+    return None if value is None else round_to(value * 100, 2)
 
 
 def _expected(seconds: float, interval_s: int) -> int:
@@ -71,7 +72,7 @@ def _expected(seconds: float, interval_s: int) -> int:
 
 
 def _coverage(readings: int, expected: int) -> float | None:
-    return None if expected <= 0 else round(100 * readings / expected, 2)
+    return None if expected <= 0 else round_to(100 * readings / expected, 2)
 
 
 @dataclass
@@ -224,7 +225,7 @@ def _own_json(own: VehicleStats | None) -> dict[str, Any]:
         "readings": readings,
         "vehicleDcKwh": dc_u / 1e6,  # int / float: the double nearest the exact kWh
         "batteryTemp": {
-            "avg": round(temp_sum / readings, 2),
+            "avg": round_to(temp_sum / readings, 2),
             "min": round(temp_min * 100) / 100,
             "max": round(temp_max * 100) / 100,
         },
@@ -497,6 +498,19 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
     return _FleetRows(rows, ac_u, dc_u, len(spans.whole) + len({u.meter for u in units}))
 
 
+class _Coverage(dict[int, float | None]):
+    """Coverage % of a reading count against one expected count, computed once per count:
+    a fleet report's 20,000 counts take a few hundred distinct values."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__()
+        self.expected = expected
+
+    def __missing__(self, readings: int) -> float | None:
+        self[readings] = value = _coverage(readings, self.expected)
+        return value
+
+
 class _SimpleRows:
     """_row() for the case that is nearly every row of a fleet report (one unshared meter for
     the whole window), with what is the same for all rows computed once. Same output."""
@@ -506,6 +520,7 @@ class _SimpleRows:
         self.seconds = window.seconds
         self.expected = _expected(window.seconds, interval_s)
         self.min_ac_u = min_ac_micro(min_ac_kwh)
+        self.coverage = _Coverage(self.expected)
 
     def row(
         self, vehicle_id: str, meter: str, ac: tuple[int, int], own: VehicleStats | None
@@ -513,7 +528,7 @@ class _SimpleRows:
         """The fleet-report row of `vehicle_id`, fed by `meter` (Σ AC in micro-kWh, readings)
         for the whole window."""
         ac_u, n_meter = ac
-        expected = self.expected
+        expected, coverage = self.expected, self.coverage
         if own is None or not own[2]:
             dc_u, mine = 0, _own_json(own)
             n_vehicle, dc_kwh = 0, mine["vehicleDcKwh"]
@@ -522,7 +537,7 @@ class _SimpleRows:
             dc_u, temp_sum, n_vehicle, temp_min, temp_max, soc_first, soc_last = own
             dc_kwh = dc_u / 1e6
             temp = {
-                "avg": round(temp_sum / n_vehicle, 2),
+                "avg": round_to(temp_sum / n_vehicle, 2),
                 "min": round(temp_min * 100) / 100,
                 "max": round(temp_max * 100) / 100,
             }
@@ -534,8 +549,8 @@ class _SimpleRows:
             "totalAcKwh": ac_u / 1e6,
             "totalDcKwh": dc_kwh,
             "lossKwh": (ac_u - dc_u) / 1e6,
-            "efficiency": None if ratio is None else round(ratio, 6),
-            "efficiencyPercent": None if ratio is None else round(ratio * 100, 2),
+            "efficiency": None if ratio is None else round_to(ratio, 6),
+            "efficiencyPercent": None if ratio is None else round_to(ratio * 100, 2),
             "status": status,
             "message": MESSAGES[status],
             "meterShared": False,
@@ -546,10 +561,7 @@ class _SimpleRows:
             "soc": soc,
             "readings": {"vehicle": n_vehicle, "meter": n_meter},
             "expectedReadings": {"vehicle": expected, "meter": expected},
-            "coveragePercent": {
-                "vehicle": None if expected <= 0 else round(100 * n_vehicle / expected, 2),
-                "meter": None if expected <= 0 else round(100 * n_meter / expected, 2),
-            },
+            "coveragePercent": {"vehicle": coverage[n_vehicle], "meter": coverage[n_meter]},
         }
 
 
@@ -657,18 +669,18 @@ class _Stamps(dict[str, str]):
 def _devices(kind: str, rows: list[asyncpg.Record], off: int, z: _Stamps) -> list[dict[str, Any]]:
     # One comprehension of literal dict displays: the cheapest way CPython builds 10,000 dicts.
     # real columns arrive as float32 values (98.51000213...): 2 decimals is the sensors'
-    # resolution.
+    # resolution, and round(x * 100) / 100 is round(x, 2) for them (see _own_json).
     if kind == "meters":
         return [
             {"meterId": r[0], "timestamp": z[r[1]], "kwhConsumedAc": r[4],
-             "voltage": round(r[5], 2), "updatedAt": z[r[2]],
-             "lastSeenSeconds": round(r[3], 3), "offline": r[3] > off}
+             "voltage": round(r[5] * 100) / 100, "updatedAt": z[r[2]],
+             "lastSeenSeconds": round_to(r[3], 3), "offline": r[3] > off}
             for r in rows
         ]  # fmt: skip
     return [
-        {"vehicleId": r[0], "timestamp": z[r[1]], "soc": round(r[4], 2),
-         "kwhDeliveredDc": r[5], "batteryTemp": round(r[6], 2), "updatedAt": z[r[2]],
-         "lastSeenSeconds": round(r[3], 3), "offline": r[3] > off}
+        {"vehicleId": r[0], "timestamp": z[r[1]], "soc": round(r[4] * 100) / 100,
+         "kwhDeliveredDc": r[5], "batteryTemp": round(r[6] * 100) / 100, "updatedAt": z[r[2]],
+         "lastSeenSeconds": round_to(r[3], 3), "offline": r[3] > off}
         for r in rows
     ]  # fmt: skip
 
