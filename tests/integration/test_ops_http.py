@@ -211,6 +211,10 @@ async def test_analytics_api_serves_fleetctl_json(
     assert status == 200
     assert body["devices"][0]["vehicleId"] == "V1"
     assert (await get_json(port, "/v1/current/vehicles/NOPE"))[0] == 404
+    status, body = await get_json(port, "/v1/current/all")
+    assert status == 200
+    assert body["vehicles"]["count"] == 8
+    assert (await get_json(port, "/v1/current/all/V1"))[0] == 404
     assert (await get_json(port, "/v1/analytics/performance/NOPE?hours=2"))[0] == 404
     status, body = await get_json(port, "/v1/analytics/fleet?start=yesterday")
     assert status == 400

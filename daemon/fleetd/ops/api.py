@@ -3,7 +3,7 @@
 GET /v1/analytics/performance/{vehicleId}   ?hours= | ?start=&end=, minAcKwh=
 GET /v1/analytics/fleet                     ?hours= | ?start=&end=, sort=, minAcKwh=
 GET /v1/analytics/anomalies                 ?hours= | ?start=&end=, threshold=, minAcKwh=
-GET /v1/current/{meters|vehicles}[/{id}]
+GET /v1/current/{meters|vehicles}[/{id}]   /v1/current/all: every meter and vehicle
 
 Unknown ids answer 404, bad parameters 400, each with {"error": "..."}.
 """
@@ -83,13 +83,14 @@ class AnalyticsApi:
     async def current(
         self, _daemon: Daemon, path: str, _query: dict[str, str]
     ) -> tuple[int, object]:
-        """/v1/current/{meters|vehicles}[/{id}]."""
+        """/v1/current/{meters|vehicles}[/{id}] and /v1/current/all."""
         parts = [p for p in path.split("/") if p][2:]
-        if not parts or parts[0] not in ("meters", "vehicles") or len(parts) > 2:
+        kinds: dict[str, CurrentKind] = {"meters": "meters", "vehicles": "vehicles", "all": "all"}
+        if not parts or parts[0] not in kinds or len(parts) > (1 if parts[0] == "all" else 2):
             return 404, {"error": "not found", "path": path}
         try:
-            kind: CurrentKind = "meters" if parts[0] == "meters" else "vehicles"
-            body = await current(await self._db(), kind, parts[1] if len(parts) == 2 else None)
+            device = parts[1] if len(parts) == 2 else None
+            body = await current(await self._db(), kinds[parts[0]], device)
         except UnknownDeviceError as exc:
             return 404, {"error": str(exc)}
         return 200, body
