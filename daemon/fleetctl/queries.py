@@ -423,38 +423,49 @@ class _FleetData:
     spans: FleetSpans
     own: dict[str, VehicleStats]
     meters: dict[str, tuple[int, int]]
+    rows: _PartialRows
 
 
 async def _fleet_data(
-    db: DB, conn: asyncpg.Connection, window: Window, interval: timedelta
+    db: DB, conn: asyncpg.Connection, window: Window, interval: timedelta, simple: _SimpleRows
 ) -> _FleetData:
     """The window's assignments and every vehicle's and meter's aggregates, in `conn`'s
-    snapshot. With a pool that has a connection to spare, the vehicle aggregate (the longest
-    statement) runs on `conn` while the other connection reads the assignments and then the
-    meters: the two sides took ~70 and ~10 + ~30 ms."""
+    snapshot, and the 1:1 rows started from the meter side (`simple`).
+
+    With a pool that has a connection to spare, the vehicle aggregate (the longest statement,
+    ~70 ms) runs on `conn` while the other connection reads the assignments and the meters
+    (~10 + ~30 ms), and the rows are started from those while the vehicles are still being
+    aggregated: the server and Python work at the same time on the two cores.
+    """
     async with _same_snapshot(db, conn) as other:
         await _fleet_plan(conn, True)
         if other is conn:
             spans = await fleet_spans(conn, window)
             own = await fleet_vehicles(conn, window.start, window.end, interval)
             meters = await fleet_meters(conn, window.start, window.end)
+            rows = simple.start_rows(spans.whole, meters)
         else:
-
-            async def meter_side() -> tuple[FleetSpans, dict[str, tuple[int, int]]]:
-                found = await fleet_spans(other, window)
-                await _fleet_plan(other, True)
-                return found, await fleet_meters(other, window.start, window.end)
-
-            own, (spans, meters) = await asyncio.gather(
-                fleet_vehicles(conn, window.start, window.end, interval), meter_side()
+            vehicles = asyncio.ensure_future(
+                fleet_vehicles(conn, window.start, window.end, interval)
             )
+            try:
+                spans = await fleet_spans(other, window)
+                await _fleet_plan(other, True)
+                meters = await fleet_meters(other, window.start, window.end)
+                rows = simple.start_rows(spans.whole, meters)
+                own = await vehicles
+            finally:
+                if not vehicles.done():  # failed or cancelled: the connection is released
+                    vehicles.cancel()
+                    await asyncio.gather(vehicles, return_exceptions=True)
         await _fleet_plan(conn, False)
-    return _FleetData(spans, own, meters)
+    return _FleetData(spans, own, meters, rows)
 
 
 async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: int) -> _FleetRows:
+    simple = _SimpleRows(window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
     async with _snapshot(db) as conn:
-        data = await _fleet_data(db, conn, window, timedelta(seconds=interval_s))
+        data = await _fleet_data(db, conn, window, timedelta(seconds=interval_s), simple)
         spans, own, meters = data.spans, data.own, data.meters
         # Everything but the 1:1 whole-window assignments: reassignments, partial spans and
         # shared meters, through the general path (per-segment queries for partial spans).
@@ -471,12 +482,7 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
         whole_dc = {v: Decimal(own[v][0]).scaleb(-6) for v in by_vehicle if v in own}
         energies = await _unit_energies(conn, units, (window, whole_meters, whole_dc))
 
-    simple = _SimpleRows(window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
-    no_meter = (0, 0)
-    with _no_cyclic_gc():
-        rows = [
-            simple.row(v, m, meters.get(m, no_meter), own.get(v)) for v, m in spans.whole.items()
-        ]
+    rows = simple.finish_rows(data.rows, own)
     others = (set(spans.known) | set(by_vehicle)) - spans.whole.keys()
     for v in others:
         mine = by_vehicle.get(v, [])
@@ -491,7 +497,7 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
                 interval_s=interval_s,
             )
         )
-    ac_u = sum(meters.get(m, no_meter)[0] for m in spans.whole.values())
+    ac_u = sum(data.rows.ac_u)
     dc_u = sum(own[v][0] for v in spans.whole if v in own)
     ac_u += sum(micro(e.ac) for e in energies)
     dc_u += sum(micro(e.dc) for e in energies)
@@ -513,7 +519,10 @@ class _Coverage(dict[int, float | None]):
 
 class _SimpleRows:
     """_row() for the case that is nearly every row of a fleet report (one unshared meter for
-    the whole window), with what is the same for all rows computed once. Same output."""
+    the whole window), with what is the same for all rows computed once. Same output.
+
+    Built in two passes, the meter's side first: the report starts its rows while the server
+    is still aggregating the vehicles."""
 
     def __init__(self, window: Window, *, min_ac_kwh: float, interval_s: int) -> None:
         self.start, self.end = iso(window.start), iso(window.end)
@@ -527,42 +536,92 @@ class _SimpleRows:
     ) -> dict[str, Any]:
         """The fleet-report row of `vehicle_id`, fed by `meter` (Σ AC in micro-kWh, readings)
         for the whole window."""
-        ac_u, n_meter = ac
-        expected, coverage = self.expected, self.coverage
-        if own is None or not own[2]:
-            dc_u, mine = 0, _own_json(own)
-            n_vehicle, dc_kwh = 0, mine["vehicleDcKwh"]
-            temp, soc = mine["batteryTemp"], mine["soc"]
-        else:  # _own_json inlined: this runs 10,000 times per fleet report
-            dc_u, temp_sum, n_vehicle, temp_min, temp_max, soc_first, soc_last = own
-            dc_kwh = dc_u / 1e6
-            temp = {
-                "avg": round_to(temp_sum / n_vehicle, 2),
-                "min": round(temp_min * 100) / 100,
-                "max": round(temp_max * 100) / 100,
-            }
-            soc = {"first": round(soc_first * 100) / 100, "last": round(soc_last * 100) / 100}
-        status, ratio = verdict_micro(ac_u, dc_u, self.min_ac_u)
-        return {
-            "vehicleId": vehicle_id,
-            "meters": [{"meterId": meter, "from": self.start, "to": self.end, "shared": False}],
-            "totalAcKwh": ac_u / 1e6,
-            "totalDcKwh": dc_kwh,
-            "lossKwh": (ac_u - dc_u) / 1e6,
-            "efficiency": None if ratio is None else round_to(ratio, 6),
-            "efficiencyPercent": None if ratio is None else round_to(ratio * 100, 2),
-            "status": status,
-            "message": MESSAGES[status],
-            "meterShared": False,
-            "sharedWith": [],
-            "vehicleDcKwh": dc_kwh,
-            "assignedSeconds": self.seconds,
-            "batteryTemp": temp,
-            "soc": soc,
-            "readings": {"vehicle": n_vehicle, "meter": n_meter},
-            "expectedReadings": {"vehicle": expected, "meter": expected},
-            "coveragePercent": {"vehicle": coverage[n_vehicle], "meter": coverage[n_meter]},
-        }
+        partial = self.start_rows({vehicle_id: meter}, {meter: ac})
+        return self.finish_rows(partial, {} if own is None else {vehicle_id: own})[0]
+
+    def start_rows(self, whole: dict[str, str], meters: dict[str, tuple[int, int]]) -> _PartialRows:
+        """Rows of the vehicles in `whole` (vehicle -> its only meter) with the meter's figures
+        (Σ AC in micro-kWh, readings) filled in and the vehicle's left to finish_rows."""
+        start, end, seconds, expected, coverage = (
+            self.start,
+            self.end,
+            self.seconds,
+            self.expected,
+            self.coverage,
+        )
+        no_meter = (0, 0)
+        out = _PartialRows([], [])
+        rows, acs = out.rows, out.ac_u
+        with _no_cyclic_gc():
+            for vehicle_id, meter in whole.items():
+                ac_u, n_meter = meters.get(meter, no_meter)
+                acs.append(ac_u)
+                # Every key in its JSON place; None where finish_rows writes.
+                rows.append({
+                    "vehicleId": vehicle_id,
+                    "meters": [{"meterId": meter, "from": start, "to": end, "shared": False}],
+                    "totalAcKwh": ac_u / 1e6,
+                    "totalDcKwh": None,
+                    "lossKwh": None,
+                    "efficiency": None,
+                    "efficiencyPercent": None,
+                    "status": None,
+                    "message": None,
+                    "meterShared": False,
+                    "sharedWith": [],
+                    "vehicleDcKwh": None,
+                    "assignedSeconds": seconds,
+                    "batteryTemp": None,
+                    "soc": None,
+                    "readings": {"vehicle": 0, "meter": n_meter},
+                    "expectedReadings": {"vehicle": expected, "meter": expected},
+                    "coveragePercent": {"vehicle": None, "meter": coverage[n_meter]},
+                })  # fmt: skip
+        return out
+
+    def finish_rows(
+        self, partial: _PartialRows, own: dict[str, VehicleStats]
+    ) -> list[dict[str, Any]]:
+        """The rows of start_rows() completed with each vehicle's own statistics."""
+        coverage, min_ac_u, messages = self.coverage, self.min_ac_u, MESSAGES
+        with _no_cyclic_gc():
+            for row, ac_u in zip(partial.rows, partial.ac_u, strict=True):
+                stats = own.get(row["vehicleId"])
+                if stats is None or not stats[2]:
+                    dc_u, mine = 0, _own_json(stats)
+                    n_vehicle, dc_kwh = 0, mine["vehicleDcKwh"]
+                    temp, soc = mine["batteryTemp"], mine["soc"]
+                else:  # _own_json inlined: this runs 10,000 times per fleet report
+                    dc_u, temp_sum, n_vehicle, temp_min, temp_max, soc_first, soc_last = stats
+                    dc_kwh = dc_u / 1e6
+                    temp = {
+                        "avg": round_to(temp_sum / n_vehicle, 2),
+                        "min": round(temp_min * 100) / 100,
+                        "max": round(temp_max * 100) / 100,
+                    }
+                    soc = {
+                        "first": round(soc_first * 100) / 100,
+                        "last": round(soc_last * 100) / 100,
+                    }
+                status, ratio = verdict_micro(ac_u, dc_u, min_ac_u)
+                row["totalDcKwh"] = row["vehicleDcKwh"] = dc_kwh
+                row["lossKwh"] = (ac_u - dc_u) / 1e6
+                if ratio is not None:
+                    row["efficiency"] = round_to(ratio, 6)
+                    row["efficiencyPercent"] = round_to(ratio * 100, 2)
+                row["status"] = status
+                row["message"] = messages[status]
+                row["batteryTemp"] = temp
+                row["soc"] = soc
+                row["readings"]["vehicle"] = n_vehicle
+                row["coveragePercent"]["vehicle"] = coverage[n_vehicle]
+        return partial.rows
+
+
+@dataclass
+class _PartialRows:
+    rows: list[dict[str, Any]]
+    ac_u: list[int]  # Σ AC of each row's meter, micro-kWh
 
 
 def _sort(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
