@@ -7,12 +7,11 @@ keys and numbers as numbers: exactly what `fleetctl --json` prints and the HTTP 
 from __future__ import annotations
 
 import asyncio
-import gc
 import math
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -33,6 +32,7 @@ from fleetctl.energy import (
     hours_of,
 )
 from fleetctl.errors import InvalidRequestError, UnknownDeviceError
+from fleetctl.gcpause import paused_gc
 from fleetctl.rounding import round_to
 from fleetctl.status import (
     DEFAULT_MIN_AC_KWH,
@@ -324,20 +324,6 @@ async def vehicle_performance(
     return {"window": window.as_json(), **row, "hourly": hourly}
 
 
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Build many small acyclic objects without the cyclic collector: 10,000 report rows are
-    ~200,000 dicts, lists and floats, and the collections they trigger took a third of the
-    build (~75 -> ~50 ms). Reference counting still frees everything; no await inside."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 @dataclass
 class _FleetRows:
     rows: list[dict[str, Any]]
@@ -410,8 +396,13 @@ async def _same_snapshot(db: DB, conn: asyncpg.Connection) -> AsyncIterator[asyn
 # save at that size (each worker's partial numeric sums are serialised and merged: meters 79 ->
 # 34 ms without them, 24 h ending now), and the planner, which cannot estimate the groups of a
 # UNION, would join 10,000 aggregated vehicles with their first readings by 10,000 index probes
-# (45 ms) instead of one hash join (2 ms). Both are set for these statements only.
-_FLEET_PLAN = "SET LOCAL max_parallel_workers_per_gather TO {0}; SET LOCAL enable_nestloop TO {1}"
+# (45 ms) instead of one hash join (2 ms). Their estimated cost is above jit_above_cost, and
+# JIT compiling the vehicle statement took 72 ms of its 314 ms (EXPLAIN ANALYZE, 84 functions)
+# for expressions that run ~200,000 times. All three are set for these statements only.
+_FLEET_PLAN = (
+    "SET LOCAL max_parallel_workers_per_gather TO {0}; SET LOCAL enable_nestloop TO {1};"
+    " SET LOCAL jit TO {1}"
+)
 
 
 async def _fleet_plan(conn: asyncpg.Connection, on: bool) -> None:
@@ -552,7 +543,7 @@ class _SimpleRows:
         no_meter = (0, 0)
         out = _PartialRows([], [])
         rows, acs = out.rows, out.ac_u
-        with _no_cyclic_gc():
+        with paused_gc():
             for vehicle_id, meter in whole.items():
                 ac_u, n_meter = meters.get(meter, no_meter)
                 acs.append(ac_u)
@@ -584,7 +575,7 @@ class _SimpleRows:
     ) -> list[dict[str, Any]]:
         """The rows of start_rows() completed with each vehicle's own statistics."""
         coverage, min_ac_u, messages = self.coverage, self.min_ac_u, MESSAGES
-        with _no_cyclic_gc():
+        with paused_gc():
             for row, ac_u in zip(partial.rows, partial.ac_u, strict=True):
                 stats = own.get(row["vehicleId"])
                 if stats is None or not stats[2]:
@@ -702,16 +693,28 @@ CURRENT_KINDS = ("meters", "vehicles", "all")
 # Numbers arrive as float8 and timestamps as UTC text (ISO DateStyle, PostgreSQL's default and
 # set by connect_analytics), and the age is computed by the server: decoding 20,000 numerics into
 # Decimals and timestamps into datetimes, then formatting them again, cost more than the query.
+# One row of column arrays rather than 10,000 rows: records are objects the cyclic collector
+# tracks (fleetctl.gcpause), list items of str and float are not. array_agg takes the rows in
+# the order the subquery sorts them (PostgreSQL's documented behaviour for a plain aggregate).
 _CURRENT_SQL: dict[str, str] = {
     "meters": """
-        SELECT meter_id, (ts AT TIME ZONE 'UTC')::text, (updated_at AT TIME ZONE 'UTC')::text,
-               date_part('epoch', $2::timestamptz - ts), kwh_consumed_ac::float8, voltage
-          FROM meter_current WHERE $1::text IS NULL OR meter_id = $1 ORDER BY meter_id""",
+        SELECT array_agg(meter_id), array_agg(ts), array_agg(updated_at), array_agg(age),
+               array_agg(kwh), array_agg(voltage)
+          FROM (SELECT meter_id, (ts AT TIME ZONE 'UTC')::text AS ts,
+                       (updated_at AT TIME ZONE 'UTC')::text AS updated_at,
+                       date_part('epoch', $2::timestamptz - ts) AS age,
+                       kwh_consumed_ac::float8 AS kwh, voltage
+                  FROM meter_current WHERE $1::text IS NULL OR meter_id = $1
+                 ORDER BY meter_id) c""",
     "vehicles": """
-        SELECT vehicle_id, (ts AT TIME ZONE 'UTC')::text, (updated_at AT TIME ZONE 'UTC')::text,
-               date_part('epoch', $2::timestamptz - ts), soc, kwh_delivered_dc::float8,
-               battery_temp
-          FROM vehicle_current WHERE $1::text IS NULL OR vehicle_id = $1 ORDER BY vehicle_id""",
+        SELECT array_agg(vehicle_id), array_agg(ts), array_agg(updated_at), array_agg(age),
+               array_agg(soc), array_agg(kwh), array_agg(battery_temp)
+          FROM (SELECT vehicle_id, (ts AT TIME ZONE 'UTC')::text AS ts,
+                       (updated_at AT TIME ZONE 'UTC')::text AS updated_at,
+                       date_part('epoch', $2::timestamptz - ts) AS age, soc,
+                       kwh_delivered_dc::float8 AS kwh, battery_temp
+                  FROM vehicle_current WHERE $1::text IS NULL OR vehicle_id = $1
+                 ORDER BY vehicle_id) c""",
 }
 
 
@@ -725,23 +728,28 @@ class _Stamps(dict[str, str]):
         return stamp
 
 
-def _devices(kind: str, rows: list[asyncpg.Record], off: int, z: _Stamps) -> list[dict[str, Any]]:
+async def _fetch_devices(
+    db: DB, kind: CurrentKind, device_id: str | None, *, now: datetime, off: int, z: _Stamps
+) -> list[dict[str, Any]]:
+    [columns] = await db.fetch(_CURRENT_SQL[kind], device_id, now)
+    rows = zip(*(c or () for c in columns), strict=True)
     # One comprehension of literal dict displays: the cheapest way CPython builds 10,000 dicts.
     # real columns arrive as float32 values (98.51000213...): 2 decimals is the sensors'
     # resolution, and round(x * 100) / 100 is round(x, 2) for them (see _own_json).
-    if kind == "meters":
+    with paused_gc():
+        if kind == "meters":
+            return [
+                {"meterId": i, "timestamp": z[ts], "kwhConsumedAc": kwh,
+                 "voltage": round(volt * 100) / 100, "updatedAt": z[upd],
+                 "lastSeenSeconds": round_to(age, 3), "offline": age > off}
+                for i, ts, upd, age, kwh, volt in rows
+            ]  # fmt: skip
         return [
-            {"meterId": r[0], "timestamp": z[r[1]], "kwhConsumedAc": r[4],
-             "voltage": round(r[5] * 100) / 100, "updatedAt": z[r[2]],
-             "lastSeenSeconds": round_to(r[3], 3), "offline": r[3] > off}
-            for r in rows
+            {"vehicleId": i, "timestamp": z[ts], "soc": round(soc * 100) / 100,
+             "kwhDeliveredDc": kwh, "batteryTemp": round(temp * 100) / 100, "updatedAt": z[upd],
+             "lastSeenSeconds": round_to(age, 3), "offline": age > off}
+            for i, ts, upd, age, soc, kwh, temp in rows
         ]  # fmt: skip
-    return [
-        {"vehicleId": r[0], "timestamp": z[r[1]], "soc": round(r[4] * 100) / 100,
-         "kwhDeliveredDc": r[5], "batteryTemp": round(r[6] * 100) / 100, "updatedAt": z[r[2]],
-         "lastSeenSeconds": round_to(r[3], 3), "offline": r[3] > off}
-        for r in rows
-    ]  # fmt: skip
 
 
 def _kind_json(devices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -758,19 +766,19 @@ async def _current_all(db: DB, now: datetime, off: int) -> dict[str, Any]:
     z = _Stamps()
     async with _spare(db) as other:
         if other is None:
-            meter_rows = await db.fetch(_CURRENT_SQL["meters"], None, now)
-            meters = _devices("meters", meter_rows, off, z)
-            vehicle_rows = await db.fetch(_CURRENT_SQL["vehicles"], None, now)
+            meters = await _fetch_devices(db, "meters", None, now=now, off=off, z=z)
+            vehicles = await _fetch_devices(db, "vehicles", None, now=now, off=off, z=z)
         else:
-            fetching = asyncio.ensure_future(other.fetch(_CURRENT_SQL["vehicles"], None, now))
+            fetching = asyncio.ensure_future(
+                _fetch_devices(other, "vehicles", None, now=now, off=off, z=z)
+            )
             try:
-                meter_rows = await db.fetch(_CURRENT_SQL["meters"], None, now)
-                meters = _devices("meters", meter_rows, off, z)
-                vehicle_rows = await fetching
+                meters = await _fetch_devices(db, "meters", None, now=now, off=off, z=z)
+                vehicles = await fetching
             finally:
                 if not fetching.done():
                     fetching.cancel()
-        vehicles = _devices("vehicles", vehicle_rows, off, z)
+                    await asyncio.gather(fetching, return_exceptions=True)
     m, v = _kind_json(meters), _kind_json(vehicles)
     return {
         "kind": "all",
@@ -803,8 +811,7 @@ async def current(
         if device_id is not None:
             raise InvalidRequestError("one device needs its kind: meters or vehicles, not all")
         return await _current_all(db, now, off)
-    rows = await db.fetch(_CURRENT_SQL[kind], device_id, now)
-    if device_id is not None and not rows:
+    devices = await _fetch_devices(db, kind, device_id, now=now, off=off, z=_Stamps())
+    if device_id is not None and not devices:
         raise UnknownDeviceError(f"unknown {kind[:-1]} {device_id!r}")
-    return {"kind": kind, "asOf": iso(now), "offlineAfterSeconds": off,
-            **_kind_json(_devices(kind, rows, off, _Stamps()))}  # fmt: skip
+    return {"kind": kind, "asOf": iso(now), "offlineAfterSeconds": off, **_kind_json(devices)}
