@@ -696,22 +696,26 @@ CURRENT_KINDS = ("meters", "vehicles", "all")
 # One row of column arrays rather than 10,000 rows: records are objects the cyclic collector
 # tracks (fleetctl.gcpause), list items of str and float are not. array_agg takes the rows in
 # the order the subquery sorts them (PostgreSQL's documented behaviour for a plain aggregate).
+# The server also decides `offline` (exactly) and rounds the age to whole milliseconds: a
+# function call per device less in Python, where 20,000 dicts are the critical path.
 _CURRENT_SQL: dict[str, str] = {
     "meters": """
-        SELECT array_agg(meter_id), array_agg(ts), array_agg(updated_at), array_agg(age),
-               array_agg(kwh), array_agg(voltage)
+        SELECT array_agg(meter_id), array_agg(ts), array_agg(updated_at), array_agg(age_ms),
+               array_agg(offline), array_agg(kwh), array_agg(voltage)
           FROM (SELECT meter_id, (ts AT TIME ZONE 'UTC')::text AS ts,
                        (updated_at AT TIME ZONE 'UTC')::text AS updated_at,
-                       date_part('epoch', $2::timestamptz - ts) AS age,
+                       round(date_part('epoch', $2::timestamptz - ts) * 1000) AS age_ms,
+                       $2::timestamptz - ts > $3::float8 * interval '1 second' AS offline,
                        kwh_consumed_ac::float8 AS kwh, voltage
                   FROM meter_current WHERE $1::text IS NULL OR meter_id = $1
                  ORDER BY meter_id) c""",
     "vehicles": """
-        SELECT array_agg(vehicle_id), array_agg(ts), array_agg(updated_at), array_agg(age),
-               array_agg(soc), array_agg(kwh), array_agg(battery_temp)
+        SELECT array_agg(vehicle_id), array_agg(ts), array_agg(updated_at), array_agg(age_ms),
+               array_agg(offline), array_agg(soc), array_agg(kwh), array_agg(battery_temp)
           FROM (SELECT vehicle_id, (ts AT TIME ZONE 'UTC')::text AS ts,
                        (updated_at AT TIME ZONE 'UTC')::text AS updated_at,
-                       date_part('epoch', $2::timestamptz - ts) AS age, soc,
+                       round(date_part('epoch', $2::timestamptz - ts) * 1000) AS age_ms,
+                       $2::timestamptz - ts > $3::float8 * interval '1 second' AS offline, soc,
                        kwh_delivered_dc::float8 AS kwh, battery_temp
                   FROM vehicle_current WHERE $1::text IS NULL OR vehicle_id = $1
                  ORDER BY vehicle_id) c""",
@@ -731,7 +735,7 @@ class _Stamps(dict[str, str]):
 async def _fetch_devices(
     db: DB, kind: CurrentKind, device_id: str | None, *, now: datetime, off: int, z: _Stamps
 ) -> list[dict[str, Any]]:
-    [columns] = await db.fetch(_CURRENT_SQL[kind], device_id, now)
+    [columns] = await db.fetch(_CURRENT_SQL[kind], device_id, now, off)
     rows = zip(*(c or () for c in columns), strict=True)
     # One comprehension of literal dict displays: the cheapest way CPython builds 10,000 dicts.
     # real columns arrive as float32 values (98.51000213...): 2 decimals is the sensors'
@@ -741,14 +745,14 @@ async def _fetch_devices(
             return [
                 {"meterId": i, "timestamp": z[ts], "kwhConsumedAc": kwh,
                  "voltage": round(volt * 100) / 100, "updatedAt": z[upd],
-                 "lastSeenSeconds": round_to(age, 3), "offline": age > off}
-                for i, ts, upd, age, kwh, volt in rows
+                 "lastSeenSeconds": age_ms / 1000, "offline": offline}
+                for i, ts, upd, age_ms, offline, kwh, volt in rows
             ]  # fmt: skip
         return [
             {"vehicleId": i, "timestamp": z[ts], "soc": round(soc * 100) / 100,
              "kwhDeliveredDc": kwh, "batteryTemp": round(temp * 100) / 100, "updatedAt": z[upd],
-             "lastSeenSeconds": round_to(age, 3), "offline": age > off}
-            for i, ts, upd, age, soc, kwh, temp in rows
+             "lastSeenSeconds": age_ms / 1000, "offline": offline}
+            for i, ts, upd, age_ms, offline, soc, kwh, temp in rows
         ]  # fmt: skip
 
 
