@@ -254,10 +254,11 @@ async def test_current_all_in_one_call(db: asyncpg.Connection, database_url: str
     """kind "all": both kinds at once, the same as one call per kind, on one connection or
     with a pool (the vehicles then come from a second connection)."""
     now = datetime.now(UTC).replace(microsecond=0)
+    # Written out of id order: the answer is sorted by id all the same.
     await load(
         db,
-        [("M1", now - MIN, 0.5), ("M2", now - 10 * MIN, 0.25)],
-        [("V1", now, 0.4), ("V2", now - 5 * MIN, 0.1), ("V3", now - 2 * MIN, 0.2)],
+        [("M2", now - 10 * MIN, 0.25), ("M1", now - MIN, 0.5)],
+        [("V3", now - 2 * MIN, 0.2), ("V1", now, 0.4), ("V2", now - 5 * MIN, 0.1)],
     )
     meters = await current(db, "meters", now=now)
     vehicles = await current(db, "vehicles", now=now)
@@ -269,6 +270,8 @@ async def test_current_all_in_one_call(db: asyncpg.Connection, database_url: str
         await pool.close()
     assert both == pooled
     assert (both["count"], both["offline"]) == (5, 2)
+    assert [d["vehicleId"] for d in both["vehicles"]["devices"]] == ["V1", "V2", "V3"]
+    assert [d["meterId"] for d in both["meters"]["devices"]] == ["M1", "M2"]
     for kind, alone in (("meters", meters), ("vehicles", vehicles)):
         assert both[kind] == {k: alone[k] for k in ("count", "offline", "devices")}
     with pytest.raises(InvalidRequestError):
