@@ -8,6 +8,27 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 
 DAYS_AHEAD = 2
+_ATTEMPTS = 3
+
+# Two sessions creating the same day at once (fleetd's writer connections, or two daemons, on
+# the first batch of a new day): fleet_ensure_day serialises them with an advisory lock and
+# looks again, but inside one statement that second look can still miss the table the other
+# session has just committed, and CREATE TABLE then fails with "already exists" (seen in CI
+# just after midnight UTC). A new statement sees it, so the call is simply repeated.
+_CREATED_MEANWHILE = (
+    asyncpg.exceptions.DuplicateTableError,
+    asyncpg.exceptions.UniqueViolationError,
+)
+
+
+async def _ensure_day(conn: asyncpg.Connection, day: date) -> int:
+    sql = "SELECT fleet_ensure_day($1)"
+    for _ in range(_ATTEMPTS - 1):
+        try:
+            return int(await conn.fetchval(sql, day))
+        except _CREATED_MEANWHILE:
+            continue
+    return int(await conn.fetchval(sql, day))
 
 
 class PartitionCache:
@@ -22,7 +43,7 @@ class PartitionCache:
         tables were created. Runs outside the batch transaction: DDL commits on its own."""
         created = 0
         for day in sorted(set(days) - self._known):
-            created += await conn.fetchval("SELECT fleet_ensure_day($1)", day)
+            created += await _ensure_day(conn, day)
             self._known.add(day)
         return created
 
