@@ -10,12 +10,12 @@ import asyncio
 import math
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import asyncpg
 
@@ -349,6 +349,7 @@ async def _snapshot(db: DB) -> AsyncIterator[asyncpg.Connection]:
             yield db
 
 
+_T = TypeVar("_T")
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9A-F]+)?$")
 _SPARE_TIMEOUT_S = 1.0
 
@@ -372,6 +373,20 @@ async def _spare(db: DB) -> AsyncIterator[asyncpg.Connection | None]:
         yield cast(asyncpg.Connection, proxy)
     finally:
         await db.release(proxy)
+
+
+@asynccontextmanager
+async def _meanwhile(work: Coroutine[Any, Any, _T]) -> AsyncIterator[asyncio.Task[_T]]:
+    """Run `work` as a task while the block does something else (the block awaits the task for
+    its result). If the block leaves early (an error, a cancellation), the task is cancelled and
+    awaited, so no statement is left running on its connection."""
+    task = asyncio.ensure_future(work)
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 @asynccontextmanager
@@ -436,19 +451,13 @@ async def _fleet_data(
             meters = await fleet_meters(conn, window.start, window.end)
             rows = simple.start_rows(spans.whole, meters)
         else:
-            vehicles = asyncio.ensure_future(
-                fleet_vehicles(conn, window.start, window.end, interval)
-            )
-            try:
+            vehicles = fleet_vehicles(conn, window.start, window.end, interval)
+            async with _meanwhile(vehicles) as aggregating:
                 spans = await fleet_spans(other, window)
                 await _fleet_plan(other, True)
                 meters = await fleet_meters(other, window.start, window.end)
                 rows = simple.start_rows(spans.whole, meters)
-                own = await vehicles
-            finally:
-                if not vehicles.done():  # failed or cancelled: the connection is released
-                    vehicles.cancel()
-                    await asyncio.gather(vehicles, return_exceptions=True)
+                own = await aggregating
         await _fleet_plan(conn, False)
     return _FleetData(spans, own, meters, rows)
 
@@ -773,16 +782,10 @@ async def _current_all(db: DB, now: datetime, off: int) -> dict[str, Any]:
             meters = await _fetch_devices(db, "meters", None, now=now, off=off, z=z)
             vehicles = await _fetch_devices(db, "vehicles", None, now=now, off=off, z=z)
         else:
-            fetching = asyncio.ensure_future(
-                _fetch_devices(other, "vehicles", None, now=now, off=off, z=z)
-            )
-            try:
+            fetch = _fetch_devices(other, "vehicles", None, now=now, off=off, z=z)
+            async with _meanwhile(fetch) as fetching:
                 meters = await _fetch_devices(db, "meters", None, now=now, off=off, z=z)
                 vehicles = await fetching
-            finally:
-                if not fetching.done():
-                    fetching.cancel()
-                    await asyncio.gather(fetching, return_exceptions=True)
     m, v = _kind_json(meters), _kind_json(vehicles)
     return {
         "kind": "all",

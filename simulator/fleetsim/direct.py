@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 
+from fleetd.db.partitions import PartitionCache
 from fleetd.db.rollups import LEVELS, Kind, Level, ceil_to, floor_to, upsert_sql
 from fleetsim.model import MICRO, Fleet, FleetConfig
 
@@ -238,7 +239,7 @@ async def backfill_direct(
 ) -> DirectSummary:
     """Write the model's history for [start, end) into PostgreSQL, bypassing fleetd.
 
-    Per UTC day: partitions (`fleet_ensure_day`), COPY of both history tables on two
+    Per UTC day: partitions (`PartitionCache`, as fleetd), COPY of both history tables on two
     connections, then exact rollups of every level from the raw rows. Finally the current tables and
     the vehicle -> meter assignments (valid from `start`). Raises ValueError if the range
     already holds history.
@@ -261,8 +262,9 @@ async def backfill_direct(
                 "--direct only fills an empty range"
             )
         summary.assignments = await write_assignments(conn_m, fleet, start)
+        partitions = PartitionCache()
         for lo, hi in _days(start, end):
-            await conn_m.execute("SELECT fleet_ensure_day($1::date)", lo.date())
+            await partitions.ensure(conn_m, [lo.date()])
             t0 = time.perf_counter()
             meters, vehicles = _Feed(), _Feed()
             copies = []
