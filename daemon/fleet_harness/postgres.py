@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import tempfile
@@ -12,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 
 from fleet_harness.ports import free_port
+
+_PORT_LINE = re.compile(r"^port = \d+$")
 
 
 def find_pg_bin(name: str) -> str:
@@ -93,9 +96,11 @@ class PostgresServer:
             for path in (self._tmp, sock_dir):
                 os.chown(path, pw.pw_uid, pw.pw_gid)
         if (self.data_dir / "PG_VERSION").exists():
-            conf = (self.data_dir / "postgresql.conf").read_text()
-            port_line = f"port = {self.port}"
-            (self.data_dir / "postgresql.conf").write_text(conf + f"\n{port_line}\n")
+            self._refuse_if_running()
+            conf_path = self.data_dir / "postgresql.conf"
+            # The port line this harness wrote last time is replaced, not added to.
+            kept = [ln for ln in conf_path.read_text().splitlines() if not _PORT_LINE.match(ln)]
+            conf_path.write_text("\n".join([*kept, f"port = {self.port}", ""]))
             self.start_server()
             return self
         self._run(
@@ -112,6 +117,21 @@ class PostgresServer:
             "-U", self.user, self.database,
         )  # fmt: skip
         return self
+
+    def _refuse_if_running(self) -> None:
+        # pg_ctl's own complaint ("another server might be running") does not say which
+        # process holds the cluster or how to let it go.
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split("\n", 1)[0])
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return  # no pid file, or a stale one from a crash: PostgreSQL cleans that up
+        stop = f"{' '.join(self._cmd(find_pg_bin('pg_ctl')))} -D {self.data_dir} stop -m fast"
+        raise RuntimeError(
+            f"the kept cluster in {self.data_dir} is already running (PID {pid});"
+            f" stop it first: {stop}"
+        )
 
     def start_server(self) -> None:
         """(Re)start the server process on the same data directory and port."""
