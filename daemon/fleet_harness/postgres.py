@@ -125,6 +125,8 @@ class PostgresServer:
         try:
             pid = int(pid_file.read_text().split("\n", 1)[0])
             os.kill(pid, 0)
+        except PermissionError:
+            pass  # alive, and another user's
         except (OSError, ValueError):
             return  # no pid file, or a stale one from a crash: PostgreSQL cleans that up
         stop = f"{' '.join(self._cmd(find_pg_bin('pg_ctl')))} -D {self.data_dir} stop -m fast"

@@ -65,9 +65,8 @@ async def _time(fn: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, floa
         t0 = time.perf_counter()
         result = await fn()
         samples.append((time.perf_counter() - t0) * 1000)
-        # Freed after the clock stops: a caller has its answer before it lets go of it. (A
-        # fleet report's 10,000 rows take 22-35 ms to free here; timing `await fn()` as a bare
-        # statement counted that too.)
+        # Freed after the clock stops: a caller has its answer before it lets go of it (a
+        # fleet report's 10,000 rows take 22-35 ms to free here).
         del result
     samples.sort()
     p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
