@@ -56,11 +56,10 @@ async def _run(settings: Settings) -> int:
 
 
 def _install_companions(daemon: Daemon) -> None:
-    """Hook point for the ops HTTP server and the systemd notifier (see fleetd.ops)."""
-    try:
-        from fleetd.ops import install  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: PLC0415
-    except ImportError:
-        return
+    """The ops HTTP server and the systemd notifier (see fleetd.ops). Imported here, not at the
+    top, so `fleetd migrate` and `check-config` do not load them; a broken import fails loudly."""
+    from fleetd.ops import install  # noqa: PLC0415
+
     install(daemon)
 
 

@@ -55,6 +55,7 @@ class Daemon:
         self.batcher = Batcher(
             batch_max_rows=settings.batch_max_rows,
             flush_interval_s=settings.flush_interval_ms / 1000,
+            idle_s=settings.flush_idle_ms / 1000,
         )
         self.flusher = Flusher(settings.database_url, self.metrics, writers=settings.db_writers)
         self.mqtt = MqttSubscriber(
@@ -64,12 +65,13 @@ class Daemon:
             keepalive_s=settings.mqtt_keepalive_s,
             session_expiry_s=settings.mqtt_session_expiry_s,
             receive_maximum=settings.mqtt_receive_maximum,
+            max_packet_bytes=settings.mqtt_max_packet_bytes,
             share_group=settings.share_group,
             protocol=settings.mqtt_protocol,
             on_state=self._on_broker_state,
+            on_oversized=self._on_oversized,
         )
         self.ready = asyncio.Event()
-        self.last_flush_ok = True
         self.last_flush_mono = time.monotonic()
         self._in_flight = 0  # messages taken from the batcher whose transaction is running
         self._flush_started: dict[int, float] = {}  # seq -> monotonic start, while running
@@ -128,6 +130,11 @@ class Daemon:
         return self._stopping.is_set()
 
     @property
+    def last_flush_ok(self) -> bool:
+        """False from a failed write attempt until the next commit."""
+        return self.flusher.last_attempt_ok
+
+    @property
     def in_flight(self) -> int:
         """Messages whose flush transaction is running."""
         return self._in_flight
@@ -167,7 +174,22 @@ class Daemon:
             self.counters.rejected_by_field[key] = self.counters.rejected_by_field.get(key, 0) + 1
         else:
             self.counters.valid += 1
-        self.batcher.add(Envelope(item, now, mono, mid, qos, generation))
+        self._buffer(Envelope(item, now, mono, mid, qos, generation))
+
+    def _on_oversized(self, topic: str, size: int, mid: int, qos: int, generation: int) -> None:
+        # Kept as a reject (without the payload, which was never read) and acked after commit
+        # like any message: refusing it would make the broker redeliver it forever.
+        limit = self.settings.mqtt_max_packet_bytes
+        reason = f"packet: {size} bytes exceeds FLEET_MQTT_MAX_PACKET_BYTES ({limit})"
+        self.counters.received += 1
+        self.counters.rejected += 1
+        key = (topic.split("/", 1)[0], "packet")
+        self.counters.rejected_by_field[key] = self.counters.rejected_by_field.get(key, 0) + 1
+        reject = Rejected(topic, b"", reason)
+        self._buffer(Envelope(reject, datetime.now(UTC), time.monotonic(), mid, qos, generation))
+
+    def _buffer(self, envelope: Envelope) -> None:
+        self.batcher.add(envelope)
         if len(self.batcher) + self._in_flight >= self.settings.max_buffered_rows:
             self.mqtt.pause()
 
@@ -231,7 +253,6 @@ class Daemon:
         c.written += result.inserted
         c.duplicates += result.duplicates
         c.acks_skipped += skipped
-        self.last_flush_ok = True
         self.last_flush_mono = committed
         self._record_metrics(batch, result, started)
         if skipped:
@@ -313,7 +334,7 @@ class Daemon:
 
 
 def _loggable(settings: Settings) -> dict[str, object]:
-    keep = ("mqtt_url", "database_url", "client_id", "flush_interval_ms", "batch_max_rows",
-            "max_buffered_rows", "share_group")  # fmt: skip
+    keep = ("mqtt_url", "database_url", "client_id", "mqtt_protocol", "flush_interval_ms",
+            "flush_idle_ms", "batch_max_rows", "max_buffered_rows", "share_group")  # fmt: skip
     masked = settings.masked()
     return {k: masked[k] for k in keep}

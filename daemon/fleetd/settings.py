@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://127.0.0.1:5432/fleet"
     client_id: str = Field(default="fleetd", min_length=1, max_length=64)
     flush_interval_ms: int = Field(default=1000, ge=10, le=60_000)
+    # A batch is also written once nothing more has arrived for this long: a broker that allows
+    # few unacknowledged messages then waits one commit, not a flush interval. 0 turns it off.
+    flush_idle_ms: int = Field(default=5, ge=0, le=60_000)
     batch_max_rows: int = Field(default=5000, ge=1, le=100_000)
     max_buffered_rows: int = Field(default=100_000, ge=1)
     db_writers: int = Field(default=2, ge=1, le=16)
@@ -47,7 +50,8 @@ class Settings(BaseSettings):
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
     mqtt_session_expiry_s: int = Field(default=7 * 86400, ge=60)
     mqtt_receive_maximum: int = Field(default=65535, ge=1, le=65535)
-    mqtt_protocol: Literal["5", "3.1.1"] = "5"
+    mqtt_protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    mqtt_max_packet_bytes: int = Field(default=1 << 20, ge=1024, le=268_435_460)
     share_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     http_addr: str = "127.0.0.1:9108"
     retention_days: int | None = Field(default=None, ge=1)

@@ -58,10 +58,6 @@ def test_puback() -> None:
     assert packets.puback_packet(0x1234) == b"\x40\x02\x12\x34"
 
 
-def test_suback_codes_v3_and_v5() -> None:
-    assert packets.parse_suback(b"\x00\x01\x01\x80", v5=False) == (1, [1, 0x80])
-    assert packets.parse_suback(b"\x00\x07\x00\x01\x87", v5=True) == (7, [1, 0x87])
-
 
 def test_connack() -> None:
     ack = packets.parse_connack(b"\x01\x00")

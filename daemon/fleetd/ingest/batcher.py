@@ -34,13 +34,20 @@ class Batch:
 
 
 class Batcher:
-    """FIFO of envelopes. A batch is ready when `batch_max_rows` are buffered or the oldest
-    buffered message has waited `flush_interval_s`, which bounds a reading's wait for its
-    transaction to the flush interval (plus the write itself)."""
+    """FIFO of envelopes. A batch is ready when `batch_max_rows` are buffered, when the oldest
+    buffered message has waited `flush_interval_s` (which bounds a reading's wait for its
+    transaction), or when nothing has arrived for `idle_s` (0 = never).
 
-    def __init__(self, *, batch_max_rows: int, flush_interval_s: float) -> None:
+    The idle rule is what keeps a small broker window from starving us: a broker lets only so
+    many messages stay unacknowledged toward a subscriber (RabbitMQ 10, Mosquitto 20, ejabberd 1
+    by default) and then goes quiet until we ack. Waiting for the flush interval would cap the
+    rate at window / interval; cutting the batch when the pipe goes quiet caps it at window /
+    (idle gap + commit)."""
+
+    def __init__(self, *, batch_max_rows: int, flush_interval_s: float, idle_s: float = 0) -> None:
         self.batch_max_rows = batch_max_rows
         self.flush_interval_s = flush_interval_s
+        self.idle_s = idle_s
         self._items: deque[Envelope] = deque()
         self._wakeup = asyncio.Event()
         self._woken = False
@@ -88,12 +95,15 @@ class Batcher:
                 return
             if len(self._items) >= self.batch_max_rows:
                 return
+            remaining: float | None = None
             if self._items:
-                remaining = self.flush_interval_s - self.oldest_age_s()
+                now = time.monotonic()
+                remaining = self.flush_interval_s - (now - self._items[0].received_mono)
+                if self.idle_s:
+                    quiet_for = now - self._items[-1].received_mono
+                    remaining = min(remaining, self.idle_s - quiet_for)
                 if remaining <= 0:
                     return
-            else:
-                remaining = None
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)

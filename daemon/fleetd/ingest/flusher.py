@@ -54,6 +54,7 @@ class Flusher:
             self._idle.put_nowait(slot)
         self._partitions = PartitionCache()
         self.healthy = False
+        self.last_attempt_ok = True  # False from a failed write until the next commit
         self.last_success_mono = 0.0
         self.last_error: str | None = None
 
@@ -92,6 +93,7 @@ class Flusher:
                     result = await self._write_isolating(conn, batch.envelopes)
                 except TRANSIENT_ERRORS as exc:
                     attempt += 1
+                    self.last_attempt_ok = False
                     self._metrics.db_errors.labels("transient").inc()
                     self._set_health(False, f"{exc.__class__.__name__}: {exc}")
                     await _close(slot)
@@ -99,6 +101,7 @@ class Flusher:
                     await asyncio.sleep(min(MAX_BACKOFF_S, backoff))
                     continue
                 self._set_health(True)
+                self.last_attempt_ok = True
                 self.last_success_mono = time.monotonic()
                 return result
         finally:

@@ -1,1 +1,1 @@
-"""MQTT side of fleetd: a paho-mqtt client driven by the asyncio loop, acked after commit."""
+"""MQTT side of fleetd: a lean asyncio subscriber of our own, acked after commit."""

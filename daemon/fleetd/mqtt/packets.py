@@ -1,7 +1,8 @@
 """The MQTT 3.1.1 / 5.0 packets a QoS 1 subscriber needs, encoded and decoded by hand.
 
 Only what fleetd uses: CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH in, PUBACK out,
-PINGREQ/PINGRESP, DISCONNECT. Pure functions over bytes, so they are unit-tested directly.
+PINGREQ/PINGRESP, DISCONNECT. Pure functions over bytes, so they are unit-tested directly;
+`reader.py` frames and checks what the broker sends.
 """
 
 from __future__ import annotations
@@ -12,13 +13,21 @@ from dataclasses import dataclass
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
 PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
 
+# MQTT 5 reason codes fleetd sends or acts on.
+MALFORMED_PACKET, PROTOCOL_ERROR, SESSION_TAKEN_OVER, PACKET_TOO_LARGE = 0x81, 0x82, 0x8E, 0x95
+UNSUPPORTED_PROTOCOL_V5, UNACCEPTABLE_PROTOCOL_V3 = 0x84, 0x01
+
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"  # normal disconnect; the session is kept (v3 and v5)
 _U16 = struct.Struct("!H")
 
 
 class ProtocolError(Exception):
-    """The broker sent something we cannot parse."""
+    """The broker sent something we cannot trust; `reason_code` is what DISCONNECT says (v5)."""
+
+    def __init__(self, message: str, reason_code: int = MALFORMED_PACKET) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
 
 
 def encode_varint(n: int) -> bytes:
@@ -63,13 +72,17 @@ def connect_packet(
     password: str | None = None,
     session_expiry_s: int = 0,
     receive_maximum: int = 65535,
+    maximum_packet_bytes: int = 0,
 ) -> bytes:
-    """CONNECT for a durable session: clean session/start off, fixed client id."""
+    """CONNECT for a durable session: clean session/start off, fixed client id. In v5 a
+    non-zero `maximum_packet_bytes` asks the broker to send nothing larger."""
     flags = (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
     body = bytearray(_string("MQTT"))
     body += bytes([5 if v5 else 4, flags]) + _U16.pack(keepalive_s)
     if v5:
         props = b"\x11" + struct.pack("!I", session_expiry_s) + b"\x21" + _U16.pack(receive_maximum)
+        if maximum_packet_bytes:
+            props += b"\x27" + struct.pack("!I", maximum_packet_bytes)
         body += encode_varint(len(props)) + props
     body += _string(client_id)
     if username is not None:
@@ -89,6 +102,13 @@ def subscribe_packet(packet_id: int, filters: tuple[str, ...], *, v5: bool, qos:
     return _packet((SUBSCRIBE << 4) | 0x02, bytes(body))
 
 
+def disconnect_packet(reason_code: int, *, v5: bool) -> bytes:
+    """DISCONNECT; v3 has no reason code, v5 carries one (0 = normal, session kept)."""
+    if not v5 or reason_code == 0:
+        return DISCONNECT_PACKET
+    return bytes([DISCONNECT << 4, 1, reason_code])
+
+
 def puback_packet(packet_id: int) -> bytes:
     """PUBACK; in v5 a remaining length of 2 means reason code 0 (success)."""
     return b"\x40\x02" + _U16.pack(packet_id)
@@ -98,33 +118,22 @@ def puback_packet(packet_id: int) -> bytes:
 class ConnAck:
     session_present: bool
     code: int  # 0 = accepted (v3 return code / v5 reason code)
+    server_keepalive_s: int | None = None  # MQTT 5 Server Keep Alive: overrides ours
 
 
 def parse_connack(body: bytes) -> ConnAck:
-    """CONNACK variable header."""
+    """CONNACK variable header (the simulator's publisher; fleetd reads it in reader.py)."""
     if len(body) < 2:
         raise ProtocolError("short CONNACK")
     return ConnAck(bool(body[0] & 0x01), body[1])
-
-
-def parse_suback(body: bytes, *, v5: bool) -> tuple[int, list[int]]:
-    """(packet id, granted QoS / reason code per filter); codes >= 0x80 are refusals."""
-    packet_id = _U16.unpack_from(body, 0)[0]
-    pos = 2
-    if v5:
-        decoded = decode_varint(body, pos)
-        if decoded is None:
-            raise ProtocolError("short SUBACK")
-        length, pos = decoded
-        pos += length
-    return packet_id, list(body[pos:])
 
 
 def connack_reason(code: int, *, v5: bool) -> str:
     """Human text for a refused CONNACK."""
     v3 = {1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
           4: "bad username or password", 5: "not authorised"}  # fmt: skip
-    v5_codes = {0x84: "unsupported protocol version", 0x85: "client id not valid",
+    v5_codes = {0x01: "unacceptable protocol version (the broker speaks MQTT 3.1.1)",
+                0x84: "unsupported protocol version", 0x85: "client id not valid",
                 0x86: "bad username or password", 0x87: "not authorised",
                 0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned"}  # fmt: skip
     return (v5_codes if v5 else v3).get(code, f"code {code:#x}")

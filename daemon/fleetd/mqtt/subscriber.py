@@ -5,8 +5,13 @@ drops messages when its queue is full; paho-mqtt has manual acks, but its read p
 ~38 us per message with MQTT 3.1.1 and ~76 us with MQTT 5 here (one recv() per header byte, a
 threading.Condition and property objects per message), which alone caps the daemon near 13-26k
 messages/s. A subscriber needs few packets (CONNECT, SUBSCRIBE, PUBLISH in, PUBACK out, ping),
-so this module speaks them directly (`packets.py`): whole socket reads are parsed in one pass and
-the PUBACKs of a committed batch leave in one write.
+so this module speaks them directly (`packets.py` builds, `reader.py` frames and checks): whole
+socket reads are parsed in one pass and the PUBACKs of a committed batch leave in one write.
+Anything the reader cannot trust ends the connection with DISCONNECT (reason 0x81 in MQTT 5)
+and a reconnect, never an exception on the event loop.
+
+Protocol: `auto` offers MQTT 5 and falls back to 3.1.1 for the life of the process when the
+broker refuses it (CONNACK 0x01 or 0x84) or hangs up or stays silent instead of answering.
 
 Backpressure: pause() stops reading from the socket, so the broker queues for us instead of our
 memory growing. Each (re)connection has a generation number and a message can only be acked on
@@ -29,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from fleetd.mqtt import packets
+from fleetd.mqtt.reader import Disconnect, PacketReader, Publish, SubAck
 from fleetd.settings import mask_url
 
 log = structlog.get_logger("fleetd.mqtt")
@@ -38,10 +44,22 @@ _SUBSCRIBE_ID = 1
 
 OnMessage = Callable[[str, bytes, int, int, int], None]
 """on_message(topic, payload, packet_id, qos, generation), called on the loop thread."""
+OnOversized = Callable[[str, int, int, int, int], None]
+"""on_oversized(topic, packet_bytes, packet_id, qos, generation): a PUBLISH over the size limit
+whose payload was dropped unread; acked like any message once the daemon has recorded it."""
+
+CONNACK_TIMEOUT_S = 10.0
+# A connection that ends sooner than this (or by a broker DISCONNECT or a protocol error)
+# counts as a failed attempt, so the backoff grows instead of restarting at its minimum.
+STABLE_CONNECTION_S = 30.0
 
 
 class BrokerUnavailableError(Exception):
     """The broker refused or dropped the connection."""
+
+
+class _Mqtt5RefusedError(BrokerUnavailableError):
+    """The broker answered our MQTT 5 CONNECT as a 3.1.1-only broker does (or not at all)."""
 
 
 @dataclass(frozen=True)
@@ -68,16 +86,24 @@ class BrokerAddress:
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection; its bytes are parsed by the owning subscriber."""
+    """One TCP (or TLS) connection; its bytes are framed by a PacketReader and handled by the
+    owning subscriber."""
 
-    def __init__(self, owner: MqttSubscriber, generation: int) -> None:
+    def __init__(self, owner: MqttSubscriber, generation: int, *, v5: bool) -> None:
+        loop = asyncio.get_running_loop()
         self.owner = owner
         self.generation = generation
-        self.buf = bytearray()
+        self.v5 = v5
+        self.reader = PacketReader(v5=v5, max_packet_bytes=owner.max_packet_bytes)
         self.transport: asyncio.Transport | None = None
-        self.connack: asyncio.Future[packets.ConnAck] = asyncio.get_running_loop().create_future()
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.connack: asyncio.Future[packets.ConnAck] = loop.create_future()
+        # Retrieved here so an exception nobody awaits (CONNACK timeout) is not reported.
+        self.connack.add_done_callback(_retrieve)
+        self.lost: asyncio.Future[None] = loop.create_future()
         self.last_rx = time.monotonic()
+        self.opened = time.monotonic()
+        self.keepalive_s = owner.keepalive_s
+        self.failed = False  # ended by a broker DISCONNECT, a protocol error or a refusal
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -85,15 +111,28 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
-        self.buf += data
-        self.owner._parse(self)  # the owner is this protocol's other half
+        self.reader.feed(data)
+        self.owner._drain(self)  # the owner is this protocol's other half
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.connack.done():
-            self.connack.set_exception(BrokerUnavailableError(f"connection lost: {exc}"))
+            self.connack.set_exception(
+                BrokerUnavailableError(f"connection closed before CONNACK ({exc})")
+            )
         if not self.lost.done():
             self.lost.set_result(None)
         self.owner._on_lost(self)
+
+    def close(self, reason_code: int = 0) -> None:
+        """Send DISCONNECT (with `reason_code` in v5) and close; the broker keeps the session."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(packets.disconnect_packet(reason_code, v5=self.v5))
+            self.transport.close()
+
+
+def _retrieve(future: asyncio.Future[packets.ConnAck]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class MqttSubscriber:
@@ -109,19 +148,27 @@ class MqttSubscriber:
         keepalive_s: int = 30,
         session_expiry_s: int = 7 * 86400,
         receive_maximum: int = 65535,
+        max_packet_bytes: int = 1 << 20,
         share_group: str | None = None,
-        protocol: str = "5",
+        protocol: str = "auto",
         on_state: Callable[[bool], None] | None = None,
+        on_oversized: OnOversized | None = None,
     ) -> None:
+        if protocol not in ("auto", "5", "3.1.1"):
+            raise ValueError(f"protocol must be auto, 5 or 3.1.1, not {protocol!r}")
         self._address = BrokerAddress.parse(url)
         self._url_masked = mask_url(url)
         self._client_id = client_id
         self._on_message_cb = on_message
         self._on_state = on_state
-        self._keepalive_s = keepalive_s
+        self._on_oversized = on_oversized
+        self.keepalive_s = keepalive_s
+        self.max_packet_bytes = max_packet_bytes
         self._session_expiry_s = session_expiry_s
         self._receive_maximum = receive_maximum
-        self._v5 = protocol == "5"
+        self._protocol = protocol
+        self._v5 = protocol != "3.1.1"  # what the next CONNECT offers
+        self._v3_confirmed = False  # auto fell back and 3.1.1 was accepted
         prefix = f"$share/{share_group}/" if share_group else ""
         self.topic_filters = tuple(prefix + f for f in TOPIC_FILTERS)
         self.generation = 0
@@ -134,9 +181,13 @@ class MqttSubscriber:
         self._closing = False
         self._acks = bytearray()
         self._acks_scheduled = False
-        self._subscribe_refused = False
 
     # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def protocol(self) -> str:
+        """The MQTT version the next (or current) connection uses: "5" or "3.1.1"."""
+        return "5" if self._v5 else "3.1.1"
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Connect, subscribe, and keep reconnecting with jittered backoff until cancelled or
@@ -145,15 +196,30 @@ class MqttSubscriber:
         while not self._closing:
             try:
                 conn = await self._connect_once()
+            except _Mqtt5RefusedError as exc:
+                if self._protocol == "auto":
+                    self._v5 = False
+                    log.warning("mqtt5_refused", fallback="3.1.1", reason=str(exc))
+                    continue
+                attempt += 1
+                log.error(  # noqa: TRY400 - the reason is the broker's answer, not a traceback
+                    "mqtt5_refused", reason=str(exc),
+                    hint="this broker does not speak MQTT 5: set FLEET_MQTT_PROTOCOL=3.1.1 or auto",
+                )  # fmt: skip
+                await asyncio.sleep(_backoff_s(attempt, first_s=1.0))
+                continue
             except BrokerUnavailableError as exc:
                 attempt += 1
                 if attempt == 1:
                     log.warning("broker_unavailable", url=self._url_masked, error=str(exc))
-                await asyncio.sleep(min(30.0, random.uniform(0.5, 1.0) * 1.5 ** min(attempt, 10)))
+                if self._protocol == "auto" and not self._v5 and not self._v3_confirmed:
+                    self._v5 = True  # 3.1.1 failed too: the broker is unwell, not v3-only
+                await asyncio.sleep(_backoff_s(attempt, first_s=1.0))
                 continue
+            self._v3_confirmed = not self._v5
             log.info(
-                "broker_connected", url=self._url_masked, generation=self.generation,
-                session_present=conn.connack.result().session_present,
+                "broker_connected", url=self._url_masked, protocol=self.protocol,
+                generation=self.generation, session_present=conn.connack.result().session_present,
             )  # fmt: skip
             keepalive = asyncio.create_task(self._keepalive(conn), name="mqtt-keepalive")
             if ready is not None and not ready.is_set():
@@ -169,9 +235,10 @@ class MqttSubscriber:
             if self.closing:
                 return
             self.reconnects += 1
-            attempt = attempt + 1 if self._subscribe_refused else 0
-            log.warning("broker_disconnected", generation=self.generation)
-            await asyncio.sleep(random.uniform(0.1, 0.5) * 1.5 ** min(attempt, 10))
+            short = time.monotonic() - conn.opened < STABLE_CONNECTION_S
+            attempt = attempt + 1 if conn.failed or short else 0
+            log.warning("broker_disconnected", generation=self.generation, attempt=attempt)
+            await asyncio.sleep(_backoff_s(attempt, first_s=0.5))
 
     def ack(self, mid: int, qos: int, generation: int) -> bool:
         """PUBACK one message if it arrived on the current connection; False if skipped.
@@ -200,7 +267,7 @@ class MqttSubscriber:
             conn = self._conn
             if conn is not None and conn.transport is not None:
                 conn.transport.resume_reading()
-                asyncio.get_running_loop().call_soon(self._parse, conn)
+                asyncio.get_running_loop().call_soon(self._drain, conn)
 
     @property
     def paused(self) -> bool:
@@ -217,8 +284,7 @@ class MqttSubscriber:
         conn = self._conn
         if conn is not None and conn.transport is not None and not conn.lost.done():
             self._send_acks()
-            conn.transport.write(packets.DISCONNECT_PACKET)
-            conn.transport.close()
+            conn.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(conn.lost), timeout=2)
             if not conn.lost.done():
@@ -228,7 +294,8 @@ class MqttSubscriber:
 
     async def _connect_once(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        conn = _Connection(self, self.generation + 1)
+        v5 = self._v5
+        conn = _Connection(self, self.generation + 1, v5=v5)
         ctx = ssl.create_default_context() if self._address.tls else None
         try:
             await asyncio.wait_for(
@@ -250,43 +317,58 @@ class MqttSubscriber:
         conn.transport.write(
             packets.connect_packet(
                 self._client_id,
-                keepalive_s=self._keepalive_s,
-                v5=self._v5,
+                keepalive_s=self.keepalive_s,
+                v5=v5,
                 username=self._address.username,
                 password=self._address.password,
                 session_expiry_s=self._session_expiry_s,
                 receive_maximum=self._receive_maximum,
+                maximum_packet_bytes=self.max_packet_bytes,
             )
         )
-        try:
-            # Only CONNACK is awaited: with a persistent session the broker may send a large
-            # backlog before our SUBACK, which then arrives behind those messages.
-            connack = await asyncio.wait_for(asyncio.shield(conn.connack), timeout=10)
-        except (TimeoutError, BrokerUnavailableError) as exc:
+        # Only CONNACK is awaited: with a persistent session the broker may send a large
+        # backlog before our SUBACK, which then arrives behind those messages.
+        done, _ = await asyncio.wait([conn.connack], timeout=CONNACK_TIMEOUT_S)
+        if not done:
             conn.transport.abort()
-            raise BrokerUnavailableError(str(exc) or "no CONNACK within 10 s") from exc
+            conn.connack.cancel()
+            # amqtt reads v5 properties as the client id and never answers.
+            silent = f"no CONNACK within {CONNACK_TIMEOUT_S:.0f} s"
+            raise (_Mqtt5RefusedError if v5 else BrokerUnavailableError)(silent)
+        error = conn.connack.exception()
+        if error is not None:
+            conn.transport.abort()
+            # RabbitMQ before 3.13 hangs up on a v5 CONNECT ("cannot parse a frame").
+            raise (_Mqtt5RefusedError if v5 else BrokerUnavailableError)(str(error)) from error
+        connack = conn.connack.result()
         if connack.code != 0:
             conn.transport.abort()
-            reason = packets.connack_reason(connack.code, v5=self._v5)
+            reason = packets.connack_reason(connack.code, v5=v5)
+            if v5 and connack.code in (
+                packets.UNACCEPTABLE_PROTOCOL_V3, packets.UNSUPPORTED_PROTOCOL_V5
+            ):  # fmt: skip
+                raise _Mqtt5RefusedError(f"connection refused: {reason}")
             raise BrokerUnavailableError(f"connection refused: {reason}")
+        if connack.server_keepalive_s is not None:
+            conn.keepalive_s = connack.server_keepalive_s
         # Subscribe on every connect, even when the broker kept the session: Mosquitto 2.0.11
         # does not restore $share subscriptions of durable clients.
         self.subscribed.clear()
-        self._subscribe_refused = False
-        conn.transport.write(
-            packets.subscribe_packet(_SUBSCRIBE_ID, self.topic_filters, v5=self._v5)
-        )
+        conn.transport.write(packets.subscribe_packet(_SUBSCRIBE_ID, self.topic_filters, v5=v5))
         return conn
 
     async def _keepalive(self, conn: _Connection) -> None:
-        # PINGREQ every half keepalive. A broker that sends nothing for two keepalives is gone,
-        # unless we paused reading (then its bytes are waiting in the socket, unread).
-        interval = self._keepalive_s / 2
+        # PINGREQ every half keepalive (the broker's Server Keep Alive when it sent one; 0 turns
+        # pings off). A broker that sends nothing for two keepalives is gone, unless we paused
+        # reading (then its bytes are waiting in the socket, unread).
+        keepalive_s = conn.keepalive_s
+        if not keepalive_s:
+            return
         while conn.transport is not None and not conn.lost.done():
-            await asyncio.sleep(interval)
+            await asyncio.sleep(keepalive_s / 2)
             conn.transport.write(packets.PINGREQ_PACKET)
             silent = time.monotonic() - conn.last_rx
-            if not self._paused and silent > 2 * self._keepalive_s:
+            if not self._paused and silent > 2 * keepalive_s:
                 log.warning("broker_silent", seconds=round(silent))
                 conn.transport.abort()
 
@@ -308,83 +390,82 @@ class MqttSubscriber:
             self._acks.clear()
             self._set_connected(False)
 
-    # --- parsing ------------------------------------------------------------------------------
+    # --- packets in ---------------------------------------------------------------------------
 
-    def _parse(self, conn: _Connection) -> None:
-        """Handle every complete packet in the connection's buffer (until paused)."""
-        buf = conn.buf
-        n = len(buf)
-        pos = 0
+    def _drain(self, conn: _Connection) -> None:
+        """Handle every whole packet the connection has buffered (until paused)."""
+        reader = conn.reader
         cb = self._on_message_cb
         gen = conn.generation
-        v5 = self._v5
-        while not self._paused and n - pos >= 2:
-            first = buf[pos]
-            # Remaining length: a variable byte integer, inlined on this hot path.
-            length = 0
-            shift = 0
-            i = pos + 1
-            while True:
-                if i >= n:
-                    length = -1
-                    break
-                byte = buf[i]
-                length |= (byte & 0x7F) << shift
-                i += 1
-                if byte < 0x80:
-                    break
-                shift += 7
-                if shift > 21:
-                    raise packets.ProtocolError("remaining length longer than 4 bytes")
-            end = i + length
-            if length < 0 or end > n:
-                break  # the rest of this packet has not arrived yet
-            kind = first >> 4
-            if kind == packets.PUBLISH:
-                qos = (first >> 1) & 0x03
-                topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
-                topic = buf[i + 2 : topic_end].decode("utf-8", "replace")
-                p = topic_end
-                mid = 0
-                if qos:
-                    mid = (buf[p] << 8) | buf[p + 1]
-                    p += 2
-                if v5:
-                    decoded = packets.decode_varint(buf, p)
-                    if decoded is None:
-                        raise packets.ProtocolError("truncated PUBLISH properties")
-                    p = decoded[1] + decoded[0]
+        while not self._paused and not conn.failed:
+            try:
+                pkt = reader.next()
+            except packets.ProtocolError as exc:
+                self._protocol_error(conn, exc)
+                return
+            if pkt is None:
+                return
+            if type(pkt) is Publish:
                 self.received += 1
-                cb(topic, bytes(buf[p:end]), mid, qos, gen)
+                if pkt.size:
+                    self._oversized(pkt, gen)
+                else:
+                    cb(pkt.topic, pkt.payload, pkt.packet_id, pkt.qos, gen)
             else:
-                self._control(conn, kind, bytes(buf[i:end]))
-            pos = end
-        if pos:
-            del buf[:pos]
+                self._control(conn, pkt)
 
-    def _control(self, conn: _Connection, kind: int, body: bytes) -> None:
-        if kind == packets.CONNACK:
-            connack = packets.parse_connack(body)
-            if connack.code == 0:
+    def _oversized(self, pkt: Publish, generation: int) -> None:
+        log.warning(
+            "mqtt_packet_too_large", topic=pkt.topic[:200], bytes=pkt.size,
+            limit=self.max_packet_bytes,
+        )  # fmt: skip
+        if self._on_oversized is not None:
+            self._on_oversized(pkt.topic, pkt.size, pkt.packet_id, pkt.qos, generation)
+
+    def _protocol_error(self, conn: _Connection, exc: packets.ProtocolError) -> None:
+        log.error("mqtt_protocol_error", error=str(exc), reason_code=hex(exc.reason_code))
+        conn.failed = True
+        if not conn.connack.done():
+            conn.connack.set_exception(BrokerUnavailableError(f"protocol error: {exc}"))
+        conn.close(exc.reason_code)
+
+    def _control(self, conn: _Connection, pkt: object) -> None:
+        if isinstance(pkt, packets.ConnAck):
+            if conn.connack.done():
+                self._protocol_error(conn, packets.ProtocolError("a second CONNACK", 0x82))
+                return
+            if pkt.code == 0:
                 # Connected (and able to ack) from CONNACK on.
                 self.generation = conn.generation
                 self._set_connected(True)
-            if not conn.connack.done():
-                conn.connack.set_result(connack)
-        elif kind == packets.SUBACK:
-            _, codes = packets.parse_suback(body, v5=self._v5)
-            if any(code >= 0x80 for code in codes):
-                log.error("subscription_refused", filters=self.topic_filters, codes=codes)
-                self._subscribe_refused = True
-                if conn.transport is not None:
-                    conn.transport.close()
+            conn.connack.set_result(pkt)
+        elif isinstance(pkt, SubAck):
+            if any(code >= 0x80 for code in pkt.codes):
+                log.error("subscription_refused", filters=self.topic_filters, codes=pkt.codes)
+                conn.failed = True
+                conn.close()
                 return
             self.subscribed.set()
-        elif kind == packets.DISCONNECT:
-            log.warning("broker_sent_disconnect", reason=body[:1].hex())
+        elif isinstance(pkt, Disconnect):
+            conn.failed = True
+            if pkt.reason_code == packets.SESSION_TAKEN_OVER:
+                log.error(
+                    "session_taken_over", client_id=self._client_id,
+                    hint="another client connected with this client id: give every fleetd its "
+                    "own FLEET_CLIENT_ID (FLEET_SHARE_GROUP to share the load)",
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "broker_sent_disconnect", reason=hex(pkt.reason_code), text=pkt.reason_string
+                )
             if conn.transport is not None:
                 conn.transport.close()
         # PINGRESP needs nothing: any byte received refreshes last_rx.
+
+
+def _backoff_s(attempt: int, *, first_s: float) -> float:
+    """Jittered exponential backoff: `first_s` x 0.2-1 at attempt 0, growing 1.5x, capped."""
+    return min(30.0, random.uniform(0.2, 1.0) * first_s * 1.5 ** min(attempt, 12))
 
 
 async def _wait_event(event: asyncio.Event) -> None:

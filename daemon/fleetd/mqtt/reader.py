@@ -1,0 +1,363 @@
+"""An incremental reader of what an MQTT broker sends a subscriber: bytes in, checked packets out.
+
+Pure (no I/O, no clock): `feed()` appends whatever the socket gave, `next()` returns one whole
+packet or None until more bytes arrive. Nothing from the broker is trusted: every length is
+checked against the packet that holds it, reserved flags and packet types a client never
+receives are refused, and a packet larger than `max_packet_bytes` is never buffered. Any of
+these raises `ProtocolError` (and keeps raising it: the stream has lost its framing), which the
+subscriber answers with DISCONNECT and a reconnect.
+
+One exception to "refuse": a PUBLISH that is only too large is well framed, and refusing it would
+make the broker redeliver it on every reconnect forever (MQTT 3.1.1 has no way to tell the broker
+our limit). Its header is read, its body skipped as it arrives, and it comes out as a `Publish`
+with an empty payload and its `size`, so the daemon can keep it as a reject and ack it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from fleetd.mqtt.packets import (
+    CONNACK,
+    DISCONNECT,
+    PACKET_TOO_LARGE,
+    PINGRESP,
+    PROTOCOL_ERROR,
+    PUBLISH,
+    SUBACK,
+    ConnAck,
+    ProtocolError,
+)
+
+_NAMES = {0: "reserved type 0", 1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK",
+          5: "PUBREC", 6: "PUBREL", 7: "PUBCOMP", 8: "SUBSCRIBE", 9: "SUBACK",
+          10: "UNSUBSCRIBE", 11: "UNSUBACK", 12: "PINGREQ", 13: "PINGRESP", 14: "DISCONNECT",
+          15: "AUTH"}  # fmt: skip
+_CONTROL = frozenset({CONNACK, SUBACK, PINGRESP, DISCONNECT})
+
+# MQTT 5 property identifiers -> value type (MQTT 5.0 section 2.2.2.2).
+_BYTE, _TWO, _FOUR, _VARINT, _UTF8, _BINARY, _PAIR = range(7)
+_PROPERTY_TYPES = {
+    0x01: _BYTE, 0x02: _FOUR, 0x03: _UTF8, 0x08: _UTF8, 0x09: _BINARY, 0x0B: _VARINT,
+    0x11: _FOUR, 0x12: _UTF8, 0x13: _TWO, 0x15: _UTF8, 0x16: _BINARY, 0x17: _BYTE,
+    0x18: _FOUR, 0x19: _BYTE, 0x1A: _UTF8, 0x1C: _UTF8, 0x1F: _UTF8, 0x21: _TWO, 0x22: _TWO,
+    0x23: _TWO, 0x24: _BYTE, 0x25: _BYTE, 0x26: _PAIR, 0x27: _FOUR, 0x28: _BYTE, 0x29: _BYTE,
+    0x2A: _BYTE,
+}  # fmt: skip
+# Which properties each packet may carry. Topic Alias (0x23) is absent from PUBLISH: we never
+# announce a Topic Alias Maximum, so a broker must not use aliases toward us.
+_ALLOWED_PROPERTIES = {
+    PUBLISH: frozenset({0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x26}),
+    CONNACK: frozenset({0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24,
+                        0x25, 0x26, 0x27, 0x28, 0x29, 0x2A}),
+    SUBACK: frozenset({0x1F, 0x26}),
+    DISCONNECT: frozenset({0x11, 0x1C, 0x1F, 0x26}),
+}  # fmt: skip
+_REPEATABLE = frozenset({0x0B, 0x26})
+_SERVER_KEEP_ALIVE, _REASON_STRING = 0x13, 0x1F
+_SUBACK_CODES_V3 = frozenset({0x00, 0x01, 0x02, 0x80})
+_SUBACK_CODES_V5 = frozenset({0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1,
+                              0xA2})  # fmt: skip
+_U16 = struct.Struct("!H")
+
+
+class Publish(NamedTuple):
+    """A message for us. `size` > 0: the packet had that many bytes, over the limit, and its
+    payload was skipped (`payload` is empty)."""
+
+    topic: str
+    payload: bytes
+    packet_id: int  # 0 for QoS 0
+    qos: int
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SubAck:
+    packet_id: int
+    codes: tuple[int, ...]  # granted QoS, or >= 0x80 for a refused filter
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    reason_code: int  # 0 in MQTT 3.1.1, where a broker should not send DISCONNECT at all
+    reason_string: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PingResp:
+    pass
+
+
+Packet = Publish | ConnAck | SubAck | Disconnect | PingResp
+
+
+class PacketReader:
+    """Frames and checks the broker's byte stream for one connection."""
+
+    def __init__(self, *, v5: bool, max_packet_bytes: int) -> None:
+        self.v5 = v5
+        self.max_packet_bytes = max_packet_bytes
+        self._buf = bytearray()
+        self._pos = 0  # bytes of _buf already returned as packets
+        self._skip = 0  # bytes of an oversized PUBLISH still to arrive and be dropped
+        self._error: ProtocolError | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received from the broker."""
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as packets."""
+        return len(self._buf) - self._pos
+
+    def next(self) -> Packet | None:
+        """The next whole packet, or None if it has not fully arrived. Raises ProtocolError."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next()
+        except ProtocolError as exc:
+            self._error = exc
+            raise
+
+    def _next(self) -> Packet | None:
+        buf, pos = self._buf, self._pos
+        n = len(buf)
+        if n - pos < 2:
+            return None
+        first = buf[pos]
+        kind, flags = first >> 4, first & 0x0F
+        if kind == PUBLISH:
+            qos = (flags >> 1) & 0x03
+            if qos == 3:
+                raise ProtocolError("PUBLISH with QoS 3")
+            if qos == 2:
+                raise ProtocolError("PUBLISH with QoS 2 on a QoS 1 subscription", PROTOCOL_ERROR)
+            if qos == 0 and flags & 0x08:
+                raise ProtocolError("QoS 0 PUBLISH with the DUP flag set")
+        elif kind not in _CONTROL:
+            raise ProtocolError(f"unexpected {_NAMES[kind]} packet from the broker", PROTOCOL_ERROR)
+        elif flags:
+            raise ProtocolError(f"{_NAMES[kind]} with reserved flags {flags:#x}")
+        # Remaining length: a variable byte integer of at most 4 bytes, minimally encoded.
+        length = shift = 0
+        i = pos + 1
+        while True:
+            if i >= n:
+                return None
+            byte = buf[i]
+            length |= (byte & 0x7F) << shift
+            i += 1
+            if byte < 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise ProtocolError("remaining length longer than 4 bytes")
+        if byte == 0 and i - pos > 2:
+            raise ProtocolError("remaining length not minimally encoded")
+        end = i + length
+        if end - pos > self.max_packet_bytes:
+            if kind == PUBLISH:
+                return self._oversized(i, end, flags)
+            raise ProtocolError(
+                f"{_NAMES[kind]} of {end - pos} bytes exceeds the maximum packet size "
+                f"{self.max_packet_bytes}",
+                PACKET_TOO_LARGE,
+            )
+        if end > n:
+            return None
+        self._pos = end
+        if kind == PUBLISH:
+            return self._publish(i, end, flags)
+        body = bytes(buf[i:end])
+        if kind == CONNACK:
+            return self._connack(body)
+        if kind == SUBACK:
+            return self._suback(body)
+        if kind == DISCONNECT:
+            return self._disconnect(body)
+        if body:
+            raise ProtocolError(f"PINGRESP with a {len(body)}-byte body")
+        return PingResp()
+
+    # --- PUBLISH ------------------------------------------------------------------------------
+
+    def _publish(self, i: int, end: int, flags: int) -> Publish:
+        buf = self._buf
+        topic, p = self._topic(i, end)
+        qos = (flags >> 1) & 0x03
+        mid = 0
+        if qos:
+            if p + 2 > end:
+                raise ProtocolError("PUBLISH ends before its packet id")
+            mid = (buf[p] << 8) | buf[p + 1]
+            if not mid:
+                raise ProtocolError("QoS 1 PUBLISH with packet id 0")
+            p += 2
+        if self.v5:
+            length, p = _varint(buf, p, end, "PUBLISH property length")
+            if p + length > end:
+                raise ProtocolError("PUBLISH properties overrun the packet")
+            if length:
+                _properties(buf, p, p + length, PUBLISH)
+            p += length
+        return Publish(topic, bytes(buf[p:end]), mid, qos)
+
+    def _topic(self, i: int, end: int) -> tuple[str, int]:
+        buf = self._buf
+        if i + 2 > end:
+            raise ProtocolError("PUBLISH shorter than its topic length")
+        p = i + 2 + ((buf[i] << 8) | buf[i + 1])
+        if p > end:
+            raise ProtocolError(
+                f"PUBLISH topic of {p - i - 2} bytes overruns the packet ({end - i} bytes)"
+            )
+        if p == i + 2:
+            raise ProtocolError("PUBLISH with an empty topic")
+        try:
+            topic = buf[i + 2 : p].decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("PUBLISH topic is not UTF-8") from exc
+        if "+" in topic or "#" in topic or "\x00" in topic:
+            raise ProtocolError("PUBLISH topic contains a wildcard or NUL")
+        return topic, p
+
+    def _oversized(self, i: int, end: int, flags: int) -> Publish | None:
+        """Read an oversized PUBLISH's topic and packet id, then drop its body as it comes."""
+        qos = (flags >> 1) & 0x03
+        buf, n = self._buf, len(self._buf)
+        if i + 2 > n:
+            return None
+        header_end = i + 2 + ((buf[i] << 8) | buf[i + 1]) + (2 if qos else 0)
+        if header_end > n:
+            return None  # at most 64 KiB of topic to wait for, never the body
+        size = end - self._pos
+        topic, p = self._topic(i, end)
+        mid = 0
+        if qos:
+            if p + 2 > end:
+                raise ProtocolError("PUBLISH ends before its packet id")
+            mid = (buf[p] << 8) | buf[p + 1]
+            if not mid:
+                raise ProtocolError("QoS 1 PUBLISH with packet id 0")
+        self._pos = min(end, n)
+        self._skip = end - self._pos
+        return Publish(topic, b"", mid, qos, size)
+
+    # --- control packets ----------------------------------------------------------------------
+
+    def _connack(self, body: bytes) -> ConnAck:
+        # A broker that speaks only 3.1.1 answers our v5 CONNECT with a 2-byte v3 CONNACK.
+        if len(body) < 2 or (not self.v5 and len(body) != 2):
+            raise ProtocolError(f"CONNACK of {len(body)} bytes")
+        if body[0] & 0xFE:
+            raise ProtocolError(f"CONNACK with reserved flags {body[0]:#x}")
+        keepalive = None
+        if self.v5 and len(body) > 2:
+            length, p = _varint(body, 2, len(body), "CONNACK property length")
+            if p + length != len(body):
+                raise ProtocolError("CONNACK properties do not fill the packet")
+            props = _properties(body, p, p + length, CONNACK)
+            value = props.get(_SERVER_KEEP_ALIVE)
+            keepalive = value if isinstance(value, int) else None
+        return ConnAck(bool(body[0] & 0x01), body[1], keepalive)
+
+    def _suback(self, body: bytes) -> SubAck:
+        if len(body) < 3:
+            raise ProtocolError(f"SUBACK of {len(body)} bytes")
+        packet_id = _U16.unpack_from(body, 0)[0]
+        p = 2
+        if self.v5:
+            length, p = _varint(body, p, len(body), "SUBACK property length")
+            if p + length > len(body):
+                raise ProtocolError("SUBACK properties overrun the packet")
+            _properties(body, p, p + length, SUBACK)
+            p += length
+        codes = tuple(body[p:])
+        allowed = _SUBACK_CODES_V5 if self.v5 else _SUBACK_CODES_V3
+        if not codes or any(c not in allowed for c in codes):
+            raise ProtocolError(f"SUBACK with return codes {codes}")
+        return SubAck(packet_id, codes)
+
+    def _disconnect(self, body: bytes) -> Disconnect:
+        if not self.v5 or not body:
+            if body:
+                raise ProtocolError(f"MQTT 3.1.1 DISCONNECT with a {len(body)}-byte body")
+            return Disconnect(0)
+        reason = None
+        if len(body) > 1:
+            length, p = _varint(body, 1, len(body), "DISCONNECT property length")
+            if p + length != len(body):
+                raise ProtocolError("DISCONNECT properties do not fill the packet")
+            value = _properties(body, p, p + length, DISCONNECT).get(_REASON_STRING)
+            reason = value if isinstance(value, str) else None
+        return Disconnect(body[0], reason)
+
+
+def _varint(buf: bytes | bytearray, pos: int, end: int, what: str) -> tuple[int, int]:
+    """(value, next position) of a variable byte integer that must lie before `end`."""
+    value = shift = 0
+    for i in range(pos, min(end, pos + 4)):
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i + 1
+        shift += 7
+    raise ProtocolError(f"{what}: truncated or longer than 4 bytes")
+
+
+def _properties(buf: bytes | bytearray, pos: int, end: int, kind: int) -> dict[int, object]:
+    """Check the MQTT 5 properties in buf[pos:end] for packet `kind`; return them by id."""
+    allowed = _ALLOWED_PROPERTIES[kind]
+    props: dict[int, object] = {}
+    while pos < end:
+        ident = buf[pos]
+        pos += 1
+        if ident not in allowed:
+            raise ProtocolError(f"{_NAMES[kind]} with property {ident:#04x}", PROTOCOL_ERROR)
+        if ident in props and ident not in _REPEATABLE:
+            raise ProtocolError(f"{_NAMES[kind]} repeats property {ident:#04x}", PROTOCOL_ERROR)
+        value: object
+        kind_of = _PROPERTY_TYPES[ident]
+        if kind_of == _VARINT:
+            value, pos = _varint(buf, pos, end, f"property {ident:#04x}")
+        elif kind_of in (_BYTE, _TWO, _FOUR):
+            width = {_BYTE: 1, _TWO: 2, _FOUR: 4}[kind_of]
+            if pos + width > end:
+                raise ProtocolError(f"property {ident:#04x} overruns its packet")
+            value = int.from_bytes(buf[pos : pos + width], "big")
+            pos += width
+        else:
+            value, pos = _string(buf, pos, end, ident, utf8=kind_of != _BINARY)
+            if kind_of == _PAIR:
+                _, pos = _string(buf, pos, end, ident, utf8=True)
+        props[ident] = value
+    return props
+
+
+def _string(
+    buf: bytes | bytearray, pos: int, end: int, ident: int, *, utf8: bool
+) -> tuple[str | bytes, int]:
+    if pos + 2 > end:
+        raise ProtocolError(f"property {ident:#04x} overruns its packet")
+    stop = pos + 2 + ((buf[pos] << 8) | buf[pos + 1])
+    if stop > end:
+        raise ProtocolError(f"property {ident:#04x} overruns its packet")
+    raw = bytes(buf[pos + 2 : stop])
+    if not utf8:
+        return raw, stop
+    try:
+        return raw.decode(), stop
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"property {ident:#04x} is not UTF-8") from exc
