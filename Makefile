@@ -8,7 +8,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench bench-quick sysdeps venv clean
+AEDES := tests/brokers/aedes
+AEDES_STAMP := $(AEDES)/node_modules/.installed
+
+.PHONY: test lint typecheck pytest demo bench bench-quick sysdeps brokers venv clean
 
 venv: $(STAMP)
 
@@ -19,12 +22,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-# PostgreSQL (initdb, pg_ctl, postgres) and Mosquitto must exist; install them when root.
+# PostgreSQL (initdb, pg_ctl, postgres), Mosquitto and Node.js (for the aedes test broker) must
+# exist; install them when root.
 sysdeps:
 	@missing=""; \
 	 { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
 	 { command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } || missing="$$missing mosquitto"; \
 	 command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
+	 command -v node >/dev/null || missing="$$missing nodejs"; \
+	 command -v npm >/dev/null || missing="$$missing npm"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ]; then \
 	     echo "installing:$$missing"; \
@@ -35,6 +41,13 @@ sysdeps:
 	   fi; \
 	 fi
 
+# aedes from npm: the second MQTT broker implementation the ingest tests run against.
+brokers: $(AEDES_STAMP)
+
+$(AEDES_STAMP): $(AEDES)/package.json $(AEDES)/package-lock.json | sysdeps
+	npm ci --no-audit --no-fund --loglevel=error --prefix $(AEDES)
+	@touch $@
+
 lint: venv
 	$(BIN)/ruff check daemon simulator tests
 	$(BIN)/ruff format --check daemon simulator tests
@@ -42,7 +55,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv sysdeps
+pytest: venv sysdeps brokers
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest bench-quick
@@ -57,4 +70,4 @@ bench-quick: venv sysdeps
 	$(BIN)/python -m fleetsim.bench --quick --json bench-quick.json
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench-*.json
+	rm -rf $(VENV) $(AEDES)/node_modules .mypy_cache .ruff_cache .pytest_cache bench-*.json

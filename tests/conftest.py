@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from fleet_harness import MosquittoServer, PostgresServer
+from fleet_harness import AedesServer, MosquittoServer, PostgresServer
 from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.containers import docker_requested, mosquitto_container, postgres_container
 from fleetd.db.connect import connect
@@ -102,11 +102,19 @@ def broker() -> Iterator[MosquittoServer]:
         yield server
 
 
+BROKERS = pytest.mark.parametrize("mqtt_url", ["mosquitto", "aedes"], indirect=True)
+"""Run a test against each broker implementation: Mosquitto, and aedes (3.1.1 only, no window)."""
+
+
 @pytest.fixture
 def mqtt_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """This test's broker: FLEET_TEST_MQTT_URL, a container (opt-in), or a private Mosquitto."""
+    """This test's broker: FLEET_TEST_MQTT_URL, a container (opt-in), or a private Mosquitto;
+    a private aedes when the test is parametrized with BROKERS."""
     external = os.environ.get("FLEET_TEST_MQTT_URL")
-    if external:
+    if getattr(request, "param", "mosquitto") == "aedes":
+        with AedesServer() as aedes:
+            yield aedes.url()
+    elif external:
         yield external
     elif docker_requested():
         with mosquitto_container() as url:

@@ -69,10 +69,12 @@ class MosquittoServer:
 
     def _write_config(self) -> Path:
         assert self._tmp is not None
+        # A setting in extra_conf replaces the template's line (Mosquitto keeps the first).
+        replaced = {*_REPLACED, *(line.split()[0] for line in self._extra.splitlines() if line)}
         kept = [
             line
             for line in self._conf_src.read_text().splitlines()
-            if line.split(maxsplit=1)[:1] and line.split()[0] not in _REPLACED
+            if line.split(maxsplit=1)[:1] and line.split()[0] not in replaced
         ]
         own = [
             f"listener {self.port} 127.0.0.1",

@@ -18,6 +18,7 @@ import structlog
 from fleetd.db.connect import connect
 from fleetd.db.retention import HISTORY, ROLLUPS, drop_older_than
 from fleetd.db.writer import WriteResult
+from fleetd.ingest.acks import AckSequencer
 from fleetd.ingest.batcher import Batch, Batcher, Envelope
 from fleetd.ingest.flusher import Flusher
 from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
@@ -75,8 +76,7 @@ class Daemon:
         self.last_flush_mono = time.monotonic()
         self._in_flight = 0  # messages taken from the batcher whose transaction is running
         self._flush_started: dict[int, float] = {}  # seq -> monotonic start, while running
-        self._committed: dict[int, Batch] = {}  # committed batches waiting for earlier ones
-        self._ack_next = 0
+        self._acks = AckSequencer(self.mqtt.ack)
         self._stopping = asyncio.Event()
         self._max_future = timedelta(seconds=settings.max_future_s)
         self._max_past = timedelta(days=settings.max_past_days)
@@ -237,17 +237,7 @@ class Daemon:
             del self._flush_started[seq]
             free.release()
         committed = time.monotonic()
-        # PUBACKs go out in the order the messages arrived (MQTT requires it of subscribers):
-        # a batch that commits before an earlier one waits for it.
-        self._committed[seq] = batch
-        acked = skipped = 0
-        while self._ack_next in self._committed:
-            for env in self._committed.pop(self._ack_next).envelopes:
-                if self.mqtt.ack(env.mid, env.qos, env.generation):
-                    acked += 1
-                else:
-                    skipped += 1
-            self._ack_next += 1
+        acked, skipped = self._acks.committed(seq, batch)
         c = self.counters
         c.flushes += 1
         c.written += result.inserted

@@ -1,4 +1,5 @@
-"""The ingestion guarantees of issue 2, end to end on real Mosquitto and PostgreSQL."""
+"""The ingestion guarantees, end to end on real PostgreSQL and real brokers: Mosquitto, and
+aedes (MQTT 3.1.1 only, so fleetd falls back from MQTT 5) where marked BROKERS."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fleetd.db.connect import connect
 from fleetd.db.migrate import migrate
 from fleetd.settings import Settings
 from tests.conftest import (
+    BROKERS,
     assert_rollups_match_raw,
     running,
     spawn_fleetd,
@@ -50,6 +52,7 @@ async def _stored_keys(conn: asyncpg.Connection) -> set[tuple[str, datetime]]:
     return {(r["id"], r["ts"]) for r in rows}
 
 
+@BROKERS
 async def test_20000_readings_land_once_and_current_holds_newest(
     settings: Settings, mqtt_url: str, db: asyncpg.Connection
 ) -> None:
@@ -71,6 +74,7 @@ async def test_20000_readings_land_once_and_current_holds_newest(
     await assert_rollups_match_raw(db)
 
 
+@BROKERS
 async def test_every_reading_published_twice_is_stored_once(
     settings: Settings, mqtt_url: str, db: asyncpg.Connection
 ) -> None:
@@ -162,6 +166,7 @@ def _invalid_cases(now: datetime) -> list[tuple[str, bytes, str]]:
     ]  # fmt: skip
 
 
+@BROKERS
 async def test_invalid_payloads_are_kept_with_reasons_and_valid_ones_stored(
     settings: Settings, mqtt_url: str, db: asyncpg.Connection
 ) -> None:
@@ -186,6 +191,7 @@ async def test_invalid_payloads_are_kept_with_reasons_and_valid_ones_stored(
     assert daemon.counters.rejected == len(cases)
 
 
+@BROKERS
 async def test_kill_9_mid_stream_loses_and_doubles_nothing(
     settings: Settings, mqtt_url: str, db: asyncpg.Connection
 ) -> None:

@@ -58,7 +58,6 @@ def test_puback() -> None:
     assert packets.puback_packet(0x1234) == b"\x40\x02\x12\x34"
 
 
-
 def test_connack() -> None:
     ack = packets.parse_connack(b"\x01\x00")
     assert ack.session_present

@@ -424,10 +424,22 @@ class MqttSubscriber:
 
     def _protocol_error(self, conn: _Connection, exc: packets.ProtocolError) -> None:
         log.error("mqtt_protocol_error", error=str(exc), reason_code=hex(exc.reason_code))
-        conn.failed = True
         if not conn.connack.done():
             conn.connack.set_exception(BrokerUnavailableError(f"protocol error: {exc}"))
-        conn.close(exc.reason_code)
+        self._fail(conn, exc.reason_code)
+
+    def _fail(self, conn: _Connection, reason_code: int | None) -> None:
+        """End a connection that went wrong; DISCONNECT (unless None: the broker already sent
+        one) is the last thing it sends. Nothing more is acked on it: the broker redelivers
+        on the next connection."""
+        conn.failed = True
+        if conn is self._conn:
+            self._acks.clear()
+            self._set_connected(False)
+        if reason_code is not None:
+            conn.close(reason_code)
+        elif conn.transport is not None:
+            conn.transport.close()
 
     def _control(self, conn: _Connection, pkt: object) -> None:
         if isinstance(pkt, packets.ConnAck):
@@ -442,12 +454,10 @@ class MqttSubscriber:
         elif isinstance(pkt, SubAck):
             if any(code >= 0x80 for code in pkt.codes):
                 log.error("subscription_refused", filters=self.topic_filters, codes=pkt.codes)
-                conn.failed = True
-                conn.close()
+                self._fail(conn, 0)
                 return
             self.subscribed.set()
         elif isinstance(pkt, Disconnect):
-            conn.failed = True
             if pkt.reason_code == packets.SESSION_TAKEN_OVER:
                 log.error(
                     "session_taken_over", client_id=self._client_id,
@@ -458,8 +468,7 @@ class MqttSubscriber:
                 log.warning(
                     "broker_sent_disconnect", reason=hex(pkt.reason_code), text=pkt.reason_string
                 )
-            if conn.transport is not None:
-                conn.transport.close()
+            self._fail(conn, None)
         # PINGRESP needs nothing: any byte received refreshes last_rx.
 
 
