@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     flush_interval_ms: int = Field(default=1000, ge=10, le=60_000)
     # A batch is also written once nothing more has arrived for this long: a broker that allows
     # few unacknowledged messages then waits one commit, not a flush interval. 0 turns it off.
-    flush_idle_ms: int = Field(default=5, ge=0, le=60_000)
+    flush_idle_ms: int = Field(default=2, ge=0, le=60_000)
     batch_max_rows: int = Field(default=5000, ge=1, le=100_000)
     max_buffered_rows: int = Field(default=100_000, ge=1)
     db_writers: int = Field(default=2, ge=1, le=16)

@@ -45,3 +45,19 @@ def create_session(
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def drop_session(mqtt_url: str, client_id: str) -> None:
+    """End the durable session `client_id` (a clean connect), so the broker stops queueing
+    every later stage's messages for it."""
+    parts = urlsplit(mqtt_url)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    connected = threading.Event()
+    client.on_connect = lambda *_a: connected.set()
+    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
+    client.loop_start()
+    try:
+        connected.wait(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()

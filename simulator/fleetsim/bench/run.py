@@ -1,7 +1,9 @@
 """`make bench` / `make bench-quick`: every figure measured in one run on the same machine.
 
 Stages (see README "Performance"): broker ceiling, database ceilings, per-message baseline,
-fleetd backlog drain, fleetd at nominal and 10x nominal load, storage per reading, queries.
+fleetd backlog drain, fleetd at nominal and 10x nominal load, fleetd behind small broker windows
+(RabbitMQ's mqtt.prefetch), storage per reading, queries. `--ab-ref DIR` also runs the drain
+and load stages against another checkout's code (A/B interleaved in this run).
 Throughputs are backlog drains measured from the database's own clock: rows / (last commit
 - first receive), with track_commit_timestamp on, so process start-up is not counted and the
 three subscribers are timed the same way.
@@ -15,6 +17,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +31,8 @@ import asyncpg
 
 from fleet_harness import MosquittoServer, PostgresServer
 from fleet_harness.cleanup import unwind_on_sigterm
+from fleet_harness.rabbitmq import INSTALL_HINT as RABBIT_HINT
+from fleet_harness.rabbitmq import RabbitMqServer, find_rabbitmq
 from fleet_harness.rows import wait_for_rows
 from fleetd.db.connect import connect
 from fleetd.db.migrate import migrate
@@ -36,7 +41,7 @@ from fleetd.db.rollups import rollup_tables
 from fleetd.db.writer import write_batch
 from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
 from fleetsim.bench.baseline import drain_per_message
-from fleetsim.bench.mqtt_sessions import create_session
+from fleetsim.bench.mqtt_sessions import create_session, drop_session
 from fleetsim.bench.query_bench import query_stage
 from fleetsim.model import Fleet, FleetConfig
 from fleetsim.publisher import MqttPublisher
@@ -129,7 +134,10 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 @contextmanager
-def _fleetd(mqtt_url: str, db_url: str, client_id: str) -> Iterator[subprocess.Popen[bytes]]:
+def _fleetd(
+    mqtt_url: str, db_url: str, client_id: str, *, code: str | None = None, **extra_env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`fleetd run` as a process; `code` is another checkout whose daemon/ is imported instead."""
     env = os.environ | {
         "FLEET_MQTT_URL": mqtt_url,
         "FLEET_DATABASE_URL": db_url,
@@ -137,7 +145,10 @@ def _fleetd(mqtt_url: str, db_url: str, client_id: str) -> Iterator[subprocess.P
         "FLEET_HTTP_ADDR": "off",
         "FLEET_LOG_LEVEL": "warning",
         "FLEET_MAX_PAST_DAYS": "30",
+        **extra_env,
     }
+    if code is not None:
+        env["PYTHONPATH"] = f"{code}/daemon:{code}/simulator"
     proc = subprocess.Popen([str(BIN / "fleetd"), "run"], env=env)
     try:
         yield proc
@@ -350,6 +361,119 @@ async def _storage(url: str) -> dict[str, float]:
     }
 
 
+async def _drain_stage(
+    admin_url: str,
+    mqtt: str,
+    messages: list[tuple[str, bytes]],
+    start: datetime,
+    name: str,
+    *,
+    code: str | None = None,
+) -> dict[str, float]:
+    """Queue every message for a durable session, then start fleetd and time the drain."""
+    url = await _new_database(admin_url, f"bench_{name}")
+    await _ensure_days(url, start, start + timedelta(days=3))
+    create_session(mqtt, name, v5=True)
+    await _publish(mqtt, messages)
+    with _fleetd(mqtt, url, name, code=code) as proc:
+        got = await wait_for_rows(url, len(messages), timeout_s=600, proc=proc)
+        cpu = _cpu_seconds(proc.pid)
+        rss = _peak_rss_mb(proc.pid)
+    drop_session(mqtt, name)
+    _, rate = await _drain_rate(url)
+    return {
+        "rows": got,
+        "perS": rate,
+        "cpuSeconds": cpu,
+        "peakRssMb": rss,
+        "cpuUsPerReading": cpu / max(1, got) * 1e6,
+    }
+
+
+async def _load_stage(
+    admin_url: str, mqtt: str, label: str, rate_s: float, seconds: float, *, code: str | None = None
+) -> dict[str, float]:
+    """fleetd under paced live load: publish-to-commit latency and CPU."""
+    name = f"fleetd-{label}-{'ref' if code else 'this'}"
+    url = await _new_database(admin_url, f"bench_{label.lower()}")
+    create_session(mqtt, name, v5=True)
+    with _fleetd(mqtt, url, name, code=code) as proc:
+        await asyncio.sleep(2.0)  # start-up and subscription, not measured
+        cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
+        since = datetime.now(UTC)
+        sent = await _paced_load(mqtt, rate_s, seconds)
+        got = await wait_for_rows(url, sent, timeout_s=60, proc=proc)
+        cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
+        rss = _peak_rss_mb(proc.pid)
+    drop_session(mqtt, name)
+    return {
+        "ratePerS": rate_s,
+        "sent": sent,
+        "stored": got,
+        "cpuPercent": cpu * 100,
+        "peakRssMb": rss,
+        **await _latency(url, since),
+    }
+
+
+async def _ab_stage(
+    args: argparse.Namespace,
+    admin_url: str,
+    mqtt: str,
+    messages: list[tuple[str, bytes]],
+    start: datetime,
+) -> dict[str, Any]:
+    """Drain and 10x-nominal latency of this code (A) and the reference checkout (B),
+    alternating A B A B so both see the same machine."""
+    runs: dict[str, list[dict[str, Any]]] = {"this": [], "ref": []}
+    seconds = 10.0 if args.quick else 30.0
+    for _ in range(args.ab_rounds):
+        for side, code in (("this", None), ("ref", args.ab_ref)):
+            drain = await _drain_stage(admin_url, mqtt, messages, start, f"ab_{side}", code=code)
+            load = {
+                label: await _load_stage(admin_url, mqtt, label, rate, seconds, code=code)
+                for label, rate in (("nominal", 333.0), ("tenX", 3333.0))
+            }
+            runs[side].append({"drainPerS": drain["perS"], **{
+                f"{k}P99Ms": v["p99Ms"] for k, v in load.items()}, **{
+                f"{k}P50Ms": v["p50Ms"] for k, v in load.items()}, **{
+                f"{k}CpuPercent": v["cpuPercent"] for k, v in load.items()}})  # fmt: skip
+            _say(f"    {side}: {runs[side][-1]}")
+    return {"ref": args.ab_ref, "rounds": args.ab_rounds, "runs": runs}
+
+
+async def _window_stage(
+    admin_url: str, windows: tuple[int, ...], start: datetime, *, quick: bool
+) -> dict[str, Any] | None:
+    """Backlog drain behind a RabbitMQ whose mqtt.prefetch is each window, with the idle flush
+    and (window 10 only, a few windows' worth) without it, as before FLEET_FLUSH_IDLE_MS."""
+    if find_rabbitmq() is None:
+        _say(f"    skipped: rabbitmq-server is not installed ({RABBIT_HINT})")
+        return None
+    out: dict[str, Any] = {}
+    for window in windows:
+        n = (200 if quick else 1_000) * max(1, min(window, 10))
+        messages = _messages(n, start)
+        cases: list[tuple[str, int, dict[str, str]]] = [("idle", n, {})]
+        if window == 10:
+            cases.append(("noIdle", 5 * window, {"FLEET_FLUSH_IDLE_MS": "0"}))
+        with RabbitMqServer(prefetch=window) as rabbit:
+            mqtt = rabbit.url()
+            for case, count, env in cases:
+                name = f"win{window}-{case}".lower()
+                url = await _new_database(admin_url, f"bench_{name.replace('-', '_')}")
+                await _ensure_days(url, start, start + timedelta(days=1))
+                create_session(mqtt, name, v5=False)
+                await _publish(mqtt, messages[:count])
+                with _fleetd(mqtt, url, name, **env) as proc:
+                    got = await wait_for_rows(url, count, timeout_s=300, proc=proc)
+                drop_session(mqtt, name)
+                _, rate = await _drain_rate(url)
+                out.setdefault(str(window), {})[case] = {"rows": got, "perS": rate}
+                _say(f"    window {window}, {case}: {got:,} rows at {rate:,.0f}/s")
+    return out
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every stage and return the figures."""
     n, n_base = args.n, args.baseline_n
@@ -368,12 +492,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     messages = _messages(n, start)
     with PostgresServer(settings=PG_SETTINGS) as pg, MosquittoServer() as broker:
         mqtt = broker.url()
-        _say(f"[1/7] broker ceiling: {n:,} QoS 1 readings, simulator → mosquitto → mosquitto_sub")
+        _say(f"[1/8] broker ceiling: {n:,} QoS 1 readings, simulator → mosquitto → mosquitto_sub")
         create_session(mqtt, "bench-sub", v5=False)
         results["simulatorPublishPerS"] = await _publish(mqtt, messages)
         results["brokerCeilingPerS"] = _broker_ceiling(broker, n)
+        drop_session(mqtt, "bench-sub")
 
-        _say("[2/7] database ceilings: COPY, and fleetd's dual write without MQTT")
+        _say("[2/8] database ceilings: COPY, and fleetd's dual write without MQTT")
         meters, vehicles = _decoded(messages)
         url = await _new_database(pg.url, "bench_copy")
         await _ensure_days(url, start, start + timedelta(days=1))
@@ -382,62 +507,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await _ensure_days(url, start, start + timedelta(days=1))
         results["dualWriteCeilingPerS"] = await _dual_write_ceiling(url, meters, vehicles, 5000)
 
-        _say(f"[3/7] per-message baseline: {n_base:,} readings, one transaction each")
+        _say(f"[3/8] per-message baseline: {n_base:,} readings, one transaction each")
         url = await _new_database(pg.url, "bench_base")
         await _ensure_days(url, start, start + timedelta(days=1))
         create_session(mqtt, "bench-base", v5=False)
         await _publish(mqtt, messages[:n_base])
         await drain_per_message(mqtt, url, "bench-base", n_base)
+        drop_session(mqtt, "bench-base")
         results["baselinePerS"] = (await _drain_rate(url))[1]
 
-        _say(f"[4/7] fleetd backlog drain: {n:,} readings queued, then fleetd started")
-        url = await _new_database(pg.url, "bench_fleetd")
-        await _ensure_days(url, start, start + timedelta(days=3))
-        create_session(mqtt, "fleetd-bench", v5=True)
-        await _publish(mqtt, messages)
-        with _fleetd(mqtt, url, "fleetd-bench") as proc:
-            got = await wait_for_rows(url, n, timeout_s=600, proc=proc)
-            cpu = _cpu_seconds(proc.pid)
-            rss = _peak_rss_mb(proc.pid)
-        _, rate = await _drain_rate(url)
-        results["fleetdDrain"] = {
-            "rows": got,
-            "perS": rate,
-            "cpuSeconds": cpu,
-            "peakRssMb": rss,
-            "cpuUsPerReading": cpu / max(1, got) * 1e6,
-        }
+        _say(f"[4/8] fleetd backlog drain: {n:,} readings queued, then fleetd started")
+        results["fleetdDrain"] = await _drain_stage(pg.url, mqtt, messages, start, "fleetd_bench")
 
-        _say("[5/7] fleetd at nominal (333/s) and 10x nominal (3,333/s) load")
+        _say("[5/8] fleetd at nominal (333/s) and 10x nominal (3,333/s) load")
         seconds = 10.0 if args.quick else 60.0
         for label, rate_s in (("nominal", 333.0), ("tenX", 3333.0)):
-            url = await _new_database(pg.url, f"bench_{label.lower()}")
-            create_session(mqtt, f"fleetd-{label}", v5=True)
-            with _fleetd(mqtt, url, f"fleetd-{label}") as proc:
-                await asyncio.sleep(2.0)  # start-up and subscription, not measured
-                cpu0, t0 = _cpu_seconds(proc.pid), time.perf_counter()
-                since = datetime.now(UTC)
-                sent = await _paced_load(mqtt, rate_s, seconds)
-                got = await wait_for_rows(url, sent, timeout_s=60, proc=proc)
-                cpu = (_cpu_seconds(proc.pid) - cpu0) / (time.perf_counter() - t0)
-                rss = _peak_rss_mb(proc.pid)
-            results[label] = {
-                "ratePerS": rate_s,
-                "sent": sent,
-                "stored": got,
-                "cpuPercent": cpu * 100,
-                "peakRssMb": rss,
-                **await _latency(url, since),
-            }
+            results[label] = await _load_stage(pg.url, mqtt, label, rate_s, seconds)
 
-        _say("[6/7] storage per reading (fleetd's database after the drain)")
-        results["storage"] = await _storage(_db_url(pg.url, "bench_fleetd"))
+        if args.ab_ref:
+            _say(f"[5b] A/B: this code against {args.ab_ref}, interleaved, {args.ab_rounds} rounds")
+            results["ab"] = await _ab_stage(args, pg.url, mqtt, messages, start)
+
+        windows = (10,) if args.quick else (1, 10, 20)
+        _say(f"[6/8] fleetd behind strict broker windows {windows} (RabbitMQ mqtt.prefetch)")
+        results["windows"] = await _window_stage(pg.url, windows, start, quick=args.quick)
+
+        _say("[7/8] storage per reading (fleetd's database after the drain)")
+        results["storage"] = await _storage(_db_url(pg.url, "bench_fleetd_bench"))
 
     # After the throughput stages' servers are stopped, so their checkpoints don't share the CPU.
-    if args.quick:
+    if args.quick or args.no_queries:
         results["queries"] = None
     else:
-        _say(f"[7/7] queries on {args.query_days} days x 10,000 + 10,000 devices")
+        _say(f"[8/8] queries on {args.query_days} days x 10,000 + 10,000 devices")
         results["queries"] = await query_stage(args.query_days, Path(args.cache_dir), _say)
     drain = results["fleetdDrain"]["perS"]
     results["ratios"] = {
@@ -489,19 +591,35 @@ def _table(r: dict[str, Any]) -> str:
             f"{'    fleetd CPU (% of one core) / peak RSS':<58}"
             f"{x['cpuPercent']:>6.1f} % {x['peakRssMb']:>5.0f} MB"
         )
+    w = r.get("windows")
+    if w:
+        for window, cases in w.items():
+            line = f"{cases['idle']['perS']:>10,.0f} /s"
+            if "noIdle" in cases:
+                line += f"  (no idle flush: {cases['noIdle']['perS']:,.0f} /s)"
+            lines.append(f"{'6 strict broker window ' + window + ': backlog drain':<58}{line}")
+    else:
+        lines.append("6 strict broker windows: skipped (no rabbitmq-server)")
+    ab = r.get("ab")
+    if ab:
+        lines.append(f"  A/B against {ab['ref']} (median of {ab['rounds']} alternations):")
+        for key in ab["runs"]["this"][0]:
+            a = statistics.median(x[key] for x in ab["runs"]["this"])
+            b = statistics.median(x[key] for x in ab["runs"]["ref"])
+            lines.append(f"{'    ' + key + ': this / ref':<58}{a:>8,.1f} / {b:,.1f}")
     s = r["storage"]
     lines.append(
-        f"{'6 bytes per reading: history heap + indexes (+ rollups)':<58}"
+        f"{'7 bytes per reading: history heap + indexes (+ rollups)':<58}"
         f"{s['heapBytesPerReading']:.0f} + {s['indexBytesPerReading']:.0f} "
         f"(+ {s['rollupBytesPerReading']:.0f}) B"
     )
     q = r.get("queries")
     if q:
-        lines.append(f"7 queries on {q['days']} days ({q['readings']:,} readings), p50 / p99:")
+        lines.append(f"8 queries on {q['days']} days ({q['readings']:,} readings), p50 / p99:")
         for name, v in q["timings"].items():
             lines.append(f"{'    ' + name:<58}{v['p50Ms']:>7.1f} / {v['p99Ms']:.1f} ms")
     else:
-        lines.append("7 queries: skipped (bench-quick)")
+        lines.append("8 queries: skipped (--quick or --no-queries)")
     return "\n".join(lines)
 
 
@@ -515,6 +633,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-n", type=int, help="readings for the per-message baseline")
     parser.add_argument("--query-days", type=int, default=7)
     parser.add_argument("--cache-dir", default=".bench-cache")
+    parser.add_argument("--no-queries", action="store_true", help="skip the query stage")
+    parser.add_argument("--ab-ref", help="another checkout: A/B its fleetd against this one")
+    parser.add_argument("--ab-rounds", type=int, default=2)
     args = parser.parse_args(argv)
     args.n = args.n or (20_000 if args.quick else 200_000)
     args.baseline_n = args.baseline_n or (2_000 if args.quick else 10_000)

@@ -1,0 +1,112 @@
+"""A throwaway RabbitMQ node with its MQTT plugin on a free port (the bench's small-window stage).
+
+RabbitMQ 3.10 (Debian bookworm) speaks MQTT 3.1.1 only and keeps exactly `mqtt.prefetch`
+unacknowledged messages in flight toward a subscriber: a strict broker window, which Mosquitto
+2.0.11 is not once acks flow (eclipse-mosquitto#2301). Starting a node takes ~10 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from fleet_harness.ports import free_port, wait_for_port
+
+INSTALL_HINT = "sudo apt-get install -y rabbitmq-server"
+
+
+def find_rabbitmq() -> str | None:
+    """The rabbitmq-server script, or None when RabbitMQ is not installed."""
+    return shutil.which("rabbitmq-server") or (
+        "/usr/sbin/rabbitmq-server" if Path("/usr/sbin/rabbitmq-server").exists() else None
+    )
+
+
+class RabbitMqServer:
+    """A private node: no AMQP listener, MQTT on a free loopback port, anonymous access."""
+
+    def __init__(self, *, prefetch: int = 10) -> None:
+        self.prefetch = prefetch
+        self.port = free_port()
+        self._dist_port = free_port()
+        self._tmp: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def url(self) -> str:
+        """mqtt:// URL of this node's MQTT listener."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> RabbitMqServer:
+        """Write the node's config into a temp dir and start it (raises if not installed)."""
+        server = find_rabbitmq()
+        if server is None:
+            raise FileNotFoundError(f"rabbitmq-server not found; install it: {INSTALL_HINT}")
+        self._tmp = tmp = Path(tempfile.mkdtemp(prefix="fleet-rabbitmq-"))
+        conf = [
+            "listeners.tcp = none",
+            f"mqtt.listeners.tcp.default = 127.0.0.1:{self.port}",
+            "mqtt.allow_anonymous = true",
+            "mqtt.default_user = guest",
+            "mqtt.default_pass = guest",
+            f"mqtt.prefetch = {self.prefetch}",
+            "loopback_users = none",
+        ]
+        (tmp / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
+        (tmp / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
+        for sub in ("mnesia", "log"):
+            (tmp / sub).mkdir()
+        if os.geteuid() == 0:
+            # The rabbitmq-server script drops root to the rabbitmq user.
+            pw = pwd.getpwnam("rabbitmq")
+            for path in [tmp, *tmp.rglob("*")]:
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        env = os.environ | {
+            "RABBITMQ_NODENAME": f"fleet{self.port}@localhost",
+            "RABBITMQ_DIST_PORT": str(self._dist_port),
+            "RABBITMQ_CONFIG_FILE": str(tmp / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(tmp / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(tmp / "mnesia"),
+            "RABBITMQ_FEATURE_FLAGS_FILE": str(tmp / "mnesia" / "feature_flags"),
+            "RABBITMQ_LOG_BASE": str(tmp / "log"),
+            "RABBITMQ_PID_FILE": str(tmp / "pid"),
+        }
+        with (tmp / "server.out").open("wb") as out:
+            self._proc = subprocess.Popen(
+                [server], env=env, stdout=out, stderr=out, start_new_session=True
+            )
+        try:
+            wait_for_port(self.port, timeout_s=60)
+        except TimeoutError:
+            text = (tmp / "server.out").read_text(errors="replace")[-2000:]
+            self.stop()
+            raise RuntimeError(f"rabbitmq did not start: {text}") from None
+        return self
+
+    def stop(self) -> None:
+        """Stop the node (its whole process group) and remove its directory."""
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+            self._proc = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> RabbitMqServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
