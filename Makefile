@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 AEDES := tests/brokers/aedes
 AEDES_STAMP := $(AEDES)/node_modules/.installed
 
-.PHONY: test lint typecheck pytest demo bench bench-quick sysdeps brokers venv clean
+.PHONY: test lint typecheck pytest demo bench bench-quick sysdeps bench-sysdeps brokers venv clean
 
 venv: $(STAMP)
 
@@ -63,7 +63,18 @@ test: lint typecheck pytest bench-quick
 demo: venv sysdeps
 	$(BIN)/python -m fleet_harness.demo
 
-bench: venv sysdeps
+# The bench's small-window stage runs a private RabbitMQ (its MQTT plugin ships with it).
+bench-sysdeps: sysdeps
+	@command -v rabbitmq-server >/dev/null || test -x /usr/sbin/rabbitmq-server || { \
+	   if [ "$$(id -u)" = 0 ]; then \
+	     echo "installing: rabbitmq-server"; \
+	     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server; \
+	   else \
+	     echo "missing system package: rabbitmq-server"; \
+	     echo "run: sudo apt-get install -y rabbitmq-server"; exit 1; \
+	   fi; }
+
+bench: venv bench-sysdeps
 	$(BIN)/python -m fleetsim.bench --json bench-results.json
 
 bench-quick: venv sysdeps
