@@ -24,11 +24,11 @@ import pytest
 from fleet_harness import AedesServer, MosquittoServer, PostgresServer
 from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.containers import docker_requested, mosquitto_container, postgres_container
-from fleetd.db.connect import connect
-from fleetd.db.migrate import migrate
-from fleetd.db.rollups import LEVELS
 from fleetd.service import Daemon
 from fleetd.settings import Settings, load_settings
+from fleetdb.connect import connect
+from fleetdb.migrate import migrate
+from fleetdb.rollups import LEVELS
 
 _counter = itertools.count()
 

@@ -1,6 +1,9 @@
-"""fleetctl: AC→DC efficiency per vehicle, fleet reports, anomalies, current state, assignments.
+"""fleetctl: AC→DC efficiency per vehicle, fleet reports, anomalies, current state, assignments;
+`fleetctl serve` is the same as an HTTP API.
 
-Exit codes: 0 ok, 1 a one-line error (unknown id, bad window, conflict, database unreachable).
+Reports and `serve` read FLEET_ANALYTICS_DATABASE_URL (a fleet_analytics login, or a read
+replica), falling back to FLEET_DATABASE_URL. Exit codes: 0 ok, 1 a one-line error (unknown id,
+bad window, conflict, database unreachable).
 """
 
 from __future__ import annotations
@@ -25,15 +28,18 @@ from fleetctl.queries import (
     fleet_report,
     vehicle_performance,
 )
+from fleetctl.serve import DEFAULT_API_ADDR, serve
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.window import Window, parse_rfc3339
-from fleetd.db.connect import TRANSIENT_ERRORS, connect_analytics
-from fleetd.db.partitions import PartitionCache
-from fleetd.db.retention import HISTORY, ROLLUPS, drop_older_than, list_partitions
-from fleetd.settings import mask_url
+from fleetdb.connect import TRANSIENT_ERRORS, connect_analytics
+from fleetdb.partitions import PartitionCache
+from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than, list_partitions
+from fleetsvc.logging import configure_logging
+from fleetsvc.secrets import mask_url
 
 EXIT_ERROR = 1
 WINDOWED = ("performance", "fleet", "anomalies")  # commands that take a window
+READS = (*WINDOWED, "current", "assignments", "serve")  # may go to a replica
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -72,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="valid_from", help="RFC 3339 (default now)")
     p = sub.add_parser("assignments", help="a vehicle's meter assignment history")
     p.add_argument("vehicle_id")
+    p = sub.add_parser("serve", help="the analytics HTTP API (/v1/...) until SIGTERM")
+    p.add_argument(
+        "--addr", help=f"host:port to listen on (default: FLEET_API_ADDR or {DEFAULT_API_ADDR})"
+    )
     p = sub.add_parser("partitions", help="daily partitions: ensure ahead, list, drop old")
     p.add_argument("action", choices=("ensure", "list", "drop-older-than"))
     p.add_argument("days", nargs="?", type=int, help="for drop-older-than: days to keep")
@@ -295,15 +305,32 @@ async def _main(args: argparse.Namespace, url: str, window: Window | None) -> An
         await conn.close()
 
 
+def _database_url(args: argparse.Namespace) -> str | None:
+    if args.database_url:
+        return str(args.database_url)
+    env = os.environ
+    if args.command in READS and env.get("FLEET_ANALYTICS_DATABASE_URL"):
+        return env["FLEET_ANALYTICS_DATABASE_URL"]
+    return env.get("FLEET_DATABASE_URL")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `fleetctl` console script."""
     args = _parser().parse_args(argv)
-    url = args.database_url or os.environ.get("FLEET_DATABASE_URL")
+    url = _database_url(args)
     if not url:
         print(
             "fleetctl: no database: set FLEET_DATABASE_URL or pass --database-url", file=sys.stderr
         )
         return EXIT_ERROR
+    if args.command == "serve":
+        configure_logging(
+            os.environ.get("FLEET_LOG_FORMAT", "auto"),  # type: ignore[arg-type]
+            os.environ.get("FLEET_LOG_LEVEL", "info"),
+        )
+        return asyncio.run(
+            serve(args.addr or os.environ.get("FLEET_API_ADDR", DEFAULT_API_ADDR), url)
+        )
     try:
         # A bad window fails before connecting.
         window = _window(args) if args.command in WINDOWED else None

@@ -19,7 +19,7 @@ import asyncpg
 from fleetctl.gcpause import paused_gc
 from fleetctl.pieces import Piece, open_ended, split
 from fleetctl.status import micro
-from fleetd.db.rollups import DEVICE_COLUMN, Kind, Level
+from fleetdb.rollups import DEVICE_COLUMN, Kind, Level
 
 DB = asyncpg.Connection | asyncpg.Pool
 

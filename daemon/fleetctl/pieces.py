@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from fleetd.db.rollups import LEVELS, Level, ceil_to, floor_to
+from fleetdb.rollups import LEVELS, Level, ceil_to, floor_to
 
 
 @dataclass(frozen=True)

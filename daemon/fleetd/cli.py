@@ -11,12 +11,12 @@ from pathlib import Path
 
 import structlog
 
-from fleetd.db.connect import TRANSIENT_ERRORS, connect
-from fleetd.db.migrate import migrate
-from fleetd.db.partitions import PartitionCache
-from fleetd.log_setup import configure_logging
 from fleetd.service import Daemon
 from fleetd.settings import ConfigError, Settings, load_settings
+from fleetdb.connect import TRANSIENT_ERRORS, connect
+from fleetdb.migrate import migrate
+from fleetdb.partitions import PartitionCache
+from fleetsvc.logging import configure_logging
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 3

@@ -15,16 +15,16 @@ from typing import Any
 
 import structlog
 
-from fleetd.db.connect import connect
-from fleetd.db.retention import HISTORY, ROLLUPS, drop_older_than
-from fleetd.db.writer import WriteResult
 from fleetd.ingest.acks import AckSequencer
 from fleetd.ingest.batcher import Batch, Batcher, Envelope
 from fleetd.ingest.flusher import Flusher
+from fleetd.ingest.writer import WriteResult
 from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
 from fleetd.metrics import Metrics
 from fleetd.mqtt.subscriber import MqttSubscriber
 from fleetd.settings import Settings
+from fleetdb.connect import connect
+from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than
 
 log = structlog.get_logger("fleetd")
 

@@ -20,9 +20,9 @@ from fleetctl.energy import fleet_pieces
 from fleetctl.errors import AssignmentConflictError, InvalidRequestError, UnknownDeviceError
 from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
 from fleetctl.window import Window, iso
-from fleetd.db.connect import create_pool
-from fleetd.db.writer import write_batch
+from fleetd.ingest.writer import write_batch
 from fleetd.messages import MeterReading, VehicleReading
+from fleetdb.connect import create_pool
 from tests.conftest import assert_rollups_match_raw
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ import pytest
 
 from fleet_harness import PostgresServer
 from fleet_harness.publish import Publisher, meter_message, readings, rfc3339, vehicle_message
-from fleetd.db.connect import connect
-from fleetd.db.migrate import migrate
 from fleetd.settings import Settings
+from fleetdb.connect import connect
+from fleetdb.migrate import migrate
 from tests.conftest import (
     BROKERS,
     assert_rollups_match_raw,

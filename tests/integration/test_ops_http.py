@@ -1,23 +1,31 @@
-"""The ops HTTP server on a running daemon: health, readiness, metrics, 404, plugged-in routes,
-and /healthz turning 503 (naming the broker) when the broker goes away."""
+"""HTTP: fleetd's ops endpoint on a running daemon (health, readiness, metrics, 404, /healthz
+turning 503 naming the broker when it goes away), the shared server's routing, and `fleetctl
+serve` as a process of its own answering the /v1 analytics."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from fleet_harness import MosquittoServer
+from fleet_harness import MosquittoServer, free_port
+from fleet_harness.ports import wait_for_port
 from fleet_harness.publish import Publisher, readings
 from fleetd import ops
-from fleetd.db.connect import connect
-from fleetd.ops import http
 from fleetd.service import Daemon
 from fleetd.settings import Settings, load_settings
+from fleetdb.connect import connect
+from fleetsvc.http import HttpServer, Response, json_response, parse_addr
 from tests.integration.test_analytics import depot
 
 pytestmark = pytest.mark.integration
@@ -130,27 +138,37 @@ async def test_endpoints(ops_daemon: tuple[Daemon, int], broker: MosquittoServer
     assert status == 200
 
 
-async def test_plugged_in_route(ops_daemon: tuple[Daemon, int]) -> None:
-    daemon, port = ops_daemon
+async def test_routes_longest_prefix_and_a_failing_handler_answers_500() -> None:
     seen: list[tuple[str, dict[str, str]]] = []
 
-    async def analytics(d: Daemon, path: str, query: dict[str, str]) -> tuple[int, object]:
-        assert d is daemon
+    async def handler(path: str, query: dict[str, str]) -> Response:
         seen.append((path, query))
         if path.endswith("/boom"):
             raise RuntimeError("kaput")
-        return 200, {"vehicles": [], "from": query.get("from")}
+        return json_response(200, {"vehicles": [], "from": query.get("from")})
 
-    server = ops.http_server(daemon)
-    assert server is not None
-    server.add_route("/v1/test/", analytics)
-    status, body = await get_json(port, "/v1/test/efficiency?from=2026-01-01&to=x")
-    assert (status, body) == (200, {"vehicles": [], "from": "2026-01-01"})
-    assert seen == [("/v1/test/efficiency", {"from": "2026-01-01", "to": "x"})]
-    status, body = await get_json(port, "/v1/test/boom")
-    assert (status, body) == (500, {"error": "RuntimeError: kaput"})
+    async def other(path: str, _query: dict[str, str]) -> Response:
+        return json_response(200, {"other": path})
+
+    server = HttpServer("127.0.0.1:0")
+    server.add_route("/v1/", other)
+    server.add_route("/v1/test/", handler)
+    task = asyncio.create_task(server.run())
+    try:
+        await asyncio.wait_for(server.started.wait(), 5)
+        assert server.port
+        status, body = await get_json(server.port, "/v1/test/efficiency?from=2026-01-01&to=x")
+        assert (status, body) == (200, {"vehicles": [], "from": "2026-01-01"})
+        assert seen == [("/v1/test/efficiency", {"from": "2026-01-01", "to": "x"})]
+        assert await get_json(server.port, "/v1/x") == (200, {"other": "/v1/x"})
+        status, body = await get_json(server.port, "/v1/test/boom")
+        assert (status, body) == (500, {"error": "RuntimeError: kaput"})
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     with pytest.raises(ValueError, match="must start with"):
-        server.add_route("v1", analytics)
+        server.add_route("v1", handler)
 
 
 async def test_unhealthy_when_broker_down(
@@ -172,12 +190,12 @@ async def test_unhealthy_when_broker_down(
 
 
 def test_http_addr_parsing() -> None:
-    assert http.parse_addr("127.0.0.1:9108") == ("127.0.0.1", 9108)
-    assert http.parse_addr("[::1]:0") == ("::1", 0)
-    assert http.parse_addr("off") is None
-    assert http.parse_addr("") is None
+    assert parse_addr("127.0.0.1:9108") == ("127.0.0.1", 9108)
+    assert parse_addr("[::1]:0") == ("::1", 0)
+    assert parse_addr("off") is None
+    assert parse_addr("") is None
     with pytest.raises(ValueError, match="host:port"):
-        http.parse_addr("9108")
+        parse_addr("9108")
 
 
 def test_install_without_http() -> None:
@@ -188,36 +206,69 @@ def test_install_without_http() -> None:
     assert len(daemon.companions) == 1  # the notifier only
 
 
-async def test_analytics_api_serves_fleetctl_json(
+@contextlib.contextmanager
+def fleetctl_serve(database_url: str) -> Iterator[int]:
+    """`fleetctl serve` as a real process on a free port; yields the port."""
+    port = free_port()
+    env = os.environ | {
+        "FLEET_ANALYTICS_DATABASE_URL": database_url,
+        "FLEET_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",  # must not be used
+        "FLEET_API_ADDR": f"127.0.0.1:{port}",
+        "FLEET_LOG_FORMAT": "json",
+    }
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "fleetctl"), "serve"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0, out.decode()
+
+
+async def test_fleetctl_serve_answers_the_analytics_and_fleetd_does_not(
     ops_daemon: tuple[Daemon, int], database_url: str
 ) -> None:
-    _, port = ops_daemon
+    _, fleetd_port = ops_daemon
+    assert (await get_json(fleetd_port, "/v1/current/all"))[0] == 404
     conn = await connect(database_url)
     try:
         await depot(conn)
     finally:
         await conn.close()
-    window = "start=2026-11-20T08:00:00Z&end=2026-11-20T11:00:00Z"
-    status, body = await get_json(port, f"/v1/analytics/performance/V1?{window}")
-    assert status == 200
-    assert body["status"] == "optimal"
-    assert len(body["hourly"]) == 3
-    status, body = await get_json(port, f"/v1/analytics/fleet?{window}&sort=vehicle")
-    assert status == 200
-    assert body["totals"]["vehicles"] == 9
-    status, body = await get_json(port, f"/v1/analytics/anomalies?{window}&threshold=0.7")
-    assert [v["vehicleId"] for v in body["vehicles"]] == ["V3", "V4"]
-    status, body = await get_json(port, "/v1/current/vehicles/V1")
-    assert status == 200
-    assert body["devices"][0]["vehicleId"] == "V1"
-    assert (await get_json(port, "/v1/current/vehicles/NOPE"))[0] == 404
-    status, body = await get_json(port, "/v1/current/all")
-    assert status == 200
-    assert body["vehicles"]["count"] == 8
-    assert (await get_json(port, "/v1/current/all/V1"))[0] == 404
-    assert (await get_json(port, "/v1/analytics/performance/NOPE?hours=2"))[0] == 404
-    status, body = await get_json(port, "/v1/analytics/fleet?start=yesterday")
-    assert status == 400
-    assert "RFC 3339" in body["error"]
-    assert (await get_json(port, "/v1/analytics/fleet?hours=abc"))[0] == 400
-    assert (await get_json(port, "/v1/current/cars"))[0] == 404
+    with fleetctl_serve(database_url) as port:
+        assert await get_json(port, "/healthz") == (200, {"status": "ok"})
+        window = "start=2026-11-20T08:00:00Z&end=2026-11-20T11:00:00Z"
+        status, body = await get_json(port, f"/v1/analytics/performance/V1?{window}")
+        assert status == 200
+        assert body["status"] == "optimal"
+        assert len(body["hourly"]) == 3
+        status, body = await get_json(port, f"/v1/analytics/fleet?{window}&sort=vehicle")
+        assert status == 200
+        assert body["totals"]["vehicles"] == 9
+        status, body = await get_json(port, f"/v1/analytics/anomalies?{window}&threshold=0.7")
+        assert [v["vehicleId"] for v in body["vehicles"]] == ["V3", "V4"]
+        status, body = await get_json(port, "/v1/current/vehicles/V1")
+        assert status == 200
+        assert body["devices"][0]["vehicleId"] == "V1"
+        assert (await get_json(port, "/v1/current/vehicles/NOPE"))[0] == 404
+        status, body = await get_json(port, "/v1/current/all")
+        assert status == 200
+        assert body["vehicles"]["count"] == 8
+        assert (await get_json(port, "/v1/current/all/V1"))[0] == 404
+        assert (await get_json(port, "/v1/analytics/performance/NOPE?hours=2"))[0] == 404
+        status, body = await get_json(port, "/v1/analytics/fleet?start=yesterday")
+        assert status == 400
+        assert "RFC 3339" in body["error"]
+        assert (await get_json(port, "/v1/analytics/fleet?hours=abc"))[0] == 400
+        assert (await get_json(port, "/v1/current/cars"))[0] == 404
+
+
+async def test_fleetctl_serve_health_names_an_unreachable_database() -> None:
+    with fleetctl_serve(f"postgresql://nobody@127.0.0.1:{free_port()}/none") as port:
+        status, body = await get_json(port, "/healthz")
+    assert status == 503
+    assert "database unreachable" in body["reasons"][0]  # type: ignore[index]

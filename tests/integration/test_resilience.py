@@ -10,9 +10,9 @@ import pytest
 
 from fleet_harness import MosquittoServer, PostgresServer
 from fleet_harness.publish import Publisher, readings
-from fleetd.db.connect import connect
-from fleetd.db.migrate import migrate
 from fleetd.settings import Settings
+from fleetdb.connect import connect
+from fleetdb.migrate import migrate
 from tests.conftest import running, total_readings, wait_for_count
 
 pytestmark = pytest.mark.integration

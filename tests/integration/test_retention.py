@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from fleetd.db.connect import connect
-from fleetd.db.partitions import PartitionCache
 from fleetd.service import Daemon
 from fleetd.settings import Settings
+from fleetdb.connect import connect
+from fleetdb.partitions import PartitionCache
 from tests.integration.test_analytics import load
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from fleetd.db.connect import connect
-from fleetd.db.migrate import load_migrations
-from fleetd.db.rollups import rollup_tables
-from fleetd.db.writer import write_batch
+from fleetd.ingest.writer import write_batch
 from fleetd.messages import MeterReading, Rejected, VehicleReading
+from fleetdb.connect import connect
+from fleetdb.migrate import load_migrations
+from fleetdb.rollups import rollup_tables
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from fleetctl.pieces import open_ended, split
-from fleetd.db.rollups import ceil_to, floor_to
+from fleetdb.rollups import ceil_to, floor_to
 
 T = datetime(2026, 11, 30, 19, 42, 30, tzinfo=UTC)
 

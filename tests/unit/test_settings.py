@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.settings import ConfigError, load_settings, mask_url
+from fleetd.settings import ConfigError, load_settings
+from fleetsvc.secrets import mask_url
 
 FLEETD = str(Path(sys.executable).parent / "fleetd")
 REPO = Path(__file__).resolve().parents[2]

@@ -1,5 +1,6 @@
-"""config/fleetd.service: `systemd-analyze verify` accepts it without a warning, and it has the
-directives operations rely on (notify + watchdog, restart policy, stop timeout, hardening)."""
+"""config/fleetd.service and config/fleet-api.service: `systemd-analyze verify` accepts them
+without a warning, and they have the directives operations rely on (notify + watchdog for
+fleetd, restart policy, stop timeout, hardening)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "config" / "fleetd.service"
-INSTALLED_FLEETD = "/opt/fleet-telemetry/.venv/bin/fleetd"
+API_UNIT = REPO / "config" / "fleet-api.service"
+INSTALLED_BIN = "/opt/fleet-telemetry/.venv/bin/"
+INSTALLED_FLEETD = INSTALLED_BIN + "fleetd"
 
 
 def _parse(text: str) -> dict[str, dict[str, list[str]]]:
@@ -48,27 +51,38 @@ def _systemd_analyze() -> str:
     pytest.skip("systemd-analyze not found (install: sudo apt-get install -y systemd)")
 
 
-def test_unit_verifies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit_path", [UNIT, API_UNIT], ids=lambda p: p.name)
+def test_unit_verifies(tmp_path: Path, unit_path: Path) -> None:
     analyze = _systemd_analyze()
-    text = UNIT.read_text()
-    assert INSTALLED_FLEETD in text
-    # verify checks that ExecStart's binary exists: point it at this checkout's fleetd.
-    fleetd = Path(sys.executable).parent / "fleetd"
-    assert fleetd.exists()
-    unit = tmp_path / "fleetd.service"
-    unit.write_text(text.replace(INSTALLED_FLEETD, str(fleetd)))
+    text = unit_path.read_text()
+    assert INSTALLED_BIN in text
+    # verify checks that ExecStart's binary exists: point it at this checkout's scripts.
+    here = Path(sys.executable).parent
+    assert (here / "fleetd").exists()
+    assert (here / "fleetctl").exists()
+    unit = tmp_path / unit_path.name
+    unit.write_text(text.replace(INSTALLED_BIN, f"{here}/"))
     result = subprocess.run(
         [analyze, "verify", str(unit)], capture_output=True, text=True, check=False
     )
     # Only complaints about our file count (a host may have broken units of its own). A missing
-    # `fleetd` user is not reported by verify: the user is created at install time.
+    # user is not reported by verify: users are created at install time.
     ours = [
         line
         for line in (result.stdout + result.stderr).splitlines()
-        if str(unit) in line or "fleetd.service" in line
+        if str(unit) in line or unit_path.name in line
     ]
     assert result.returncode == 0, result.stderr
     assert ours == [], ours
+
+
+def test_api_unit_runs_fleetctl_serve_hardened() -> None:
+    service = _parse(API_UNIT.read_text())["Service"]
+    assert service["ExecStart"] == [INSTALLED_BIN + "fleetctl serve"]
+    assert service["User"] == ["fleet-api"]
+    for key in ("NoNewPrivileges", "ProtectSystem", "MemoryDenyWriteExecute", "Restart"):
+        assert key in service
+    assert "-/etc/fleet-telemetry/fleet-api.env" in service["EnvironmentFile"]
 
 
 def test_unit_has_required_directives() -> None:

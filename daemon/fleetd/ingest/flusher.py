@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from fleetd.db.connect import TRANSIENT_ERRORS, connect
-from fleetd.db.partitions import PartitionCache
-from fleetd.db.writer import WriteResult, write_batch
 from fleetd.ingest.batcher import Batch, Envelope
+from fleetd.ingest.writer import WriteResult, write_batch
 from fleetd.messages import MeterReading, Rejected, VehicleReading
 from fleetd.metrics import Metrics
+from fleetdb.connect import TRANSIENT_ERRORS, connect
+from fleetdb.partitions import PartitionCache
 
 log = structlog.get_logger("fleetd.db")
 

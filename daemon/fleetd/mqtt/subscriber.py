@@ -35,7 +35,7 @@ import structlog
 
 from fleetd.mqtt import packets
 from fleetd.mqtt.reader import Disconnect, PacketReader, Publish, SubAck
-from fleetd.settings import mask_url
+from fleetsvc.secrets import mask_url
 
 log = structlog.get_logger("fleetd.mqtt")
 

@@ -20,15 +20,14 @@ def install(daemon: Daemon) -> None:
     """Add the systemd notifier and the ops HTTP server to `daemon.companions`."""
     # Imported here: fleetd.notify imports fleetd.ops.health, which loads this package first.
     from fleetd.notify import notifier_task  # noqa: PLC0415
-    from fleetd.ops.api import AnalyticsApi  # noqa: PLC0415
-    from fleetd.ops.http import OpsHttpServer, parse_addr  # noqa: PLC0415
+    from fleetd.ops.http import OpsHttpServer  # noqa: PLC0415
+    from fleetsvc.http import parse_addr  # noqa: PLC0415
 
     daemon.companions.append(notifier_task)
     if parse_addr(daemon.settings.http_addr) is not None:
-        server = OpsHttpServer(daemon.settings.http_addr)
-        AnalyticsApi(daemon.settings.database_url).install(server)
+        server = OpsHttpServer(daemon.settings.http_addr, daemon)
         _SERVERS[daemon] = server
-        daemon.companions.append(server.run)
+        daemon.companions.append(server.serve)
 
 
 def http_server(daemon: Daemon) -> OpsHttpServer | None:

@@ -20,8 +20,8 @@ from typing import Any
 from fleet_harness import PostgresServer
 from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
 from fleetctl.window import Window
-from fleetd.db.connect import connect, create_pool
-from fleetd.db.migrate import migrate
+from fleetdb.connect import connect, create_pool
+from fleetdb.migrate import migrate
 from fleetsim.direct import backfill_direct
 from fleetsim.model import FleetConfig
 

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from fleetd.db.rollups import rollup_tables
+from fleetdb.rollups import rollup_tables
 
 HISTORY = ("meter_readings", "vehicle_readings")
 ROLLUPS = rollup_tables()

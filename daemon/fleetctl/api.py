@@ -1,4 +1,4 @@
-"""Read-only analytics over HTTP: the same JSON as `fleetctl --json`.
+"""The analytics HTTP API: read-only JSON, the same as `fleetctl --json`.
 
 GET /v1/analytics/performance/{vehicleId}   ?hours= | ?start=&end=, minAcKwh=
 GET /v1/analytics/fleet                     ?hours= | ?start=&end=, sort=, minAcKwh=
@@ -10,7 +10,7 @@ Unknown ids answer 404, bad parameters 400, each with {"error": "..."}.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 
@@ -18,23 +18,20 @@ from fleetctl.errors import AnalyticsError, UnknownDeviceError
 from fleetctl.queries import CurrentKind, anomalies, current, fleet_report, vehicle_performance
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.window import Window
-from fleetd.db.connect import create_pool
-
-if TYPE_CHECKING:
-    from fleetd.ops.http import OpsHttpServer
-    from fleetd.service import Daemon
+from fleetdb.connect import create_pool
+from fleetsvc.http import HttpServer, Response, json_response
 
 
 class AnalyticsApi:
-    """The /v1 routes of one daemon, on a small pool of their own opened on first use (so a
-    slow report never takes an ingest connection)."""
+    """The /v1 routes on a small pool of their own, opened on first use."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, pool_size: int = 2) -> None:
         self._url = database_url
+        self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
 
-    def install(self, server: OpsHttpServer) -> None:
-        """Register the routes on the ops HTTP server."""
+    def install(self, server: HttpServer) -> None:
+        """Register the routes on `server`."""
         server.add_route("/v1/analytics/", self.analytics)
         server.add_route("/v1/current/", self.current)
         server.on_close(self.close)
@@ -45,16 +42,18 @@ class AnalyticsApi:
             await self._pool.close()
             self._pool = None
 
+    async def ping(self) -> None:
+        """One round trip to the database (for /healthz)."""
+        await (await self._db()).fetchval("SELECT 1")
+
     async def _db(self) -> asyncpg.Pool:
         if self._pool is None:
             self._pool = await create_pool(
-                self._url, min_size=0, max_size=2, application_name="fleetd-api"
+                self._url, min_size=0, max_size=self._pool_size, application_name="fleetctl-serve"
             )
         return self._pool
 
-    async def analytics(
-        self, _daemon: Daemon, path: str, query: dict[str, str]
-    ) -> tuple[int, object]:
+    async def analytics(self, path: str, query: dict[str, str]) -> Response:
         """/v1/analytics/{performance/ID | fleet | anomalies}."""
         parts = [p for p in path.split("/") if p][2:]
         try:
@@ -73,27 +72,25 @@ class AnalyticsApi:
                 threshold = _float(query, "threshold") or 0.85
                 body = await anomalies(db, window, threshold=threshold, min_ac_kwh=min_ac)
             else:
-                return 404, {"error": "not found", "path": path}
+                return json_response(404, {"error": "not found", "path": path})
         except UnknownDeviceError as exc:
-            return 404, {"error": str(exc)}
+            return json_response(404, {"error": str(exc)})
         except (AnalyticsError, ValueError) as exc:
-            return 400, {"error": str(exc)}
-        return 200, body
+            return json_response(400, {"error": str(exc)})
+        return json_response(200, body)
 
-    async def current(
-        self, _daemon: Daemon, path: str, _query: dict[str, str]
-    ) -> tuple[int, object]:
+    async def current(self, path: str, _query: dict[str, str]) -> Response:
         """/v1/current/{meters|vehicles}[/{id}] and /v1/current/all."""
         parts = [p for p in path.split("/") if p][2:]
         kinds: dict[str, CurrentKind] = {"meters": "meters", "vehicles": "vehicles", "all": "all"}
         if not parts or parts[0] not in kinds or len(parts) > (1 if parts[0] == "all" else 2):
-            return 404, {"error": "not found", "path": path}
+            return json_response(404, {"error": "not found", "path": path})
         try:
             device = parts[1] if len(parts) == 2 else None
             body = await current(await self._db(), kinds[parts[0]], device)
         except UnknownDeviceError as exc:
-            return 404, {"error": str(exc)}
-        return 200, body
+            return json_response(404, {"error": str(exc)})
+        return json_response(200, body)
 
 
 def _float(query: dict[str, str], name: str) -> float | None:

@@ -29,11 +29,11 @@ class Migration:
 
 
 def sql_dir() -> Path:
-    """The migrations: shipped inside the wheel as fleetd/sql, or the repo's sql/ in a checkout."""
-    packaged = importlib.resources.files("fleetd") / "sql"
+    """The migrations: shipped inside the wheel as fleetdb/sql, or the repo's sql/ in a checkout."""
+    packaged = importlib.resources.files("fleetdb") / "sql"
     if packaged.is_dir():
         return Path(str(packaged))
-    return Path(__file__).resolve().parents[3] / "sql"
+    return Path(__file__).resolve().parents[2] / "sql"
 
 
 def load_migrations(directory: Path | None = None) -> list[Migration]:

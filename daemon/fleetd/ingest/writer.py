@@ -12,8 +12,8 @@ from datetime import datetime
 
 import asyncpg
 
-from fleetd.db.rollups import LEVELS, Kind, upsert_sql
 from fleetd.messages import MeterReading, Rejected, VehicleReading
+from fleetdb.rollups import LEVELS, Kind, upsert_sql
 
 
 def _rolls(kind: Kind) -> str:

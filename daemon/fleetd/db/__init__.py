@@ -1,1 +1,0 @@
-"""PostgreSQL side of fleetd: migrations, partitions and the batch writer."""

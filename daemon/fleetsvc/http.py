@@ -1,0 +1,155 @@
+"""HTTP/1.1 on asyncio.start_server: GET and HEAD, one request per connection, `Connection:
+close`. It serves health checks, a Prometheus scraper and read-only JSON, so a framework would be
+more code to trust than this. Routes are path prefixes; the longest match wins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import structlog
+
+log = structlog.get_logger("fleet.http")
+
+Response = tuple[int, str, bytes]
+"""(status, content type, body)."""
+Handler = Callable[[str, dict[str, str]], Awaitable[Response]]
+"""handler(path, query) -> Response."""
+
+MAX_REQUEST_BYTES = 8192  # request line + headers; we take no bodies
+READ_TIMEOUT_S = 5.0  # a client that sends nothing must not hold a connection open
+BIND_RETRY_S = 5.0
+DISABLED = ("", "off", "none", "disabled")
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def parse_addr(addr: str) -> tuple[str, int] | None:
+    """ "host:port" -> (host, port); None when the server is disabled ("" or "off")."""
+    if addr.strip().lower() in DISABLED:
+        return None
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"address must be host:port or 'off', got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+def json_response(status: int, body: object) -> Response:
+    """A JSON answer (one line, newline-terminated)."""
+    data = json.dumps(body, default=str, separators=(",", ":")).encode() + b"\n"
+    return status, "application/json", data
+
+
+class HttpServer:
+    """`run()` serves until cancelled; `port` holds the bound port (useful with port 0) once
+    `started` is set."""
+
+    def __init__(self, addr: str, *, name: str = "http") -> None:
+        self.addr = addr
+        self.name = name
+        self.port: int | None = None
+        self.started = asyncio.Event()
+        self.routes: dict[str, Handler] = {}
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def add_route(self, prefix: str, handler: Handler) -> None:
+        """Serve every GET path starting with `prefix` with `handler(path, query)`."""
+        if not prefix.startswith("/"):
+            raise ValueError(f"route prefix must start with '/': {prefix!r}")
+        self.routes[prefix] = handler
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run `closer` when the server stops (e.g. to close a route's connection pool)."""
+        self._closers.append(closer)
+
+    async def run(self) -> None:
+        """Serve until cancelled. A port already in use is logged and retried, so the process
+        it belongs to keeps doing its main job."""
+        bind = parse_addr(self.addr)
+        if bind is None:
+            return
+        host, port = bind
+        while True:
+            try:
+                server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+                break
+            except OSError as exc:
+                log.error("http_bind_failed", server=self.name, addr=self.addr, error=str(exc))  # noqa: TRY400
+                await asyncio.sleep(BIND_RETRY_S)
+        self.port = server.sockets[0].getsockname()[1]
+        log.info("http_listening", server=self.name, host=host, port=self.port)
+        self.started.set()
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            self.started.clear()
+            for closer in self._closers:
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    async def dispatch(self, path: str, query: dict[str, str]) -> Response:
+        """Route one GET to the longest matching prefix; a failing handler answers 500."""
+        for prefix in sorted(self.routes, key=len, reverse=True):
+            if path.startswith(prefix):
+                try:
+                    return await self.routes[prefix](path, query)
+                except Exception as exc:
+                    log.exception("http_handler_failed", server=self.name, path=path)
+                    return json_response(500, {"error": f"{exc.__class__.__name__}: {exc}"})
+        return json_response(404, {"error": "not found", "path": path})
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, ctype, body, head_only = await self._respond(reader)
+            reason = _REASONS.get(status, "Unknown")
+            headers = (
+                f"HTTP/1.1 {status} {reason}\r\n"
+                f"Content-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\n"
+                "Cache-Control: no-store\r\n"
+                "Connection: close\r\n\r\n"
+            )
+            writer.write(headers.encode("latin-1") + (b"" if head_only else body))
+            await writer.drain()
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), timeout=1)
+
+    async def _respond(self, reader: asyncio.StreamReader) -> tuple[int, str, bytes, bool]:
+        try:
+            raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
+        except asyncio.LimitOverrunError:
+            return (*json_response(431, {"error": "request too large"}), False)
+        except asyncio.IncompleteReadError:
+            return (*json_response(400, {"error": "incomplete request"}), False)
+        except TimeoutError:
+            return (*json_response(408, {"error": "timeout"}), False)
+        if len(raw) > MAX_REQUEST_BYTES:
+            return (*json_response(431, {"error": "request too large"}), False)
+        parts = raw.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return (*json_response(400, {"error": "malformed request line"}), False)
+        method, target, _ = parts
+        if method not in ("GET", "HEAD"):
+            return (*json_response(405, {"error": f"method {method} not allowed"}), False)
+        url = urlsplit(target)
+        path = unquote(url.path)
+        query = dict(parse_qsl(url.query, keep_blank_values=True))
+        status, ctype, body = await self.dispatch(path, query)
+        return status, ctype, body, method == "HEAD"
