@@ -26,7 +26,7 @@ from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.rows import wait_for_rows
 from fleetctl.queries import fleet_report
 from fleetctl.window import Window
-from fleetsim.cli import SimOptions, run_sim, status_line
+from fleetsim.runner import SimOptions, run_sim, status_line
 
 BIN = Path(sys.executable).parent
 

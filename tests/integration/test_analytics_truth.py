@@ -16,7 +16,7 @@ from fleetctl.queries import fleet_report, vehicle_performance
 from fleetctl.status import classify
 from fleetctl.window import Window
 from fleetd.settings import Settings
-from fleetsim.cli import SimOptions, run_sim
+from fleetsim.runner import SimOptions, run_sim
 from tests.conftest import running, wait_for_count
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ import pytest
 
 from fleet_harness.rows import COUNT_SQL
 from fleetd.settings import Settings
-from fleetsim.cli import SimOptions, run_sim
 from fleetsim.direct import backfill_direct
 from fleetsim.faults import FaultConfig, FaultInjector
 from fleetsim.model import Fleet, FleetConfig, kwh_text
+from fleetsim.runner import SimOptions, run_sim
 from fleetsim.truth import Truth
 from tests.conftest import assert_rollups_match_raw, running, total_readings, wait_for_count
 

@@ -34,12 +34,12 @@ from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.rabbitmq import INSTALL_HINT as RABBIT_HINT
 from fleet_harness.rabbitmq import RabbitMqServer, find_rabbitmq
 from fleet_harness.rows import wait_for_rows
+from fleetd.ingest.writer import write_batch
+from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
 from fleetdb.partitions import PartitionCache
 from fleetdb.rollups import rollup_tables
-from fleetd.ingest.writer import write_batch
-from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
 from fleetsim.bench.baseline import drain_per_message
 from fleetsim.bench.mqtt_sessions import create_session, drop_session
 from fleetsim.bench.query_bench import query_stage
