@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -474,9 +475,93 @@ async def _window_stage(
     return out
 
 
+@dataclass
+class Bench:
+    """What the throughput stages share: servers, the readings, and the figures so far."""
+
+    args: argparse.Namespace
+    pg: PostgresServer
+    broker: MosquittoServer
+    start: datetime
+    messages: list[tuple[str, bytes]]
+    results: dict[str, Any]
+
+    @property
+    def mqtt(self) -> str:
+        return self.broker.url()
+
+    async def database(self, name: str, days: int = 1) -> str:
+        """A fresh migrated database with partitions for the readings' days."""
+        url = await _new_database(self.pg.url, name)
+        await _ensure_days(url, self.start, self.start + timedelta(days=days))
+        return url
+
+
+async def broker_ceiling(b: Bench) -> None:
+    """The simulator's publish rate, and mosquitto_sub (C) draining the same N readings."""
+    create_session(b.mqtt, "bench-sub", v5=False)
+    b.results["simulatorPublishPerS"] = await _publish(b.mqtt, b.messages)
+    b.results["brokerCeilingPerS"] = _broker_ceiling(b.broker, len(b.messages))
+    drop_session(b.mqtt, "bench-sub")
+
+
+async def database_ceilings(b: Bench) -> None:
+    """COPY, and fleetd's own write path without MQTT."""
+    meters, vehicles = _decoded(b.messages)
+    url = await b.database("bench_copy")
+    b.results["copyCeilingPerS"] = await _copy_ceiling(url, meters, vehicles)
+    url = await b.database("bench_dual")
+    b.results["dualWriteCeilingPerS"] = await _dual_write_ceiling(url, meters, vehicles, 5000)
+
+
+async def per_message_baseline(b: Bench) -> None:
+    """The seed designs: ack on arrival, one transaction per message."""
+    n_base = b.args.baseline_n
+    url = await b.database("bench_base")
+    create_session(b.mqtt, "bench-base", v5=False)
+    await _publish(b.mqtt, b.messages[:n_base])
+    await drain_per_message(b.mqtt, url, "bench-base", n_base)
+    drop_session(b.mqtt, "bench-base")
+    b.results["baselinePerS"] = (await _drain_rate(url))[1]
+
+
+async def fleetd_drain(b: Bench) -> None:
+    """N readings queued for fleetd's session, then fleetd started."""
+    b.results["fleetdDrain"] = await _drain_stage(
+        b.pg.url, b.mqtt, b.messages, b.start, "fleetd_bench"
+    )
+
+
+async def fleetd_load(b: Bench) -> None:
+    """Live load at nominal (333/s) and 10x nominal (3,333/s): latency and CPU."""
+    seconds = 10.0 if b.args.quick else 60.0
+    for label, rate_s in (("nominal", 333.0), ("tenX", 3333.0)):
+        b.results[label] = await _load_stage(b.pg.url, b.mqtt, label, rate_s, seconds)
+
+
+async def ab_against_reference(b: Bench) -> None:
+    """With --ab-ref: drain and load of this code and the reference, interleaved."""
+    if b.args.ab_ref:
+        b.results["ab"] = await _ab_stage(b.args, b.pg.url, b.mqtt, b.messages, b.start)
+
+
+async def broker_windows(b: Bench) -> None:
+    """fleetd behind strict broker windows (RabbitMQ's mqtt.prefetch)."""
+    windows = (10,) if b.args.quick else (1, 10, 20)
+    b.results["windows"] = await _window_stage(b.pg.url, windows, b.start, quick=b.args.quick)
+
+
+async def storage(b: Bench) -> None:
+    """Bytes per reading in fleetd's database after the drain."""
+    b.results["storage"] = await _storage(_db_url(b.pg.url, "bench_fleetd_bench"))
+
+
+STAGES = (broker_ceiling, database_ceilings, per_message_baseline, fleetd_drain, fleetd_load,
+          ab_against_reference, broker_windows, storage)  # fmt: skip
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every stage and return the figures."""
-    n, n_base = args.n, args.baseline_n
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -484,62 +569,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "startedAt": datetime.now(UTC).isoformat(),
-        "n": n,
-        "baselineN": n_base,
+        "n": args.n,
+        "baselineN": args.baseline_n,
         "quick": args.quick,
     }
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
-    messages = _messages(n, start)
+    messages = _messages(args.n, start)
+    total = len(STAGES) + 1
     with PostgresServer(settings=PG_SETTINGS) as pg, MosquittoServer() as broker:
-        mqtt = broker.url()
-        _say(f"[1/8] broker ceiling: {n:,} QoS 1 readings, simulator → mosquitto → mosquitto_sub")
-        create_session(mqtt, "bench-sub", v5=False)
-        results["simulatorPublishPerS"] = await _publish(mqtt, messages)
-        results["brokerCeilingPerS"] = _broker_ceiling(broker, n)
-        drop_session(mqtt, "bench-sub")
-
-        _say("[2/8] database ceilings: COPY, and fleetd's dual write without MQTT")
-        meters, vehicles = _decoded(messages)
-        url = await _new_database(pg.url, "bench_copy")
-        await _ensure_days(url, start, start + timedelta(days=1))
-        results["copyCeilingPerS"] = await _copy_ceiling(url, meters, vehicles)
-        url = await _new_database(pg.url, "bench_dual")
-        await _ensure_days(url, start, start + timedelta(days=1))
-        results["dualWriteCeilingPerS"] = await _dual_write_ceiling(url, meters, vehicles, 5000)
-
-        _say(f"[3/8] per-message baseline: {n_base:,} readings, one transaction each")
-        url = await _new_database(pg.url, "bench_base")
-        await _ensure_days(url, start, start + timedelta(days=1))
-        create_session(mqtt, "bench-base", v5=False)
-        await _publish(mqtt, messages[:n_base])
-        await drain_per_message(mqtt, url, "bench-base", n_base)
-        drop_session(mqtt, "bench-base")
-        results["baselinePerS"] = (await _drain_rate(url))[1]
-
-        _say(f"[4/8] fleetd backlog drain: {n:,} readings queued, then fleetd started")
-        results["fleetdDrain"] = await _drain_stage(pg.url, mqtt, messages, start, "fleetd_bench")
-
-        _say("[5/8] fleetd at nominal (333/s) and 10x nominal (3,333/s) load")
-        seconds = 10.0 if args.quick else 60.0
-        for label, rate_s in (("nominal", 333.0), ("tenX", 3333.0)):
-            results[label] = await _load_stage(pg.url, mqtt, label, rate_s, seconds)
-
-        if args.ab_ref:
-            _say(f"[5b] A/B: this code against {args.ab_ref}, interleaved, {args.ab_rounds} rounds")
-            results["ab"] = await _ab_stage(args, pg.url, mqtt, messages, start)
-
-        windows = (10,) if args.quick else (1, 10, 20)
-        _say(f"[6/8] fleetd behind strict broker windows {windows} (RabbitMQ mqtt.prefetch)")
-        results["windows"] = await _window_stage(pg.url, windows, start, quick=args.quick)
-
-        _say("[7/8] storage per reading (fleetd's database after the drain)")
-        results["storage"] = await _storage(_db_url(pg.url, "bench_fleetd_bench"))
-
+        bench = Bench(args, pg, broker, start, messages, results)
+        for i, stage in enumerate(STAGES, 1):
+            _say(f"[{i}/{total}] {(stage.__doc__ or stage.__name__).splitlines()[0].rstrip('.')}")
+            await stage(bench)
     # After the throughput stages' servers are stopped, so their checkpoints don't share the CPU.
     if args.quick or args.no_queries:
         results["queries"] = None
     else:
-        _say(f"[8/8] queries on {args.query_days} days x 10,000 + 10,000 devices")
+        _say(f"[{total}/{total}] queries on {args.query_days} days x 10,000 + 10,000 devices")
         results["queries"] = await query_stage(args.query_days, Path(args.cache_dir), _say)
     drain = results["fleetdDrain"]["perS"]
     results["ratios"] = {
