@@ -8,13 +8,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FLEET_LOG_FORMAT=json \
     FLEET_HTTP_ADDR=0.0.0.0:9108
 
-# Only what the wheel needs (sql/ ships inside it as fleetd/sql, so `fleetd migrate` works).
+# Only what the wheels need (sql/ ships inside the first as fleetdb/sql, so `fleetd migrate` works).
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY daemon ./daemon
 COPY simulator ./simulator
 COPY sql ./sql
-RUN pip install . && rm -rf /src
+# fleet-telemetry (fleetd, fleetctl) and, for compose's simulator service, fleet-sim. A production
+# host installs only the first: pip install .
+RUN pip install . ./simulator && rm -rf /src
 
 # Never run as root: a fixed uid so volume permissions and Kubernetes runAsUser are predictable.
 RUN groupadd --system --gid 10001 fleetd \

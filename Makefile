@@ -15,11 +15,13 @@ AEDES_STAMP := $(AEDES)/node_modules/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Two distributions: fleet-telemetry (fleetd, fleetctl: what production installs) and
+# simulator/ (fleet-sim, the test harness, the benchmark, paho-mqtt).
+$(STAMP): pyproject.toml simulator/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python >= 3.11 is required: sudo apt-get install -y python3 python3-venv"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./simulator
 	@touch $(STAMP)
 
 # PostgreSQL (initdb, pg_ctl, postgres), Mosquitto and Node.js (for the aedes test broker) must

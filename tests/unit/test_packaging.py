@@ -1,0 +1,51 @@
+"""What a production host installs, and which package may import which: fleetd never imports
+fleetctl, the shared packages import neither, and nothing installed for production imports the
+simulator, the test harness, the benchmark or paho-mqtt."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PRODUCTION = ("fleetd", "fleetdb", "fleetsvc", "fleetctl")
+NOT_IN_PRODUCTION = ("fleetsim", "fleet_harness", "paho")
+FORBIDDEN = {
+    "fleetd": {"fleetctl"},
+    "fleetdb": {"fleetd", "fleetctl", "fleetsvc"},
+    "fleetsvc": {"fleetd", "fleetctl", "fleetdb"},
+    "fleetctl": {"fleetd"},
+}
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """Top-level names each module of daemon/<package> imports."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO / "daemon" / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(REPO))] = names
+    return found
+
+
+def test_the_production_distribution_holds_only_fleetd_fleetctl_and_what_they_share() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wheel = project["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert sorted(wheel["packages"]) == sorted(f"daemon/{p}" for p in PRODUCTION)
+    assert wheel["force-include"] == {"sql": "fleetdb/sql"}
+    deps = " ".join(project["project"]["dependencies"])
+    assert "paho" not in deps
+    assert set(project["project"]["scripts"]) == {"fleetd", "fleetctl"}
+
+
+@pytest.mark.parametrize("package", PRODUCTION)
+def test_production_code_imports_nothing_it_does_not_ship(package: str) -> None:
+    for module, names in _imports(package).items():
+        assert not names & {*NOT_IN_PRODUCTION, *FORBIDDEN[package]}, module
