@@ -1,10 +1,13 @@
-"""Batcher: batches by size or age, oldest first, and forgets old-connection messages."""
+"""Batcher: batches by size, age or a quiet pipe, oldest first, and forgets old-connection
+messages."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from datetime import UTC, datetime
+
+import pytest
 
 from fleetd.ingest.batcher import Batcher, Envelope
 from fleetd.messages import MeterReading
@@ -40,6 +43,31 @@ class TestBatcher:
         b = Batcher(batch_max_rows=100, flush_interval_s=1)
         b.add(env(1, mono=time.monotonic() - 5))
         await asyncio.wait_for(b.wait_ready(), 0.5)
+
+    async def test_a_quiet_pipe_makes_a_partial_batch_ready_long_before_the_interval(
+        self,
+    ) -> None:
+        b = Batcher(batch_max_rows=100, flush_interval_s=60, idle_s=0.02)
+        b.add(env(1))
+        await asyncio.wait_for(b.wait_ready(), 1)  # the interval alone would take a minute
+        assert len(b.take()) == 1
+
+    async def test_messages_still_arriving_hold_the_idle_rule_off(self) -> None:
+        b = Batcher(batch_max_rows=100, flush_interval_s=60, idle_s=0.05)
+        b.add(env(0))
+        waiter = asyncio.create_task(b.wait_ready())
+        for i in range(1, 6):  # one every 20 ms: never quiet for 50 ms
+            await asyncio.sleep(0.02)
+            b.add(env(i))
+            assert not waiter.done()
+        await asyncio.wait_for(waiter, 1)
+        assert len(b.take()) == 6
+
+    async def test_idle_zero_turns_the_rule_off(self) -> None:
+        b = Batcher(batch_max_rows=100, flush_interval_s=60, idle_s=0)
+        b.add(env(1, mono=time.monotonic() - 1))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(b.wait_ready(), 0.1)
 
     async def test_wake_interrupts_the_wait(self) -> None:
         b = Batcher(batch_max_rows=100, flush_interval_s=60)

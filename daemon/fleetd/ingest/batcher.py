@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -105,7 +106,7 @@ class Batcher:
                 if remaining <= 0:
                     return
             self._wakeup.clear()
-            try:
+            # On a timeout the loop looks again: messages that came meanwhile restart the
+            # idle gap (add() only wakes us for the first message and for a full batch).
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
-            except TimeoutError:
-                return

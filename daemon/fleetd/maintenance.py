@@ -1,0 +1,45 @@
+"""Hourly upkeep: partitions ahead, then retention. Failures are logged and retried next hour."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from fleetd.ingest.flusher import Flusher
+from fleetd.settings import Settings
+from fleetdb.connect import connect
+from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than
+
+log = structlog.get_logger("fleetd")
+
+MAINTENANCE_INTERVAL_S = 3600.0
+
+
+async def maintain(settings: Settings, flusher: Flusher) -> None:
+    """One round: partitions for today and the days ahead, then drop what retention allows."""
+    try:
+        await flusher.ensure_ahead()
+        keep = ((settings.retention_days, HISTORY), (settings.rollup_retention_days, ROLLUPS))
+        if not any(days for days, _ in keep):
+            return
+        # Its own connection: DETACH CONCURRENTLY waits for running flushes to finish and must
+        # not hold a writer slot while it does.
+        conn = await connect(settings.database_url, application_name="fleetd-retention")
+        try:
+            for days, parents in keep:
+                if days:
+                    dropped = await drop_older_than(conn, days, parents)
+                    if dropped:
+                        log.info("partitions_dropped", tables=dropped, retention_days=days)
+        finally:
+            await conn.close()
+    except Exception as exc:
+        log.warning("maintenance_failed", error=f"{exc.__class__.__name__}: {exc}")
+
+
+async def maintenance_loop(settings: Settings, flusher: Flusher) -> None:
+    """maintain() now and every hour, until cancelled."""
+    while True:
+        await maintain(settings, flusher)
+        await asyncio.sleep(MAINTENANCE_INTERVAL_S)
