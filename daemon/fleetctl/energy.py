@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
-from fleetctl.gcpause import paused_gc
 from fleetctl.pieces import Piece, open_ended, split
 from fleetctl.status import micro
 from fleetdb.rollups import DEVICE_COLUMN, Kind, Level
@@ -111,9 +110,16 @@ class Energy:
     readings: int = 0
 
 
-# A vehicle's own readings over a segment or window: (Σ DC in micro-kWh, Σ battery temperature,
-# readings, min temperature, max temperature, first SoC, last SoC).
-VehicleStats = tuple[int, float, int, float, float, float, float]
+class VehicleStats(NamedTuple):
+    """A vehicle's own readings over a segment or window."""
+
+    dc_u: int  # Σ DC in micro-kWh
+    temp_sum: float
+    readings: int
+    temp_min: float
+    temp_max: float
+    soc_first: float
+    soc_last: float
 
 
 def _args(segments: list[Segment]) -> tuple[Any, ...]:
@@ -152,7 +158,7 @@ async def battery(db: DB, segments: list[Segment]) -> dict[int, VehicleStats]:
     if not segments:
         return {}
     rows = await db.fetch(_BATTERY_SQL, *_args(segments))
-    return {r[0]: (micro(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows}
+    return {r[0]: VehicleStats(micro(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows}
 
 
 def hours_of(start: datetime, end: datetime) -> list[datetime]:
@@ -169,7 +175,7 @@ def hours_of(start: datetime, end: datetime) -> list[datetime]:
 # Whole fleet over one window: every piece (fleetctl.pieces) is one time range across all
 # devices, a plain range scan (BRIN on ts and on the buckets) aggregated per device, with no
 # per-device index probes. Plain aggregates only (hash aggregates; the plan settings are in
-# fleetctl.queries._FLEET_PLAN): an ordered array_agg for first/last SoC made PostgreSQL sort
+# fleetctl.fleet._FLEET_PLAN): an ordered array_agg for first/last SoC made PostgreSQL sort
 # all ~830,000 rows of a 24 h window. Results
 # come back as one row of column arrays, kWh as integer micro-kWh (exact, and cheap to decode).
 # The SQL text depends only on which levels the pieces use: the bounds of each piece are its
@@ -297,8 +303,7 @@ async def fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str, tupl
     pieces = await fleet_pieces(db, "meter", start, end)
     sql = _fleet_meters_sql(tuple(p.level for p in pieces))
     [(devs, kwh, n)] = await db.fetch(sql, *_piece_args(pieces))
-    with paused_gc():  # 10,000 tuples (fleetctl.gcpause)
-        return dict(zip(devs or (), zip(kwh or (), n or (), strict=True), strict=True))
+    return dict(zip(devs or (), zip(kwh or (), n or (), strict=True), strict=True))
 
 
 async def fleet_vehicles(
@@ -312,5 +317,5 @@ async def fleet_vehicles(
     edges = _edge_bounds(pieces, interval)
     [row] = await db.fetch(sql, start, end, *edges, *_piece_args(pieces))
     devs, *cols = row
-    with paused_gc():  # 10,000 tuples (fleetctl.gcpause)
-        return dict(zip(devs or (), zip(*(c or () for c in cols), strict=True), strict=True))
+    stats = map(VehicleStats._make, zip(*(c or () for c in cols), strict=True))
+    return dict(zip(devs or (), stats, strict=True))

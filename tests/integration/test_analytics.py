@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from fleetctl import queries
+from fleetctl import fleet
 from fleetctl.assignments import assign, assignments
 from fleetctl.energy import fleet_pieces
 from fleetctl.errors import AssignmentConflictError, InvalidRequestError, UnknownDeviceError
@@ -434,12 +434,11 @@ async def test_fleet_report_over_every_rollup_level_equals_raw_computation(
     await assert_rollups_match_raw(db)
 
 
-async def test_pooled_report_reads_one_snapshot_on_two_connections(
+async def test_pooled_report_reads_one_snapshot(
     db: asyncpg.Connection, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With a pool, the meter aggregate runs on a second connection that imports the first's
-    snapshot: same figures as one connection, and a reading committed meanwhile by another
-    session does not count in either half."""
+    """With a pool, the same figures as on one connection, and a reading committed by another
+    session between the report's statements does not count: they read one snapshot."""
     await depot(db)
     w = Window(T0 + timedelta(minutes=10, seconds=30), T0 + timedelta(hours=2, minutes=50))
     single = await fleet_report(db, w)
@@ -449,15 +448,15 @@ async def test_pooled_report_reads_one_snapshot_on_two_connections(
         assert pooled["vehicles"] == single["vehicles"]
         assert pooled["totals"] == single["totals"]
 
-        real = queries.fleet_vehicles
+        real = fleet.fleet_vehicles
 
         async def write_then_vehicles(conn: asyncpg.Connection, *args: Any) -> Any:
-            # Runs after the snapshot is exported, as the meter half starts on the other
-            # connection: another session commits a big meter reading inside the window.
+            # Runs inside the report's snapshot, before the meter aggregate: another session
+            # commits a big meter reading inside the window.
             await load(db, [("M1", T0 + timedelta(minutes=100, seconds=1), 100.0)])
             return await real(conn, *args)
 
-        monkeypatch.setattr(queries, "fleet_vehicles", write_then_vehicles)
+        monkeypatch.setattr(fleet, "fleet_vehicles", write_then_vehicles)
         during = await fleet_report(pool, w)
         monkeypatch.undo()
         assert during["totals"] == single["totals"]

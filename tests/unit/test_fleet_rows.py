@@ -1,52 +1,58 @@
-"""The fleet report's fast row builder gives exactly what the general one gives."""
+"""Report rows: the fleet report's whole-window path gives exactly what the general path gives,
+and a row's JSON has its keys in the documented order."""
 
 from __future__ import annotations
 
-import random
-import struct
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from fleetctl.energy import VehicleStats
-from fleetctl.queries import _own_json, _row, _SimpleRows, _UnitEnergy
+from fleetctl.fleet import whole_window_figures
+from fleetctl.rows import RowContext, build_row
+from fleetctl.unit_energy import UnitEnergy, figures_of_units
 from fleetctl.units import Span, Unit
 from fleetctl.window import Window
 
 W = Window(
     datetime(2026, 11, 20, 8, 10, 30, tzinfo=UTC), datetime(2026, 11, 21, 8, 10, 30, tzinfo=UTC)
 )
+KEYS = ["vehicleId", "meters", "totalAcKwh", "totalDcKwh", "lossKwh", "efficiency",
+        "efficiencyPercent", "status", "message", "meterShared", "sharedWith", "vehicleDcKwh",
+        "assignedSeconds", "batteryTemp", "soc", "readings", "expectedReadings",
+        "coveragePercent"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("ac", "dc", "own"),
     [
-        ("120.123456", "104.5", (104_500_000, 36000.5, 1440, 18.5, 41.25, 22.0, 91.5)),
-        ("120", "97", (97_000_000, 100.0, 4, 20.0, 30.0, 12.345, 50.0)),
+        ("120.123456", "104.5", VehicleStats(104_500_000, 36000.5, 1440, 18.5, 41.25, 22.0, 91.5)),
+        ("120", "97", VehicleStats(97_000_000, 100.0, 4, 20.0, 30.0, 12.345, 50.0)),
         ("0.05", "0", None),
-        ("0.1", "0.085", (85_000, 25.0, 1, 25.0, 25.0, 40.0, 40.0)),
-        ("0.099999", "0.05", (50_000, 25.0, 1, 25.0, 25.0, 40.0, 40.0)),
-        ("10", "11", (11_000_000, 25.0, 1, 25.0, 25.0, 40.0, 40.0)),
-        ("7.000001", "5.25", (5_250_000, 25.0, 1, 25.0, 25.0, 40.0, 40.0)),
+        ("0.1", "0.085", VehicleStats(85_000, 25.0, 1, 25.0, 25.0, 40.0, 40.0)),
+        ("0.099999", "0.05", VehicleStats(50_000, 25.0, 1, 25.0, 25.0, 40.0, 40.0)),
+        ("10", "11", VehicleStats(11_000_000, 25.0, 1, 25.0, 25.0, 40.0, 40.0)),
+        ("7.000001", "5.25", VehicleStats(5_250_000, 25.0, 1, 25.0, 25.0, 40.0, 40.0)),
     ],
 )
-def test_simple_row_equals_general_row(ac: str, dc: str, own: VehicleStats | None) -> None:
+def test_whole_window_row_equals_general_row(ac: str, dc: str, own: VehicleStats | None) -> None:
+    ctx = RowContext.of(W, min_ac_kwh=0.1, interval_s=60)
     unit = Unit("M1", W.start, W.end, [Span("V1", "M1", W.start, W.end)]).seal()
-    energy = _UnitEnergy(Decimal(ac), Decimal(dc), 1000)
-    general = _row("V1", [unit], [energy], _own_json(own), W, min_ac_kwh=0.1, interval_s=60)
+    energy = UnitEnergy(Decimal(ac), Decimal(dc), 1000)
+    general = build_row(figures_of_units("V1", [unit], [energy], own, interval_s=60), ctx)
     ac_u = int(Decimal(ac).scaleb(6))
-    fast = _SimpleRows(W, min_ac_kwh=0.1, interval_s=60).row("V1", "M1", (ac_u, 1000), own)
+    fast = build_row(whole_window_figures("V1", "M1", (ac_u, 1000), own, window=W, ctx=ctx), ctx)
     assert fast == general
-    assert list(fast) == list(general)  # same key order in the JSON
-    assert W.seconds == timedelta(days=1).total_seconds()
+    assert list(fast) == KEYS
 
 
-def test_float32_rounding_shortcut_equals_round() -> None:
-    # _own_json rounds float32 sensor values with round(x * 100) / 100.
-    rng = random.Random(7)
-    values = [rng.uniform(-50, 150) for _ in range(200_000)]
-    values += [k / 100 + 0.005 + d for k in range(-5000, 15001) for d in (-1e-6, 0.0, 1e-6)]
-    for v in values:
-        x = struct.unpack("f", struct.pack("f", v))[0]
-        assert round(x * 100) / 100 == round(x, 2), x
+def test_a_vehicle_without_assignment_is_insufficient_data_with_its_own_readings() -> None:
+    ctx = RowContext.of(W, min_ac_kwh=0.1, interval_s=60)
+    own = VehicleStats(2_000_000, 50.0, 2, 24.994, 25.006, 40.0, 41.0)
+    row = build_row(figures_of_units("V9", [], [], own, interval_s=60), ctx)
+    assert row["status"] == "insufficient_data"
+    assert row["message"] == "Vehicle has no meter assigned in the window"
+    assert (row["totalAcKwh"], row["vehicleDcKwh"], row["efficiency"]) == (0.0, 2.0, None)
+    assert row["batteryTemp"] == {"avg": 25.0, "min": 24.99, "max": 25.01}
+    assert row["coveragePercent"] == {"vehicle": 0.14, "meter": None}

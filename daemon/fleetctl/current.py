@@ -1,0 +1,129 @@
+"""Current state: every device's newest reading, with its age and an offline flag."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fleetctl.energy import DB
+from fleetctl.errors import InvalidRequestError, UnknownDeviceError
+from fleetctl.rows import DEFAULT_INTERVAL_S
+from fleetctl.window import iso
+
+OFFLINE_AFTER_INTERVALS = 3
+
+CurrentKind = Literal["meters", "vehicles", "all"]
+CURRENT_KINDS = ("meters", "vehicles", "all")
+
+# Numbers arrive as float8 and timestamps as UTC text (ISO DateStyle, PostgreSQL's default and
+# set by connect_analytics), and the age is computed by the server: decoding 20,000 numerics into
+# Decimals and timestamps into datetimes, then formatting them again, cost more than the query.
+# One row of column arrays rather than 10,000 rows: records are objects the cyclic collector
+# tracks, list items of str and float are not. array_agg takes the rows in
+# the order the subquery sorts them (PostgreSQL's documented behaviour for a plain aggregate).
+# The server also decides `offline` (exactly) and rounds the age to whole milliseconds: a
+# function call per device less in Python, where 20,000 dicts are the critical path.
+_CURRENT_SQL: dict[str, str] = {
+    "meters": """
+        SELECT array_agg(meter_id), array_agg(ts), array_agg(updated_at), array_agg(age_ms),
+               array_agg(offline), array_agg(kwh), array_agg(voltage)
+          FROM (SELECT meter_id, (ts AT TIME ZONE 'UTC')::text AS ts,
+                       (updated_at AT TIME ZONE 'UTC')::text AS updated_at,
+                       round(date_part('epoch', $2::timestamptz - ts) * 1000) AS age_ms,
+                       $2::timestamptz - ts > $3::float8 * interval '1 second' AS offline,
+                       kwh_consumed_ac::float8 AS kwh, voltage
+                  FROM meter_current WHERE $1::text IS NULL OR meter_id = $1
+                 ORDER BY meter_id) c""",
+    "vehicles": """
+        SELECT array_agg(vehicle_id), array_agg(ts), array_agg(updated_at), array_agg(age_ms),
+               array_agg(offline), array_agg(soc), array_agg(kwh), array_agg(battery_temp)
+          FROM (SELECT vehicle_id, (ts AT TIME ZONE 'UTC')::text AS ts,
+                       (updated_at AT TIME ZONE 'UTC')::text AS updated_at,
+                       round(date_part('epoch', $2::timestamptz - ts) * 1000) AS age_ms,
+                       $2::timestamptz - ts > $3::float8 * interval '1 second' AS offline, soc,
+                       kwh_delivered_dc::float8 AS kwh, battery_temp
+                  FROM vehicle_current WHERE $1::text IS NULL OR vehicle_id = $1
+                 ORDER BY vehicle_id) c""",
+}
+
+
+class _Stamps(dict[str, str]):
+    """'2026-11-23 14:59:00.5' (a UTC timestamp as PostgreSQL prints it) -> RFC 3339 with Z,
+    formatted once per distinct value: devices report on the same minutes and a flush commits
+    thousands of rows with one updated_at."""
+
+    def __missing__(self, text: str) -> str:
+        self[text] = stamp = text[:10] + "T" + text[11:] + "Z"
+        return stamp
+
+
+async def _fetch_devices(
+    db: DB, kind: CurrentKind, device_id: str | None, *, now: datetime, off: int, z: _Stamps
+) -> list[dict[str, Any]]:
+    [columns] = await db.fetch(_CURRENT_SQL[kind], device_id, now, off)
+    rows = zip(*(c or () for c in columns), strict=True)
+    # real columns arrive as float32 values (98.51000213...): 2 decimals is the sensors'
+    # resolution.
+    if kind == "meters":
+        return [
+            {"meterId": i, "timestamp": z[ts], "kwhConsumedAc": kwh, "voltage": round(volt, 2),
+             "updatedAt": z[upd], "lastSeenSeconds": age_ms / 1000, "offline": offline}
+            for i, ts, upd, age_ms, offline, kwh, volt in rows
+        ]  # fmt: skip
+    return [
+        {"vehicleId": i, "timestamp": z[ts], "soc": round(soc, 2), "kwhDeliveredDc": kwh,
+         "batteryTemp": round(temp, 2), "updatedAt": z[upd], "lastSeenSeconds": age_ms / 1000,
+         "offline": offline}
+        for i, ts, upd, age_ms, offline, soc, kwh, temp in rows
+    ]  # fmt: skip
+
+
+def _kind_json(devices: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "count": len(devices),
+        "offline": sum(1 for d in devices if d["offline"]),
+        "devices": devices,
+    }
+
+
+async def _current_all(db: DB, now: datetime, off: int) -> dict[str, Any]:
+    """Both kinds, one after the other."""
+    z = _Stamps()
+    meters = await _fetch_devices(db, "meters", None, now=now, off=off, z=z)
+    vehicles = await _fetch_devices(db, "vehicles", None, now=now, off=off, z=z)
+    m, v = _kind_json(meters), _kind_json(vehicles)
+    return {
+        "kind": "all",
+        "asOf": iso(now),
+        "offlineAfterSeconds": off,
+        "count": m["count"] + v["count"],
+        "offline": m["offline"] + v["offline"],
+        "meters": m,
+        "vehicles": v,
+    }
+
+
+async def current(
+    db: DB,
+    kind: CurrentKind,
+    device_id: str | None = None,
+    *,
+    interval_s: int = DEFAULT_INTERVAL_S,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The newest reading of every device of a kind (or one), with its age and offline flag.
+
+    kind "all": every meter and every vehicle in one call, under "meters" and "vehicles".
+    """
+    if kind not in CURRENT_KINDS:
+        raise ValueError("kind must be 'meters', 'vehicles' or 'all'")
+    now = now or datetime.now(UTC)
+    off = OFFLINE_AFTER_INTERVALS * interval_s
+    if kind == "all":
+        if device_id is not None:
+            raise InvalidRequestError("one device needs its kind: meters or vehicles, not all")
+        return await _current_all(db, now, off)
+    devices = await _fetch_devices(db, kind, device_id, now=now, off=off, z=_Stamps())
+    if device_id is not None and not devices:
+        raise UnknownDeviceError(f"unknown {kind[:-1]} {device_id!r}")
+    return {"kind": kind, "asOf": iso(now), "offlineAfterSeconds": off, **_kind_json(devices)}

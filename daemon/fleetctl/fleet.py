@@ -1,0 +1,204 @@
+"""The fleet report (one row per vehicle, totals, counts per status) and anomalies."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+
+import asyncpg
+
+from fleetctl.energy import DB, Energy, VehicleStats, fleet_meters, fleet_vehicles
+from fleetctl.rows import DEFAULT_INTERVAL_S, RowContext, VehicleFigures, build_row
+from fleetctl.status import DEFAULT_MIN_AC_KWH, STATUSES, min_ac_micro, verdict_micro
+from fleetctl.unit_energy import figures_of_units, unit_energies
+from fleetctl.units import build_units, fleet_spans
+from fleetctl.window import Window, iso
+
+SORT_KEYS = ("efficiency", "loss", "ac", "vehicle")
+
+# The fleet aggregates read ~100,000-250,000 rows per kind. Parallel workers cost more than they
+# save at that size (each worker's partial numeric sums are serialised and merged), and the
+# planner, which cannot estimate the groups of a UNION, would join 10,000 aggregated vehicles
+# with their first readings by 10,000 index probes instead of one hash join. Both are set for
+# these statements only (JIT is off for every analytics session: fleetdb.connect).
+_FLEET_PLAN = "SET LOCAL max_parallel_workers_per_gather TO {0}; SET LOCAL enable_nestloop TO {1}"
+
+
+@dataclass
+class _FleetRows:
+    rows: list[dict[str, Any]]
+    ac_u: int  # fleet totals, every meter counted once (a shared meter is not billed twice)
+    dc_u: int
+    meters: int
+
+
+@asynccontextmanager
+async def _snapshot(db: DB) -> AsyncIterator[asyncpg.Connection]:
+    """One connection reading one snapshot (REPEATABLE READ, read only): the report's several
+    statements see the same committed data even while fleetd writes."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as proxy:
+            # The pool's proxy forwards every Connection method.
+            conn = cast(asyncpg.Connection, proxy)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                yield conn
+    elif db.is_in_transaction():  # the caller's transaction already decides what is seen
+        yield db
+    else:
+        async with db.transaction(isolation="repeatable_read", readonly=True):
+            yield db
+
+
+async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: int) -> _FleetRows:
+    interval = timedelta(seconds=interval_s)
+    async with _snapshot(db) as conn:
+        await conn.execute(_FLEET_PLAN.format("0", "off"))
+        spans = await fleet_spans(conn, window)
+        own = await fleet_vehicles(conn, window.start, window.end, interval)
+        meters = await fleet_meters(conn, window.start, window.end)
+        await conn.execute(_FLEET_PLAN.format("DEFAULT", "DEFAULT"))
+        # Everything but the 1:1 whole-window assignments: reassignments, partial spans and
+        # shared meters, through the general path (per-segment queries for partial spans).
+        units = build_units(spans.rest)
+        by_vehicle: dict[str, list[int]] = defaultdict(list)
+        for i, u in enumerate(units):
+            for v in u.vehicles:
+                by_vehicle[v].append(i)
+        whole_meters = {
+            u.meter: Energy(Decimal(meters[u.meter][0]).scaleb(-6), meters[u.meter][1])
+            for u in units
+            if u.meter in meters
+        }
+        whole_dc = {v: Decimal(own[v].dc_u).scaleb(-6) for v in by_vehicle if v in own}
+        energies = await unit_energies(conn, units, (window, whole_meters, whole_dc))
+
+    ctx = RowContext.of(window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
+    start, end = iso(window.start), iso(window.end)
+    rows: list[dict[str, Any]] = []
+    ac_total = dc_total = 0
+    # Nearly every vehicle: one unshared meter for the whole window, figures straight from the
+    # fleet aggregates.
+    for vehicle_id, meter in spans.whole.items():
+        figures = whole_window_figures(
+            vehicle_id, meter, meters.get(meter, (0, 0)), own.get(vehicle_id),
+            window=window, ctx=ctx, stamps=(start, end),
+        )  # fmt: skip
+        ac_total += figures.ac_u
+        dc_total += figures.dc_u
+        rows.append(build_row(figures, ctx))
+    for v in (set(spans.known) | set(by_vehicle)) - spans.whole.keys():
+        mine = by_vehicle.get(v, [])
+        figures = figures_of_units(
+            v, [units[j] for j in mine], [energies[j] for j in mine], own.get(v),
+            interval_s=interval_s,
+        )  # fmt: skip
+        rows.append(build_row(figures, ctx))
+    for e in energies:
+        ac_total += int(e.ac.scaleb(6))
+        dc_total += int(e.dc.scaleb(6))
+    return _FleetRows(rows, ac_total, dc_total, len(spans.whole) + len({u.meter for u in units}))
+
+
+def whole_window_figures(
+    vehicle_id: str,
+    meter: str,
+    meter_ac: tuple[int, int],
+    own: VehicleStats | None,
+    *,
+    window: Window,
+    ctx: RowContext,
+    stamps: tuple[str, str] | None = None,
+) -> VehicleFigures:
+    """The figures of a vehicle fed by one unshared meter for the whole window, from the fleet
+    aggregates: the meter's (Σ AC in micro-kWh, readings) and the vehicle's own statistics.
+    Equal to figures_of_units() for that one unit (tests/unit/test_fleet_rows.py)."""
+    start, end = stamps or (iso(window.start), iso(window.end))
+    ac_u, meter_readings = meter_ac
+    return VehicleFigures(
+        vehicle_id=vehicle_id,
+        meters=[{"meterId": meter, "from": start, "to": end, "shared": False}],
+        ac_u=ac_u,
+        dc_u=0 if own is None else own.dc_u,
+        meter_readings=meter_readings,
+        expected_meter=ctx.expected_vehicle,
+        assigned_s=window.seconds,
+        shared_with=[],
+        own=own,
+    )
+
+
+def _sort(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+    if sort == "vehicle":
+        return sorted(rows, key=lambda r: r["vehicleId"])
+    if sort == "loss":
+        return sorted(rows, key=lambda r: (-(r["lossKwh"] or 0), r["vehicleId"]))
+    if sort == "ac":
+        return sorted(rows, key=lambda r: (-(r["totalAcKwh"] or 0), r["vehicleId"]))
+    # Worst efficiency first, ties by vehicle; vehicles without a verdict last.
+    return sorted(
+        rows,
+        key=lambda r: (math.inf if r["efficiency"] is None else r["efficiency"], r["vehicleId"]),
+    )
+
+
+async def fleet_report(
+    db: DB,
+    window: Window,
+    *,
+    sort: str = "efficiency",
+    min_ac_kwh: float = DEFAULT_MIN_AC_KWH,
+    interval_s: int = DEFAULT_INTERVAL_S,
+) -> dict[str, Any]:
+    """One row per vehicle, fleet totals and counts per status; worst efficiency first."""
+    if sort not in SORT_KEYS:
+        raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
+    fleet = await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
+    counts = dict.fromkeys(STATUSES, 0)
+    for r in fleet.rows:
+        counts[r["status"]] += 1
+    ac_u, dc_u = fleet.ac_u, fleet.dc_u
+    _, ratio = verdict_micro(ac_u, dc_u, min_ac_micro(min_ac_kwh))
+    return {
+        "window": window.as_json(),
+        "generatedAt": iso(datetime.now(UTC)),
+        "totals": {
+            "vehicles": len(fleet.rows),
+            "meters": fleet.meters,
+            "totalAcKwh": ac_u / 1e6,
+            "totalDcKwh": dc_u / 1e6,
+            "lossKwh": (ac_u - dc_u) / 1e6,
+            "efficiency": None if ratio is None else round(ratio, 6),
+            "efficiencyPercent": None if ratio is None else round(ratio * 100, 2),
+        },
+        "statusCounts": counts,
+        "vehicles": _sort(fleet.rows, sort),
+    }
+
+
+async def anomalies(
+    db: DB,
+    window: Window,
+    *,
+    threshold: float = 0.85,
+    min_ac_kwh: float = DEFAULT_MIN_AC_KWH,
+    interval_s: int = DEFAULT_INTERVAL_S,
+) -> dict[str, Any]:
+    """Vehicles whose efficiency is below `threshold` (worst first), and impossible readings
+    (efficiency above 1: a meter or assignment error) listed apart."""
+    rows = (await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)).rows
+    below = [r for r in rows if r["efficiency"] is not None and r["efficiency"] < threshold]
+    errors = [r for r in rows if r["status"] == "meter_error"]
+    return {
+        "window": window.as_json(),
+        "threshold": threshold,
+        "minAcKwh": min_ac_kwh,
+        "count": len(below),
+        "vehicles": _sort(below, "efficiency"),
+        "meterErrors": _sort(errors, "vehicle"),
+    }

@@ -1,0 +1,113 @@
+"""Energy per metering unit (a meter and the vehicles it fed in the window) and the report
+figures of a vehicle from its units: the general path, for any assignment history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from fleetctl.energy import DB, Energy, Segment, VehicleStats, energy
+from fleetctl.rows import VehicleFigures, expected_readings
+from fleetctl.status import micro
+from fleetctl.units import Unit
+from fleetctl.window import Window, iso
+
+_ZERO = Decimal(0)
+
+
+@dataclass(slots=True)
+class UnitEnergy:
+    ac: Decimal
+    dc: Decimal
+    meter_readings: int
+
+
+def segments_of(units: list[Unit]) -> tuple[list[Segment], list[Segment], list[int]]:
+    """Meter segments keyed by unit index, vehicle segments keyed by span index, and the unit
+    index of each vehicle segment."""
+    meter_segs = [Segment(i, u.meter, u.start, u.end) for i, u in enumerate(units)]
+    vehicle_segs: list[Segment] = []
+    owner: list[int] = []
+    for i, u in enumerate(units):
+        for span in u.spans:
+            vehicle_segs.append(Segment(len(owner), span.vehicle, span.start, span.end))
+            owner.append(i)
+    return meter_segs, vehicle_segs, owner
+
+
+async def unit_energies(
+    db: DB,
+    units: list[Unit],
+    whole: tuple[Window, dict[str, Energy], dict[str, Decimal]] | None = None,
+) -> list[UnitEnergy]:
+    """Σ AC of each unit's meter time and Σ DC of its vehicles' spans.
+
+    `whole` = (window, meter energies, vehicle DC) over the whole window, already known: units
+    and spans covering the whole window take their figures from there and only the others are
+    queried.
+    """
+    meter_segs, vehicle_segs, owner = segments_of(units)
+    out = [UnitEnergy(_ZERO, _ZERO, 0) for _ in units]
+    if whole is not None:
+        window, meters, vehicle_dc = whole
+        rest = []
+        for seg in meter_segs:
+            if seg.start == window.start and seg.end == window.end:
+                e = meters.get(seg.device)
+                if e is not None:
+                    out[seg.key].ac, out[seg.key].meter_readings = e.kwh, e.readings
+            else:
+                rest.append(seg)
+        meter_segs, rest = rest, []
+        for seg in vehicle_segs:
+            if seg.start == window.start and seg.end == window.end:
+                out[owner[seg.key]].dc += vehicle_dc.get(seg.device, _ZERO)
+            else:
+                rest.append(seg)
+        vehicle_segs = rest
+    for key, e in (await energy(db, "meter", meter_segs)).items():
+        out[key].ac, out[key].meter_readings = e.kwh, e.readings
+    for key, e in (await energy(db, "vehicle", vehicle_segs)).items():
+        out[owner[key]].dc += e.kwh
+    return out
+
+
+def figures_of_units(
+    vehicle_id: str,
+    units: list[Unit],
+    energies: list[UnitEnergy],
+    own: VehicleStats | None,
+    *,
+    interval_s: int,
+) -> VehicleFigures:
+    """A vehicle's figures from the units it belongs to (several after a reassignment; a shared
+    meter's unit is judged as a whole) and its own readings."""
+    shared_with = sorted({v for u in units if u.shared for v in u.vehicles} - {vehicle_id})
+    mine = sorted(
+        ((s.start, s.end, u) for u in units for s in u.spans if s.vehicle == vehicle_id),
+        key=lambda t: t[0],
+    )
+    meters: list[dict[str, Any]] = [
+        {"meterId": u.meter, "from": iso(start), "to": iso(end), "shared": u.shared}
+        for start, end, u in mine
+    ]
+    return VehicleFigures(
+        vehicle_id=vehicle_id,
+        meters=meters,
+        ac_u=sum(micro(e.ac) for e in energies),
+        dc_u=sum(micro(e.dc) for e in energies),
+        meter_readings=sum(e.meter_readings for e in energies),
+        expected_meter=sum(
+            expected_readings((u.end - u.start).total_seconds(), interval_s) for u in units
+        ),
+        assigned_s=sum(
+            (s.end - s.start).total_seconds()
+            for u in units
+            for s in u.spans
+            if s.vehicle == vehicle_id
+        ),
+        shared_with=shared_with,
+        own=own,
+        assigned=bool(units),
+    )

@@ -1,0 +1,98 @@
+"""One vehicle's performance over a window, with an hourly breakdown."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from fleetctl.energy import DB, Segment, battery, energy_by_hour, hours_of
+from fleetctl.errors import UnknownDeviceError
+from fleetctl.rows import DEFAULT_INTERVAL_S, RowContext, build_row
+from fleetctl.status import DEFAULT_MIN_AC_KWH
+from fleetctl.unit_energy import UnitEnergy, figures_of_units, segments_of
+from fleetctl.units import build_units, spans_around
+from fleetctl.window import Window, iso
+
+_ZERO = Decimal(0)
+
+
+async def _known_vehicle(db: DB, vehicle_id: str) -> bool:
+    return bool(
+        await db.fetchval(
+            """SELECT EXISTS (SELECT 1 FROM vehicle_current WHERE vehicle_id = $1)
+                   OR EXISTS (SELECT 1 FROM vehicle_meter_assignments WHERE vehicle_id = $1)""",
+            vehicle_id,
+        )
+    )
+
+
+async def vehicle_performance(
+    db: DB,
+    vehicle_id: str,
+    window: Window,
+    *,
+    min_ac_kwh: float = DEFAULT_MIN_AC_KWH,
+    interval_s: int = DEFAULT_INTERVAL_S,
+) -> dict[str, Any]:
+    """How much of the AC billed for this vehicle reached its battery, with an hourly breakdown.
+
+    Raises UnknownDeviceError when no current row or assignment knows the vehicle.
+    """
+    around = build_units(await spans_around(db, vehicle_id, window))
+    units = [u for u in around if vehicle_id in u.vehicles]
+    # An assignment in the window proves the vehicle exists; only otherwise ask (a round trip
+    # less on the usual path).
+    if not units and not await _known_vehicle(db, vehicle_id):
+        raise UnknownDeviceError(f"unknown vehicle {vehicle_id!r}")
+    whole = [Segment(0, vehicle_id, window.start, window.end)]
+    own = (await battery(db, whole)).get(0)
+
+    # Per-hour energies of every unit (meter side) and of every vehicle span in them (DC side).
+    meter_segs, vehicle_segs, owner = segments_of(units)
+    ac_h = await energy_by_hour(db, "meter", meter_segs)
+    whole_h = Segment(-1, vehicle_id, window.start, window.end)
+    dc_h = await energy_by_hour(db, "vehicle", [*vehicle_segs, whole_h])
+
+    energies = [UnitEnergy(_ZERO, _ZERO, 0) for _ in units]
+    hours: dict[datetime, dict[str, Any]] = {
+        h: {"ac": _ZERO, "dc": _ZERO, "m": 0, "v": 0, "any": False}
+        for h in hours_of(window.start, window.end)
+    }
+    for (key, hour), e in ac_h.items():
+        energies[key].ac += e.kwh
+        energies[key].meter_readings += e.readings
+        hours[hour]["ac"] += e.kwh
+        hours[hour]["m"] += e.readings
+        hours[hour]["any"] = True
+    for (key, hour), e in dc_h.items():
+        if key == -1:
+            hours[hour]["v"] += e.readings
+            hours[hour]["any"] = True
+            continue
+        energies[owner[key]].dc += e.kwh
+        hours[hour]["dc"] += e.kwh
+
+    figures = figures_of_units(vehicle_id, units, energies, own, interval_s=interval_s)
+    ctx = RowContext.of(window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
+    hourly = [_hour_json(hour, h) for hour, h in hours.items()]
+    return {"window": window.as_json(), **build_row(figures, ctx), "hourly": hourly}
+
+
+def _hour_json(hour: datetime, h: dict[str, Any]) -> dict[str, Any]:
+    if not h["any"]:
+        return {
+            "hour": iso(hour),
+            "acKwh": None,
+            "dcKwh": None,
+            "efficiency": None,
+            "readings": {"vehicle": 0, "meter": 0},
+        }
+    ratio = float(h["dc"] / h["ac"]) if h["ac"] > 0 else None
+    return {
+        "hour": iso(hour),
+        "acKwh": round(float(h["ac"]), 6),
+        "dcKwh": round(float(h["dc"]), 6),
+        "efficiency": None if ratio is None else round(ratio, 6),
+        "readings": {"vehicle": h["v"], "meter": h["m"]},
+    }
