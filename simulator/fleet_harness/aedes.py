@@ -8,16 +8,16 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from fleet_harness.ports import free_port, wait_for_port
+from fleet_harness.server import ThrowawayServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AEDES_DIR = REPO_ROOT / "tests" / "brokers" / "aedes"
 INSTALL_HINT = f"npm ci --no-audit --no-fund --prefix {AEDES_DIR} (make test does it)"
 
 
-class AedesServer:
+class AedesServer(ThrowawayServer):
     """`node server.mjs PORT` from tests/brokers/aedes, its npm packages installed there."""
 
     def __init__(self, *, port: int | None = None) -> None:
@@ -59,14 +59,3 @@ class AedesServer:
         if self._log is not None:
             self._log.unlink(missing_ok=True)
             self._log = None
-
-    def __enter__(self) -> AedesServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

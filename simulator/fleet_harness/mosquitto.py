@@ -10,9 +10,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from fleet_harness.ports import free_port, wait_for_port
+from fleet_harness.server import ThrowawayServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Lines of the production template that name machine paths or the listener; the harness
@@ -35,7 +35,7 @@ def find_mosquitto() -> str:
     return found
 
 
-class MosquittoServer:
+class MosquittoServer(ThrowawayServer):
     """A private broker. `users` turns on password auth and the repo's ACL (config/mosquitto.acl);
     without it anonymous clients may do anything (the dev variant, loopback only)."""
 
@@ -142,14 +142,3 @@ class MosquittoServer:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def __enter__(self) -> MosquittoServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

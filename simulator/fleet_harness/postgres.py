@@ -10,9 +10,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from fleet_harness.ports import free_port
+from fleet_harness.server import ThrowawayServer
 
 _PORT_LINE = re.compile(r"^port = \d+$")
 
@@ -33,7 +33,7 @@ def find_pg_bin(name: str) -> str:
     return candidates[-1]
 
 
-class PostgresServer:
+class PostgresServer(ThrowawayServer):
     """A private PostgreSQL server. Use as a context manager or call start()/stop().
 
     PostgreSQL refuses to run as root, so when root the cluster belongs to the `postgres` user
@@ -159,14 +159,3 @@ class PostgresServer:
         if self._keep_dir is None:
             shutil.rmtree(self._tmp, ignore_errors=True)
         self._tmp = None
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

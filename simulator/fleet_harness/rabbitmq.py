@@ -15,9 +15,9 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from fleet_harness.ports import free_port, wait_for_port
+from fleet_harness.server import ThrowawayServer
 
 INSTALL_HINT = "sudo apt-get install -y rabbitmq-server"
 
@@ -29,7 +29,7 @@ def find_rabbitmq() -> str | None:
     )
 
 
-class RabbitMqServer:
+class RabbitMqServer(ThrowawayServer):
     """A private node: no AMQP listener, MQTT on a free loopback port, anonymous access."""
 
     def __init__(self, *, prefetch: int = 10) -> None:
@@ -99,14 +99,3 @@ class RabbitMqServer:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-    def __enter__(self) -> RabbitMqServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -195,16 +195,8 @@ class PacketReader:
 
     def _publish(self, i: int, end: int, flags: int) -> Publish:
         buf = self._buf
-        topic, p = self._topic(i, end)
         qos = (flags >> 1) & 0x03
-        mid = 0
-        if qos:
-            if p + 2 > end:
-                raise ProtocolError("PUBLISH ends before its packet id")
-            mid = (buf[p] << 8) | buf[p + 1]
-            if not mid:
-                raise ProtocolError("QoS 1 PUBLISH with packet id 0")
-            p += 2
+        topic, mid, p = self._variable_header(i, end, qos)
         if self.v5:
             length, p = _varint(buf, p, end, "PUBLISH property length")
             if p + length > end:
@@ -213,6 +205,19 @@ class PacketReader:
                 _properties(buf, p, p + length, PUBLISH)
             p += length
         return Publish(topic, bytes(buf[p:end]), mid, qos)
+
+    def _variable_header(self, i: int, end: int, qos: int) -> tuple[str, int, int]:
+        """(topic, packet id or 0, position after them) of the PUBLISH whose body starts at i."""
+        buf = self._buf
+        topic, p = self._topic(i, end)
+        if not qos:
+            return topic, 0, p
+        if p + 2 > end:
+            raise ProtocolError("PUBLISH ends before its packet id")
+        mid = (buf[p] << 8) | buf[p + 1]
+        if not mid:
+            raise ProtocolError("QoS 1 PUBLISH with packet id 0")
+        return topic, mid, p + 2
 
     def _topic(self, i: int, end: int) -> tuple[str, int]:
         buf = self._buf
@@ -243,14 +248,7 @@ class PacketReader:
         if header_end > n:
             return None  # at most 64 KiB of topic to wait for, never the body
         size = end - self._pos
-        topic, p = self._topic(i, end)
-        mid = 0
-        if qos:
-            if p + 2 > end:
-                raise ProtocolError("PUBLISH ends before its packet id")
-            mid = (buf[p] << 8) | buf[p + 1]
-            if not mid:
-                raise ProtocolError("QoS 1 PUBLISH with packet id 0")
+        topic, mid, _ = self._variable_header(i, end, qos)
         self._pos = min(end, n)
         self._skip = end - self._pos
         return Publish(topic, b"", mid, qos, size)
