@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
+from fleetctl.gcpause import paused_gc
 from fleetctl.pieces import Piece, open_ended, split
 from fleetctl.status import micro
 from fleetdb.rollups import DEVICE_COLUMN, Kind, Level
@@ -303,7 +304,8 @@ async def fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str, tupl
     pieces = await fleet_pieces(db, "meter", start, end)
     sql = _fleet_meters_sql(tuple(p.level for p in pieces))
     [(devs, kwh, n)] = await db.fetch(sql, *_piece_args(pieces))
-    return dict(zip(devs or (), zip(kwh or (), n or (), strict=True), strict=True))
+    with paused_gc():  # 10,000 tuples (fleetctl.gcpause)
+        return dict(zip(devs or (), zip(kwh or (), n or (), strict=True), strict=True))
 
 
 async def fleet_vehicles(
@@ -317,5 +319,6 @@ async def fleet_vehicles(
     edges = _edge_bounds(pieces, interval)
     [row] = await db.fetch(sql, start, end, *edges, *_piece_args(pieces))
     devs, *cols = row
-    stats = map(VehicleStats._make, zip(*(c or () for c in cols), strict=True))
-    return dict(zip(devs or (), stats, strict=True))
+    with paused_gc():  # 10,000 tuples (fleetctl.gcpause)
+        stats = map(VehicleStats._make, zip(*(c or () for c in cols), strict=True))
+        return dict(zip(devs or (), stats, strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -13,7 +14,9 @@ from typing import Any, cast
 
 import asyncpg
 
+from fleetctl.connections import same_snapshot
 from fleetctl.energy import DB, Energy, VehicleStats, fleet_meters, fleet_vehicles
+from fleetctl.gcpause import paused_gc
 from fleetctl.rows import DEFAULT_INTERVAL_S, RowContext, VehicleFigures, build_row
 from fleetctl.status import DEFAULT_MIN_AC_KWH, STATUSES, min_ac_micro, verdict_micro
 from fleetctl.unit_energy import figures_of_units, unit_energies
@@ -57,11 +60,24 @@ async def _snapshot(db: DB) -> AsyncIterator[asyncpg.Connection]:
 
 async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: int) -> _FleetRows:
     interval = timedelta(seconds=interval_s)
+    ctx = RowContext.of(window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
     async with _snapshot(db) as conn:
-        await conn.execute(_FLEET_PLAN.format("0", "off"))
-        spans = await fleet_spans(conn, window)
-        own = await fleet_vehicles(conn, window.start, window.end, interval)
-        meters = await fleet_meters(conn, window.start, window.end)
+        # The vehicle aggregate, the longest statement, runs on `conn`; with a pool, the
+        # assignments and the meter aggregate run meanwhile on a second connection that reads
+        # the same snapshot.
+        async with same_snapshot(db, conn) as other:
+            await conn.execute(_FLEET_PLAN.format("0", "off"))
+            if other is not conn:
+                await other.execute(_FLEET_PLAN.format("0", "off"))
+            async with asyncio.TaskGroup() as tg:
+                vehicles = tg.create_task(fleet_vehicles(conn, window.start, window.end, interval))
+                if other is conn:
+                    await vehicles
+                spans = await fleet_spans(other, window)
+                meters = await fleet_meters(other, window.start, window.end)
+                # The meter side of nearly every row while the vehicles are still aggregated.
+                whole = _whole_window_figures(spans.whole, meters, window, ctx)
+            own = vehicles.result()
         await conn.execute(_FLEET_PLAN.format("DEFAULT", "DEFAULT"))
         # Everything but the 1:1 whole-window assignments: reassignments, partial spans and
         # shared meters, through the general path (per-segment queries for partial spans).
@@ -78,27 +94,23 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
         whole_dc = {v: Decimal(own[v].dc_u).scaleb(-6) for v in by_vehicle if v in own}
         energies = await unit_energies(conn, units, (window, whole_meters, whole_dc))
 
-    ctx = RowContext.of(window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
-    start, end = iso(window.start), iso(window.end)
     rows: list[dict[str, Any]] = []
     ac_total = dc_total = 0
-    # Nearly every vehicle: one unshared meter for the whole window, figures straight from the
-    # fleet aggregates.
-    for vehicle_id, meter in spans.whole.items():
-        figures = whole_window_figures(
-            vehicle_id, meter, meters.get(meter, (0, 0)), own.get(vehicle_id),
-            window=window, ctx=ctx, stamps=(start, end),
-        )  # fmt: skip
-        ac_total += figures.ac_u
-        dc_total += figures.dc_u
-        rows.append(build_row(figures, ctx))
-    for v in (set(spans.known) | set(by_vehicle)) - spans.whole.keys():
-        mine = by_vehicle.get(v, [])
-        figures = figures_of_units(
-            v, [units[j] for j in mine], [energies[j] for j in mine], own.get(v),
-            interval_s=interval_s,
-        )  # fmt: skip
-        rows.append(build_row(figures, ctx))
+    with paused_gc():
+        for figures in whole:
+            stats = own.get(figures.vehicle_id)
+            if stats is not None:
+                figures.own, figures.dc_u = stats, stats.dc_u
+            ac_total += figures.ac_u
+            dc_total += figures.dc_u
+            rows.append(build_row(figures, ctx))
+        for v in (set(spans.known) | set(by_vehicle)) - spans.whole.keys():
+            mine = by_vehicle.get(v, [])
+            figures = figures_of_units(
+                v, [units[j] for j in mine], [energies[j] for j in mine], own.get(v),
+                interval_s=interval_s,
+            )  # fmt: skip
+            rows.append(build_row(figures, ctx))
     for e in energies:
         ac_total += int(e.ac.scaleb(6))
         dc_total += int(e.dc.scaleb(6))
@@ -131,6 +143,28 @@ def whole_window_figures(
         shared_with=[],
         own=own,
     )
+
+
+def _whole_window_figures(
+    whole: dict[str, str], meters: dict[str, tuple[int, int]], window: Window, ctx: RowContext
+) -> list[VehicleFigures]:
+    """whole_window_figures() of every vehicle in `whole` (vehicle -> its only meter), without
+    the vehicles' own statistics yet (the caller fills `own` and `dc_u` in)."""
+    stamps = (iso(window.start), iso(window.end))
+    no_meter = (0, 0)
+    with paused_gc():
+        return [
+            whole_window_figures(
+                vehicle_id,
+                meter,
+                meters.get(meter, no_meter),
+                None,
+                window=window,
+                ctx=ctx,
+                stamps=stamps,
+            )
+            for vehicle_id, meter in whole.items()
+        ]
 
 
 def _sort(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:

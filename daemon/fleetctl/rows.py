@@ -17,7 +17,7 @@ from fleetctl.window import Window
 DEFAULT_INTERVAL_S = 60
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class VehicleFigures:
     """Everything a row says about one vehicle, besides its own readings (`own`)."""
 
@@ -39,10 +39,22 @@ class RowContext:
 
     expected_vehicle: int
     min_ac_u: int
+    # Coverage of a count against expected_vehicle, computed once per distinct count: a fleet
+    # report's 20,000 counts take a few hundred values.
+    coverages: dict[int, float | None]
 
     @classmethod
     def of(cls, window: Window, *, min_ac_kwh: float, interval_s: int) -> RowContext:
-        return cls(expected_readings(window.seconds, interval_s), min_ac_micro(min_ac_kwh))
+        expected = expected_readings(window.seconds, interval_s)
+        return cls(expected, min_ac_micro(min_ac_kwh), {})
+
+    def coverage(self, readings: int, expected: int) -> float | None:
+        """coverage(readings, expected), memoised for the report's own expected count."""
+        if expected != self.expected_vehicle:
+            return coverage(readings, expected)
+        if readings not in self.coverages:
+            self.coverages[readings] = coverage(readings, expected)
+        return self.coverages[readings]
 
 
 def expected_readings(seconds: float, interval_s: int) -> int:
@@ -95,7 +107,7 @@ def build_row(f: VehicleFigures, ctx: RowContext) -> dict[str, Any]:
         "readings": {"vehicle": n_vehicle, "meter": f.meter_readings},
         "expectedReadings": {"vehicle": ctx.expected_vehicle, "meter": f.expected_meter},
         "coveragePercent": {
-            "vehicle": coverage(n_vehicle, ctx.expected_vehicle),
-            "meter": coverage(f.meter_readings, f.expected_meter),
+            "vehicle": ctx.coverage(n_vehicle, ctx.expected_vehicle),
+            "meter": ctx.coverage(f.meter_readings, f.expected_meter),
         },
     }
