@@ -34,8 +34,7 @@ VEHICLE_COLUMNS = ("vehicle_id", "ts", "soc", "kwh_delivered_dc", "battery_temp"
 # Complete buckets of every rollup level are recomputed from the raw rows, so a bucket the range
 # only partly covers still gets an exact rollup of everything stored in it. Rows are written
 # bucket by bucket, the physical order live ingest produces, so benchmarks read rollups laid out
-# as in production (the previous fleet report code measured 1,037 ms on device-major rollups,
-# 1,474 ms on these).
+# as in production (device-major rollups would make fleet reports look faster than they are).
 def _rollup_sql(kind: Kind, level: Level) -> str:
     source = "meter_readings" if kind == "meter" else "vehicle_readings"
     return upsert_sql(

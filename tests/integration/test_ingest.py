@@ -15,6 +15,7 @@ import pytest
 
 from fleet_harness import PostgresServer
 from fleet_harness.publish import Publisher, meter_message, readings, rfc3339, vehicle_message
+from fleetd.ops.health import check
 from fleetd.settings import Settings
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
@@ -255,6 +256,8 @@ async def test_postgres_outage_loses_nothing_and_daemon_survives(
             await asyncio.sleep(10)
             assert not run_task.done()
             assert not daemon.flusher.healthy
+            assert not daemon.last_flush_ok
+            assert "last flush failed" in check(daemon).reasons
             await asyncio.to_thread(pg.start_server)
             await _publish(mqtt_url, after)
             conn = await connect(pg.url)
@@ -265,6 +268,7 @@ async def test_postgres_outage_loses_nothing_and_daemon_survives(
                 await conn.close()
             assert not run_task.done()
             assert daemon.flusher.healthy
+            assert daemon.last_flush_ok
 
 
 async def test_reading_for_a_day_without_partition_is_stored(
