@@ -60,7 +60,8 @@ class AnalyticsApi:
             window = Window.parse(
                 hours=_float(query, "hours"), start=query.get("start"), end=query.get("end")
             )
-            min_ac = _float(query, "minAcKwh") or DEFAULT_MIN_AC_KWH
+            min_ac = _float(query, "minAcKwh")
+            min_ac = DEFAULT_MIN_AC_KWH if min_ac is None else min_ac
             db = await self._db()
             body: Any
             if len(parts) == 2 and parts[0] == "performance":
@@ -69,8 +70,13 @@ class AnalyticsApi:
                 sort = query.get("sort", "efficiency")
                 body = await fleet_report(db, window, sort=sort, min_ac_kwh=min_ac)
             elif parts == ["anomalies"]:
-                threshold = _float(query, "threshold") or 0.85
-                body = await anomalies(db, window, threshold=threshold, min_ac_kwh=min_ac)
+                threshold = _float(query, "threshold")
+                body = await anomalies(
+                    db,
+                    window,
+                    threshold=0.85 if threshold is None else threshold,
+                    min_ac_kwh=min_ac,
+                )
             else:
                 return json_response(404, {"error": "not found", "path": path})
         except UnknownDeviceError as exc:

@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="show only the first N rows (table output)")
     p = sub.add_parser("anomalies", help="vehicles below an efficiency threshold")
     _window_args(p)
-    p.add_argument("--threshold", type=float, default=0.85)
+    p.add_argument(
+        "--threshold", type=float, default=0.85, help="efficiency ratio in (0, 1.5] (default 0.85)"
+    )
     p = sub.add_parser("current", help="newest reading per device, with age and offline flag")
     p.add_argument("kind", choices=CURRENT_KINDS, help="all: every meter and every vehicle")
     p.add_argument("device_id", nargs="?", help="one device (with meters or vehicles)")

@@ -16,6 +16,7 @@ import asyncpg
 
 from fleetctl.connections import same_snapshot
 from fleetctl.energy import DB, Energy, VehicleStats, fleet_meters, fleet_vehicles
+from fleetctl.errors import InvalidRequestError
 from fleetctl.gcpause import paused_gc
 from fleetctl.rows import DEFAULT_INTERVAL_S, RowContext, VehicleFigures, build_row
 from fleetctl.status import DEFAULT_MIN_AC_KWH, STATUSES, min_ac_micro, verdict_micro
@@ -167,6 +168,18 @@ def _whole_window_figures(
         ]
 
 
+MAX_THRESHOLD = 1.5
+
+
+def check_threshold(threshold: float) -> None:
+    """Refuse a threshold that is not an efficiency ratio (a percent such as 85, or 0)."""
+    if not 0 < threshold <= MAX_THRESHOLD or math.isnan(threshold):
+        raise InvalidRequestError(
+            f"threshold must be an efficiency ratio in (0, {MAX_THRESHOLD}] (e.g. 0.85 for 85 %),"
+            f" got {threshold:g}"
+        )
+
+
 def _sort(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
     if sort == "vehicle":
         return sorted(rows, key=lambda r: r["vehicleId"])
@@ -224,7 +237,10 @@ async def anomalies(
     interval_s: int = DEFAULT_INTERVAL_S,
 ) -> dict[str, Any]:
     """Vehicles whose efficiency is below `threshold` (worst first), and impossible readings
-    (efficiency above 1: a meter or assignment error) listed apart."""
+    (efficiency above 1: a meter or assignment error) listed apart.
+
+    `threshold` is a ratio in (0, 1.5]: 0.85, not 85 (InvalidRequestError otherwise)."""
+    check_threshold(threshold)
     rows = (await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)).rows
     below = [r for r in rows if r["efficiency"] is not None and r["efficiency"] < threshold]
     errors = [r for r in rows if r["status"] == "meter_error"]

@@ -39,6 +39,8 @@ async def test_json_outputs(
         "V3",
         "V4",
     ]
+    assert await fleetctl(database_url, "anomalies", "--threshold", "85", *WINDOW) == 1
+    assert "threshold must be an efficiency ratio in (0, 1.5]" in capsys.readouterr().err
     assert await fleetctl(database_url, "--json", "current", "vehicles") == 0
     assert json.loads(capsys.readouterr().out)["count"] == 8
     assert await fleetctl(database_url, "--json", "current", "all") == 0

@@ -264,6 +264,12 @@ async def test_fleetctl_serve_answers_the_analytics_and_fleetd_does_not(
         assert status == 400
         assert "RFC 3339" in body["error"]
         assert (await get_json(port, "/v1/analytics/fleet?hours=abc"))[0] == 400
+        for bad in ("85", "0", "-0.5", "1.51", "nan"):
+            status, body = await get_json(port, f"/v1/analytics/anomalies?{window}&threshold={bad}")
+            assert status == 400, bad
+            assert "(0, 1.5]" in body["error"], bad
+        status, body = await get_json(port, f"/v1/analytics/anomalies?{window}&threshold=0.01")
+        assert (status, body["threshold"], body["count"]) == (200, 0.01, 0)
         assert (await get_json(port, "/v1/current/cars"))[0] == 404
 
 
