@@ -33,6 +33,7 @@ sysdeps:
 	 command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
 	 command -v node >/dev/null || missing="$$missing nodejs"; \
 	 command -v npm >/dev/null || missing="$$missing npm"; \
+	 command -v openssl >/dev/null || missing="$$missing openssl"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ]; then \
 	     echo "installing:$$missing"; \

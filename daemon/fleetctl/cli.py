@@ -28,7 +28,7 @@ from fleetctl.queries import (
     fleet_report,
     vehicle_performance,
 )
-from fleetctl.serve import DEFAULT_API_ADDR, serve
+from fleetctl.serve import DEFAULT_API_ADDR, ServeConfig, ServeConfigError, serve
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.window import Window, parse_rfc3339
 from fleetdb.connect import TRANSIENT_ERRORS, connect_analytics
@@ -38,6 +38,7 @@ from fleetsvc.logging import configure_logging
 from fleetsvc.secrets import mask_url
 
 EXIT_ERROR = 1
+EXIT_CONFIG = 2
 WINDOWED = ("performance", "fleet", "anomalies")  # commands that take a window
 READS = (*WINDOWED, "current", "assignments", "serve")  # may go to a replica
 
@@ -326,13 +327,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_ERROR
     if args.command == "serve":
+        try:
+            config = ServeConfig.load(os.environ, addr=args.addr, database_url=url)
+        except ServeConfigError as exc:
+            print(f"fleetctl serve: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         configure_logging(
             os.environ.get("FLEET_LOG_FORMAT", "auto"),  # type: ignore[arg-type]
             os.environ.get("FLEET_LOG_LEVEL", "info"),
         )
-        return asyncio.run(
-            serve(args.addr or os.environ.get("FLEET_API_ADDR", DEFAULT_API_ADDR), url)
-        )
+        return asyncio.run(serve(config))
     try:
         # A bad window fails before connecting.
         window = _window(args) if args.command in WINDOWED else None

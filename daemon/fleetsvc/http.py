@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -27,6 +29,7 @@ DISABLED = ("", "off", "none", "disabled")
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -54,11 +57,26 @@ def json_response(status: int, body: object) -> Response:
 
 class HttpServer:
     """`run()` serves until cancelled; `port` holds the bound port (useful with port 0) once
-    `started` is set."""
+    `started` is set.
 
-    def __init__(self, addr: str, *, name: str = "http") -> None:
+    With a `token`, every route but the `public` ones needs `Authorization: Bearer <token>`
+    (compared in constant time; 401 with WWW-Authenticate otherwise). With `tls`, the listener
+    speaks HTTPS only."""
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        name: str = "http",
+        token: str | None = None,
+        public: tuple[str, ...] = (),
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.addr = addr
         self.name = name
+        self._token = token.encode() if token else None
+        self._public = public
+        self._tls = tls
         self.port: int | None = None
         self.started = asyncio.Event()
         self.routes: dict[str, Handler] = {}
@@ -83,13 +101,18 @@ class HttpServer:
         host, port = bind
         while True:
             try:
-                server = await asyncio.start_server(self._handle, host, port, reuse_address=True)
+                server = await asyncio.start_server(
+                    self._handle, host, port, reuse_address=True, ssl=self._tls
+                )
                 break
             except OSError as exc:
                 log.error("http_bind_failed", server=self.name, addr=self.addr, error=str(exc))  # noqa: TRY400
                 await asyncio.sleep(BIND_RETRY_S)
         self.port = server.sockets[0].getsockname()[1]
-        log.info("http_listening", server=self.name, host=host, port=self.port)
+        log.info(
+            "http_listening", server=self.name, host=host, port=self.port, tls=bool(self._tls),
+            token_required=bool(self._token),
+        )  # fmt: skip
         self.started.set()
         try:
             async with server:
@@ -99,6 +122,18 @@ class HttpServer:
             for closer in self._closers:
                 with contextlib.suppress(Exception):
                     await closer()
+
+    def _authorized(self, path: str, header_lines: list[str]) -> bool:
+        if self._token is None or path.startswith(self._public):
+            return True
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "authorization":
+                scheme, _, credentials = value.strip().partition(" ")
+                return scheme.lower() == "bearer" and hmac.compare_digest(
+                    credentials.strip().encode("latin-1"), self._token
+                )
+        return False
 
     async def dispatch(self, path: str, query: dict[str, str]) -> Response:
         """Route one GET to the longest matching prefix; a failing handler answers 500."""
@@ -115,8 +150,12 @@ class HttpServer:
         try:
             status, ctype, body, head_only = await self._respond(reader)
             reason = _REASONS.get(status, "Unknown")
+            challenge = (
+                'WWW-Authenticate: Bearer realm="fleet-telemetry"\r\n' if status == 401 else ""
+            )
             headers = (
                 f"HTTP/1.1 {status} {reason}\r\n"
+                f"{challenge}"
                 f"Content-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\n"
                 "Cache-Control: no-store\r\n"
@@ -124,7 +163,7 @@ class HttpServer:
             )
             writer.write(headers.encode("latin-1") + (b"" if head_only else body))
             await writer.drain()
-        except (ConnectionError, TimeoutError):
+        except (ConnectionError, TimeoutError, ssl.SSLError):
             pass
         finally:
             writer.close()
@@ -142,7 +181,8 @@ class HttpServer:
             return (*json_response(408, {"error": "timeout"}), False)
         if len(raw) > MAX_REQUEST_BYTES:
             return (*json_response(431, {"error": "request too large"}), False)
-        parts = raw.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        request_line, *header_lines = raw.decode("latin-1").split("\r\n")
+        parts = request_line.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             return (*json_response(400, {"error": "malformed request line"}), False)
         method, target, _ = parts
@@ -150,6 +190,9 @@ class HttpServer:
             return (*json_response(405, {"error": f"method {method} not allowed"}), False)
         url = urlsplit(target)
         path = unquote(url.path)
+        if not self._authorized(path, header_lines):
+            error = "missing or wrong bearer token (Authorization: Bearer <FLEET_API_TOKEN>)"
+            return (*json_response(401, {"error": error}), method == "HEAD")
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         status, ctype, body = await self.dispatch(path, query)
         return status, ctype, body, method == "HEAD"

@@ -9,11 +9,13 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -31,24 +33,34 @@ from tests.integration.test_analytics import depot
 pytestmark = pytest.mark.integration
 
 
-async def get(port: int, target: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+async def get(
+    port: int,
+    target: str,
+    method: str = "GET",
+    *,
+    headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     """One raw HTTP/1.1 request: (status, headers, body)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
+    )
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    writer.write(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
     await writer.drain()
     raw = await asyncio.wait_for(reader.read(), timeout=5)
     writer.close()
     await writer.wait_closed()
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
+    response_headers = dict(line.split(": ", 1) for line in lines[1:])
     if method != "HEAD":  # HEAD: Content-Length is that of the GET body, which is not sent
-        assert int(headers["Content-Length"]) == len(body)
-    return int(lines[0].split()[1]), headers, body
+        assert int(response_headers["Content-Length"]) == len(body)
+    return int(lines[0].split()[1]), response_headers, body
 
 
-async def get_json(port: int, target: str) -> tuple[int, dict[str, object]]:
-    status, headers, body = await get(port, target)
+async def get_json(port: int, target: str, **kw: Any) -> tuple[int, dict[str, Any]]:
+    status, headers, body = await get(port, target, **kw)
     assert headers["Content-Type"] == "application/json"
     return status, json.loads(body)
 
@@ -206,9 +218,13 @@ def test_install_without_http() -> None:
     assert len(daemon.companions) == 1  # the notifier only
 
 
+SERVE_OUTPUT: list[str] = []
+
+
 @contextlib.contextmanager
-def fleetctl_serve(database_url: str) -> Iterator[int]:
-    """`fleetctl serve` as a real process on a free port; yields the port."""
+def fleetctl_serve(database_url: str, **extra_env: str) -> Iterator[int]:
+    """`fleetctl serve` as a real process on a free port; yields the port. Its output is kept in
+    SERVE_OUTPUT (last run) for tests that read the logs."""
     port = free_port()
     env = os.environ | {
         "FLEET_ANALYTICS_DATABASE_URL": database_url,
@@ -218,7 +234,7 @@ def fleetctl_serve(database_url: str) -> Iterator[int]:
     }
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "fleetctl"), "serve"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env | extra_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         wait_for_port(port)
@@ -226,6 +242,7 @@ def fleetctl_serve(database_url: str) -> Iterator[int]:
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
+        SERVE_OUTPUT[:] = [out.decode()]
         assert proc.returncode == 0, out.decode()
 
 
@@ -278,3 +295,75 @@ async def test_fleetctl_serve_health_names_an_unreachable_database() -> None:
         status, body = await get_json(port, "/healthz")
     assert status == 503
     assert "database unreachable" in body["reasons"][0]  # type: ignore[index]
+
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+async def test_fleetctl_serve_asks_for_the_bearer_token_on_v1_only(database_url: str) -> None:
+    with fleetctl_serve(database_url, FLEET_API_TOKEN=TOKEN) as port:
+        assert (await get_json(port, "/healthz"))[0] == 200  # health stays open
+        status, headers, _ = await get(port, "/v1/current/all")
+        assert status == 401
+        assert headers["WWW-Authenticate"] == 'Bearer realm="fleet-telemetry"'
+        for wrong in ("Bearer nope", f"Basic {TOKEN}", f"Bearer {TOKEN}x", ""):
+            status, body = await get_json(port, "/v1/current/all", headers={"Authorization": wrong})
+            assert status == 401, wrong
+            assert "bearer token" in body["error"]
+        status, body = await get_json(
+            port, "/v1/current/all", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert (status, body["kind"]) == (200, "all")
+    assert TOKEN not in SERVE_OUTPUT[0]
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and its key, made by openssl."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_fleetctl_serve_reads_the_token_from_a_file_and_serves_tls(
+    database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    cert, key = self_signed(tmp_path)
+    tls = ssl.create_default_context(cafile=str(cert))
+    env = {"FLEET_API_TOKEN_FILE": str(tmp_path / "token"), "FLEET_API_TLS_CERT": str(cert),
+           "FLEET_API_TLS_KEY": str(key)}  # fmt: skip
+    with fleetctl_serve(database_url, **env) as port:
+        status, body = await get_json(
+            port, "/v1/current/all", headers={"Authorization": f"Bearer {TOKEN}"}, tls=tls
+        )
+        assert (status, body["kind"]) == (200, "all")
+        assert (await get_json(port, "/v1/current/all", tls=tls))[0] == 401
+    assert TOKEN not in SERVE_OUTPUT[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FLEET_API_ADDR": "0.0.0.0:9109"}, "is not loopback: set FLEET_API_TOKEN"),
+        ({"FLEET_API_TOKEN": "short"}, "at least 16 characters"),
+        ({"FLEET_API_TOKEN_FILE": "/nonexistent/token"}, "FLEET_API_TOKEN_FILE /nonexistent"),
+        ({"FLEET_API_TLS_CERT": "/tmp/x.pem"}, "go together"),
+    ],
+)
+def test_fleetctl_serve_refuses_a_bad_configuration_in_one_line(
+    env: dict[str, str], message: str
+) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "fleetctl"), "serve"],
+        env=os.environ | {"FLEET_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"} | env,
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "short" not in result.stderr
