@@ -70,6 +70,58 @@ async def template_db(pg_admin_url: str) -> str:
     return name
 
 
+# The logins sql/006_roles.sql tells ops to create, one per job; tests of production behaviour
+# connect as these, never as the schema owner (who only migrates).
+LOGINS = {"ingest": "fleet_ingest", "analytics": "fleet_analytics", "admin": "fleet_admin"}
+
+
+def as_user(url: str, user: str) -> str:
+    """`url` with another user name (the harness trusts loopback: no password)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}{port}"))
+
+
+@pytest.fixture(scope="session")
+async def logins(pg_admin_url: str, template_db: str) -> AsyncIterator[dict[str, str]]:
+    """Login names by job ("ingest", "analytics", "admin"), each IN ROLE its group, created the
+    way the README's roles recipe says; dropped at the end (roles are cluster-wide)."""
+    names = {job: f"t_{job}_{os.getpid()}" for job in LOGINS}
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        for job, user in names.items():
+            await admin.execute(f'DROP ROLE IF EXISTS "{user}"')
+            await admin.execute(f'CREATE ROLE "{user}" LOGIN IN ROLE {LOGINS[job]}')
+    finally:
+        await admin.close()
+    yield names
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        for user in names.values():
+            await admin.execute(f'DROP ROLE IF EXISTS "{user}"')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def ingest_url(database_url: str, logins: dict[str, str]) -> str:
+    """This test's database as fleetd connects to it in production: a fleet_ingest login."""
+    return as_user(database_url, logins["ingest"])
+
+
+@pytest.fixture
+def analytics_url(database_url: str, logins: dict[str, str]) -> str:
+    """This test's database as reports read it: a fleet_analytics login."""
+    return as_user(database_url, logins["analytics"])
+
+
+@pytest.fixture
+def admin_url(database_url: str, logins: dict[str, str]) -> str:
+    """This test's database as assignments are written: a fleet_admin login."""
+    return as_user(database_url, logins["admin"])
+
+
 @pytest.fixture
 async def database_url(pg_admin_url: str, template_db: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test."""
@@ -124,12 +176,13 @@ def mqtt_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(mqtt_url: str, database_url: str) -> Settings:
-    """Daemon settings for this test's broker and database (fast flushes)."""
+def settings(mqtt_url: str, ingest_url: str) -> Settings:
+    """Daemon settings for this test's broker and database (fast flushes), connecting as a
+    fleet_ingest login like a deployed fleetd."""
     return load_settings(
         None,
         mqtt_url=mqtt_url,
-        database_url=database_url,
+        database_url=ingest_url,
         client_id=f"fleetd-test-{os.getpid()}-{next(_counter)}",
         flush_interval_ms=200,
     )

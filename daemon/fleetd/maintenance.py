@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import structlog
 
 from fleetd.ingest.flusher import Flusher
@@ -34,6 +35,14 @@ async def maintain(settings: Settings, flusher: Flusher) -> None:
                         log.info("partitions_dropped", tables=dropped, retention_days=days)
         finally:
             await conn.close()
+    except asyncpg.InsufficientPrivilegeError as exc:
+        # The documented fleet_ingest login may create partitions but not drop them: only the
+        # schema owner can. Say so instead of failing quietly every hour.
+        log.error(  # noqa: TRY400 - one line with the reason and the fix, not a traceback
+            "retention_not_permitted", error=str(exc),
+            hint="dropping partitions needs the schema owner: run `fleetctl partitions "
+            "drop-older-than DAYS` as the owner from a timer, or unset FLEET_RETENTION_DAYS",
+        )  # fmt: skip
     except Exception as exc:
         log.warning("maintenance_failed", error=f"{exc.__class__.__name__}: {exc}")
 

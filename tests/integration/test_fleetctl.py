@@ -22,8 +22,9 @@ async def fleetctl(url: str, *args: str) -> int:
 
 
 async def test_json_outputs(
-    db: asyncpg.Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+    db: asyncpg.Connection, analytics_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    database_url = analytics_url  # reports read as a fleet_analytics login
     await depot(db)
     assert await fleetctl(database_url, "--json", "performance", "V1", *WINDOW) == 0
     perf = json.loads(capsys.readouterr().out)
@@ -50,8 +51,12 @@ async def test_json_outputs(
 
 
 async def test_tables_and_assignments(
-    db: asyncpg.Connection, database_url: str, capsys: pytest.CaptureFixture[str]
+    db: asyncpg.Connection,
+    analytics_url: str,
+    admin_url: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    database_url = analytics_url  # reports as fleet_analytics; assignments as fleet_admin
     await depot(db)
     assert await fleetctl(database_url, "fleet", *WINDOW) == 0
     out = capsys.readouterr().out
@@ -65,7 +70,7 @@ async def test_tables_and_assignments(
     assert "8 vehicles," in out
     assert " meters, " in out
     later = (T0 + timedelta(hours=5)).isoformat()
-    assert await fleetctl(database_url, "assign", "V1", "M2", "--from", later) == 0
+    assert await fleetctl(admin_url, "assign", "V1", "M2", "--from", later) == 0
     assert "assigned to M2" in capsys.readouterr().out
     assert await fleetctl(database_url, "--json", "assignments", "V1") == 0
     history = json.loads(capsys.readouterr().out)

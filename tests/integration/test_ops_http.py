@@ -79,14 +79,12 @@ async def wait_status(
 
 
 @pytest.fixture
-async def ops_daemon(
-    broker: MosquittoServer, database_url: str
-) -> AsyncIterator[tuple[Daemon, int]]:
+async def ops_daemon(broker: MosquittoServer, ingest_url: str) -> AsyncIterator[tuple[Daemon, int]]:
     """A daemon with ops.install() companions on an ephemeral HTTP port; yields (daemon, port)."""
     settings = load_settings(
         None,
         mqtt_url=broker.url(),
-        database_url=database_url,
+        database_url=ingest_url,
         client_id="fleetd-ops-http",
         flush_interval_ms=200,
         http_addr="127.0.0.1:0",
@@ -247,7 +245,7 @@ def fleetctl_serve(database_url: str, **extra_env: str) -> Iterator[int]:
 
 
 async def test_fleetctl_serve_answers_the_analytics_and_fleetd_does_not(
-    ops_daemon: tuple[Daemon, int], database_url: str
+    ops_daemon: tuple[Daemon, int], database_url: str, analytics_url: str
 ) -> None:
     _, fleetd_port = ops_daemon
     assert (await get_json(fleetd_port, "/v1/current/all"))[0] == 404
@@ -256,7 +254,7 @@ async def test_fleetctl_serve_answers_the_analytics_and_fleetd_does_not(
         await depot(conn)
     finally:
         await conn.close()
-    with fleetctl_serve(database_url) as port:
+    with fleetctl_serve(analytics_url) as port:
         assert await get_json(port, "/healthz") == (200, {"status": "ok"})
         window = "start=2026-11-20T08:00:00Z&end=2026-11-20T11:00:00Z"
         status, body = await get_json(port, f"/v1/analytics/performance/V1?{window}")
@@ -300,8 +298,8 @@ async def test_fleetctl_serve_health_names_an_unreachable_database() -> None:
 TOKEN = "s3cret-token-for-tests-0123456789"
 
 
-async def test_fleetctl_serve_asks_for_the_bearer_token_on_v1_only(database_url: str) -> None:
-    with fleetctl_serve(database_url, FLEET_API_TOKEN=TOKEN) as port:
+async def test_fleetctl_serve_asks_for_the_bearer_token_on_v1_only(analytics_url: str) -> None:
+    with fleetctl_serve(analytics_url, FLEET_API_TOKEN=TOKEN) as port:
         assert (await get_json(port, "/healthz"))[0] == 200  # health stays open
         status, headers, _ = await get(port, "/v1/current/all")
         assert status == 401
@@ -330,14 +328,14 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 async def test_fleetctl_serve_reads_the_token_from_a_file_and_serves_tls(
-    database_url: str, tmp_path: Path
+    analytics_url: str, tmp_path: Path
 ) -> None:
     (tmp_path / "token").write_text(TOKEN + "\n")
     cert, key = self_signed(tmp_path)
     tls = ssl.create_default_context(cafile=str(cert))
     env = {"FLEET_API_TOKEN_FILE": str(tmp_path / "token"), "FLEET_API_TLS_CERT": str(cert),
            "FLEET_API_TLS_KEY": str(key)}  # fmt: skip
-    with fleetctl_serve(database_url, **env) as port:
+    with fleetctl_serve(analytics_url, **env) as port:
         status, body = await get_json(
             port, "/v1/current/all", headers={"Authorization": f"Bearer {TOKEN}"}, tls=tls
         )

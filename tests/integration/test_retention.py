@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
+import structlog
 
 from fleetd.service import Daemon
 from fleetd.settings import Settings
@@ -18,11 +19,22 @@ pytestmark = pytest.mark.integration
 
 
 async def test_maintenance_drops_history_before_rollups(
-    db: asyncpg.Connection, settings: Settings
+    db: asyncpg.Connection, settings: Settings, database_url: str
 ) -> None:
     old = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=10)
     await load(db, [("M1", old, 1.0)], [("V1", old, 1.0)])
-    daemon = Daemon(settings.model_copy(update={"retention_days": 7, "rollup_retention_days": 30}))
+    keep = {"retention_days": 7, "rollup_retention_days": 30}
+    # As the documented fleet_ingest login: partitions ahead yes, dropping no, and it says why.
+    with structlog.testing.capture_logs() as logs:
+        daemon = Daemon(settings.model_copy(update=keep))
+        await daemon.maintain()
+        await daemon.flusher.close()
+    refused = [e for e in logs if e["event"] == "retention_not_permitted"]
+    assert refused
+    assert "schema owner" in refused[0]["hint"]
+    assert await db.fetchval("SELECT count(*) FROM meter_readings") == 1
+    # As the schema owner (a deployment that gives fleetd's maintenance that login).
+    daemon = Daemon(settings.model_copy(update=keep | {"database_url": database_url}))
     await daemon.maintain()
     await daemon.flusher.close()
     assert await db.fetchval("SELECT count(*) FROM meter_readings") == 0

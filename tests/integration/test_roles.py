@@ -4,20 +4,31 @@ maintains assignments."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
+from fleet_harness.publish import Publisher, readings
+from fleetctl.assignments import assign
+from fleetctl.queries import fleet_report
+from fleetctl.window import Window
 from fleetd.ingest.writer import write_batch
 from fleetd.messages import MeterReading, Rejected, VehicleReading
-from fleetdb.connect import connect
+from fleetd.settings import Settings
+from fleetdb.connect import connect, connect_analytics
 from fleetdb.migrate import load_migrations
 from fleetdb.rollups import rollup_tables
+from tests.conftest import running, wait_for_count
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +179,42 @@ async def test_roles_are_nologin_groups(db: asyncpg.Connection) -> None:
     assert [r["rolname"] for r in rows] == ["fleet_admin", "fleet_analytics", "fleet_ingest"]
     assert not any(r["rolcanlogin"] or r["rolsuper"] or r["rolcreaterole"] or r["rolcreatedb"]
                    for r in rows)  # fmt: skip
+
+
+async def test_the_documented_roles_recipe_gives_each_job_what_it_needs(
+    db: asyncpg.Connection, database_url: str, settings: Settings
+) -> None:
+    """docs/operations.md's CREATE ROLE lines, run as written (names made unique): fleetd
+    ingests as the first, reports read as the second, assignments are written as the third."""
+    recipe = re.findall(
+        r"^CREATE ROLE (\w+) +LOGIN PASSWORD '\.\.\.' IN ROLE (\w+);",
+        (REPO / "docs" / "operations.md").read_text(),
+        re.MULTILINE,
+    )
+    assert [group for _, group in recipe] == ["fleet_ingest", "fleet_analytics", "fleet_admin"]
+    users = {group: f"{name}_{os.getpid()}" for name, group in recipe}
+    try:
+        for group, user in users.items():
+            await db.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD 'secret' IN ROLE {group}")
+        ingest = _as_user(database_url, users["fleet_ingest"])
+        own = settings.model_copy(update={"database_url": ingest})
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
+        async with running(own):
+            pub = Publisher(own.mqtt_url)
+            await asyncio.to_thread(pub.publish, readings(2, 2, 3, start, timedelta(minutes=1)))
+            pub.close()
+            assert await wait_for_count(db, "SELECT count(*) FROM vehicle_readings", 6) == 6
+        analytics = await connect_analytics(_as_user(database_url, users["fleet_analytics"]))
+        admin = await connect_analytics(_as_user(database_url, users["fleet_admin"]))
+        try:
+            await assign(admin, "VEHICLE-00001", "METER-00001", start)
+            report = await fleet_report(analytics, Window(start, start + timedelta(minutes=3)))
+            assert report["totals"]["vehicles"] == 2
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await assign(analytics, "VEHICLE-00002", "METER-00002", start)
+        finally:
+            await analytics.close()
+            await admin.close()
+    finally:
+        for user in users.values():
+            await db.execute(f'DROP ROLE IF EXISTS "{user}"')
