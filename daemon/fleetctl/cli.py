@@ -225,6 +225,8 @@ def _show_fleet(r: dict[str, Any], colour: bool, limit: int | None) -> str:
             f"(AC {render.num(t['totalAcKwh'])} kWh, DC {render.num(t['totalDcKwh'])} kWh, "
             f"loss {render.num(t['lossKwh'])} kWh)",
             f"  {counts or 'no vehicles'}",
+            f"  newest reading {r['newestReadingAt'] or '-'}"
+            + (f" ({r['dataAgeSeconds']:,.0f} s ago)" if r["dataAgeSeconds"] is not None else ""),
             "",
             _vehicle_rows(rows, colour),
         ]

@@ -17,6 +17,7 @@ import asyncpg
 from fleetctl.connections import same_snapshot
 from fleetctl.energy import DB, Energy, VehicleStats, fleet_meters, fleet_vehicles
 from fleetctl.errors import InvalidRequestError
+from fleetctl.freshness import freshness
 from fleetctl.gcpause import paused_gc
 from fleetctl.rows import DEFAULT_INTERVAL_S, RowContext, VehicleFigures, build_row
 from fleetctl.status import DEFAULT_MIN_AC_KWH, STATUSES, min_ac_micro, verdict_micro
@@ -40,6 +41,7 @@ class _FleetRows:
     ac_u: int  # fleet totals, every meter counted once (a shared meter is not billed twice)
     dc_u: int
     meters: int
+    freshness: dict[str, Any]
 
 
 @asynccontextmanager
@@ -94,6 +96,7 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
         }
         whole_dc = {v: Decimal(own[v].dc_u).scaleb(-6) for v in by_vehicle if v in own}
         energies = await unit_energies(conn, units, (window, whole_meters, whole_dc))
+        fresh = await freshness(conn, datetime.now(UTC))
 
     rows: list[dict[str, Any]] = []
     ac_total = dc_total = 0
@@ -115,7 +118,8 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
     for e in energies:
         ac_total += int(e.ac.scaleb(6))
         dc_total += int(e.dc.scaleb(6))
-    return _FleetRows(rows, ac_total, dc_total, len(spans.whole) + len({u.meter for u in units}))
+    meters_count = len(spans.whole) + len({u.meter for u in units})
+    return _FleetRows(rows, ac_total, dc_total, meters_count, fresh)
 
 
 def whole_window_figures(
@@ -214,6 +218,7 @@ async def fleet_report(
     return {
         "window": window.as_json(),
         "generatedAt": iso(datetime.now(UTC)),
+        **fleet.freshness,
         "totals": {
             "vehicles": len(fleet.rows),
             "meters": fleet.meters,
@@ -241,11 +246,13 @@ async def anomalies(
 
     `threshold` is a ratio in (0, 1.5]: 0.85, not 85 (InvalidRequestError otherwise)."""
     check_threshold(threshold)
-    rows = (await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)).rows
+    fleet = await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
+    rows = fleet.rows
     below = [r for r in rows if r["efficiency"] is not None and r["efficiency"] < threshold]
     errors = [r for r in rows if r["status"] == "meter_error"]
     return {
         "window": window.as_json(),
+        **fleet.freshness,
         "threshold": threshold,
         "minAcKwh": min_ac_kwh,
         "count": len(below),

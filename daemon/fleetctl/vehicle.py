@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from fleetctl.energy import DB, Segment, battery, energy_by_hour, hours_of
 from fleetctl.errors import UnknownDeviceError
+from fleetctl.freshness import freshness
 from fleetctl.rows import DEFAULT_INTERVAL_S, RowContext, build_row
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.unit_energy import UnitEnergy, figures_of_units, segments_of
@@ -76,7 +77,8 @@ async def vehicle_performance(
     figures = figures_of_units(vehicle_id, units, energies, own, interval_s=interval_s)
     ctx = RowContext.of(window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
     hourly = [_hour_json(hour, h) for hour, h in hours.items()]
-    return {"window": window.as_json(), **build_row(figures, ctx), "hourly": hourly}
+    fresh = await freshness(db, datetime.now(UTC))
+    return {"window": window.as_json(), **fresh, **build_row(figures, ctx), "hourly": hourly}
 
 
 def _hour_json(hour: datetime, h: dict[str, Any]) -> dict[str, Any]:

@@ -74,3 +74,4 @@ def test_compose_structure() -> None:
     assert sim["command"][:2] == ["fleet-sim", "run"]
     assert "--speed" in sim["command"]
     assert "FLEET_MQTT_URL" in sim["environment"]
+    assert "FLEET_DATABASE_URL" in sim["environment"]  # it writes the assignments

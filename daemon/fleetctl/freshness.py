@@ -1,0 +1,25 @@
+"""How old the newest stored reading is: on a read replica that lags, or behind a stalled
+ingest, every report says so."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fleetctl.energy import DB
+from fleetctl.window import iso
+
+_NEWEST_SQL = """
+SELECT greatest((SELECT max(ts) FROM meter_current), (SELECT max(ts) FROM vehicle_current))
+"""
+
+
+async def freshness(db: DB, now: datetime) -> dict[str, Any]:
+    """{"newestReadingAt": RFC 3339 or None, "dataAgeSeconds": seconds before `now` or None}."""
+    newest: datetime | None = await db.fetchval(_NEWEST_SQL)
+    if newest is None:
+        return {"newestReadingAt": None, "dataAgeSeconds": None}
+    return {
+        "newestReadingAt": iso(newest),
+        "dataAgeSeconds": round((now - newest).total_seconds(), 3),
+    }
