@@ -4,16 +4,22 @@ GET /v1/analytics/performance/{vehicleId}   ?hours= | ?start=&end=, minAcKwh=
 GET /v1/analytics/fleet                     ?hours= | ?start=&end=, sort=, minAcKwh=
 GET /v1/analytics/anomalies                 ?hours= | ?start=&end=, threshold=, minAcKwh=
 GET /v1/current/{meters|vehicles}[/{id}]   /v1/current/all: every meter and vehicle
+GET /v1/assignments                         ?vehicleId=, open=true
+POST /v1/assignments                        [{vehicleId, meterId, validFrom[, validTo]}, ...]:
+                                            all or nothing, as FLEET_ADMIN_DATABASE_URL
 
 Unknown ids answer 404, bad parameters 400, each with {"error": "..."}.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import asyncpg
 
+from fleetctl.assignment_import import import_periods, parse_json
+from fleetctl.assignments import all_assignments, assignments
 from fleetctl.errors import AnalyticsError, UnknownDeviceError
 from fleetctl.queries import CurrentKind, anomalies, current, fleet_report, vehicle_performance
 from fleetctl.status import DEFAULT_MIN_AC_KWH
@@ -25,22 +31,29 @@ from fleetsvc.http import HttpServer, Response, json_response
 class AnalyticsApi:
     """The /v1 routes on a small pool of their own, opened on first use."""
 
-    def __init__(self, database_url: str, *, pool_size: int = 2) -> None:
+    def __init__(
+        self, database_url: str, *, admin_url: str | None = None, pool_size: int = 2
+    ) -> None:
         self._url = database_url
+        self._admin_url = admin_url
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._admin_pool: asyncpg.Pool | None = None
 
     def install(self, server: HttpServer) -> None:
         """Register the routes on `server`."""
         server.add_route("/v1/analytics/", self.analytics)
         server.add_route("/v1/current/", self.current)
+        server.add_route("/v1/assignments", self.assignments)
+        server.add_post_route("/v1/assignments", self.import_assignments)
         server.on_close(self.close)
 
     async def close(self) -> None:
-        """Close the pool, if one was opened."""
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        """Close the pools that were opened."""
+        for pool in (self._pool, self._admin_pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._admin_pool = None
 
     async def ping(self) -> None:
         """One round trip to the database (for /healthz)."""
@@ -97,6 +110,43 @@ class AnalyticsApi:
         except UnknownDeviceError as exc:
             return json_response(404, {"error": str(exc)})
         return json_response(200, body)
+
+    async def assignments(self, path: str, query: dict[str, str]) -> Response:
+        """GET /v1/assignments: every assignment, or one vehicle's (?vehicleId=), or the open
+        ones (?open=true)."""
+        if path.rstrip("/") != "/v1/assignments":
+            return json_response(404, {"error": "not found", "path": path})
+        db = await self._db()
+        vehicle = query.get("vehicleId")
+        if vehicle:
+            rows = await assignments(db, vehicle)
+            if query.get("open") == "true":
+                rows = [r for r in rows if r["validTo"] is None]
+        else:
+            rows = await all_assignments(db, open_only=query.get("open") == "true")
+        return json_response(200, {"count": len(rows), "assignments": rows})
+
+    async def import_assignments(self, path: str, _query: dict[str, str], body: bytes) -> Response:
+        """POST /v1/assignments: a JSON list written in one transaction, all or nothing."""
+        if path.rstrip("/") != "/v1/assignments":
+            return json_response(404, {"error": "not found", "path": path})
+        if not self._admin_url:
+            off = "assignment writes are off: set FLEET_ADMIN_DATABASE_URL (a fleet_admin login)"
+            return json_response(403, {"error": off})
+        try:
+            items = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return json_response(400, {"error": f"body is not JSON: {exc}"})
+        try:
+            periods = parse_json(items)
+            if self._admin_pool is None:
+                self._admin_pool = await create_pool(
+                    self._admin_url, min_size=0, max_size=1, application_name="fleetctl-admin"
+                )
+            result = await import_periods(self._admin_pool, periods)
+        except AnalyticsError as exc:
+            return json_response(400, {"error": str(exc)})
+        return json_response(200, result)
 
 
 def _float(query: dict[str, str], name: str) -> float | None:

@@ -1,4 +1,4 @@
-"""Vehicle → meter assignments over time: assign (closing the previous one) and history."""
+"""Vehicle → meter assignments over time: assign (closing the previous one), unassign, history."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from fleetctl.energy import DB
-from fleetctl.errors import AssignmentConflictError
+from fleetctl.errors import AnalyticsError, AssignmentConflictError
 from fleetctl.window import iso
 
 
@@ -45,8 +45,25 @@ async def _assign(
     start: datetime,
 ) -> dict[str, Any]:
     async with conn.transaction():
-        # Two concurrent assigns of one vehicle would both close the same open row.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('assign:' || $1))", vehicle_id)
+        return await insert_period(conn, vehicle_id, meter_id, start, None)
+
+
+async def insert_period(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    vehicle_id: str,
+    meter_id: str,
+    start: datetime,
+    end: datetime | None,
+) -> dict[str, Any]:
+    """Inside the caller's transaction: the period [start, end) of vehicle -> meter.
+
+    Open-ended (`end` None): as assign() (the open assignment is closed at `start`; a later
+    one is a conflict; the same meter again is a no-op). Closed: inserted as is. Either way the
+    database refuses two meters for one vehicle at one instant (AssignmentConflictError).
+    """
+    # Two concurrent assigns of one vehicle would both close the same open row.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('assign:' || $1))", vehicle_id)
+    if end is None:
         later = await conn.fetchrow(
             """SELECT * FROM vehicle_meter_assignments
                 WHERE vehicle_id = $1 AND valid_from >= $2 ORDER BY valid_from LIMIT 1""",
@@ -71,21 +88,59 @@ async def _assign(
             vehicle_id,
             start,
         )
-        try:
+    try:
+        # A savepoint: a refused row must not abort the caller's transaction before it can
+        # name the line.
+        async with conn.transaction():
             row = await conn.fetchrow(
-                """INSERT INTO vehicle_meter_assignments (vehicle_id, meter_id, valid_from)
-                   VALUES ($1, $2, $3) RETURNING *""",
+                """INSERT INTO vehicle_meter_assignments
+                          (vehicle_id, meter_id, valid_from, valid_to)
+                   VALUES ($1, $2, $3, $4) RETURNING *""",
                 vehicle_id,
                 meter_id,
                 start,
+                end,
             )
-        except asyncpg.ExclusionViolationError as exc:
-            # A closed assignment reaching past `start`: the database refuses the overlap.
-            raise AssignmentConflictError(
-                f"{vehicle_id} would have two meters at once from {iso(start)}"
-            ) from exc
+    except asyncpg.ExclusionViolationError as exc:
+        raise AssignmentConflictError(
+            f"{vehicle_id} would have two meters at once from {iso(start)}"
+        ) from exc
     assert row is not None
     return {**_json(row), "changed": True}
+
+
+async def unassign(db: DB, vehicle_id: str, at: datetime | None = None) -> dict[str, Any]:
+    """End the vehicle's open assignment at `at` (default now). AnalyticsError when it has none
+    open, or when `at` is not after its start."""
+    end = (at or datetime.now(UTC)).astimezone(UTC)
+    row = await db.fetchrow(
+        """UPDATE vehicle_meter_assignments SET valid_to = $2
+            WHERE vehicle_id = $1 AND valid_to IS NULL AND valid_from < $2 RETURNING *""",
+        vehicle_id,
+        end,
+    )
+    if row is not None:
+        return _json(row)
+    open_row = await db.fetchrow(
+        "SELECT * FROM vehicle_meter_assignments WHERE vehicle_id = $1 AND valid_to IS NULL",
+        vehicle_id,
+    )
+    if open_row is None:
+        raise AnalyticsError(f"{vehicle_id} has no open assignment to end")
+    raise AnalyticsError(
+        f"{vehicle_id}'s assignment to {open_row['meter_id']} starts at "
+        f"{iso(open_row['valid_from'])}: end it after that"
+    )
+
+
+async def all_assignments(db: DB, *, open_only: bool = False) -> list[dict[str, Any]]:
+    """Every assignment (or only the open ones), by vehicle and start."""
+    rows = await db.fetch(
+        """SELECT * FROM vehicle_meter_assignments
+            WHERE NOT $1 OR valid_to IS NULL ORDER BY vehicle_id, valid_from""",
+        open_only,
+    )
+    return [_json(r) for r in rows]
 
 
 async def assignments(db: DB, vehicle_id: str) -> list[dict[str, Any]]:

@@ -13,12 +13,14 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from fleetctl import render
-from fleetctl.assignments import assign, assignments
+from fleetctl.assignment_import import Period, import_periods, parse_csv
+from fleetctl.assignments import assign, assignments, unassign
 from fleetctl.errors import AnalyticsError
 from fleetctl.queries import (
     CURRENT_KINDS,
@@ -41,6 +43,7 @@ EXIT_ERROR = 1
 EXIT_CONFIG = 2
 WINDOWED = ("performance", "fleet", "anomalies")  # commands that take a window
 READS = (*WINDOWED, "current", "assignments", "serve")  # may go to a replica
+WRITES = ("assign", "unassign")  # a fleet_admin login
 
 
 def _window_args(p: argparse.ArgumentParser) -> None:
@@ -75,10 +78,20 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("current", help="newest reading per device, with age and offline flag")
     p.add_argument("kind", choices=CURRENT_KINDS, help="all: every meter and every vehicle")
     p.add_argument("device_id", nargs="?", help="one device (with meters or vehicles)")
-    p = sub.add_parser("assign", help="assign a vehicle to a meter from a time on")
-    p.add_argument("vehicle_id")
-    p.add_argument("meter_id")
+    p = sub.add_parser(
+        "assign", help="assign a vehicle to a meter from a time on, or import a CSV file"
+    )
+    p.add_argument("vehicle_id", nargs="?")
+    p.add_argument("meter_id", nargs="?")
     p.add_argument("--from", dest="valid_from", help="RFC 3339 (default now)")
+    p.add_argument(
+        "--file",
+        help="CSV with a header vehicle_id,meter_id,valid_from[,valid_to]: imported in one "
+        "transaction, all or nothing, errors named by line",
+    )
+    p = sub.add_parser("unassign", help="end a vehicle's open assignment")
+    p.add_argument("vehicle_id")
+    p.add_argument("--at", help="RFC 3339 (default now)")
     p = sub.add_parser("assignments", help="a vehicle's meter assignment history")
     p.add_argument("vehicle_id")
     p = sub.add_parser("serve", help="the analytics HTTP API (/v1/...) until SIGTERM")
@@ -114,11 +127,33 @@ async def _execute(
     if cmd == "current":
         return await current(conn, args.kind, args.device_id)
     if cmd == "assign":
+        if args.file:
+            return await import_periods(conn, _read_csv(args.file))
         start = parse_rfc3339(args.valid_from, "from") if args.valid_from else None
         return await assign(conn, args.vehicle_id, args.meter_id, start)
+    if cmd == "unassign":
+        at = parse_rfc3339(args.at, "at") if args.at else None
+        return await unassign(conn, args.vehicle_id, at)
     if cmd == "partitions":
         return await _partitions(args, conn)
     return await assignments(conn, args.vehicle_id)
+
+
+def _read_csv(path: str) -> list[Period]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnalyticsError(f"{path}: {exc}") from exc
+    return parse_csv(text)
+
+
+def _check_assign_args(args: argparse.Namespace) -> None:
+    if args.command != "assign":
+        return
+    if args.file and (args.vehicle_id or args.meter_id or args.valid_from):
+        raise AnalyticsError("assign takes either --file or VEHICLE METER [--from], not both")
+    if not args.file and not (args.vehicle_id and args.meter_id):
+        raise AnalyticsError("assign needs VEHICLE METER, or --file F.csv")
 
 
 async def _partitions(args: argparse.Namespace, conn: asyncpg.Connection) -> Any:
@@ -287,6 +322,10 @@ def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
         return "\n".join(out)
     if cmd == "current":
         return _show_current(result)
+    if cmd == "assign" and args.file:
+        return f"imported {result['imported']} assignments of {result['vehicles']} vehicles"
+    if cmd == "unassign":
+        return f"{result['vehicleId']} unassigned from {result['meterId']} at {result['validTo']}"
     if cmd == "assign":
         verb = "assigned" if result["changed"] else "already assigned"
         return f"{result['vehicleId']} {verb} to {result['meterId']} from {result['validFrom']}"
@@ -316,6 +355,8 @@ def _database_url(args: argparse.Namespace) -> str | None:
     env = os.environ
     if args.command in READS and env.get("FLEET_ANALYTICS_DATABASE_URL"):
         return env["FLEET_ANALYTICS_DATABASE_URL"]
+    if args.command in WRITES and env.get("FLEET_ADMIN_DATABASE_URL"):
+        return env["FLEET_ADMIN_DATABASE_URL"]
     return env.get("FLEET_DATABASE_URL")
 
 
@@ -340,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return asyncio.run(serve(config))
     try:
-        # A bad window fails before connecting.
+        # A bad window or bad arguments fail before connecting.
+        _check_assign_args(args)
         window = _window(args) if args.command in WINDOWED else None
         result = asyncio.run(_main(args, url, window))
     except AnalyticsError as exc:

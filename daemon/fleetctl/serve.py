@@ -28,7 +28,8 @@ log = structlog.get_logger("fleetctl.serve")
 
 DEFAULT_API_ADDR = "127.0.0.1:9109"
 # What fleetctl reads from the environment (fleetd's own settings are fleetd.settings.Settings).
-ENVIRONMENT = ("FLEET_DATABASE_URL", "FLEET_ANALYTICS_DATABASE_URL", "FLEET_API_ADDR",
+ENVIRONMENT = ("FLEET_DATABASE_URL", "FLEET_ANALYTICS_DATABASE_URL", "FLEET_ADMIN_DATABASE_URL",
+               "FLEET_API_ADDR",
                "FLEET_API_TOKEN", "FLEET_API_TOKEN_FILE", "FLEET_API_TLS_CERT",
                "FLEET_API_TLS_KEY", "FLEET_LOG_FORMAT", "FLEET_LOG_LEVEL")  # fmt: skip
 PUBLIC = ("/healthz",)
@@ -46,6 +47,7 @@ class ServeConfig:
     database_url: str
     token: str | None
     tls: ssl.SSLContext | None
+    admin_url: str | None = None
 
     def __repr__(self) -> str:  # never the token
         return f"ServeConfig(addr={self.addr!r}, token={'set' if self.token else None})"
@@ -66,7 +68,7 @@ class ServeConfig:
                 f"FLEET_API_ADDR {addr} is not loopback: set FLEET_API_TOKEN (or "
                 "FLEET_API_TOKEN_FILE) so /v1 asks for it, or listen on 127.0.0.1"
             )
-        return cls(addr, database_url, token, _tls(env))
+        return cls(addr, database_url, token, _tls(env), env.get("FLEET_ADMIN_DATABASE_URL"))
 
 
 def _token(env: Mapping[str, str]) -> str | None:
@@ -120,7 +122,7 @@ class ApiService:
         self.server = HttpServer(
             config.addr, name="fleetctl-serve", token=config.token, public=PUBLIC, tls=config.tls
         )
-        self.api = AnalyticsApi(config.database_url)
+        self.api = AnalyticsApi(config.database_url, admin_url=config.admin_url)
         self.api.install(self.server)
         self.server.add_route("/healthz", self._health)
         self._stop = asyncio.Event()

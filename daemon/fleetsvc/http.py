@@ -20,8 +20,11 @@ Response = tuple[int, str, bytes]
 """(status, content type, body)."""
 Handler = Callable[[str, dict[str, str]], Awaitable[Response]]
 """handler(path, query) -> Response."""
+PostHandler = Callable[[str, dict[str, str], bytes], Awaitable[Response]]
+"""handler(path, query, body) -> Response."""
 
-MAX_REQUEST_BYTES = 8192  # request line + headers; we take no bodies
+MAX_REQUEST_BYTES = 8192  # request line + headers
+MAX_BODY_BYTES = 16 << 20  # a POSTed body (100,000 assignments fit)
 READ_TIMEOUT_S = 5.0  # a client that sends nothing must not hold a connection open
 BIND_RETRY_S = 5.0
 DISABLED = ("", "off", "none", "disabled")
@@ -30,9 +33,12 @@ _REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
@@ -47,6 +53,15 @@ def parse_addr(addr: str) -> tuple[str, int] | None:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"address must be host:port or 'off', got {addr!r}")
     return host.strip("[]"), int(port)
+
+
+def _header(lines: list[str], name: str) -> str | None:
+    """The value of header `name` (lower case), or None."""
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return None
 
 
 def json_response(status: int, body: object) -> Response:
@@ -80,6 +95,7 @@ class HttpServer:
         self.port: int | None = None
         self.started = asyncio.Event()
         self.routes: dict[str, Handler] = {}
+        self.post_routes: dict[str, PostHandler] = {}
         self._closers: list[Callable[[], Awaitable[None]]] = []
 
     def add_route(self, prefix: str, handler: Handler) -> None:
@@ -87,6 +103,12 @@ class HttpServer:
         if not prefix.startswith("/"):
             raise ValueError(f"route prefix must start with '/': {prefix!r}")
         self.routes[prefix] = handler
+
+    def add_post_route(self, prefix: str, handler: PostHandler) -> None:
+        """Serve every POST path starting with `prefix` with `handler(path, query, body)`."""
+        if not prefix.startswith("/"):
+            raise ValueError(f"route prefix must start with '/': {prefix!r}")
+        self.post_routes[prefix] = handler
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Run `closer` when the server stops (e.g. to close a route's connection pool)."""
@@ -126,14 +148,13 @@ class HttpServer:
     def _authorized(self, path: str, header_lines: list[str]) -> bool:
         if self._token is None or path.startswith(self._public):
             return True
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            if name.strip().lower() == "authorization":
-                scheme, _, credentials = value.strip().partition(" ")
-                return scheme.lower() == "bearer" and hmac.compare_digest(
-                    credentials.strip().encode("latin-1"), self._token
-                )
-        return False
+        value = _header(header_lines, "authorization")
+        if value is None:
+            return False
+        scheme, _, credentials = value.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode("latin-1"), self._token
+        )
 
     async def dispatch(self, path: str, query: dict[str, str]) -> Response:
         """Route one GET to the longest matching prefix; a failing handler answers 500."""
@@ -186,7 +207,7 @@ class HttpServer:
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             return (*json_response(400, {"error": "malformed request line"}), False)
         method, target, _ = parts
-        if method not in ("GET", "HEAD"):
+        if method not in ("GET", "HEAD", "POST"):
             return (*json_response(405, {"error": f"method {method} not allowed"}), False)
         url = urlsplit(target)
         path = unquote(url.path)
@@ -194,5 +215,33 @@ class HttpServer:
             error = "missing or wrong bearer token (Authorization: Bearer <FLEET_API_TOKEN>)"
             return (*json_response(401, {"error": error}), method == "HEAD")
         query = dict(parse_qsl(url.query, keep_blank_values=True))
+        if method == "POST":
+            return (*await self._post(reader, path, query, header_lines), False)
         status, ctype, body = await self.dispatch(path, query)
         return status, ctype, body, method == "HEAD"
+
+    async def _post(
+        self,
+        reader: asyncio.StreamReader,
+        path: str,
+        query: dict[str, str],
+        header_lines: list[str],
+    ) -> Response:
+        prefix = next((p for p in sorted(self.post_routes, key=len, reverse=True)
+                       if path.startswith(p)), None)  # fmt: skip
+        if prefix is None:
+            return json_response(405, {"error": f"POST not allowed on {path}"})
+        length = _header(header_lines, "content-length")
+        if length is None or not length.isdigit():
+            return json_response(411, {"error": "POST needs a Content-Length"})
+        if int(length) > MAX_BODY_BYTES:
+            return json_response(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+        try:
+            body = await asyncio.wait_for(reader.readexactly(int(length)), READ_TIMEOUT_S * 6)
+        except (asyncio.IncompleteReadError, TimeoutError):
+            return json_response(400, {"error": "incomplete body"})
+        try:
+            return await self.post_routes[prefix](path, query, body)
+        except Exception as exc:
+            log.exception("http_handler_failed", server=self.name, path=path)
+            return json_response(500, {"error": f"{exc.__class__.__name__}: {exc}"})

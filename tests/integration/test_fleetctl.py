@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -132,3 +133,48 @@ async def test_partitions_list_ensure_and_retention(
     assert await db.fetchval("SELECT count(*) FROM meter_readings") == 0
     assert await db.fetchval("SELECT count(*) FROM meter_hourly") > 0
     assert await fleetctl(database_url, "partitions", "drop-older-than") == 1
+
+
+async def test_assignments_from_a_csv_file_all_or_nothing(
+    db: asyncpg.Connection,
+    admin_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Onboarding: one import in one transaction. A line that overlaps a stored assignment is
+    named, and nothing of the file is written."""
+    good = tmp_path / "fleet.csv"
+    good.write_text(
+        "vehicle_id,meter_id,valid_from\n"
+        + "".join(f"VEHICLE-{i:05d},METER-{i:05d},2026-11-01T00:00:00Z\n" for i in range(1, 501))
+    )
+    assert await fleetctl(admin_url, "assign", "--file", str(good)) == 0
+    assert "imported 500 assignments of 500 vehicles" in capsys.readouterr().out
+    assert await db.fetchval("SELECT count(*) FROM vehicle_meter_assignments") == 500
+
+    bad = tmp_path / "more.csv"
+    bad.write_text(
+        "vehicle_id,meter_id,valid_from,valid_to\n"
+        "VEHICLE-01000,METER-01000,2026-11-01T00:00:00Z,\n"
+        "VEHICLE-00007,METER-00099,2026-10-01T00:00:00Z,2026-11-02T00:00:00Z\n"
+    )
+    assert await fleetctl(admin_url, "assign", "--file", str(bad)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fleetctl: line 3: VEHICLE-00007 would have two meters at once")
+    assert len(err.strip().splitlines()) == 1
+    assert await db.fetchval("SELECT count(*) FROM vehicle_meter_assignments") == 500
+
+    assert (
+        await fleetctl(admin_url, "unassign", "VEHICLE-00007", "--at", "2026-11-10T00:00:00Z") == 0
+    )
+    assert "VEHICLE-00007 unassigned from METER-00007" in capsys.readouterr().out
+    assert await fleetctl(admin_url, "unassign", "VEHICLE-00007") == 1
+    assert "has no open assignment" in capsys.readouterr().err
+    assert (
+        await fleetctl(admin_url, "unassign", "VEHICLE-00008", "--at", "2026-10-01T00:00:00Z") == 1
+    )
+    assert "end it after that" in capsys.readouterr().err
+    assert await fleetctl(admin_url, "assign", "--file", str(tmp_path / "nope.csv")) == 1
+    assert "nope.csv" in capsys.readouterr().err
+    assert await fleetctl(admin_url, "assign", "V1") == 1
+    assert "assign needs VEHICLE METER, or --file" in capsys.readouterr().err

@@ -365,3 +365,60 @@ def test_fleetctl_serve_refuses_a_bad_configuration_in_one_line(
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "short" not in result.stderr
+
+
+async def test_assignments_over_http_need_the_admin_login(
+    database_url: str, analytics_url: str, admin_url: str
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    items = [{"vehicleId": f"V{i}", "meterId": f"M{i}", "validFrom": "2026-11-01T00:00:00Z"}
+             for i in range(1, 4)]  # fmt: skip
+    body = json.dumps(items)
+    with fleetctl_serve(analytics_url, FLEET_API_TOKEN=TOKEN) as port:
+        status, answer = await post_json(port, "/v1/assignments", body, headers=auth)
+        assert status == 403
+        assert "FLEET_ADMIN_DATABASE_URL" in answer["error"]
+    with fleetctl_serve(
+        analytics_url, FLEET_API_TOKEN=TOKEN, FLEET_ADMIN_DATABASE_URL=admin_url
+    ) as port:
+        assert (await post_json(port, "/v1/assignments", body))[0] == 401
+        assert await post_json(port, "/v1/assignments", body, headers=auth) == (
+            200, {"imported": 3, "vehicles": 3},
+        )  # fmt: skip
+        status, answer = await post_json(port, "/v1/assignments", "{nope", headers=auth)
+        assert (status, answer["error"][:16]) == (400, "body is not JSON")
+        bad = json.dumps([*items[:1], {"vehicleId": "V9", "meterId": "M9"}])
+        status, answer = await post_json(port, "/v1/assignments", bad, headers=auth)
+        assert (status, answer["error"]) == (
+            400,
+            "item 2: valid_from is required (RFC 3339 with an offset)",
+        )
+        again = json.dumps([{**items[0], "meterId": "M7", "validFrom": "2026-10-01T00:00:00Z",
+                             "validTo": "2026-11-05T00:00:00Z"}])  # fmt: skip
+        status, answer = await post_json(port, "/v1/assignments", again, headers=auth)
+        assert status == 400
+        assert answer["error"].startswith("item 1: V1 would have two meters at once")
+        status, answer = await get_json(port, "/v1/assignments?open=true", headers=auth)
+        assert (status, answer["count"]) == (200, 3)
+        status, answer = await get_json(port, "/v1/assignments?vehicleId=V2", headers=auth)
+        assert [a["meterId"] for a in answer["assignments"]] == ["M2"]
+
+
+async def post_json(
+    port: int, target: str, body: str, *, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
+    """One POST with a JSON body: (status, JSON answer)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = body.encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    writer.write(
+        f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n{extra}\r\n".encode()
+        + data
+    )
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    await writer.wait_closed()
+    head, _, answer = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(answer)
