@@ -5,6 +5,7 @@ GET /v1/analytics/fleet                     ?hours= | ?start=&end=, sort=, minAc
 GET /v1/analytics/anomalies                 ?hours= | ?start=&end=, threshold=, minAcKwh=
 GET /v1/current/{meters|vehicles}[/{id}]   /v1/current/all: every meter and vehicle
 GET /v1/assignments                         ?vehicleId=, open=true
+GET /v1/rejects                             ?since=, field=, limit=
 POST /v1/assignments                        [{vehicleId, meterId, validFrom[, validTo]}, ...]:
                                             all or nothing, as FLEET_ADMIN_DATABASE_URL
 
@@ -14,6 +15,7 @@ Unknown ids answer 404, bad parameters 400, each with {"error": "..."}.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -22,8 +24,9 @@ from fleetctl.assignment_import import import_periods, parse_json
 from fleetctl.assignments import all_assignments, assignments
 from fleetctl.errors import AnalyticsError, UnknownDeviceError
 from fleetctl.queries import CurrentKind, anomalies, current, fleet_report, vehicle_performance
+from fleetctl.rejects import rejects
 from fleetctl.status import DEFAULT_MIN_AC_KWH
-from fleetctl.window import Window
+from fleetctl.window import Window, parse_rfc3339
 from fleetdb.connect import create_pool
 from fleetsvc.http import HttpServer, Response, json_response
 
@@ -45,6 +48,7 @@ class AnalyticsApi:
         server.add_route("/v1/analytics/", self.analytics)
         server.add_route("/v1/current/", self.current)
         server.add_route("/v1/assignments", self.assignments)
+        server.add_route("/v1/rejects", self.rejects)
         server.add_post_route("/v1/assignments", self.import_assignments)
         server.on_close(self.close)
 
@@ -147,6 +151,24 @@ class AnalyticsApi:
         except AnalyticsError as exc:
             return json_response(400, {"error": str(exc)})
         return json_response(200, result)
+
+    async def rejects(self, path: str, query: dict[str, str]) -> Response:
+        """GET /v1/rejects: dead letters counted by field and rule, the newest payloads."""
+        if path.rstrip("/") != "/v1/rejects":
+            return json_response(404, {"error": "not found", "path": path})
+        try:
+            since_text = query.get("since")
+            since = (
+                parse_rfc3339(since_text, "since") if since_text
+                else datetime.now(UTC) - timedelta(hours=24)
+            )  # fmt: skip
+            limit = int(query.get("limit") or 20)
+            body = await rejects(
+                await self._db(), since=since, field=query.get("field"), limit=limit
+            )
+        except ValueError as exc:
+            return json_response(400, {"error": str(exc)})
+        return json_response(200, body)
 
 
 def _float(query: dict[str, str], name: str) -> float | None:

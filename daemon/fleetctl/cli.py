@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from fleetctl.queries import (
     fleet_report,
     vehicle_performance,
 )
+from fleetctl.rejects import rejects
 from fleetctl.serve import DEFAULT_API_ADDR, ServeConfig, ServeConfigError, serve
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.window import Window, parse_rfc3339
@@ -42,7 +44,7 @@ from fleetsvc.secrets import mask_url
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
 WINDOWED = ("performance", "fleet", "anomalies")  # commands that take a window
-READS = (*WINDOWED, "current", "assignments", "serve")  # may go to a replica
+READS = (*WINDOWED, "current", "assignments", "rejects", "serve")  # may go to a replica
 WRITES = ("assign", "unassign")  # a fleet_admin login
 
 
@@ -98,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--addr", help=f"host:port to listen on (default: FLEET_API_ADDR or {DEFAULT_API_ADDR})"
     )
+    p = sub.add_parser("rejects", help="dead letters: counts by field and rule, newest payloads")
+    p.add_argument("--since", help="RFC 3339 (default: 24 h ago)")
+    p.add_argument("--field", help="only reasons about this field (e.g. soc, timestamp)")
+    p.add_argument("--limit", type=int, default=20, help="newest payloads to show (default 20)")
     p = sub.add_parser("partitions", help="daily partitions: ensure ahead, list, drop old")
     p.add_argument("action", choices=("ensure", "list", "drop-older-than"))
     p.add_argument("days", nargs="?", type=int, help="for drop-older-than: days to keep")
@@ -136,6 +142,12 @@ async def _execute(
         return await unassign(conn, args.vehicle_id, at)
     if cmd == "partitions":
         return await _partitions(args, conn)
+    if cmd == "rejects":
+        since = (
+            parse_rfc3339(args.since, "since") if args.since
+            else datetime.now(UTC) - timedelta(hours=24)
+        )  # fmt: skip
+        return await rejects(conn, since=since, field=args.field, limit=args.limit)
     return await assignments(conn, args.vehicle_id)
 
 
@@ -304,6 +316,20 @@ def _show_current(r: dict[str, Any]) -> str:
     return render.table(headers, cells, right=numeric) + "\n" + summary
 
 
+def _show_rejects(r: dict[str, Any]) -> str:
+    counts = [(c["kind"], c["field"], c["rule"][:70], f"{c['count']:,}", c["newest"])
+              for c in r["counts"]]  # fmt: skip
+    lines = [
+        f"{r['total']:,} rejected messages since {r['since']}",
+        render.table(("kind", "field", "rule", "count", "newest"), counts, right={3}),
+    ]
+    if r["newest"]:
+        lines += ["", "newest:"]
+        lines += [f"  {m['receivedAt']}  {m['topic']}  {m['reason']}\n    {m['payload'][:200]!r}"
+                  for m in r["newest"]]  # fmt: skip
+    return "\n".join(lines)
+
+
 def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
     cmd = args.command
     if cmd == "performance":
@@ -329,6 +355,8 @@ def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
     if cmd == "assign":
         verb = "assigned" if result["changed"] else "already assigned"
         return f"{result['vehicleId']} {verb} to {result['meterId']} from {result['validFrom']}"
+    if cmd == "rejects":
+        return _show_rejects(result)
     if cmd == "partitions":
         if args.action == "ensure":
             return f"{result['created']} partition tables created"

@@ -178,3 +178,36 @@ async def test_assignments_from_a_csv_file_all_or_nothing(
     assert "nope.csv" in capsys.readouterr().err
     assert await fleetctl(admin_url, "assign", "V1") == 1
     assert "assign needs VEHICLE METER, or --file" in capsys.readouterr().err
+
+
+async def test_rejects_counted_by_field_and_rule_with_the_newest_payloads(
+    db: asyncpg.Connection, analytics_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        ("vehicles/V1/telemetry", b'{"soc": 150}', "soc: must be <= 100 (got 150)"),
+        ("vehicles/V2/telemetry", b'{"soc": 101}', "soc: must be <= 100 (got 101)"),
+        ("meters/M1/telemetry", b"\xff\xfe", "payload: not UTF-8 (byte 0)"),
+    ]
+    for i, (topic, payload, reason) in enumerate(rows):
+        await db.execute(
+            """INSERT INTO rejected_messages (received_at, topic, payload, reason, payload_sha256)
+               VALUES (now() - make_interval(secs => $1), $2, $3, $4, sha256($3))""",
+            float(10 - i), topic, payload, reason,
+        )  # fmt: skip
+    assert await fleetctl(analytics_url, "--json", "rejects") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["total"] == 3
+    assert out["counts"][0] == {**out["counts"][0], "kind": "vehicles", "field": "soc",
+                                "rule": "soc: must be <= 100", "count": 2}  # fmt: skip
+    newest = out["newest"][0]
+    assert (newest["topic"], newest["payloadEncoding"], newest["payload"]) == (
+        "meters/M1/telemetry", "base64", "//4=",
+    )  # fmt: skip
+    assert out["newest"][1]["payload"] == '{"soc": 101}'
+    assert await fleetctl(analytics_url, "--json", "rejects", "--field", "soc", "--limit", "1") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["total"], len(out["newest"])) == (2, 1)
+    assert await fleetctl(analytics_url, "rejects") == 0
+    assert "3 rejected messages since" in capsys.readouterr().out
+    assert await fleetctl(analytics_url, "rejects", "--limit", "5000") == 1
+    assert "limit must be between 0 and 1000" in capsys.readouterr().err
