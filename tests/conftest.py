@@ -38,18 +38,27 @@ def _with_db(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url() -> Iterator[str]:
+def pg_server() -> Iterator[PostgresServer | None]:
+    """The harness's own PostgreSQL (None when the tests use an external server)."""
+    if os.environ.get("FLEET_TEST_DATABASE_URL") or docker_requested():
+        yield None
+        return
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_server: PostgresServer | None) -> Iterator[str]:
     """URL of a database on a server we may create databases on."""
     external = os.environ.get("FLEET_TEST_DATABASE_URL")
     if external:
         yield external
         return
-    if docker_requested():
+    if pg_server is None:
         with postgres_container() as url:
             yield url
         return
-    with PostgresServer() as server:
-        yield server.url
+    yield pg_server.url
 
 
 @pytest.fixture(scope="session")

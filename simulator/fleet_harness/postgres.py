@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import pwd
@@ -9,7 +10,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
+
+import asyncpg
 
 from fleet_harness.ports import free_port
 from fleet_harness.server import ThrowawayServer
@@ -46,8 +50,11 @@ class PostgresServer(ThrowawayServer):
         port: int | None = None,
         settings: dict[str, str] | None = None,
         keep_dir: Path | None = None,
+        standby_of: PostgresServer | None = None,
     ) -> None:
         self.port = port or free_port()
+        # standby_of: a streaming hot standby of that (running) server instead of a new cluster.
+        self._primary = standby_of
         # keep_dir: a cluster kept between runs (benchmark datasets); reused when it exists.
         self._keep_dir = keep_dir
         self.user = "fleet"
@@ -95,6 +102,9 @@ class PostgresServer(ThrowawayServer):
             pw = pwd.getpwnam("postgres")
             for path in (self._tmp, sock_dir):
                 os.chown(path, pw.pw_uid, pw.pw_gid)
+        if self._primary is not None:
+            self._start_standby(self._primary, sock_dir)
+            return self
         if (self.data_dir / "PG_VERSION").exists():
             self._refuse_if_running()
             conf_path = self.data_dir / "postgresql.conf"
@@ -117,6 +127,36 @@ class PostgresServer(ThrowawayServer):
             "-U", self.user, self.database,
         )  # fmt: skip
         return self
+
+    def _start_standby(self, primary: PostgresServer, sock_dir: Path) -> None:
+        # pg_basebackup -R writes standby.signal and primary_conninfo: the copy starts as a hot
+        # standby streaming from the primary (whose initdb allows replication on loopback).
+        self._run(
+            find_pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+            "-U", self.user, "-D", str(self.data_dir), "-R", "-X", "stream", "--no-sync",
+            "--checkpoint=fast",
+        )  # fmt: skip
+        with (self.data_dir / "postgresql.conf").open("a") as fh:
+            fh.write(f"\nport = {self.port}\nunix_socket_directories = '{sock_dir}'\n")
+            fh.write("hot_standby = on\n")
+        self.start_server()
+
+    async def wait_for_replay(self, primary: PostgresServer, timeout_s: float = 30) -> None:
+        """Return once this standby has replayed everything the primary had written when called."""
+        src = await asyncpg.connect(primary.url)
+        dst = await asyncpg.connect(self.url)
+        try:
+            target = await src.fetchval("SELECT pg_current_wal_lsn()")
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if await dst.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", target):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"standby on {self.port} did not replay {target}")
+                await asyncio.sleep(0.05)
+        finally:
+            await src.close()
+            await dst.close()
 
     def _refuse_if_running(self) -> None:
         # pg_ctl's own complaint ("another server might be running") does not say which
