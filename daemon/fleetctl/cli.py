@@ -32,6 +32,7 @@ from fleetctl.queries import (
     vehicle_performance,
 )
 from fleetctl.rejects import rejects
+from fleetctl.replay import replay
 from fleetctl.serve import DEFAULT_API_ADDR, ServeConfig, ServeConfigError, serve
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.window import Window, parse_rfc3339
@@ -101,6 +102,10 @@ def _parser() -> argparse.ArgumentParser:
         "--addr", help=f"host:port to listen on (default: FLEET_API_ADDR or {DEFAULT_API_ADDR})"
     )
     p = sub.add_parser("rejects", help="dead letters: counts by field and rule, newest payloads")
+    p.add_argument(
+        "action", nargs="?", choices=("replay",),
+        help="replay: validate them again with today's rules and store those that now pass",
+    )  # fmt: skip
     p.add_argument("--since", help="RFC 3339 (default: 24 h ago)")
     p.add_argument("--field", help="only reasons about this field (e.g. soc, timestamp)")
     p.add_argument("--limit", type=int, default=20, help="newest payloads to show (default 20)")
@@ -147,6 +152,8 @@ async def _execute(
             parse_rfc3339(args.since, "since") if args.since
             else datetime.now(UTC) - timedelta(hours=24)
         )  # fmt: skip
+        if args.action == "replay":
+            return await replay(conn, since=since)
         return await rejects(conn, since=since, field=args.field, limit=args.limit)
     return await assignments(conn, args.vehicle_id)
 
@@ -355,6 +362,12 @@ def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
     if cmd == "assign":
         verb = "assigned" if result["changed"] else "already assigned"
         return f"{result['vehicleId']} {verb} to {result['meterId']} from {result['validFrom']}"
+    if cmd == "rejects" and args.action == "replay":
+        return (
+            f"replayed {result['replayed']:,} rejects: {result['stored']:,} stored, "
+            f"{result['alreadyStored']:,} already stored, {result['stillRejected']:,} still "
+            "rejected"
+        )
     if cmd == "rejects":
         return _show_rejects(result)
     if cmd == "partitions":
@@ -381,6 +394,12 @@ def _database_url(args: argparse.Namespace) -> str | None:
     if args.database_url:
         return str(args.database_url)
     env = os.environ
+    if (
+        args.command == "rejects"
+        and args.action == "replay"
+        and env.get("FLEET_ADMIN_DATABASE_URL")
+    ):
+        return env["FLEET_ADMIN_DATABASE_URL"]  # it writes readings
     if args.command in READS and env.get("FLEET_ANALYTICS_DATABASE_URL"):
         return env["FLEET_ANALYTICS_DATABASE_URL"]
     if args.command in WRITES and env.get("FLEET_ADMIN_DATABASE_URL"):

@@ -21,6 +21,8 @@ async def maintain(settings: Settings, flusher: Flusher) -> None:
     """One round: partitions for today and the days ahead, then drop what retention allows."""
     try:
         await flusher.ensure_ahead()
+        if settings.reject_retention_days:
+            await _drop_old_rejects(settings)
         keep = ((settings.retention_days, HISTORY), (settings.rollup_retention_days, ROLLUPS))
         if not any(days for days, _ in keep):
             return
@@ -45,6 +47,19 @@ async def maintain(settings: Settings, flusher: Flusher) -> None:
         )  # fmt: skip
     except Exception as exc:
         log.warning("maintenance_failed", error=f"{exc.__class__.__name__}: {exc}")
+
+
+async def _drop_old_rejects(settings: Settings) -> None:
+    days = settings.reject_retention_days
+    conn = await connect(settings.database_url, application_name="fleetd-retention")
+    try:
+        dropped = await conn.fetchval(
+            "SELECT fleet_drop_rejects_before(now() - make_interval(days => $1))", days
+        )
+    finally:
+        await conn.close()
+    if dropped:
+        log.info("rejects_dropped", rows=dropped, retention_days=days)
 
 
 async def maintenance_loop(settings: Settings, flusher: Flusher) -> None:

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     http_addr: str = "127.0.0.1:9108"
     retention_days: int | None = Field(default=None, ge=1)
     rollup_retention_days: int | None = Field(default=None, ge=1)
+    reject_retention_days: int | None = Field(default=None, ge=1)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from fleet_harness.publish import meter_message, vehicle_message
 from fleetctl.cli import main
-from tests.integration.test_analytics import T0, depot
+from tests.conftest import assert_rollups_match_raw
+from tests.integration.test_analytics import T0, depot, load
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +213,40 @@ async def test_rejects_counted_by_field_and_rule_with_the_newest_payloads(
     assert "3 rejected messages since" in capsys.readouterr().out
     assert await fleetctl(analytics_url, "rejects", "--limit", "5000") == 1
     assert "limit must be between 0 and 1000" in capsys.readouterr().err
+
+
+async def test_rejects_replayed_with_todays_rules_are_stored_exactly_once(
+    db: asyncpg.Connection, admin_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ts = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    fixed = vehicle_message("V1", ts, 95.0, 1.5, 30.0)  # rejected by an older, stricter rule
+    broken = vehicle_message("V2", ts, 150.0, 1.5, 30.0)  # still out of range today
+    known = meter_message("M1", ts, 2.0, 230.0)  # stored meanwhile by a redelivery
+    await load(db, [("M1", ts, 2.0)])
+    for topic, payload, reason in (
+        (*fixed, "soc: must be <= 90 (got 95)"),
+        (*broken, "soc: must be <= 100 (got 150)"),
+        (*known, "meterId: stale rule"),
+    ):
+        await db.execute(
+            """INSERT INTO rejected_messages (received_at, topic, payload, reason, payload_sha256)
+               VALUES (now(), $1, $2, $3, sha256($2))""",
+            topic, payload, reason,
+        )  # fmt: skip
+    since = ["--since", (ts - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    assert await fleetctl(admin_url, "--json", "rejects", "replay", *since) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert (first["replayed"], first["stored"], first["alreadyStored"], first["stillRejected"]) == (
+        3, 1, 1, 1,
+    )  # fmt: skip
+    assert first["stillRejectedByField"] == {"soc": 1}
+    assert await fleetctl(admin_url, "--json", "rejects", "replay", *since) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["replayed"], again["stored"], again["stillRejected"]) == (1, 0, 1)
+    assert await db.fetchval("SELECT count(*) FROM vehicle_readings") == 1
+    assert await db.fetchval("SELECT count(*) FROM meter_readings") == 1
+    outcomes = await db.fetch("SELECT topic, replay_outcome FROM rejected_messages ORDER BY id")
+    assert [r["replay_outcome"] for r in outcomes] == [
+        "stored", "still rejected: soc: must be <= 100.0 (got 150.0)", "already stored",
+    ]  # fmt: skip
+    await assert_rollups_match_raw(db)

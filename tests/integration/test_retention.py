@@ -57,3 +57,21 @@ async def test_sessions_creating_one_day_at_once_all_succeed(
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_rejects_expire_after_their_own_retention_as_the_ingest_login(
+    db: asyncpg.Connection, settings: Settings
+) -> None:
+    for age_days, payload in ((10, b"old"), (1, b"new")):
+        await db.execute(
+            """INSERT INTO rejected_messages (received_at, topic, payload, reason, payload_sha256)
+               VALUES (now() - make_interval(days => $1), 'meters/M1/telemetry', $2,
+                       'payload: not valid JSON', sha256($2))""",
+            age_days, payload,
+        )  # fmt: skip
+    daemon = Daemon(settings.model_copy(update={"reject_retention_days": 7}))
+    await daemon.maintain()
+    await daemon.flusher.close()
+    assert [
+        bytes(r["payload"]) for r in await db.fetch("SELECT payload FROM rejected_messages")
+    ] == [b"new"]

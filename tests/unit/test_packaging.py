@@ -1,6 +1,7 @@
 """What a production host installs, and which package may import which: fleetd never imports
-fleetctl, the shared packages import neither, and nothing installed for production imports the
-simulator, the test harness, the benchmark or paho-mqtt."""
+fleetctl (fleetctl may use fleetd's validation and writer: no cycle), the shared packages import
+neither, and nothing installed for production imports the simulator, the test harness, the
+benchmark or paho-mqtt."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ FORBIDDEN = {
     "fleetd": {"fleetctl"},
     "fleetdb": {"fleetd", "fleetctl", "fleetsvc"},
     "fleetsvc": {"fleetd", "fleetctl", "fleetdb"},
-    "fleetctl": {"fleetd"},
+    "fleetctl": set(),  # it may use fleetd's validation and writer (rejects replay)
 }
 
 

@@ -1,0 +1,86 @@
+"""Replaying dead letters with today's rules: a fixed firmware's readings, or a relaxed rule.
+
+Each stored reject is validated again (fleetd's own decode, its receive time as "now" for the
+time bounds); what passes is written exactly as fleetd writes it (history ON CONFLICT DO
+NOTHING, rollups from RETURNING, the current row only forward), so a reading is stored once
+however often it is replayed or redelivered. Every reject keeps a record of its outcome.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from fleetctl.energy import DB
+from fleetd.ingest.writer import write_batch
+from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
+from fleetdb.partitions import PartitionCache
+
+CHUNK = 500
+
+_PENDING_SQL = """
+SELECT id, received_at, topic, payload FROM rejected_messages
+ WHERE received_at >= $1 AND id > $3
+   AND (replay_outcome IS NULL OR replay_outcome LIKE 'still rejected%')
+ ORDER BY id
+ LIMIT $2
+ FOR UPDATE SKIP LOCKED
+"""
+_RECORD_SQL = """
+UPDATE rejected_messages AS r SET replayed_at = now(), replay_outcome = o.outcome
+  FROM unnest($1::bigint[], $2::text[]) AS o(id, outcome) WHERE r.id = o.id
+"""
+
+
+async def replay(db: DB, *, since: datetime) -> dict[str, Any]:
+    """Replay the rejects received since `since` that were not stored yet; counts of outcomes."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await _replay(conn, since)
+    return await _replay(db, since)
+
+
+async def _replay(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, since: datetime
+) -> dict[str, Any]:
+    totals = {"replayed": 0, "stored": 0, "alreadyStored": 0, "stillRejected": 0}
+    reasons: dict[str, int] = {}
+    partitions = PartitionCache()
+    last_id = 0
+    while True:
+        async with conn.transaction():
+            rows = await conn.fetch(_PENDING_SQL, since, CHUNK, last_id)
+            if not rows:
+                break
+            last_id = rows[-1]["id"]
+            ids: list[int] = []
+            outcomes: list[str] = []
+            for row in rows:
+                item = decode(row["topic"], bytes(row["payload"]), row["received_at"])
+                if isinstance(item, Rejected):
+                    outcome = f"still rejected: {item.reason}"
+                    totals["stillRejected"] += 1
+                    field = item.reason.split(":", 1)[0]
+                    reasons[field] = reasons.get(field, 0) + 1
+                else:
+                    await partitions.ensure(conn, [item.ts.date()])  # type: ignore[arg-type]
+                    outcome = await _store(conn, item, row["received_at"])
+                    totals["stored" if outcome == "stored" else "alreadyStored"] += 1
+                ids.append(row["id"])
+                outcomes.append(outcome)
+            await conn.execute(_RECORD_SQL, ids, outcomes)
+            totals["replayed"] += len(rows)
+    return {**totals, "stillRejectedByField": reasons, "since": since.isoformat()}
+
+
+async def _store(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    item: MeterReading | VehicleReading,
+    received_at: datetime,
+) -> str:
+    meters = [(item, received_at)] if isinstance(item, MeterReading) else []
+    vehicles = [(item, received_at)] if isinstance(item, VehicleReading) else []
+    result = await write_batch(conn, meters, vehicles, [])  # type: ignore[arg-type]
+    return "stored" if result.inserted else "already stored"
