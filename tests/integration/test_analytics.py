@@ -6,7 +6,7 @@ figure is a product a reader can check by hand.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -22,10 +22,22 @@ from fleetctl.queries import anomalies, current, fleet_report, vehicle_performan
 from fleetctl.window import Window, iso
 from fleetd.ingest.writer import write_batch
 from fleetd.messages import MeterReading, VehicleReading
-from fleetdb.connect import create_pool
+from fleetdb.connect import connect_analytics, create_pool
 from tests.conftest import assert_rollups_match_raw
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def db(admin_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """Data goes in through fleetd's own writer and reports read it, as a deployed login does:
+    fleet_admin (a member of fleet_ingest and fleet_analytics) writes the batches and the
+    assignments and runs the reports; the reports as fleet_analytics alone are in test_roles,
+    test_ops_http and test_fleetctl."""
+    conn = await connect_analytics(admin_url)
+    yield conn
+    await conn.close()
+
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
