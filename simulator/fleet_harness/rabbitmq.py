@@ -22,6 +22,10 @@ from fleet_harness.server import ThrowawayServer
 INSTALL_HINT = "sudo apt-get install -y rabbitmq-server"
 
 
+class RabbitMqStartError(RuntimeError):
+    """The node did not come up (its output's tail is in the message)."""
+
+
 def find_rabbitmq() -> str | None:
     """The rabbitmq-server script, or None when RabbitMQ is not installed."""
     return shutil.which("rabbitmq-server") or (
@@ -86,7 +90,7 @@ class RabbitMqServer(ThrowawayServer):
         except TimeoutError:
             text = (tmp / "server.out").read_text(errors="replace")[-2000:]
             self.stop()
-            raise RuntimeError(f"rabbitmq did not start: {text}") from None
+            raise RabbitMqStartError(f"rabbitmq did not start: {text}") from None
         return self
 
     def stop(self) -> None:

@@ -8,7 +8,7 @@ import itertools
 import struct
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fleetd.ingest.acks import AckSequencer
@@ -218,13 +218,37 @@ def _stream(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
     return bytes(data), [bytes(data[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
+MAX_PACKET = 1 << 20  # the subscriber's default maximum packet size
+
+
+def _oversized(rest: bytes, flags: int) -> list[tuple[str, bytes, int, int]]:
+    """An oversized PUBLISH is delivered (empty payload) once its topic and packet id are in."""
+    qos = (flags >> 1) & 3
+    if len(rest) < 2 or (qos == 0 and flags & 8):
+        return []
+    tlen = rest[0] * 256 + rest[1]
+    raw, after = rest[2 : 2 + tlen], rest[2 + tlen :]
+    if len(raw) < tlen or len(after) < (2 if qos else 0):
+        return []
+    try:
+        topic = raw.decode()
+    except UnicodeDecodeError:
+        return []
+    if not topic or any(c in topic for c in "+#\x00"):
+        return []
+    mid = after[0] * 256 + after[1] if qos else 0
+    if qos and not mid:
+        return []
+    return [(topic, b"", mid, qos)]
+
+
 def _oracle_v3(data: bytes) -> list[tuple[str, bytes, int, int]]:
     """MQTT 3.1.1 by the book, written plainly: the messages a subscriber may deliver (and so
     ack) from `data`, stopping at the first packet it must not trust."""
     out: list[tuple[str, bytes, int, int]] = []
     pos = 0
     while pos < len(data):
-        first = data[pos]
+        start, first = pos, data[pos]
         kind, flags = first >> 4, first & 15
         length, mult, i = 0, 1, pos + 1
         while i < len(data) and i - pos <= 4:
@@ -238,6 +262,8 @@ def _oracle_v3(data: bytes) -> list[tuple[str, bytes, int, int]]:
         if data[i - 1] == 0 and i - pos > 2:
             return out
         body, pos = data[i : i + length], i + length
+        if kind == 3 and i - start + length > MAX_PACKET and (flags >> 1) & 3 < 2:
+            return out + _oversized(data[i:], flags)  # header read, body skipped, then nothing
         if len(body) < length:
             return out  # not arrived yet
         if kind == 3:
@@ -270,8 +296,12 @@ def _oracle_v3(data: bytes) -> list[tuple[str, bytes, int, int]]:
     return out
 
 
+_OVERSIZED = b"\x32\x80\x89\x7a\x00\x03a/b\x00\x07" + b"x" * 10  # declares 2,000,000 bytes
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_stream())
+@example((_OVERSIZED, [_OVERSIZED[:5], _OVERSIZED[5:]]))
 def test_v3_delivers_and_acks_exactly_the_well_formed_qos1_publishes(
     stream: tuple[bytes, list[bytes]],
 ) -> None:
