@@ -184,13 +184,12 @@ async def test_roles_are_nologin_groups(db: asyncpg.Connection) -> None:
 async def test_the_documented_roles_recipe_gives_each_job_what_it_needs(
     db: asyncpg.Connection, database_url: str, settings: Settings
 ) -> None:
-    """docs/operations.md's CREATE ROLE lines, run as written (names made unique): fleetd
-    ingests as the first, reports read as the second, assignments are written as the third."""
-    recipe = re.findall(
-        r"^CREATE ROLE (\w+) +LOGIN PASSWORD '\.\.\.' IN ROLE (\w+);",
-        (REPO / "docs" / "operations.md").read_text(),
-        re.MULTILINE,
-    )
+    """The README's CREATE ROLE lines (the same as docs/operations.md's), run as written (names
+    made unique): fleetd ingests as the first, reports read as the second, assignments are
+    written as the third."""
+    pattern = r"CREATE ROLE (\w+) +LOGIN PASSWORD '\.\.\.' IN ROLE (\w+)"
+    recipe = re.findall(pattern, (REPO / "README.md").read_text())
+    assert recipe == re.findall(pattern, (REPO / "docs" / "operations.md").read_text())
     assert [group for _, group in recipe] == ["fleet_ingest", "fleet_analytics", "fleet_admin"]
     users = {group: f"{name}_{os.getpid()}" for name, group in recipe}
     try:
