@@ -435,11 +435,12 @@ async def _ab_stage(
                 label: await _load_stage(admin_url, mqtt, label, rate, seconds, code=code)
                 for label, rate in (("nominal", 333.0), ("tenX", 3333.0))
             }
-            runs[side].append({"drainPerS": drain["perS"], **{
-                f"{k}P99Ms": v["p99Ms"] for k, v in load.items()}, **{
-                f"{k}P50Ms": v["p50Ms"] for k, v in load.items()}, **{
-                f"{k}CpuPercent": v["cpuPercent"] for k, v in load.items()}})  # fmt: skip
-            _say(f"    {side}: {runs[side][-1]}")
+            figures = {"drainPerS": drain["perS"]}
+            for label, x in load.items():
+                figures |= {f"{label}P50Ms": x["p50Ms"], f"{label}P99Ms": x["p99Ms"],
+                            f"{label}CpuPercent": x["cpuPercent"]}  # fmt: skip
+            runs[side].append(figures)
+            _say(f"    {side}: " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items()))
     return {"ref": args.ab_ref, "rounds": args.ab_rounds, "runs": runs}
 
 
