@@ -41,15 +41,20 @@ def _timeless(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k not in CLOCK}
 
 
-async def test_every_report_on_the_replica_equals_the_primary(
-    db: asyncpg.Connection,
-    pg_server: PostgresServer,
-    standby: PostgresServer,
-    analytics_url: str,
-) -> None:
+@pytest.fixture
+async def replica_url(
+    db: asyncpg.Connection, pg_server: PostgresServer, standby: PostgresServer, analytics_url: str
+) -> str:
+    """The depot's data written on the primary and replayed on the standby; the analytics
+    login's URL there."""
     await depot(db)
     await standby.wait_for_replay(pg_server)
-    replica_url = _on(standby, analytics_url)
+    return _on(standby, analytics_url)
+
+
+async def test_every_report_on_the_replica_equals_the_primary(
+    replica_url: str, analytics_url: str
+) -> None:
     primary = await connect_analytics(analytics_url)
     replica = await connect_analytics(replica_url)
     pool = await create_pool(replica_url, min_size=2, max_size=2)
@@ -74,18 +79,11 @@ async def test_every_report_on_the_replica_equals_the_primary(
         await replica.close()
 
 
-async def test_fleetctl_serve_on_the_replica(
-    db: asyncpg.Connection,
-    pg_server: PostgresServer,
-    standby: PostgresServer,
-    analytics_url: str,
-) -> None:
-    await depot(db)
-    await standby.wait_for_replay(pg_server)
+async def test_fleetctl_serve_on_the_replica(replica_url: str, analytics_url: str) -> None:
     window = "start=2026-11-20T08:00:00Z&end=2026-11-20T11:00:00Z"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     answers = []
-    for url in (analytics_url, _on(standby, analytics_url)):
+    for url in (analytics_url, replica_url):
         with fleetctl_serve(url, FLEET_API_TOKEN=TOKEN) as port:
             status, body = await get_json(port, f"/v1/analytics/fleet?{window}", headers=auth)
             assert status == 200
