@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import asyncpg
 from fleetctl import render
 from fleetctl.assignment_import import Period, import_periods, parse_csv
 from fleetctl.assignments import assign, assignments, unassign
+from fleetctl.compaction import compact_command, show_compact, show_storage, storage_command
 from fleetctl.errors import AnalyticsError
 from fleetctl.queries import (
     CURRENT_KINDS,
@@ -45,7 +46,7 @@ from fleetsvc.secrets import mask_url
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
 WINDOWED = ("performance", "fleet", "anomalies")  # commands that take a window
-READS = (*WINDOWED, "current", "assignments", "rejects", "serve")  # may go to a replica
+READS = (*WINDOWED, "current", "assignments", "rejects", "storage", "serve")  # replica ok
 WRITES = ("assign", "unassign")  # a fleet_admin login
 
 
@@ -109,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="RFC 3339 (default: 24 h ago)")
     p.add_argument("--field", help="only reasons about this field (e.g. soc, timestamp)")
     p.add_argument("--limit", type=int, default=20, help="newest payloads to show (default 20)")
+    p = sub.add_parser(
+        "compact", help="compact closed days into the cold tier; merge late readings into them"
+    )
+    p.add_argument(
+        "--before", help="compact days before this UTC date, YYYY-MM-DD (default: "
+        "FLEET_COMPACT_AFTER_DAYS ago, 2 unless set)",
+    )  # fmt: skip
+    sub.add_parser("storage", help="per day and kind: readings, bytes per reading, state")
     p = sub.add_parser("partitions", help="daily partitions: ensure ahead, list, drop old")
     p.add_argument("action", choices=("ensure", "list", "drop-older-than"))
     p.add_argument("days", nargs="?", type=int, help="for drop-older-than: days to keep")
@@ -147,6 +156,12 @@ async def _execute(
         return await unassign(conn, args.vehicle_id, at)
     if cmd == "partitions":
         return await _partitions(args, conn)
+    if cmd == "compact":
+        return await compact_command(
+            conn, _day(args.before), _compact_after_days(), progress=not args.json
+        )
+    if cmd == "storage":
+        return await storage_command(conn)
     if cmd == "rejects":
         since = (
             parse_rfc3339(args.since, "since") if args.since
@@ -156,6 +171,23 @@ async def _execute(
             return await replay(conn, since=since)
         return await rejects(conn, since=since, field=args.field, limit=args.limit)
     return await assignments(conn, args.vehicle_id)
+
+
+def _day(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise AnalyticsError(f"--before: not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _compact_after_days() -> int:
+    text = os.environ.get("FLEET_COMPACT_AFTER_DAYS", "2")
+    try:
+        return int(text)
+    except ValueError:
+        raise AnalyticsError(f"FLEET_COMPACT_AFTER_DAYS: not a whole number: {text!r}") from None
 
 
 def _read_csv(path: str) -> list[Period]:
@@ -370,6 +402,10 @@ def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
         )
     if cmd == "rejects":
         return _show_rejects(result)
+    if cmd == "compact":
+        return show_compact(result)
+    if cmd == "storage":
+        return show_storage(result)
     if cmd == "partitions":
         if args.action == "ensure":
             return f"{result['created']} partition tables created"

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import asyncpg
 
+from fleetctl import cold
 from fleetctl.gcpause import paused_gc
 from fleetctl.pieces import Piece, open_ended, split
 from fleetctl.status import micro
+from fleetdb.cold.stats import Stats
 from fleetdb.rollups import DEVICE_COLUMN, Kind, Level
 
 DB = asyncpg.Connection | asyncpg.Pool
@@ -88,7 +90,8 @@ WITH {_SEGMENTS}, x AS (
 SELECT k, sum(kwh_sum) AS kwh, sum(temp_sum) AS temp_sum, sum(readings)::int AS n,
        min(temp_min) AS temp_min, max(temp_max) AS temp_max,
        (array_agg(soc_first ORDER BY soc_first_ts))[1] AS soc_first,
-       (array_agg(soc_last ORDER BY soc_last_ts DESC))[1] AS soc_last
+       (array_agg(soc_last ORDER BY soc_last_ts DESC))[1] AS soc_last,
+       min(soc_first_ts) AS first_ts, max(soc_last_ts) AS last_ts
   FROM x GROUP BY k
 """
 
@@ -136,12 +139,69 @@ def _args(segments: list[Segment]) -> tuple[Any, ...]:
     )
 
 
+async def _open_energy(
+    db: DB, kind: Kind, segments: list[Segment], *, by_hour: bool
+) -> dict[Any, Energy]:
+    rows = await db.fetch(_energy_sql(kind, by_hour=by_hour), *_args(segments))
+    if by_hour:
+        return {(r["k"], r["hour"]): Energy(r["kwh"] or Decimal(0), r["n"] or 0) for r in rows}
+    return {r["k"]: Energy(r["kwh"] or Decimal(0), r["n"] or 0) for r in rows}
+
+
+async def _open_battery(db: DB, segments: list[Segment]) -> dict[int, Stats]:
+    rows = await db.fetch(_BATTERY_SQL, *_args(segments))
+    return {r[0]: Stats(micro(r[1]), r[3], r[2], r[4], r[5], r[8], r[6], r[9], r[7]) for r in rows}
+
+
+def _cut(segments: list[Segment], p: cold.Plan) -> tuple[list[Segment], list[Segment]]:
+    """Segments cut at compacted-day edges: (open parts, compacted parts)."""
+    hot: list[Segment] = []
+    frozen: list[Segment] = []
+    for seg in segments:
+        for is_cold, s, e in cold.runs(seg.start, seg.end, p.compacted):
+            (frozen if is_cold else hot).append(Segment(seg.key, seg.device, s, e))
+    return hot, frozen
+
+
+def _tuples(segments: list[Segment]) -> list[tuple[int, str, datetime, datetime]]:
+    return [(s.key, s.device, s.start, s.end) for s in segments]
+
+
+async def _cold_and_late(
+    db: DB, kind: Kind, p: cold.Plan, frozen: list[Segment], every: list[Segment], *, by_hour: bool
+) -> dict[Any, Stats]:
+    out: dict[Any, Stats] = {}
+    if frozen:
+        out = await cold.segment_stats(db, kind, _tuples(frozen), by_hour=by_hour)
+    if p.late:
+        for key, st in (
+            await cold.late_segment_stats(db, kind, _tuples(every), by_hour=by_hour)
+        ).items():
+            out.setdefault(key, Stats()).merge(st)
+    return out
+
+
+async def _energies(
+    db: DB, kind: Kind, segments: list[Segment], *, by_hour: bool
+) -> dict[Any, Energy]:
+    lo, hi = min(s.start for s in segments), max(s.end for s in segments)
+    p = await cold.plan(db, kind, lo, hi)
+    if p.simple:
+        return await _open_energy(db, kind, segments, by_hour=by_hour)
+    hot, frozen = _cut(segments, p)
+    out = await _open_energy(db, kind, hot, by_hour=by_hour) if hot else {}
+    for key, st in (await _cold_and_late(db, kind, p, frozen, segments, by_hour=by_hour)).items():
+        e = out.setdefault(key, Energy())
+        e.kwh += Decimal(st.kwh_u).scaleb(-6)
+        e.readings += st.n
+    return out
+
+
 async def energy(db: DB, kind: Kind, segments: list[Segment]) -> dict[int, Energy]:
     """Σ kWh and reading count per segment key (missing keys: no data)."""
     if not segments:
         return {}
-    rows = await db.fetch(_energy_sql(kind, by_hour=False), *_args(segments))
-    return {r["k"]: Energy(r["kwh"] or Decimal(0), r["n"] or 0) for r in rows}
+    return await _energies(db, kind, segments, by_hour=False)
 
 
 async def energy_by_hour(
@@ -150,16 +210,31 @@ async def energy_by_hour(
     """Σ kWh and reading count per (segment key, UTC hour)."""
     if not segments:
         return {}
-    rows = await db.fetch(_energy_sql(kind, by_hour=True), *_args(segments))
-    return {(r["k"], r["hour"]): Energy(r["kwh"] or Decimal(0), r["n"] or 0) for r in rows}
+    return await _energies(db, kind, segments, by_hour=True)
+
+
+def _vehicle_stats(st: Stats) -> VehicleStats:
+    # Stats of at least one vehicle reading have every figure set.
+    return VehicleStats(
+        st.kwh_u, st.temp_sum, st.n, cast("float", st.temp_min), cast("float", st.temp_max),
+        cast("float", st.soc_first), cast("float", st.soc_last),
+    )  # fmt: skip
 
 
 async def battery(db: DB, segments: list[Segment]) -> dict[int, VehicleStats]:
     """A vehicle's own DC, battery temperature and SoC statistics per segment key."""
     if not segments:
         return {}
-    rows = await db.fetch(_BATTERY_SQL, *_args(segments))
-    return {r[0]: VehicleStats(micro(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows}
+    lo, hi = min(s.start for s in segments), max(s.end for s in segments)
+    p = await cold.plan(db, "vehicle", lo, hi)
+    hot, frozen = (segments, []) if p.simple else _cut(segments, p)
+    out = await _open_battery(db, hot) if hot else {}
+    if not p.simple:
+        for key, st in (
+            await _cold_and_late(db, "vehicle", p, frozen, segments, by_hour=False)
+        ).items():
+            out.setdefault(key, Stats()).merge(st)
+    return {k: _vehicle_stats(st) for k, st in out.items()}
 
 
 def hours_of(start: datetime, end: datetime) -> list[datetime]:
@@ -251,7 +326,9 @@ def _edge_bounds(pieces: list[Piece], interval: timedelta) -> list[datetime]:
 # last reading lies elsewhere (a gap at the window's edge) costs a primary-key probe, ten times
 # dearer per vehicle than the joins.
 @lru_cache(maxsize=64)
-def _fleet_vehicles_sql(shape: tuple[Level | None, ...]) -> str:
+def _fleet_vehicles_sql(shape: tuple[Level | None, ...], *, with_ts: bool = False) -> str:
+    # with_ts: also each vehicle's first and last timestamps, to combine with other sources.
+    ts = ", array_agg(a.f), array_agg(a.l)" if with_ts else ""
     return f"""
 WITH a AS MATERIALIZED (
     SELECT dev, sum(k) AS k, sum(t) AS t, sum(n)::int AS n, min(lo) AS lo, max(hi) AS hi,
@@ -266,7 +343,7 @@ SELECT array_agg(a.dev), array_agg((a.k * 1000000)::bigint), array_agg(a.t), arr
        array_agg(coalesce(fs.soc, (SELECT r.soc FROM vehicle_readings r WHERE r.vehicle_id = a.dev
                                       AND r.ts = a.f AND r.ts >= $1 AND r.ts < $2))),
        array_agg(coalesce(ls.soc, (SELECT r.soc FROM vehicle_readings r WHERE r.vehicle_id = a.dev
-                                      AND r.ts = a.l AND r.ts >= $1 AND r.ts < $2)))
+                                      AND r.ts = a.l AND r.ts >= $1 AND r.ts < $2))){ts}
   FROM a LEFT JOIN firsts fs ON fs.dev = a.dev AND fs.ts = a.f
          LEFT JOIN lasts ls ON ls.dev = a.dev AND ls.ts = a.l
 """
@@ -298,14 +375,49 @@ def _piece_args(pieces: list[Piece]) -> list[datetime]:
     return [t for p in pieces for t in (p.start, p.end)]
 
 
-async def fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str, tuple[int, int]]:
-    """Every meter's (Σ AC in micro-kWh, readings) over [start, end). Call inside one snapshot
-    (see fleet_pieces)."""
+async def _open_fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str, tuple[int, int]]:
     pieces = await fleet_pieces(db, "meter", start, end)
     sql = _fleet_meters_sql(tuple(p.level for p in pieces))
     [(devs, kwh, n)] = await db.fetch(sql, *_piece_args(pieces))
     with paused_gc():  # 10,000 tuples (fleetctl.gcpause)
         return dict(zip(devs or (), zip(kwh or (), n or (), strict=True), strict=True))
+
+
+async def fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str, tuple[int, int]]:
+    """Every meter's (Σ AC in micro-kWh, readings) over [start, end). Call inside one snapshot
+    (see fleet_pieces)."""
+    p = await cold.plan(db, "meter", start, end)
+    if p.simple:
+        return await _open_fleet_meters(db, start, end)
+    out: dict[str, list[int]] = {}
+    for is_cold, s, e in cold.runs(start, end, p.compacted):
+        if is_cold:
+            part = {
+                d: (st.kwh_u, st.n) for d, st in (await cold.fleet_stats(db, "meter", s, e)).items()
+            }
+        else:
+            part = await _open_fleet_meters(db, s, e)
+        for dev, (k, n) in part.items():
+            acc = out.setdefault(dev, [0, 0])
+            acc[0] += k
+            acc[1] += n
+    if p.late:
+        for dev, st in (await cold.late_fleet(db, "meter", start, end)).items():
+            acc = out.setdefault(dev, [0, 0])
+            acc[0] += st.kwh_u
+            acc[1] += st.n
+    return {d: (k, n) for d, (k, n) in out.items()}
+
+
+async def _open_fleet_vehicles(
+    db: DB, start: datetime, end: datetime, interval: timedelta, *, with_ts: bool
+) -> tuple[list[Any], list[list[Any]]]:
+    pieces = await fleet_pieces(db, "vehicle", start, end)
+    sql = _fleet_vehicles_sql(tuple(p.level for p in pieces), with_ts=with_ts)
+    edges = _edge_bounds(pieces, interval)
+    [row] = await db.fetch(sql, start, end, *edges, *_piece_args(pieces))
+    devs, *cols = row
+    return list(devs or ()), [list(c or ()) for c in cols]
 
 
 async def fleet_vehicles(
@@ -314,11 +426,30 @@ async def fleet_vehicles(
     """Every vehicle's own statistics over [start, end) (`interval`: the nominal reading
     interval, where the first and last readings are looked for first). Call inside one
     snapshot (see fleet_pieces)."""
-    pieces = await fleet_pieces(db, "vehicle", start, end)
-    sql = _fleet_vehicles_sql(tuple(p.level for p in pieces))
-    edges = _edge_bounds(pieces, interval)
-    [row] = await db.fetch(sql, start, end, *edges, *_piece_args(pieces))
-    devs, *cols = row
-    with paused_gc():  # 10,000 tuples (fleetctl.gcpause)
-        stats = map(VehicleStats._make, zip(*(c or () for c in cols), strict=True))
-        return dict(zip(devs or (), stats, strict=True))
+    p = await cold.plan(db, "vehicle", start, end)
+    if p.simple:
+        devs, cols = await _open_fleet_vehicles(db, start, end, interval, with_ts=False)
+        with paused_gc():  # 10,000 tuples (fleetctl.gcpause)
+            stats = map(VehicleStats._make, zip(*cols, strict=True))
+            return dict(zip(devs, stats, strict=True))
+    out: dict[str, Stats] = {}
+    with paused_gc():
+        for is_cold, s, e in cold.runs(start, end, p.compacted):
+            if is_cold:
+                part = await cold.fleet_stats(db, "vehicle", s, e)
+            else:
+                devs, c = await _open_fleet_vehicles(db, s, e, interval, with_ts=True)
+                part = {
+                    d: Stats(k, n, t, lo, hi, f, sf, la, sl)
+                    for d, k, t, n, lo, hi, sf, sl, f, la in zip(devs, *c, strict=True)
+                }
+            for dev, st in part.items():
+                got = out.get(dev)
+                if got is None:
+                    out[dev] = st
+                else:
+                    got.merge(st)
+        if p.late:
+            for dev, st in (await cold.late_fleet(db, "vehicle", start, end)).items():
+                out.setdefault(dev, Stats()).merge(st)
+        return {d: _vehicle_stats(st) for d, st in out.items()}

@@ -1,6 +1,8 @@
 """One flush = one transaction of set-based SQL: history INSERT ... ON CONFLICT DO NOTHING whose
 RETURNING rows feed every rollup level (so only really-new rows are counted), an upsert of the
 newest reading per device into the current tables (never moving back in time), and the rejects.
+Readings of days that are compacted or being compacted go to the late tables instead
+(fleetdb.cold.late), still exactly once.
 """
 
 from __future__ import annotations
@@ -8,11 +10,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
+from typing import TypeVar
 
 import asyncpg
 
 from fleetd.messages import MeterReading, Rejected, VehicleReading
+from fleetdb.cold.late import closed_days, stored_in_blocks
 from fleetdb.rollups import LEVELS, Kind, upsert_sql
 
 
@@ -46,6 +50,34 @@ WITH ins AS (
     ON CONFLICT DO NOTHING
     RETURNING vehicle_id, ts, soc, kwh_delivered_dc, battery_temp
 ){_rolls("vehicle")}
+SELECT count(*) FROM ins
+"""
+
+# A reading of a day that is no longer open, unless stored already: the raw partitions still
+# hold a `compacting` day; blocks are checked before this (stored_in_blocks).
+INSERT_METERS_LATE = """
+WITH ins AS (
+    INSERT INTO meter_late (meter_id, ts, kwh_consumed_ac, voltage, received_at)
+    SELECT m, t, k::numeric(12,6), v, r
+    FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::real[], $5::timestamptz[])
+         AS u(m, t, k, v, r)
+    WHERE NOT EXISTS (SELECT FROM meter_readings x WHERE x.meter_id = u.m AND x.ts = u.t)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM ins
+"""
+
+INSERT_VEHICLES_LATE = """
+WITH ins AS (
+    INSERT INTO vehicle_late (vehicle_id, ts, soc, kwh_delivered_dc, battery_temp, received_at)
+    SELECT i, t, s, k::numeric(12,6), b, r
+    FROM unnest($1::text[], $2::timestamptz[], $3::real[], $4::float8[], $5::real[],
+                $6::timestamptz[]) AS u(i, t, s, k, b, r)
+    WHERE NOT EXISTS (SELECT FROM vehicle_readings x WHERE x.vehicle_id = u.i AND x.ts = u.t)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
 SELECT count(*) FROM ins
 """
 
@@ -117,6 +149,66 @@ def _newest_vehicles(readings: Sequence[tuple[VehicleReading, datetime]]) -> lis
     return list(newest.values())
 
 
+R = TypeVar("R", MeterReading, VehicleReading)
+
+
+def _split(
+    readings: Sequence[tuple[R, datetime]], closed: dict[date, str]
+) -> tuple[list[tuple[R, datetime]], list[tuple[R, datetime]]]:
+    keep: list[tuple[R, datetime]] = []
+    late: list[tuple[R, datetime]] = []
+    for pair in readings:
+        (late if pair[0].ts.date() in closed else keep).append(pair)
+    return keep, late
+
+
+async def _not_in_blocks(
+    conn: asyncpg.Connection,
+    kind: Kind,
+    late: list[tuple[R, datetime]],
+    closed: dict[date, str],
+) -> list[tuple[R, datetime]]:
+    def key(r: MeterReading | VehicleReading) -> str:
+        return r.meter_id if isinstance(r, MeterReading) else r.vehicle_id
+
+    cold = [(key(r), r.ts) for r, _ in late if closed[r.ts.date()] == "compacted"]
+    if not cold:
+        return late
+    stored = await stored_in_blocks(conn, kind, cold)
+    return [(r, t) for r, t in late if (key(r), r.ts) not in stored]
+
+
+async def _write_late(
+    conn: asyncpg.Connection,
+    meters: list[tuple[MeterReading, datetime]],
+    vehicles: list[tuple[VehicleReading, datetime]],
+    closed: dict[date, str],
+) -> tuple[int, int]:
+    meters = await _not_in_blocks(conn, "meter", meters, closed)
+    vehicles = await _not_in_blocks(conn, "vehicle", vehicles, closed)
+    m = v = 0
+    if meters:
+        m = await conn.fetchval(
+            INSERT_METERS_LATE,
+            [r.meter_id for r, _ in meters],
+            [r.ts for r, _ in meters],
+            [r.kwh_consumed_ac for r, _ in meters],
+            [r.voltage for r, _ in meters],
+            [t for _, t in meters],
+        )
+    if vehicles:
+        v = await conn.fetchval(
+            INSERT_VEHICLES_LATE,
+            [r.vehicle_id for r, _ in vehicles],
+            [r.ts for r, _ in vehicles],
+            [r.soc for r, _ in vehicles],
+            [r.kwh_delivered_dc for r, _ in vehicles],
+            [r.battery_temp for r, _ in vehicles],
+            [t for _, t in vehicles],
+        )
+    return m, v
+
+
 async def write_batch(
     conn: asyncpg.Connection,
     meters: Sequence[tuple[MeterReading, datetime]],
@@ -127,8 +219,18 @@ async def write_batch(
 
     The caller makes sure the partitions of every reading's day exist.
     """
-    meters_inserted = vehicles_inserted = 0
+    late_m_inserted = late_v_inserted = meters_inserted = vehicles_inserted = 0
+    totals = (len(meters), len(vehicles))
+    every_m, every_v = meters, vehicles
+    today = datetime.now(UTC).date()
+    old = {r.ts.date() for r, _ in meters if r.ts.date() < today}
+    old.update(r.ts.date() for r, _ in vehicles if r.ts.date() < today)
     async with conn.transaction():
+        closed = await closed_days(conn, old) if old else {}
+        if closed:
+            meters, late_m = _split(meters, closed)
+            vehicles, late_v = _split(vehicles, closed)
+            late_m_inserted, late_v_inserted = await _write_late(conn, late_m, late_v, closed)
         if meters:
             meters_inserted = await conn.fetchval(
                 INSERT_METERS,
@@ -138,7 +240,9 @@ async def write_batch(
                 [m.voltage for m, _ in meters],
                 [r for _, r in meters],
             )
-            latest_m = _newest_meters(meters)
+        if every_m:
+            # Late readings too: the hot row may move forward (a device back after days).
+            latest_m = _newest_meters(every_m)
             await conn.execute(
                 UPSERT_METER_CURRENT,
                 [m.meter_id for m in latest_m],
@@ -156,7 +260,8 @@ async def write_batch(
                 [v.battery_temp for v, _ in vehicles],
                 [r for _, r in vehicles],
             )
-            latest_v = _newest_vehicles(vehicles)
+        if every_v:
+            latest_v = _newest_vehicles(every_v)
             await conn.execute(
                 UPSERT_VEHICLE_CURRENT,
                 [v.vehicle_id for v in latest_v],
@@ -174,4 +279,9 @@ async def write_batch(
                 [j.reason for j, _ in rejects],
                 [hashlib.sha256(j.payload).digest() for j, _ in rejects],
             )
-    return WriteResult(meters_inserted, vehicles_inserted, len(meters), len(vehicles), len(rejects))
+    return WriteResult(
+        meters_inserted + late_m_inserted,
+        vehicles_inserted + late_v_inserted,
+        *totals,
+        len(rejects),
+    )

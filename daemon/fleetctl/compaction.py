@@ -1,0 +1,92 @@
+"""`fleetctl compact` and `fleetctl storage`: the cold tier from the command line."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from typing import Any, TextIO
+
+import asyncpg
+
+from fleetctl import render
+from fleetctl.errors import AnalyticsError
+from fleetdb.cold import compact
+from fleetdb.cold.storage import storage
+
+
+def _progress_line(out: TextIO) -> compact.ProgressFn:
+    def show(p: compact.Progress) -> None:
+        out.write(f"\rcompacting {p.day}: {p.readings:,} readings, {p.rate:,.0f}/s   ")
+        out.flush()
+
+    return show
+
+
+async def compact_command(
+    conn: asyncpg.Connection, before: date | None, after_days: int, *, progress: bool
+) -> dict[str, Any]:
+    """Compact the days before `before` (default: FLEET_COMPACT_AFTER_DAYS ago) and merge
+    late readings; a progress line goes to stderr when it is a terminal."""
+    try:
+        limit = before or compact.default_before(after_days)
+        report = _progress_line(sys.stderr) if progress and sys.stderr.isatty() else None
+        done = await compact.run(conn, limit, report)
+    except (ValueError, compact.CompactionBusyError) as exc:
+        raise AnalyticsError(str(exc)) from exc
+    finally:
+        if progress and sys.stderr.isatty():
+            sys.stderr.write("\n")
+    return {
+        "before": limit.isoformat(),
+        "days": [d.isoformat() for d in done.days_done],
+        "readings": done.readings,
+        "lateMerged": done.late_merged,
+        "readingsPerSecond": round(done.rate),
+    }
+
+
+def show_compact(r: dict[str, Any]) -> str:
+    """One line per run."""
+    if not r["days"] and not r["lateMerged"]:
+        return f"nothing to compact before {r['before']}"
+    return (
+        f"compacted {len(r['days'])} days ({', '.join(r['days']) or '-'}): "
+        f"{r['readings']:,} readings at {r['readingsPerSecond']:,}/s; "
+        f"{r['lateMerged']:,} late readings merged"
+    )
+
+
+async def storage_command(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    """Per day and kind: readings, bytes, bytes per reading, state."""
+    return [
+        {
+            "day": s.day.isoformat(),
+            "kind": s.kind,
+            "state": s.state,
+            "readings": s.readings,
+            "rawBytes": s.raw_bytes,
+            "indexBytes": s.index_bytes,
+            "rollupBytes": s.rollup_bytes,
+            "bytesPerReading": _round(s.bytes_per_reading),
+            "rollupBytesPerReading": _round(s.rollup_bytes_per_reading),
+        }
+        for s in await storage(conn)
+    ]
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def show_storage(rows: list[dict[str, Any]]) -> str:
+    """A table: one line per day and kind."""
+    if not rows:
+        return "no days stored"
+    cells = [
+        (r["day"], r["kind"], r["state"], f"{r['readings']:,}",
+         f"{(r['rawBytes'] + r['indexBytes']) / 1e6:,.1f}", f"{r['rollupBytes'] / 1e6:,.1f}",
+         render.num(r["bytesPerReading"], 2), render.num(r["rollupBytesPerReading"], 2))
+        for r in rows
+    ]  # fmt: skip
+    head = ("day", "kind", "state", "readings", "MB", "rollup MB", "B/reading", "rollup B/r")
+    return render.table(head, cells, right={3, 4, 5, 6, 7})

@@ -1,0 +1,371 @@
+"""Compaction of closed days, and the merge of late readings into compacted ones.
+
+A day goes open -> compacting -> compacted (fleet_days):
+1. `compacting` (under the exclusive day lock, so no flush is writing into the day): from now
+   on writers put the day's readings into *_late, checked against the raw rows, and the raw
+   and rollup partitions of the day no longer change. Reports still read them.
+2. Every hour of each kind is encoded into blocks, one transaction per (kind, hour), and the
+   day's hourly rollups become one summary row per device. A killed run leaves whole hours: the
+   next run skips the hours it finds and does the rest.
+3. The blocks must hold exactly the readings the rollups count; then `compacted`: reports read
+   the blocks and summaries, writers check late readings against the blocks.
+4. The raw and rollup partitions are dropped: DROP locks the parent tables for that moment
+   only, with a lock timeout and retries (a later run drops what is left).
+Late readings of a compacted day are merged into its blocks and summaries in one transaction
+under the exclusive day lock, and deleted from *_late in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from fleetdb.cold import blocks
+from fleetdb.cold.codec import Block
+from fleetdb.cold.layout import DAY, HOUR, LAYOUTS, day_start, group_of, hour_start
+from fleetdb.cold.stats import slice_stats
+from fleetdb.rollups import Kind
+
+KINDS: tuple[Kind, ...] = ("meter", "vehicle")
+_LOCK = "SELECT pg_try_advisory_lock(hashtext('fleet_compaction'))"
+_UNLOCK = "SELECT pg_advisory_unlock(hashtext('fleet_compaction'))"
+_DROP_ATTEMPTS = 5
+
+
+class CompactionBusyError(RuntimeError):
+    """Another compaction holds the lock."""
+
+
+@dataclass
+class Progress:
+    """What a run has done so far (passed to the progress callback after each hour)."""
+
+    day: date | None = None
+    readings: int = 0
+    late_merged: int = 0
+    days_done: list[date] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        """Readings per second so far."""
+        return self.readings / max(time.monotonic() - self.started, 1e-9)
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def default_before(after_days: int, today: date | None = None) -> date:
+    """Days before this one are compacted: `after_days` whole days after they closed."""
+    if after_days < 1:
+        raise ValueError("FLEET_COMPACT_AFTER_DAYS must be at least 1")
+    return (today or datetime.now(UTC).date()) - timedelta(days=after_days)
+
+
+def latest_allowed(today: date | None = None) -> date:
+    """The latest `before` accepted: yesterday still takes readings delayed by clock skew,
+    and writers only take the day lock for days before their own today."""
+    return (today or datetime.now(UTC).date()) - timedelta(days=1)
+
+
+async def _summaries_meter(conn: asyncpg.Connection, day: date) -> None:
+    lo = day_start(day)
+    await conn.execute(
+        """
+INSERT INTO meter_cold_hours (day, meter_id, n, kwh)
+SELECT $1::date, d.meter_id, array_agg(coalesce(h.readings, 0) ORDER BY g.i),
+       array_agg(coalesce((h.kwh_sum * 1000000)::bigint, 0) ORDER BY g.i)
+  FROM (SELECT DISTINCT meter_id FROM meter_hourly WHERE hour >= $2 AND hour < $3) d
+ CROSS JOIN generate_series(0, 23) AS g(i)
+  LEFT JOIN meter_hourly h ON h.meter_id = d.meter_id AND h.hour = $2 + g.i * interval '1 hour'
+                          AND h.hour >= $2 AND h.hour < $3
+ GROUP BY d.meter_id
+ON CONFLICT DO NOTHING""",
+        day,
+        lo,
+        lo + DAY,
+    )
+
+
+async def _summaries_vehicle(conn: asyncpg.Connection, day: date) -> None:
+    lo = day_start(day)
+    await conn.execute(
+        """
+INSERT INTO vehicle_cold_hours (day, vehicle_id, n, kwh, temp_sum, temp_min, temp_max,
+                                soc_first, soc_last, first_ts, last_ts)
+SELECT $1::date, d.vehicle_id, array_agg(coalesce(h.readings, 0) ORDER BY g.i),
+       array_agg(coalesce((h.kwh_sum * 1000000)::bigint, 0) ORDER BY g.i),
+       array_agg(coalesce(h.temp_sum, 0) ORDER BY g.i),
+       array_agg(h.temp_min ORDER BY g.i), array_agg(h.temp_max ORDER BY g.i),
+       array_agg(h.soc_first ORDER BY g.i), array_agg(h.soc_last ORDER BY g.i),
+       array_agg(h.soc_first_ts ORDER BY g.i), array_agg(h.soc_last_ts ORDER BY g.i)
+  FROM (SELECT DISTINCT vehicle_id FROM vehicle_hourly WHERE hour >= $2 AND hour < $3) d
+ CROSS JOIN generate_series(0, 23) AS g(i)
+  LEFT JOIN vehicle_hourly h ON h.vehicle_id = d.vehicle_id
+                            AND h.hour = $2 + g.i * interval '1 hour'
+                            AND h.hour >= $2 AND h.hour < $3
+ GROUP BY d.vehicle_id
+ON CONFLICT DO NOTHING""",
+        day,
+        lo,
+        lo + DAY,
+    )
+
+
+async def _has_raw(conn: asyncpg.Connection, day: date) -> bool:
+    name = f"meter_readings_p{day:%Y%m%d}"
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
+
+
+async def _compact_kind(
+    conn: asyncpg.Connection, kind: Kind, day: date, progress: Progress, report: ProgressFn
+) -> None:
+    lay = LAYOUTS[kind]
+    done = {
+        r[0] for r in await conn.fetch(f"SELECT DISTINCT hour FROM {lay.cold} WHERE day = $1", day)
+    }
+    loop = asyncio.get_running_loop()
+    for hour in range(24):
+        if hour in done:
+            continue
+        rows = await blocks.fetch_hour(conn, kind, day, hour)
+        # zlib releases the GIL: encoding in a thread lets the next fetch's wait overlap it.
+        encoded = await loop.run_in_executor(None, blocks.encode_all, rows)
+        async with conn.transaction():
+            progress.readings += await blocks.store_encoded(conn, kind, day, hour, encoded)
+        report(progress)
+    async with conn.transaction():
+        if not await conn.fetchval(f"SELECT EXISTS (SELECT FROM {lay.hours} WHERE day = $1)", day):
+            if kind == "meter":
+                await _summaries_meter(conn, day)
+            else:
+                await _summaries_vehicle(conn, day)
+
+
+async def _check(conn: asyncpg.Connection, kind: Kind, day: date) -> None:
+    lay = LAYOUTS[kind]
+    in_blocks = await conn.fetchval(
+        f"SELECT coalesce(sum(readings), 0) FROM {lay.cold} WHERE day = $1", day
+    )
+    summed = await conn.fetchval(
+        f"SELECT coalesce(sum(x), 0) FROM {lay.hours} c, unnest(c.n) x WHERE c.day = $1", day
+    )
+    if in_blocks != summed:
+        raise RuntimeError(
+            f"{kind} blocks of {day} hold {in_blocks} readings but the rollups count {summed};"
+            " the day stays readable from its raw partitions"
+        )
+
+
+async def _drop(conn: asyncpg.Connection, day: date) -> bool:
+    for attempt in range(_DROP_ATTEMPTS):
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '2s'")
+                await conn.fetchval("SELECT fleet_drop_compacted_day($1)", day)
+            return True
+        except asyncpg.LockNotAvailableError:
+            await asyncio.sleep(0.5 * (attempt + 1))
+    return False
+
+
+async def compact_day(
+    conn: asyncpg.Connection, day: date, progress: Progress, report: ProgressFn
+) -> None:
+    """Take one day through every step that is still to do (see the module docstring)."""
+    progress.day = day
+    state = await conn.fetchval("SELECT state FROM fleet_days WHERE day = $1", day)
+    if state in (None, "open"):
+        await conn.fetchval("SELECT fleet_set_day_state($1, 'open', 'compacting')", day)
+        state = "compacting"
+    if state == "compacting":
+        await conn.fetchval("SELECT fleet_ensure_cold_day($1)", day)
+        if await _has_raw(conn, day):
+            for kind in KINDS:
+                await _compact_kind(conn, kind, day, progress, report)
+            for kind in KINDS:
+                await _check(conn, kind, day)
+        await conn.fetchval("SELECT fleet_set_day_state($1, 'compacting', 'compacted')", day)
+    if await _has_raw(conn, day):
+        await _drop(conn, day)
+    progress.days_done.append(day)
+
+
+async def _late_days(conn: asyncpg.Connection) -> list[date]:
+    rows = await conn.fetch(
+        """SELECT DISTINCT (l.ts AT TIME ZONE 'UTC')::date AS day FROM (
+               SELECT ts FROM meter_late UNION ALL SELECT ts FROM vehicle_late) l
+           JOIN fleet_days f ON f.day = (l.ts AT TIME ZONE 'UTC')::date
+          WHERE f.state = 'compacted' ORDER BY 1"""
+    )
+    return [r[0] for r in rows]
+
+
+async def run(conn: asyncpg.Connection, before: date, report: ProgressFn | None = None) -> Progress:
+    """Compact every day before `before` that is not compacted yet, finish what a killed run
+    left, and merge late readings into compacted days."""
+    if before > latest_allowed():
+        raise ValueError(f"days from {latest_allowed()} on cannot be compacted yet")
+    if not await conn.fetchval(_LOCK):
+        raise CompactionBusyError("another compaction is running")
+    progress = Progress()
+    cb: ProgressFn = report or (lambda _p: None)
+    try:
+        days = await conn.fetch(
+            """SELECT day FROM fleet_days WHERE day < $1 AND state <> 'compacted'
+               UNION
+               SELECT day FROM fleet_days WHERE state = 'compacted'
+                  AND to_regclass('meter_readings_p' || to_char(day, 'YYYYMMDD')) IS NOT NULL
+               ORDER BY 1""",
+            before,
+        )
+        for r in days:
+            await compact_day(conn, r[0], progress, cb)
+        for day in await _late_days(conn):
+            progress.late_merged += await merge_late(conn, day)
+        return progress
+    finally:
+        await conn.fetchval(_UNLOCK)
+
+
+# --- late readings -------------------------------------------------------------------------
+
+_LATE_COLUMNS: dict[Kind, str] = {
+    "meter": "meter_id, ts, received_at, (kwh_consumed_ac * 1000000)::bigint, voltage",
+    "vehicle": "vehicle_id, ts, received_at, (kwh_delivered_dc * 1000000)::bigint, soc,"
+    " battery_temp",
+}
+
+
+def _insert_into(b: Block, dev: str, rows: list[Any], base: datetime) -> int:
+    """Add late rows (sorted by ts) of `dev` to block `b` unless stored; returns rows added."""
+    spans = b.spans()
+    a, e = spans.get(dev, (None, None))
+    have = set(b.ts_us[a:e]) if a is not None else set()
+    new = []
+    for r in rows:
+        us = (r[1] - base) // timedelta(microseconds=1)
+        if us not in have:
+            have.add(us)
+            recv = (r[2] - r[1]) // timedelta(seconds=1)
+            new.append((us, recv, r[3], [float(x) for x in r[4:]]))
+    if not new:
+        return 0
+    if a is None:
+        # A device new to this block: insert it at its sorted place.
+        i = sum(1 for d in b.devices if d < dev)
+        a = e = sum(b.counts[:i])
+        b.devices.insert(i, dev)
+        b.counts.insert(i, 0)
+    else:
+        i = b.devices.index(dev)
+    merged = sorted(
+        [
+            (b.ts_us[j], b.recv_s[j], b.kwh_u[j], [c[j] for c in b.floats])
+            for j in range(a, e)  # type: ignore[arg-type]
+        ]
+        + new,
+        key=lambda t: t[0],
+    )
+    b.ts_us[a:e] = [m[0] for m in merged]
+    b.recv_s[a:e] = [m[1] for m in merged]
+    b.kwh_u[a:e] = [m[2] for m in merged]
+    for k, col in enumerate(b.floats):
+        col[a:e] = [m[3][k] for m in merged]
+    b.counts[i] += len(new)
+    return len(new)
+
+
+async def _update_summary(
+    conn: asyncpg.Connection, kind: Kind, day: date, hour: int, *, dev: str, block: Block
+) -> None:
+    lay = LAYOUTS[kind]
+    a, e = block.spans()[dev]
+    s = slice_stats(block, a, e, hour_start(day, hour), vehicle=kind == "vehicle")
+    i = hour + 1
+    if kind == "meter":
+        await conn.execute(
+            """INSERT INTO meter_cold_hours (day, meter_id, n, kwh)
+               VALUES ($1, $2, array_fill(0, ARRAY[24]), array_fill(0::bigint, ARRAY[24]))
+               ON CONFLICT DO NOTHING""",
+            day,
+            dev,
+        )
+        await conn.execute(
+            "UPDATE meter_cold_hours SET n[$3] = $4, kwh[$3] = $5 WHERE day = $1 AND meter_id = $2",
+            day, dev, i, s.n, s.kwh_u,
+        )  # fmt: skip
+        return
+    await conn.execute(
+        f"""INSERT INTO {lay.hours} (day, vehicle_id, n, kwh, temp_sum, temp_min, temp_max,
+                                     soc_first, soc_last, first_ts, last_ts)
+            VALUES ($1, $2, array_fill(0, ARRAY[24]), array_fill(0::bigint, ARRAY[24]),
+                    array_fill(0::float8, ARRAY[24]), array_fill(NULL::real, ARRAY[24]),
+                    array_fill(NULL::real, ARRAY[24]), array_fill(NULL::real, ARRAY[24]),
+                    array_fill(NULL::real, ARRAY[24]), array_fill(NULL::timestamptz, ARRAY[24]),
+                    array_fill(NULL::timestamptz, ARRAY[24]))
+            ON CONFLICT DO NOTHING""",
+        day,
+        dev,
+    )
+    await conn.execute(
+        """UPDATE vehicle_cold_hours
+              SET n[$3] = $4, kwh[$3] = $5, temp_sum[$3] = $6, temp_min[$3] = $7,
+                  temp_max[$3] = $8, soc_first[$3] = $9, soc_last[$3] = $10,
+                  first_ts[$3] = $11, last_ts[$3] = $12
+            WHERE day = $1 AND vehicle_id = $2""",
+        day, dev, i, s.n, s.kwh_u, s.temp_sum, s.temp_min, s.temp_max, s.soc_first,
+        s.soc_last, s.first_ts, s.last_ts,
+    )  # fmt: skip
+
+
+async def merge_late(conn: asyncpg.Connection, day: date) -> int:
+    """Move the late readings of compacted `day` into its blocks and summaries, in one
+    transaction; returns how many were new (the others were stored already: just deleted)."""
+    added = 0
+    lo = day_start(day)
+    async with conn.transaction():
+        # Writers take this lock (shared) before they check or insert a late reading of the
+        # day: none can slip in between the read below and the DELETE.
+        await conn.execute("SELECT fleet_lock_day_exclusive($1)", day)
+        for kind in KINDS:
+            lay = LAYOUTS[kind]
+            rows = await conn.fetch(
+                f"SELECT {_LATE_COLUMNS[kind]} FROM {lay.late}"
+                " WHERE ts >= $1 AND ts < $2 ORDER BY 1, 2",
+                lo,
+                lo + DAY,
+            )
+            if not rows:
+                continue
+            by_hour: dict[int, dict[str, list[Any]]] = {}
+            for r in rows:
+                by_hour.setdefault((r[1] - lo) // HOUR, {}).setdefault(r[0], []).append(r)
+            for hour, devs in sorted(by_hour.items()):
+                base = hour_start(day, hour)
+                found = await blocks.load(
+                    conn, kind, day, hour, {group_of(d) for d in devs}, for_update=True
+                )
+                touched = []
+                for dev, dev_rows in devs.items():
+                    b = found.setdefault(group_of(dev), Block(floats=[[] for _ in lay.floats]))
+                    n = _insert_into(b, dev, dev_rows, base)
+                    if n:
+                        added += n
+                        touched.append(dev)
+                if not touched:
+                    continue
+                await blocks.store_encoded(
+                    conn, kind, day, hour, blocks.encode_all(list(found.values()))
+                )
+                for dev in touched:
+                    b = found[group_of(dev)]
+                    await _update_summary(conn, kind, day, hour, dev=dev, block=b)
+            await conn.execute(f"DELETE FROM {lay.late} WHERE ts >= $1 AND ts < $2", lo, lo + DAY)
+    return added

@@ -1,0 +1,56 @@
+"""Readings for days that are no longer open: routed by writers to *_late, never stored twice.
+
+A writer locks (shared) every day of its batch before today and reads those days' states in
+the same transaction (fleet_lock_days). Readings of open days go the usual way. The others
+are inserted into *_late unless stored already: in the raw partitions (a `compacting` day, still
+there) or in the day's blocks (a `compacted` day: decoded here, ~1 ms per block), and *_late's
+own key drops a repeat of a late reading. Compaction changes a day's state, and merges late
+readings, under the exclusive lock of the day, so what a writer checked stays true until it
+commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+
+import asyncpg
+
+from fleetdb.cold import blocks
+from fleetdb.cold.layout import HOUR, day_start, group_of
+from fleetdb.rollups import Kind
+
+
+async def closed_days(conn: asyncpg.Connection, days: Iterable[date]) -> dict[date, str]:
+    """Lock `days` (shared, until the transaction ends) and return those not open, with
+    their state. Call inside the batch transaction."""
+    wanted = sorted(set(days))
+    if not wanted:
+        return {}
+    rows = await conn.fetch("SELECT day, state FROM fleet_lock_days($1::date[])", wanted)
+    return {r[0]: r[1] for r in rows if r[1] != "open"}
+
+
+async def stored_in_blocks(
+    conn: asyncpg.Connection, kind: Kind, keys: Iterable[tuple[str, datetime]]
+) -> set[tuple[str, datetime]]:
+    """Which (device, ts) of compacted days are in their blocks already."""
+    wanted: dict[tuple[date, int], list[tuple[str, datetime]]] = {}
+    for dev, ts in keys:
+        day = ts.date()
+        wanted.setdefault((day, (ts - day_start(day)) // HOUR), []).append((dev, ts))
+    found: set[tuple[str, datetime]] = set()
+    for (day, hour), items in wanted.items():
+        loaded = await blocks.load(conn, kind, day, hour, {group_of(d) for d, _ in items})
+        base = day_start(day) + hour * HOUR
+        for dev, ts in items:
+            b = loaded.get(group_of(dev))
+            if b is None:
+                continue
+            span = b.spans().get(dev)
+            if span is None:
+                continue
+            us = (ts - base) // HOUR.resolution
+            if us in b.ts_us[span[0] : span[1]]:
+                found.add((dev, ts))
+    return found

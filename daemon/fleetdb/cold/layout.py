@@ -1,0 +1,59 @@
+"""Where cold data lives: per kind, the tables and columns, and which block a device is in."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from fleetdb.rollups import Kind
+
+# Devices are spread over this many blocks per hour by a hash of their id: ~160 devices (~9,400
+# readings) per block at 10,000 devices, small enough that one device's hour decodes in ~1 ms
+# and large enough for zlib to learn the columns (2.6 B per meter reading at this size against
+# 2.5 B with 300 devices and 2.7 B with 75). Stored with each block: changing it needs a
+# rewrite of the cold tables.
+GROUPS = 64
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class KindLayout:
+    """Table and column names of one kind (names come only from here, never from input)."""
+
+    kind: Kind
+    raw: str
+    device: str
+    kwh: str
+    floats: tuple[str, ...]
+    cold: str
+    hours: str
+    late: str
+
+
+LAYOUTS: dict[Kind, KindLayout] = {
+    "meter": KindLayout(
+        "meter", "meter_readings", "meter_id", "kwh_consumed_ac", ("voltage",),
+        "meter_cold", "meter_cold_hours", "meter_late",
+    ),
+    "vehicle": KindLayout(
+        "vehicle", "vehicle_readings", "vehicle_id", "kwh_delivered_dc", ("soc", "battery_temp"),
+        "vehicle_cold", "vehicle_cold_hours", "vehicle_late",
+    ),
+}  # fmt: skip
+
+
+def group_of(device: str) -> int:
+    """The block group of a device: stable across processes and versions (CRC-32)."""
+    return zlib.crc32(device.encode()) % GROUPS
+
+
+def day_start(day: date) -> datetime:
+    """UTC midnight at the start of `day`."""
+    return datetime.combine(day, time(), UTC)
+
+
+def hour_start(day: date, hour: int) -> datetime:
+    """UTC start of hour `hour` (0-23) of `day`."""
+    return day_start(day) + hour * HOUR

@@ -1,0 +1,308 @@
+"""The cold tier on real PostgreSQL: every report identical before and after compaction, late
+readings stored and counted exactly once, kill -9 at any point of a compaction, least-privilege
+logins (fleetd's maintenance compacts as fleet_ingest)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from fleetctl.assignments import assign
+from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
+from fleetctl.window import Window
+from fleetd.ingest.writer import write_batch
+from fleetd.messages import MeterReading, VehicleReading
+from fleetdb.cold import compact
+from fleetdb.cold.codec import Block, CorruptBlockError, decode, encode
+from fleetdb.connect import connect, connect_analytics
+from fleetsim.direct import backfill_direct
+from fleetsim.model import FleetConfig
+from tests.conftest import _with_db
+
+pytestmark = pytest.mark.integration
+
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+D1 = TODAY - timedelta(days=6)
+D2 = D1 + timedelta(days=1)
+D3 = D2 + timedelta(days=1)
+MIN = timedelta(minutes=1)
+
+WINDOWS = [
+    Window(D1 + timedelta(hours=10, minutes=17, seconds=30), D1 + timedelta(hours=15, minutes=42)),
+    Window(D1 + timedelta(hours=20, minutes=13), D2 + timedelta(hours=3, minutes=47)),
+    Window(D2 + timedelta(hours=21, minutes=30), D3 + timedelta(hours=2, minutes=10)),
+    Window(D1 + timedelta(hours=8), D2 + timedelta(hours=8)),
+    Window(D1 + timedelta(hours=9, minutes=5, seconds=5), D2 + timedelta(hours=9, minutes=5)),
+    Window(D2, D3),
+    Window(D1 + timedelta(hours=13, minutes=20), D1 + timedelta(hours=13, minutes=50)),
+]
+VEHICLES = ["VEHICLE-00001", "VEHICLE-00004", "VEHICLE-00007", "J1", "J2", "R1"]
+
+
+def _stable(x: Any) -> Any:
+    """A report without what depends on the clock: data age, seconds since seen, the time of
+    the answer and of the write (updatedAt)."""
+    if isinstance(x, dict):
+        return {
+            k: _stable(v)
+            for k, v in x.items()
+            if not k.endswith("Seconds") and k not in {"asOf", "generatedAt", "updatedAt"}
+        }
+    if isinstance(x, list):
+        return [_stable(v) for v in x]
+    return x
+
+
+async def reports(url: str, vehicles: list[str] = VEHICLES) -> str:
+    """Every report over every window, as one JSON text."""
+    conn = await connect_analytics(url)
+    try:
+        out: dict[str, Any] = {}
+        for i, w in enumerate(WINDOWS):
+            out[f"fleet{i}"] = await fleet_report(conn, w)
+            out[f"anomalies{i}"] = await anomalies(conn, w)
+            for v in vehicles:
+                out[f"{v}@{i}"] = await vehicle_performance(conn, v, w)
+        out["current"] = await current(conn, "all")
+        return json.dumps(_stable(out), sort_keys=True, default=str)
+    finally:
+        await conn.close()
+
+
+def _irregular() -> tuple[
+    list[tuple[MeterReading, datetime]], list[tuple[VehicleReading, datetime]]
+]:
+    """Jittered seconds, a gap across midnight, a reading on the very midnight, and J2 sharing
+    meter JM with J1; R1 moves from meter RA to RB at D2 02:00 (set by _assign)."""
+    m: list[tuple[MeterReading, datetime]] = []
+    v: list[tuple[VehicleReading, datetime]] = []
+    t = D1 + timedelta(hours=18, seconds=37)
+    i = 0
+    while t < D3 + timedelta(hours=6):
+        gap = D1 + timedelta(hours=23, minutes=10) <= t < D2 + timedelta(minutes=40)
+        if not gap:
+            soc, temp = 20 + (i * 7) % 61 + 0.25, -3.5 + (i * 13) % 23 * 0.1
+            v.append((VehicleReading("J1", t, soc, 0.5 + i % 3 * 0.123456, temp), t))
+            v.append((VehicleReading("J2", t + timedelta(seconds=11), soc + 1, 0.25, temp), t))
+            m.append((MeterReading("JM", t, 1.1 + i % 5 * 0.000001, 229.9), t))
+        v.append((VehicleReading("R1", t, 55.5, 0.3, 21.0), t))
+        m.append((MeterReading("RA" if t < D2 + timedelta(hours=2) else "RB", t, 0.4, 231.2), t))
+        t += MIN
+        i += 1
+    v.append((VehicleReading("J1", D2, 33.0, 0.7, 18.25), D2))
+    return m, v
+
+
+async def _load(url: str, *, late: bool = False) -> None:
+    """The simulator's fleet (2 vehicles per meter: shared meters) plus the irregular devices,
+    every batch written twice (a redelivery stores nothing)."""
+    if not late:
+        cfg = FleetConfig(meters=8, vehicles=16, vehicles_per_meter=2, seed=3)
+        await backfill_direct(url, cfg, D1 + timedelta(hours=7), D3 + timedelta(hours=6))
+    conn = await connect(url)
+    try:
+        for vid, meter, at in (("J1", "JM", D1), ("J2", "JM", D1), ("R1", "RA", D1),
+                               ("R1", "RB", D2 + timedelta(hours=2))):  # fmt: skip
+            await assign(conn, vid, meter, at)
+        m, v = _irregular()
+        for _ in range(2):
+            for lo in range(0, max(len(m), len(v)), 700):
+                await write_batch(conn, m[lo : lo + 700], v[lo : lo + 700], [])
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def twin_url(pg_admin_url: str, template_db: str) -> AsyncIterator[str]:
+    """A second fresh database, to hold the same data without compaction."""
+    name = f"fleet_twin{os.getpid()}"
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await admin.close()
+    yield _with_db(pg_admin_url, name)
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _compact(url: str, before: date) -> compact.Progress:
+    conn = await connect(url)
+    try:
+        return await compact.run(conn, before)
+    finally:
+        await conn.close()
+
+
+async def test_reports_identical_after_compaction(
+    database_url: str, ingest_url: str, analytics_url: str
+) -> None:
+    await _load(database_url)
+    before = await reports(analytics_url)
+    assert before == await reports(analytics_url)  # nothing in it depends on the clock
+    done = await _compact(ingest_url, D3.date())  # as fleetd's maintenance: fleet_ingest
+    assert done.days_done == [D1.date(), D2.date()]
+    assert await reports(analytics_url) == before
+    async with _conn(database_url) as db:
+        states = dict(await db.fetch("SELECT day, state FROM fleet_days ORDER BY day"))
+        assert states[D1.date()] == states[D2.date()] == "compacted"
+        assert states[D3.date()] == "open"
+        assert await db.fetchval("SELECT to_regclass($1)", f"meter_readings_p{D1:%Y%m%d}") is None
+        assert await db.fetchval("SELECT to_regclass($1)", f"vehicle_10min_p{D2:%Y%m%d}") is None
+    # A second run has nothing to do.
+    again = await _compact(ingest_url, D3.date())
+    assert again.days_done == []
+    assert again.readings == 0
+
+
+@asynccontextmanager
+async def _conn(url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def _late() -> tuple[list[tuple[MeterReading, datetime]], list[tuple[VehicleReading, datetime]]]:
+    """Readings a device uploads days later: inside the gap J1/J2/JM left in D1, and a stray
+    second-resolution reading in a full hour of a simulated vehicle."""
+    m, v = [], []
+    for k in range(5):
+        t = D1 + timedelta(hours=23, minutes=20 + k, seconds=37)
+        v.append((VehicleReading("J1", t, 40.0 + k, 0.9, 12.5 + k), t))
+        m.append((MeterReading("JM", t, 1.3, 230.5), t))
+    t = D1 + timedelta(hours=12, minutes=3, seconds=30)
+    v.append((VehicleReading("VEHICLE-00004", t, 61.25, 0.011, 30.5), t))
+    return m, v
+
+
+async def test_late_readings_counted_once_and_merged(
+    database_url: str, ingest_url: str, analytics_url: str, twin_url: str
+) -> None:
+    late_m, late_v = _late()
+    # The truth: the same readings, never compacted.
+    await _load(twin_url)
+    async with _conn(twin_url) as twin:
+        await write_batch(twin, late_m, late_v, [])
+    truth = await reports(twin_url)
+
+    await _load(database_url)
+    await _compact(ingest_url, D3.date())
+    async with _conn(ingest_url) as fleetd:
+        # A redelivery of a compacted reading stores nothing.
+        old_v = VehicleReading("J1", D2, 33.0, 0.7, 18.25)
+        r = await write_batch(fleetd, [], [(old_v, D2)], [])
+        assert (r.vehicles_inserted, r.duplicates) == (0, 1)
+        r = await write_batch(fleetd, late_m, late_v, [])
+        assert r.inserted == len(late_m) + len(late_v)
+        assert await fleetd.fetchval("SELECT count(*) FROM vehicle_late") == len(late_v)
+        r = await write_batch(fleetd, late_m, late_v, [])  # uploaded twice
+        assert r.inserted == 0
+    assert await reports(analytics_url) == truth  # counted from the moment they commit
+
+    done = await _compact(ingest_url, D3.date())  # the merge
+    assert done.late_merged == len(late_m) + len(late_v)
+    async with _conn(ingest_url) as fleetd:
+        assert await fleetd.fetchval("SELECT count(*) FROM vehicle_late") == 0
+        r = await write_batch(fleetd, late_m, late_v, [])  # and once more, after the merge
+        assert r.inserted == 0
+    assert await reports(analytics_url) == truth
+
+
+def _fleetctl(url: str, *args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FLEET_DATABASE_URL": url}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fleetctl", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def test_kill_9_during_compaction_and_merge_loses_nothing(
+    database_url: str, ingest_url: str, analytics_url: str
+) -> None:
+    cfg = FleetConfig(meters=150, vehicles=150, seed=9)
+    await backfill_direct(database_url, cfg, D1, D3)
+    m, v = _late()
+    sims = ["VEHICLE-00001", "VEHICLE-00004", "VEHICLE-00150"]
+    before = await reports(analytics_url, sims)
+    interrupted = 0
+    for delay in (0.3, 0.8, 1.5, 2.5, 4.0):
+        proc = _fleetctl(ingest_url, "compact", "--before", D3.date().isoformat())
+        await asyncio.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            interrupted += 1
+        proc.communicate()
+        assert await reports(analytics_url, sims) == before
+    assert interrupted >= 2
+    proc = _fleetctl(ingest_url, "compact", "--before", D3.date().isoformat())
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert await reports(analytics_url, sims) == before
+
+    # Late readings, then a merge killed until one finishes.
+    async with _conn(ingest_url) as fleetd:
+        await write_batch(fleetd, m, v, [])
+    with_late = await reports(analytics_url, sims)
+    assert with_late != before
+    for delay in (0.05, 0.1, 0.2, 0.4):
+        proc = _fleetctl(ingest_url, "compact", "--before", D3.date().isoformat())
+        await asyncio.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        assert await reports(analytics_url, sims) == with_late
+    proc = _fleetctl(ingest_url, "--json", "compact", "--before", D3.date().isoformat())
+    _out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert await reports(analytics_url, sims) == with_late
+    async with _conn(database_url) as db:
+        assert await db.fetchval("SELECT count(*) FROM vehicle_late") == 0
+        assert await db.fetchval("SELECT count(*) FROM meter_late") == 0
+
+
+async def test_storage_reports_bytes_per_reading(database_url: str, analytics_url: str) -> None:
+    await backfill_direct(database_url, FleetConfig(meters=60, vehicles=60, seed=4), D1, D3)
+    await _compact(database_url, D2.date())
+    proc = _fleetctl(analytics_url, "--json", "storage")
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    rows = {(r["day"], r["kind"]): r for r in json.loads(out)}
+    cold = rows[(D1.date().isoformat(), "vehicle")]
+    hot = rows[(D2.date().isoformat(), "vehicle")]
+    assert (cold["state"], hot["state"]) == ("compacted", "open")
+    assert cold["readings"] == hot["readings"] == 60 * 1440
+    assert cold["bytesPerReading"] < hot["bytesPerReading"] / 10
+
+
+def test_codec_round_trip_and_corruption() -> None:
+    b = Block(["A", "B"], [2, 1], [0, 60_000_000, 5], [1, 1, -2], [10**12 - 1, 0, 7],
+              [[230.1, -0.0, 3.4e38], [1.0, float("nan"), 1e-40]])  # fmt: skip
+    out = decode(encode(b))
+    assert out.devices == b.devices
+    assert out.counts == b.counts
+    assert (out.ts_us, out.recv_s, out.kwh_u) == (b.ts_us, b.recv_s, b.kwh_u)
+    assert repr(out.floats[0][1]) == "-0.0"
+    assert out.floats[0][2] == pytest.approx(3.4e38, 1e-6)
+    data = encode(b)
+    for bad in (b"", b"XYZ" + data[3:], data[:-3], data[:12] + b"\x00" * 20):
+        with pytest.raises(CorruptBlockError):
+            decode(bad)
