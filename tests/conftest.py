@@ -194,6 +194,9 @@ def settings(mqtt_url: str, ingest_url: str) -> Settings:
         database_url=ingest_url,
         client_id=f"fleetd-test-{os.getpid()}-{next(_counter)}",
         flush_interval_ms=200,
+        # Tests date their readings days back and read the raw tables: compaction only where
+        # a test asks for it (test_cold).
+        compact_after_days=0,
     )
 
 
@@ -239,6 +242,7 @@ def spawn_fleetd(settings: Settings, **extra_env: str) -> subprocess.Popen[bytes
             "FLEET_DATABASE_URL": settings.database_url,
             "FLEET_CLIENT_ID": settings.client_id,
             "FLEET_FLUSH_INTERVAL_MS": str(settings.flush_interval_ms),
+            "FLEET_COMPACT_AFTER_DAYS": str(settings.compact_after_days),
             "FLEET_HTTP_ADDR": "127.0.0.1:0",
             "FLEET_LOG_FORMAT": "json",
         }

@@ -1,14 +1,19 @@
-"""Hourly upkeep: partitions ahead, then retention. Failures are logged and retried next hour."""
+"""Hourly upkeep: partitions ahead, compaction, then retention. Failures are logged and
+retried next hour."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 
 import asyncpg
 import structlog
 
 from fleetd.ingest.flusher import Flusher
 from fleetd.settings import Settings
+from fleetdb.cold.compact import default_before
 from fleetdb.connect import connect
 from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than
 
@@ -21,6 +26,8 @@ async def maintain(settings: Settings, flusher: Flusher) -> None:
     """One round: partitions for today and the days ahead, then drop what retention allows."""
     try:
         await flusher.ensure_ahead()
+        if settings.compact_after_days:
+            await compact_days(settings)
         if settings.reject_retention_days:
             await _drop_old_rejects(settings)
         keep = ((settings.retention_days, HISTORY), (settings.rollup_retention_days, ROLLUPS))
@@ -47,6 +54,31 @@ async def maintain(settings: Settings, flusher: Flusher) -> None:
         )  # fmt: skip
     except Exception as exc:
         log.warning("maintenance_failed", error=f"{exc.__class__.__name__}: {exc}")
+
+
+async def compact_days(settings: Settings) -> None:
+    """Compact closed days in a child process (fleetdb.cold.__main__); terminated with us."""
+    before = default_before(settings.compact_after_days)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleetdb.cold", "--before", before.isoformat(),
+        env={**os.environ, "FLEET_DATABASE_URL": settings.database_url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await proc.communicate()
+    except asyncio.CancelledError:
+        # Compaction resumes where it stopped: stopping it loses nothing.
+        proc.terminate()
+        await proc.wait()
+        raise
+    if proc.returncode == 0:
+        done = json.loads(out)
+        if done["days"] or done["lateMerged"]:
+            log.info("days_compacted", **done)
+    elif proc.returncode == 3:
+        log.info("compaction_skipped", reason=err.decode().strip())
+    else:
+        log.error("compaction_failed", error=err.decode().strip()[-500:])
 
 
 async def _drop_old_rejects(settings: Settings) -> None:

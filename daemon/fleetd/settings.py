@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(default=None, ge=1)
     rollup_retention_days: int | None = Field(default=None, ge=1)
     reject_retention_days: int | None = Field(default=None, ge=1)
+    # Days are compacted into the cold tier this many days after they end; 0 leaves it to
+    # `fleetctl compact`.
+    compact_after_days: int = Field(default=2, ge=0)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -13,10 +13,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
+from fleetdb.cold.layout import day_start
 from fleetdb.rollups import rollup_tables
 
-HISTORY = ("meter_readings", "vehicle_readings")
-ROLLUPS = rollup_tables()
+# Compacted days (fleetdb.cold): blocks are history, hourly summaries are rollups.
+HISTORY = ("meter_readings", "vehicle_readings", "meter_cold", "vehicle_cold")
+ROLLUPS = (*rollup_tables(), "meter_cold_hours", "vehicle_cold_hours")
 # Only tables fleet_ensure_day() made are ever dropped: the name says parent and day.
 _NAME = re.compile(rf"^({'|'.join(HISTORY + ROLLUPS)})_p(\d{{8}})$")
 
@@ -77,4 +79,8 @@ async def drop_older_than(
         )
         await conn.execute(f'DROP TABLE "{part.name}"')
         dropped.append(part.name)
+    if "meter_readings" in parents:
+        # Late readings of compacted days not merged yet go with the rest of their day.
+        for table in ("meter_late", "vehicle_late"):
+            await conn.execute(f"DELETE FROM {table} WHERE ts < $1", day_start(cutoff))
     return dropped

@@ -22,7 +22,9 @@ from fleetctl.assignments import assign
 from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
 from fleetctl.window import Window
 from fleetd.ingest.writer import write_batch
+from fleetd.maintenance import compact_days
 from fleetd.messages import MeterReading, VehicleReading
+from fleetd.settings import Settings
 from fleetdb.cold import compact
 from fleetdb.cold.codec import Block, CorruptBlockError, decode, encode
 from fleetdb.connect import connect, connect_analytics
@@ -306,3 +308,17 @@ def test_codec_round_trip_and_corruption() -> None:
     for bad in (b"", b"XYZ" + data[3:], data[:-3], data[:12] + b"\x00" * 20):
         with pytest.raises(CorruptBlockError):
             decode(bad)
+
+
+async def test_fleetd_maintenance_compacts_as_fleet_ingest(
+    database_url: str, settings: Settings, analytics_url: str
+) -> None:
+    """The hourly step runs a child process as fleetd's own (fleet_ingest) login."""
+    await backfill_direct(database_url, FleetConfig(meters=5, vehicles=5, seed=2), D1, D2)
+    before = await reports(analytics_url, ["VEHICLE-00001"])
+    await compact_days(settings.model_copy(update={"compact_after_days": 2}))
+    async with _conn(database_url) as db:
+        assert await db.fetchval("SELECT state FROM fleet_days WHERE day = $1", D1.date()) == (
+            "compacted"
+        )
+    assert await reports(analytics_url, ["VEHICLE-00001"]) == before

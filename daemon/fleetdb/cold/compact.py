@@ -30,9 +30,11 @@ from fleetdb.cold import blocks
 from fleetdb.cold.codec import Block
 from fleetdb.cold.layout import DAY, HOUR, LAYOUTS, day_start, group_of, hour_start
 from fleetdb.cold.stats import slice_stats
-from fleetdb.rollups import Kind
+from fleetdb.rollups import Kind, rollup_tables
 
 KINDS: tuple[Kind, ...] = ("meter", "vehicle")
+# What fleet_drop_compacted_day drops.
+PARTITIONED = ("meter_readings", "vehicle_readings", *rollup_tables())
 _LOCK = "SELECT pg_try_advisory_lock(hashtext('fleet_compaction'))"
 _UNLOCK = "SELECT pg_advisory_unlock(hashtext('fleet_compaction'))"
 _DROP_ATTEMPTS = 5
@@ -119,8 +121,22 @@ ON CONFLICT DO NOTHING""",
 
 
 async def _has_raw(conn: asyncpg.Connection, day: date) -> bool:
-    name = f"meter_readings_p{day:%Y%m%d}"
-    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name))
+    names = [f"{t}_p{day:%Y%m%d}" for t in ("meter_readings", "vehicle_readings")]
+    return bool(
+        await conn.fetchval(
+            "SELECT bool_or(to_regclass(n) IS NOT NULL) FROM unnest($1::text[]) n", names
+        )
+    )
+
+
+async def _has_partitions(conn: asyncpg.Connection, day: date) -> bool:
+    """Any raw or rollup partition of the day left (the drop step still to do)."""
+    names = [f"{t}_p{day:%Y%m%d}" for t in PARTITIONED]
+    return bool(
+        await conn.fetchval(
+            "SELECT bool_or(to_regclass(n) IS NOT NULL) FROM unnest($1::text[]) n", names
+        )
+    )
 
 
 async def _compact_kind(
@@ -140,12 +156,18 @@ async def _compact_kind(
         async with conn.transaction():
             progress.readings += await blocks.store_encoded(conn, kind, day, hour, encoded)
         report(progress)
+
+
+async def _summaries(conn: asyncpg.Connection, kind: Kind, day: date) -> None:
+    """The day's hourly rollups as one summary row per device, once (one transaction)."""
     async with conn.transaction():
-        if not await conn.fetchval(f"SELECT EXISTS (SELECT FROM {lay.hours} WHERE day = $1)", day):
-            if kind == "meter":
-                await _summaries_meter(conn, day)
-            else:
-                await _summaries_vehicle(conn, day)
+        table = LAYOUTS[kind].hours
+        if await conn.fetchval(f"SELECT EXISTS (SELECT FROM {table} WHERE day = $1)", day):
+            return
+        if kind == "meter":
+            await _summaries_meter(conn, day)
+        else:
+            await _summaries_vehicle(conn, day)
 
 
 async def _check(conn: asyncpg.Connection, kind: Kind, day: date) -> None:
@@ -186,13 +208,16 @@ async def compact_day(
         state = "compacting"
     if state == "compacting":
         await conn.fetchval("SELECT fleet_ensure_cold_day($1)", day)
-        if await _has_raw(conn, day):
-            for kind in KINDS:
+        # Without raw partitions (retention dropped them) the rollups still become summaries.
+        raw = await _has_raw(conn, day)
+        for kind in KINDS:
+            if raw:
                 await _compact_kind(conn, kind, day, progress, report)
-            for kind in KINDS:
+            await _summaries(conn, kind, day)
+            if raw:
                 await _check(conn, kind, day)
         await conn.fetchval("SELECT fleet_set_day_state($1, 'compacting', 'compacted')", day)
-    if await _has_raw(conn, day):
+    if await _has_partitions(conn, day):
         await _drop(conn, day)
     progress.days_done.append(day)
 
@@ -221,12 +246,13 @@ async def run(conn: asyncpg.Connection, before: date, report: ProgressFn | None 
             """SELECT day FROM fleet_days WHERE day < $1 AND state <> 'compacted'
                UNION
                SELECT day FROM fleet_days WHERE state = 'compacted'
-                  AND to_regclass('meter_readings_p' || to_char(day, 'YYYYMMDD')) IS NOT NULL
+                  AND to_regclass('meter_hourly_p' || to_char(day, 'YYYYMMDD')) IS NOT NULL
                ORDER BY 1""",
             before,
         )
         for r in days:
-            await compact_day(conn, r[0], progress, cb)
+            if r[0] < before or await _has_partitions(conn, r[0]):
+                await compact_day(conn, r[0], progress, cb)
         for day in await _late_days(conn):
             progress.late_merged += await merge_late(conn, day)
         return progress

@@ -5,6 +5,10 @@ PostgreSQL cluster kept under the cache directory, and reused by later runs. Win
 relative to the dataset's end, which lies 42.5 minutes into an hour like a live report's "now":
 the 24 h ending there, a 24 h window an hour earlier (data follows its end, so both edges are
 raw readings), and one on hour boundaries (rollups only).
+
+The cold tier: days before the middle of the dataset are compacted (fleetdb.cold) on the first
+run, timed (readings per second, kept in dataset.json), and the vehicle and fleet queries run
+again on windows lying in compacted days, side by side with the same windows on open days.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fleet_harness import PostgresServer
 from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
 from fleetctl.window import Window
+from fleetdb.cold import compact
+from fleetdb.cold.storage import storage
 from fleetdb.connect import connect, create_pool
 from fleetdb.migrate import migrate
 from fleetsim.direct import backfill_direct
@@ -57,6 +63,33 @@ async def _build(url: str, days: int, say: Callable[[str], None]) -> datetime:
     return end
 
 
+async def _compact(
+    url: str, before: date, meta: dict[str, Any], say: Callable[[str], None]
+) -> None:
+    """Compact the days before `before` unless done; the speed of the run that did it is kept."""
+    conn = await connect(url)
+    try:
+        done = await compact.run(conn, before)
+        if done.readings:
+            meta["compactionReadingsPerSecond"] = done.rate
+            meta["compactedReadings"] = done.readings
+            say(f"      compacted {done.readings:,} readings at {done.rate:,.0f}/s")
+            await conn.execute("VACUUM ANALYZE", timeout=_VACUUM_TIMEOUT_S)
+        figures: dict[str, dict[str, float]] = {}
+        for state in ("open", "compacted"):
+            rows = [d for d in await storage(conn) if d.state == state and d.readings >= 10**7]
+            n = sum(d.readings for d in rows)
+            if n:
+                figures[state] = {
+                    "bytesPerReading": sum(d.raw_bytes + d.index_bytes for d in rows) / n,
+                    "rollupBytesPerReading": sum(d.rollup_bytes for d in rows) / n,
+                    "readings": float(n),
+                }
+        meta["storage"] = figures
+    finally:
+        await conn.close()
+
+
 async def _time(fn: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, float]:
     for _ in range(3):  # warm the cache and the prepared statements, as a dashboard's would be
         await fn()
@@ -80,11 +113,18 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
     with PostgresServer(keep_dir=cluster, settings={"shared_buffers": "1GB"}) as pg:
         await _migrate(pg.url)
         if meta_path.exists():
-            end = datetime.fromisoformat(json.loads(meta_path.read_text())["end"])
+            meta = json.loads(meta_path.read_text())
+            end = datetime.fromisoformat(meta["end"])
             say(f"      reusing the cached dataset in {cluster}")
         else:
             end = await _build(pg.url, days, say)
-            meta_path.write_text(json.dumps({"end": end.isoformat(), "days": days}))
+            meta = {"end": end.isoformat(), "days": days}
+            meta_path.write_text(json.dumps(meta))
+        # Compacted: the days up to `days - 3` before the end's (at least two whole days). The
+        # compacted windows are the open ones `days - 2` days earlier.
+        shift = timedelta(days=days - 2)
+        await _compact(pg.url, end.date() - timedelta(days=days - 3), meta, say)
+        meta_path.write_text(json.dumps(meta))
         # Two connections, as a reporting service's pool has: the timings are sequential, and a
         # fleet report runs its meter and vehicle aggregates on both at once (one snapshot).
         pool = await create_pool(pg.url, min_size=2, max_size=2, application_name="bench")
@@ -102,10 +142,17 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
             hour = end.replace(minute=0, second=0, microsecond=0)
             aligned = Window(hour - timedelta(hours=24), hour)
             vehicles = iter(range(1, 10_001, 97))
+            cold_vehicles = iter(range(2, 10_001, 97))
+            cold_window = Window(window.start - shift, window.end - shift)
+            cold_aligned = Window(aligned.start - shift, aligned.end - shift)
 
             async def one_vehicle() -> Any:
                 vid = next(vehicles, 4242)
                 return await vehicle_performance(pool, f"VEHICLE-{vid:05d}", window)
+
+            async def one_cold_vehicle() -> Any:
+                vid = next(cold_vehicles, 4243)
+                return await vehicle_performance(pool, f"VEHICLE-{vid:05d}", cold_window)
 
             timings = {
                 "current, one vehicle": await _time(
@@ -122,7 +169,26 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
                     lambda: fleet_report(pool, aligned), 10
                 ),
                 "anomalies, 24 h ending now": await _time(lambda: anomalies(pool, now), 10),
+                "compacted days: vehicle performance, 24 h": await _time(one_cold_vehicle, 50),
+                "compacted days: fleet report, 24 h, mid-hour edges": await _time(
+                    lambda: fleet_report(pool, cold_window), 10
+                ),
+                "compacted days: fleet report, 24 h on hour boundaries": await _time(
+                    lambda: fleet_report(pool, cold_aligned), 10
+                ),
             }
         finally:
             await pool.close()
-    return {"days": days, "readings": readings, "timings": timings}
+    t = {k: v["p50Ms"] for k, v in timings.items()}
+    cold = {
+        "compactionReadingsPerSecond": meta.get("compactionReadingsPerSecond"),
+        "storage": meta.get("storage"),
+        # p50 on compacted days / p50 of the same query on open days
+        "vehicleRatio": t["compacted days: vehicle performance, 24 h"]
+        / t["vehicle performance, 24 h"],
+        "fleetMidHourRatio": t["compacted days: fleet report, 24 h, mid-hour edges"]
+        / t["fleet report, 24 h, mid-hour edges"],
+        "fleetAlignedRatio": t["compacted days: fleet report, 24 h on hour boundaries"]
+        / t["fleet report, 24 h on hour boundaries"],
+    }
+    return {"days": days, "readings": readings, "timings": timings, "cold": cold}

@@ -676,6 +676,22 @@ def _table(r: dict[str, Any]) -> str:
         lines.append(f"8 queries on {q['days']} days ({q['readings']:,} readings), p50 / p99:")
         for name, v in q["timings"].items():
             lines.append(f"{'    ' + name:<58}{v['p50Ms']:>7.1f} / {v['p99Ms']:.1f} ms")
+        c = q.get("cold")
+        if c:
+            lines.append("9 cold tier (compacted days against open days):")
+            for state, s in (c["storage"] or {}).items():
+                lines.append(
+                    f"{'    ' + state + ' days: history + indexes (+ rollups) per reading':<58}"
+                    f"{s['bytesPerReading']:>6.2f} (+ {s['rollupBytesPerReading']:.2f}) B"
+                )
+            if c["compactionReadingsPerSecond"]:
+                lines.append(
+                    f"{'    compaction speed':<58}{rate(c['compactionReadingsPerSecond'])}"
+                )
+            for key, name in (("vehicleRatio", "vehicle 24 h"),
+                              ("fleetMidHourRatio", "fleet 24 h, mid-hour edges"),
+                              ("fleetAlignedRatio", "fleet 24 h, hour boundaries")):  # fmt: skip
+                lines.append(f"{'    ' + name + ': compacted / open p50':<58}{c[key]:>12.2f} x")
     else:
         lines.append("8 queries: skipped (--quick or --no-queries)")
     return "\n".join(lines)
