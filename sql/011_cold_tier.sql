@@ -220,8 +220,9 @@ GRANT EXECUTE ON FUNCTION fleet_ensure_cold_day(date), fleet_set_day_state(date,
 GRANT SELECT ON fleet_days TO fleet_ingest, fleet_analytics;
 -- Late readings are inserted by writers and deleted by the merge that moves them into blocks.
 GRANT SELECT, INSERT, DELETE ON meter_late, vehicle_late TO fleet_ingest;
-GRANT SELECT, INSERT, UPDATE, DELETE ON meter_cold, vehicle_cold, meter_cold_hours,
-    vehicle_cold_hours TO fleet_ingest;
+-- Blocks and summaries are upserted (compaction, merges); only partition drops remove them.
+GRANT SELECT, INSERT, UPDATE ON meter_cold, vehicle_cold, meter_cold_hours, vehicle_cold_hours
+    TO fleet_ingest;
 GRANT SELECT ON meter_late, vehicle_late, meter_cold, vehicle_cold, meter_cold_hours,
     vehicle_cold_hours TO fleet_analytics;
 -- Compaction reads every column of the raw history.

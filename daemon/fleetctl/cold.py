@@ -9,18 +9,18 @@ they are disjoint from everything else by construction (fleetdb.cold.late).
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import numpy as np
 
 from fleetdb.cold import blocks
 from fleetdb.cold.codec import Block
 from fleetdb.cold.layout import DAY, HOUR, LAYOUTS, day_start, group_of
-from fleetdb.cold.stats import Stats, slice_stats
+from fleetdb.cold.stats import Stats, range_stats, slice_stats
 from fleetdb.rollups import Kind
 
 DB = asyncpg.Connection | asyncpg.Pool
@@ -62,7 +62,7 @@ Run = tuple[bool, datetime, datetime]
 def runs(start: datetime, end: datetime, compacted: frozenset[date]) -> list[Run]:
     """[start, end) cut at the edges of compacted days: (is_compacted, start, end) in order."""
     out: list[Run] = []
-    at = start
+    at, end = start.astimezone(UTC), end.astimezone(UTC)
     while at < end:
         day = at.date()
         cold = day in compacted
@@ -77,6 +77,7 @@ def runs(start: datetime, end: datetime, compacted: frozenset[date]) -> list[Run
 
 def _hours(start: datetime, end: datetime) -> Iterable[tuple[datetime, datetime, datetime]]:
     """(hour start, lo, hi): each UTC hour [start, end) touches, with the part inside."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
     hour = start.replace(minute=0, second=0, microsecond=0)
     while hour < end:
         yield hour, max(start, hour), min(end, hour + HOUR)
@@ -110,9 +111,9 @@ def _range_stats(block: Block | None, dev: str, hour: datetime, lo: datetime, hi
 def _span_stats(block: Block, span: tuple[int, int], hour: datetime, lo: datetime, hi: datetime,
                 *, vehicle: bool) -> Stats:  # fmt: skip
     a, b = span
-    ts = block.ts_us
-    first = bisect_left(ts, (lo - hour) // _US, a, b)
-    last = bisect_left(ts, (hi - hour) // _US, first, b)
+    within = block.ts_us[a:b]
+    first = a + int(np.searchsorted(within, (lo - hour) // _US))
+    last = a + int(np.searchsorted(within, (hi - hour) // _US))
     return slice_stats(block, first, last, hour, vehicle=vehicle)
 
 
@@ -248,13 +249,14 @@ async def fleet_stats(db: DB, kind: Kind, start: datetime, end: datetime) -> dic
                 whole.append(hour.hour)
                 continue
             # A partial hour at an edge: the readings of every block of that hour.
+            lo_us, hi_us = (lo - hour) // _US, (hi - hour) // _US
             for block in (await blocks.load(db, kind, day, hour.hour)).values():
-                at = 0
-                for dev, n in zip(block.devices, block.counts, strict=True):
-                    st = _span_stats(block, (at, at + n), hour, lo, hi, vehicle=vehicle)
-                    at += n
-                    if st.n:
-                        out.setdefault(dev, Stats()).merge(st)
+                for dev, st in range_stats(block, lo_us, hi_us, hour, vehicle=vehicle):
+                    got = out.get(dev)
+                    if got is None:
+                        out[dev] = st
+                    else:
+                        got.merge(st)
         if whole:
             # Whole hours are contiguous: summary array elements min+1 .. max+1.
             for r in await db.fetch(sql, day, whole[0] + 1, whole[-1] + 1):

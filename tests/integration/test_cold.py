@@ -26,7 +26,6 @@ from fleetd.maintenance import compact_days
 from fleetd.messages import MeterReading, VehicleReading
 from fleetd.settings import Settings
 from fleetdb.cold import compact
-from fleetdb.cold.codec import Block, CorruptBlockError, decode, encode
 from fleetdb.connect import connect, connect_analytics
 from fleetsim.direct import backfill_direct
 from fleetsim.model import FleetConfig
@@ -293,21 +292,6 @@ async def test_storage_reports_bytes_per_reading(database_url: str, analytics_ur
     assert (cold["state"], hot["state"]) == ("compacted", "open")
     assert cold["readings"] == hot["readings"] == 60 * 1440
     assert cold["bytesPerReading"] < hot["bytesPerReading"] / 10
-
-
-def test_codec_round_trip_and_corruption() -> None:
-    b = Block(["A", "B"], [2, 1], [0, 60_000_000, 5], [1, 1, -2], [10**12 - 1, 0, 7],
-              [[230.1, -0.0, 3.4e38], [1.0, float("nan"), 1e-40]])  # fmt: skip
-    out = decode(encode(b))
-    assert out.devices == b.devices
-    assert out.counts == b.counts
-    assert (out.ts_us, out.recv_s, out.kwh_u) == (b.ts_us, b.recv_s, b.kwh_u)
-    assert repr(out.floats[0][1]) == "-0.0"
-    assert out.floats[0][2] == pytest.approx(3.4e38, 1e-6)
-    data = encode(b)
-    for bad in (b"", b"XYZ" + data[3:], data[:-3], data[:12] + b"\x00" * 20):
-        with pytest.raises(CorruptBlockError):
-            decode(bad)
 
 
 async def test_fleetd_maintenance_compacts_as_fleet_ingest(

@@ -117,7 +117,10 @@ async def test_ingest_role_writes_a_batch_and_nothing_more(
     await _denied(ingest, "DELETE FROM meter_hourly")
     # Dead letters are write-only for the daemon, and only RETURNING's columns are readable.
     await _denied(ingest, "SELECT payload FROM rejected_messages")
-    await _denied(ingest, "SELECT voltage FROM meter_readings")
+    # (History is readable: fleetd's maintenance compacts closed days, see sql/011.)
+    await _denied(ingest, "DELETE FROM meter_cold")
+    await _denied(ingest, "DELETE FROM vehicle_cold_hours")
+    await _denied(ingest, "UPDATE fleet_days SET state = 'open'")
     await _denied(ingest, "SELECT * FROM vehicle_meter_assignments")
     await _denied(ingest, "SELECT * FROM schema_migrations")
     # A partition by name is not covered by the parent's grants.

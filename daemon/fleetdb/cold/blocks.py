@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from datetime import date
-from itertools import groupby
-from typing import Any
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 
 from fleetdb.cold.codec import Block, decode, encode
 from fleetdb.cold.layout import HOUR, LAYOUTS, KindLayout, group_of, hour_start
@@ -15,14 +16,14 @@ from fleetdb.rollups import Kind
 
 
 def _fetch_sql(lay: KindLayout) -> str:
-    floats = "".join(f", array_agg({f})" for f in lay.floats)
+    floats = "".join(f", array_send(array_agg({f}))" for f in lay.floats)
     float_cols = "".join(f", {f}" for f in lay.floats)
-    # One row of column arrays: asyncpg decodes int8 and real arrays in C, ~10x cheaper than
-    # a record per reading. The inner ORDER BY sets the arrays' order (array_agg has no
-    # parallel plan in PostgreSQL 15; fetch_hour checks the order anyway).
+    # Column arrays in PostgreSQL's binary array format (array_send): numpy reads the elements
+    # in place, ~50x cheaper than a Python object per value. The inner ORDER BY sets the
+    # arrays' order (array_agg has no parallel plan in PostgreSQL 15; the counts are checked).
     return f"""
-SELECT array_agg(d), array_agg(t), array_agg(r), array_agg(k){floats} FROM (
-    SELECT {lay.device} AS d, (extract(epoch FROM ts - $1) * 1000000)::bigint AS t,
+SELECT array_send(array_agg(t)), array_send(array_agg(r)), array_send(array_agg(k)){floats} FROM (
+    SELECT (extract(epoch FROM ts - $1) * 1000000)::bigint AS t,
            floor(extract(epoch FROM received_at - ts))::bigint AS r,
            ({lay.kwh} * 1000000)::bigint AS k{float_cols}
       FROM {lay.raw} WHERE ts >= $1 AND ts < $2
@@ -30,41 +31,72 @@ SELECT array_agg(d), array_agg(t), array_agg(r), array_agg(k){floats} FROM (
 ) s"""
 
 
+def _devices_sql(lay: KindLayout) -> str:
+    return f"""
+SELECT array_agg(d ORDER BY d), array_agg(n ORDER BY d) FROM (
+    SELECT {lay.device} AS d, count(*)::int AS n FROM {lay.raw}
+     WHERE ts >= $1 AND ts < $2 GROUP BY 1
+) s"""
+
+
+_ARRAY_HEAD = struct.Struct(">iiIii")  # ndim, has-nulls, element type, length, lower bound
+
+
+def from_array_send(data: bytes | None, kind: str) -> npt.NDArray[np.generic]:
+    """A one-dimensional int8 ('i8') or real ('f4') array without NULLs, from array_send."""
+    if not data:
+        return np.zeros(0, dtype=kind)
+    ndim, nulls, _, n, _ = _ARRAY_HEAD.unpack_from(data)
+    if ndim != 1 or nulls:
+        raise ValueError("expected a one-dimensional array without NULLs")
+    width = np.dtype(kind).itemsize
+    rec = np.frombuffer(
+        data, dtype=[("len", ">i4"), ("v", ">" + kind)], count=n, offset=_ARRAY_HEAD.size
+    )
+    if (rec["len"] != width).any():
+        raise ValueError("unexpected element length")
+    return rec["v"].astype(np.dtype(kind).newbyteorder("="))
+
+
 async def fetch_hour(conn: asyncpg.Connection, kind: Kind, day: date, hour: int) -> list[Block]:
-    """The raw readings of one hour as GROUPS blocks (empty groups left out), by group."""
+    """The raw readings of one hour as blocks by group (empty groups left out)."""
     lay = LAYOUTS[kind]
     start = hour_start(day, hour)
-    row = await conn.fetchrow(_fetch_sql(lay), start, start + HOUR)
-    return split_groups(row)
+    [(devs, counts)] = await conn.fetch(_devices_sql(lay), start, start + HOUR)
+    [row] = await conn.fetch(_fetch_sql(lay), start, start + HOUR)
+    ts = from_array_send(row[0], "i8")
+    if sum(counts or ()) != len(ts):
+        raise RuntimeError(f"{kind} readings of {day} hour {hour} changed while compacting")
+    whole = Block(
+        list(devs or ()),
+        np.asarray(counts or (), dtype=np.int64),
+        ts.astype(np.int64),
+        from_array_send(row[1], "i8").astype(np.int64),
+        from_array_send(row[2], "i8").astype(np.int64),
+        [from_array_send(row[3 + i], "f4").astype(np.float32) for i in range(len(lay.floats))],
+    )
+    return split_groups(whole)
 
 
-def split_groups(row: Any) -> list[Block]:
-    """Blocks by group from one row of column arrays sorted by (device, ts)."""
-    ids = row[0] or []
-    ts, recv, kwh = row[1] or [], row[2] or [], row[3] or []
-    floats = [row[4 + i] or [] for i in range(len(row) - 4)]
-    blocks: dict[int, Block] = {}
-    at = 0
-    prev = None
-    for dev, run in groupby(ids):
-        if prev is not None and dev <= prev:
-            raise ValueError("readings are not sorted by device")
-        prev = dev
-        n = sum(1 for _ in run)
-        g = group_of(dev)
-        b = blocks.get(g)
-        if b is None:
-            b = blocks[g] = Block(floats=[[] for _ in floats])
-        b.devices.append(dev)
-        b.counts.append(n)
-        end = at + n
-        b.ts_us.extend(ts[at:end])
-        b.recv_s.extend(recv[at:end])
-        b.kwh_u.extend(kwh[at:end])
-        for col, src in zip(b.floats, floats, strict=True):
-            col.extend(src[at:end])
-        at = end
-    return [blocks[g] for g in sorted(blocks)]
+def split_groups(whole: Block) -> list[Block]:
+    """One hour's readings of every device (sorted by device, ts) as blocks by group."""
+    groups = [group_of(d) for d in whole.devices]
+    starts = whole.starts()
+    out = []
+    for g in sorted(set(groups)):
+        members = [i for i, x in enumerate(groups) if x == g]
+        rows = np.concatenate([np.arange(starts[i], starts[i] + whole.counts[i]) for i in members])
+        out.append(
+            Block(
+                [whole.devices[i] for i in members],
+                whole.counts[members],
+                whole.ts_us[rows],
+                whole.recv_s[rows],
+                whole.kwh_u[rows],
+                [f[rows] for f in whole.floats],
+            )
+        )
+    return out
 
 
 _UPSERT = """

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import numpy as np
 
 from fleetdb.cold import blocks
 from fleetdb.cold.codec import Block
@@ -270,40 +271,40 @@ _LATE_COLUMNS: dict[Kind, str] = {
 
 
 def _insert_into(b: Block, dev: str, rows: list[Any], base: datetime) -> int:
-    """Add late rows (sorted by ts) of `dev` to block `b` unless stored; returns rows added."""
+    """Add late rows of `dev` to block `b` unless stored already; returns rows added."""
     spans = b.spans()
     a, e = spans.get(dev, (None, None))
-    have = set(b.ts_us[a:e]) if a is not None else set()
+    have = set(b.ts_us[a:e].tolist()) if a is not None else set()
     new = []
     for r in rows:
         us = (r[1] - base) // timedelta(microseconds=1)
         if us not in have:
             have.add(us)
-            recv = (r[2] - r[1]) // timedelta(seconds=1)
-            new.append((us, recv, r[3], [float(x) for x in r[4:]]))
+            new.append((us, (r[2] - r[1]) // timedelta(seconds=1), r[3], *r[4:]))
     if not new:
         return 0
-    if a is None:
-        # A device new to this block: insert it at its sorted place.
+    if a is None or e is None:
+        # A device new to this block: at its sorted place.
         i = sum(1 for d in b.devices if d < dev)
-        a = e = sum(b.counts[:i])
+        a = e = int(b.counts[:i].sum())
         b.devices.insert(i, dev)
-        b.counts.insert(i, 0)
+        b.counts = np.insert(b.counts, i, 0)
     else:
         i = b.devices.index(dev)
-    merged = sorted(
-        [
-            (b.ts_us[j], b.recv_s[j], b.kwh_u[j], [c[j] for c in b.floats])
-            for j in range(a, e)  # type: ignore[arg-type]
-        ]
-        + new,
-        key=lambda t: t[0],
-    )
-    b.ts_us[a:e] = [m[0] for m in merged]
-    b.recv_s[a:e] = [m[1] for m in merged]
-    b.kwh_u[a:e] = [m[2] for m in merged]
-    for k, col in enumerate(b.floats):
-        col[a:e] = [m[3][k] for m in merged]
+    old = [
+        (int(b.ts_us[j]), int(b.recv_s[j]), int(b.kwh_u[j]), *(float(c[j]) for c in b.floats))
+        for j in range(a, e)
+    ]
+    merged = sorted(old + new, key=lambda t: t[0])
+    cols = list(zip(*merged, strict=True))
+
+    def splice(col: Any, values: Any, dtype: Any) -> Any:
+        return np.concatenate([col[:a], np.asarray(values, dtype=dtype), col[e:]])
+
+    b.ts_us = splice(b.ts_us, cols[0], np.int64)
+    b.recv_s = splice(b.recv_s, cols[1], np.int64)
+    b.kwh_u = splice(b.kwh_u, cols[2], np.int64)
+    b.floats = [splice(f, cols[3 + k], np.float32) for k, f in enumerate(b.floats)]
     b.counts[i] += len(new)
     return len(new)
 
@@ -380,7 +381,8 @@ async def merge_late(conn: asyncpg.Connection, day: date) -> int:
                 )
                 touched = []
                 for dev, dev_rows in devs.items():
-                    b = found.setdefault(group_of(dev), Block(floats=[[] for _ in lay.floats]))
+                    empty = [np.zeros(0, dtype=np.float32) for _ in lay.floats]
+                    b = found.setdefault(group_of(dev), Block(floats=empty))
                     n = _insert_into(b, dev, dev_rows, base)
                     if n:
                         added += n

@@ -51,6 +51,6 @@ async def stored_in_blocks(
             if span is None:
                 continue
             us = (ts - base) // HOUR.resolution
-            if us in b.ts_us[span[0] : span[1]]:
+            if (b.ts_us[span[0] : span[1]] == us).any():
                 found.add((dev, ts))
     return found

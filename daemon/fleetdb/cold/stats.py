@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
+
 from fleetdb.cold.codec import Block
 
 
@@ -48,13 +50,52 @@ def slice_stats(block: Block, a: int, b: int, base: datetime, *, vehicle: bool) 
     """Figures of readings [a, b) of a block whose hour starts at `base`."""
     if a >= b:
         return Stats()
-    s = Stats(sum(block.kwh_u[a:b]), b - a)
+    s = Stats(int(block.kwh_u[a:b].sum()), b - a)
     if vehicle:
         soc, temp = block.floats
-        t = temp[a:b]
-        s.temp_sum = sum(t)
-        s.temp_min, s.temp_max = min(t), max(t)
-        s.first_ts = base + timedelta(microseconds=block.ts_us[a])
-        s.last_ts = base + timedelta(microseconds=block.ts_us[b - 1])
-        s.soc_first, s.soc_last = soc[a], soc[b - 1]
+        t = temp[a:b].astype(np.float64)
+        s.temp_sum = float(t.sum())
+        s.temp_min, s.temp_max = float(t.min()), float(t.max())
+        s.first_ts = base + timedelta(microseconds=int(block.ts_us[a]))
+        s.last_ts = base + timedelta(microseconds=int(block.ts_us[b - 1]))
+        s.soc_first, s.soc_last = float(soc[a]), float(soc[b - 1])
     return s
+
+
+def range_stats(
+    block: Block, lo_us: int, hi_us: int, base: datetime, *, vehicle: bool
+) -> list[tuple[str, Stats]]:
+    """Figures of every device of the block over its readings with ts in [lo_us, hi_us)
+    (microseconds from `base`, the block's hour), devices without such readings left out.
+    Vectorised: a fleet report's edge hour is ~600,000 readings."""
+    n = len(block)
+    if not n:
+        return []
+    starts = block.starts()
+    inside = (block.ts_us >= lo_us) & (block.ts_us < hi_us)
+    counts = np.add.reduceat(inside.astype(np.int64), starts)
+    kwh = np.add.reduceat(np.where(inside, block.kwh_u, 0), starts)
+    keep = np.flatnonzero(counts)
+    out: list[tuple[str, Stats]] = []
+    if not vehicle:
+        for i, c, k in zip(keep.tolist(), counts[keep].tolist(), kwh[keep].tolist(), strict=True):
+            out.append((block.devices[i], Stats(k, c)))
+        return out
+    soc, temp = block.floats
+    t64 = temp.astype(np.float64)
+    t_sum = np.add.reduceat(np.where(inside, t64, 0.0), starts)[keep].tolist()
+    t_min = np.minimum.reduceat(np.where(inside, t64, np.inf), starts)[keep].tolist()
+    t_max = np.maximum.reduceat(np.where(inside, t64, -np.inf), starts)[keep].tolist()
+    idx = np.arange(n)
+    first = np.minimum.reduceat(np.where(inside, idx, n), starts)[keep]
+    last = np.maximum.reduceat(np.where(inside, idx, -1), starts)[keep]
+    f_us, l_us = block.ts_us[first].tolist(), block.ts_us[last].tolist()
+    f_soc, l_soc = soc[first].astype(np.float64).tolist(), soc[last].astype(np.float64).tolist()
+    us = timedelta(microseconds=1)
+    for j, i in enumerate(keep.tolist()):
+        out.append((
+            block.devices[i],
+            Stats(int(kwh[i]), int(counts[i]), t_sum[j], t_min[j], t_max[j],
+                  base + f_us[j] * us, f_soc[j], base + l_us[j] * us, l_soc[j]),
+        ))  # fmt: skip
+    return out
