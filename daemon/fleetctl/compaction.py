@@ -11,6 +11,7 @@ import asyncpg
 from fleetctl import render
 from fleetctl.errors import AnalyticsError
 from fleetdb.cold import compact
+from fleetdb.cold.layout import default_before
 from fleetdb.cold.storage import storage
 
 
@@ -28,7 +29,7 @@ async def compact_command(
     """Compact the days before `before` (default: FLEET_COMPACT_AFTER_DAYS ago) and merge
     late readings; a progress line goes to stderr when it is a terminal."""
     try:
-        limit = before or compact.default_before(after_days)
+        limit = before or default_before(after_days)
         report = _progress_line(sys.stderr) if progress and sys.stderr.isatty() else None
         done = await compact.run(conn, limit, report)
     except (ValueError, compact.CompactionBusyError) as exc:

@@ -13,7 +13,7 @@ import structlog
 
 from fleetd.ingest.flusher import Flusher
 from fleetd.settings import Settings
-from fleetdb.cold.compact import default_before
+from fleetdb.cold.layout import default_before
 from fleetdb.connect import connect
 from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than
 

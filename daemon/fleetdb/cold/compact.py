@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -29,7 +29,15 @@ import numpy as np
 
 from fleetdb.cold import blocks
 from fleetdb.cold.codec import Block
-from fleetdb.cold.layout import DAY, HOUR, LAYOUTS, day_start, group_of, hour_start
+from fleetdb.cold.layout import (
+    DAY,
+    HOUR,
+    LAYOUTS,
+    day_start,
+    group_of,
+    hour_start,
+    latest_allowed,
+)
 from fleetdb.cold.stats import slice_stats
 from fleetdb.rollups import Kind, rollup_tables
 
@@ -62,19 +70,6 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
-
-
-def default_before(after_days: int, today: date | None = None) -> date:
-    """Days before this one are compacted: `after_days` whole days after they closed."""
-    if after_days < 1:
-        raise ValueError("FLEET_COMPACT_AFTER_DAYS must be at least 1")
-    return (today or datetime.now(UTC).date()) - timedelta(days=after_days)
-
-
-def latest_allowed(today: date | None = None) -> date:
-    """The latest `before` accepted: yesterday still takes readings delayed by clock skew,
-    and writers only take the day lock for days before their own today."""
-    return (today or datetime.now(UTC).date()) - timedelta(days=1)
 
 
 async def _summaries_meter(conn: asyncpg.Connection, day: date) -> None:

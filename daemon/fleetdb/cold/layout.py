@@ -57,3 +57,16 @@ def day_start(day: date) -> datetime:
 def hour_start(day: date, hour: int) -> datetime:
     """UTC start of hour `hour` (0-23) of `day`."""
     return day_start(day) + hour * HOUR
+
+
+def default_before(after_days: int, today: date | None = None) -> date:
+    """Days before this one are compacted: `after_days` whole days after they closed."""
+    if after_days < 1:
+        raise ValueError("FLEET_COMPACT_AFTER_DAYS must be at least 1")
+    return (today or datetime.now(UTC).date()) - timedelta(days=after_days)
+
+
+def latest_allowed(today: date | None = None) -> date:
+    """The latest `before` accepted: yesterday still takes readings delayed by clock skew,
+    and writers only take the day lock for days before their own today."""
+    return (today or datetime.now(UTC).date()) - timedelta(days=1)
