@@ -236,46 +236,75 @@ def _fleetctl(url: str, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
+_DAY_LOCK = """
+SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ExclusiveLock'
+                  AND granted AND objsubid = 2
+                  AND classid::bigint = hashtext('fleet_day')::bigint & 4294967295)"""
+
+
+async def _kill_when(db: asyncpg.Connection, url: str, sql: str, *args: Any) -> bool:
+    """Start `fleetctl compact`, SIGKILL it as soon as `sql` is true; False if it finished
+    first."""
+    proc = _fleetctl(url, "compact", "--before", D3.date().isoformat())
+    try:
+        while proc.poll() is None:
+            if await db.fetchval(sql, *args):
+                proc.send_signal(signal.SIGKILL)
+                return True
+            await asyncio.sleep(0.005)
+        return False
+    finally:
+        proc.communicate()
+
+
 async def test_kill_9_during_compaction_and_merge_loses_nothing(
     database_url: str, ingest_url: str, analytics_url: str
 ) -> None:
     cfg = FleetConfig(meters=150, vehicles=150, seed=9)
     await backfill_direct(database_url, cfg, D1, D3)
-    m, v = _late()
     sims = ["VEHICLE-00001", "VEHICLE-00004", "VEHICLE-00150"]
     before = await reports(analytics_url, sims)
-    interrupted = 0
-    for delay in (0.3, 0.8, 1.5, 2.5, 4.0):
-        proc = _fleetctl(ingest_url, "compact", "--before", D3.date().isoformat())
-        await asyncio.sleep(delay)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            interrupted += 1
-        proc.communicate()
-        assert await reports(analytics_url, sims) == before
-    assert interrupted >= 2
-    proc = _fleetctl(ingest_url, "compact", "--before", D3.date().isoformat())
-    _, err = proc.communicate()
-    assert proc.returncode == 0, err
-    assert await reports(analytics_url, sims) == before
-
-    # Late readings, then a merge killed until one finishes.
-    async with _conn(ingest_url) as fleetd:
-        await write_batch(fleetd, m, v, [])
-    with_late = await reports(analytics_url, sims)
-    assert with_late != before
-    for delay in (0.05, 0.1, 0.2, 0.4):
-        proc = _fleetctl(ingest_url, "compact", "--before", D3.date().isoformat())
-        await asyncio.sleep(delay)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-        assert await reports(analytics_url, sims) == with_late
-    proc = _fleetctl(ingest_url, "--json", "compact", "--before", D3.date().isoformat())
-    _out, err = proc.communicate()
-    assert proc.returncode == 0, err
-    assert await reports(analytics_url, sims) == with_late
+    cold = "SELECT count(*) >= $1 FROM (SELECT DISTINCT day, hour FROM vehicle_cold) h"
     async with _conn(database_url) as db:
+        # Killed just after the day turned `compacting`, after some hours of blocks, in the
+        # second day, and as the second day turns `compacted` (its drop not done).
+        points: list[tuple[str, tuple[Any, ...]]] = [
+            ("SELECT state = 'compacting' FROM fleet_days WHERE day = $1", (D1.date(),)),
+            (cold, (7,)),
+            (cold, (30,)),
+            ("SELECT state = 'compacted' FROM fleet_days WHERE day = $1", (D2.date(),)),
+        ]
+        for sql, args in points:
+            assert await _kill_when(db, ingest_url, sql, *args), sql
+            assert await reports(analytics_url, sims) == before
+        proc = _fleetctl(ingest_url, "compact", "--before", D3.date().isoformat())
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err
+        assert await reports(analytics_url, sims) == before
+
+        # Late readings (half a minute off stored ones, in an edge hour and a whole hour of the
+        # windows, for every device), then a merge killed while it holds the day: rolled back,
+        # then done by the next run.
+        m: list[tuple[MeterReading, datetime]] = []
+        v: list[tuple[VehicleReading, datetime]] = []
+        for i in range(1, 151):
+            for k in range(60):
+                t = D1 + timedelta(hours=10 + 2 * (k % 2), minutes=k // 2 * 2, seconds=30)
+                m.append((MeterReading(f"METER-{i:05d}", t, 0.002, 230.0), t))
+                v.append((VehicleReading(f"VEHICLE-{i:05d}", t, 50.5, 0.001, 20.5), t))
+        async with _conn(ingest_url) as fleetd:
+            for lo in range(0, len(m), 3000):
+                await write_batch(fleetd, m[lo : lo + 3000], v[lo : lo + 3000], [])
+        with_late = await reports(analytics_url, sims)
+        assert with_late != before
+        assert await _kill_when(db, ingest_url, _DAY_LOCK)
+        assert await db.fetchval("SELECT count(*) FROM vehicle_late") == len(v)
+        assert await reports(analytics_url, sims) == with_late
+        proc = _fleetctl(ingest_url, "--json", "compact", "--before", D3.date().isoformat())
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err
+        assert json.loads(out)["lateMerged"] == len(m) + len(v)
+        assert await reports(analytics_url, sims) == with_late
         assert await db.fetchval("SELECT count(*) FROM vehicle_late") == 0
         assert await db.fetchval("SELECT count(*) FROM meter_late") == 0
 
