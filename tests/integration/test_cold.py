@@ -27,6 +27,7 @@ from fleetd.messages import MeterReading, VehicleReading
 from fleetd.settings import Settings
 from fleetdb.cold import compact
 from fleetdb.connect import connect, connect_analytics
+from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than
 from fleetsim.direct import backfill_direct
 from fleetsim.model import FleetConfig
 from tests.conftest import _with_db
@@ -335,3 +336,19 @@ async def test_fleetd_maintenance_compacts_as_fleet_ingest(
             "compacted"
         )
     assert await reports(analytics_url, ["VEHICLE-00001"]) == before
+
+
+async def test_retention_drops_compacted_days(database_url: str) -> None:
+    await backfill_direct(database_url, FleetConfig(meters=3, vehicles=3, seed=1), D1, D3)
+    await _compact(database_url, D3.date())
+    async with _conn(database_url) as db:
+        t = D1 + timedelta(hours=1, seconds=5)
+        await write_batch(db, [(MeterReading("METER-00001", t, 0.5, 230.0), t)], [], [])
+        today = D2.date() + timedelta(days=1)  # D1 is more than one day old, D2 is not
+        dropped = await drop_older_than(db, 1, HISTORY, today=today)
+        assert dropped == [f"meter_cold_p{D1:%Y%m%d}", f"vehicle_cold_p{D1:%Y%m%d}"]
+        assert await db.fetchval("SELECT count(*) FROM meter_late") == 0
+        dropped = await drop_older_than(db, 1, ROLLUPS, today=today)
+        assert sorted(dropped) == [f"meter_cold_hours_p{D1:%Y%m%d}",
+                                   f"vehicle_cold_hours_p{D1:%Y%m%d}"]  # fmt: skip
+        assert await db.fetchval("SELECT count(*) FROM vehicle_cold WHERE day = $1", D2.date())

@@ -135,9 +135,11 @@ async def test_analytics_reads_only(db: asyncpg.Connection, login_as: Login) -> 
     analytics = await login_as("fleet_analytics")
     for table in (
         "meter_readings", "vehicle_readings", *rollup_tables(), "meter_current",
-        "vehicle_current", "vehicle_meter_assignments", "rejected_messages",
+        "vehicle_current", "vehicle_meter_assignments", "rejected_messages", "meter_cold",
+        "vehicle_cold", "meter_cold_hours", "vehicle_cold_hours", "meter_late", "vehicle_late",
     ):  # fmt: skip
         assert await analytics.fetchval(f"SELECT count(*) FROM {table}") == 0
+    assert await analytics.fetchval("SELECT count(*) FROM fleet_days") >= 0
     ts = datetime.now(UTC)
     await _denied(
         analytics,
@@ -148,6 +150,8 @@ async def test_analytics_reads_only(db: asyncpg.Connection, login_as: Login) -> 
     await _denied(analytics, "UPDATE meter_current SET voltage = 0")
     await _denied(analytics, "DELETE FROM rejected_messages")
     await _denied(analytics, "SELECT fleet_ensure_day(current_date + 30)")
+    await _denied(analytics, "SELECT fleet_set_day_state(current_date - 9, 'open', 'compacting')")
+    await _denied(analytics, "DELETE FROM vehicle_late")
     await _denied(
         analytics,
         "INSERT INTO vehicle_meter_assignments (vehicle_id, meter_id, valid_from)"

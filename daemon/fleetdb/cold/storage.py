@@ -1,5 +1,5 @@
 """What each day costs on disk, per kind: readings, bytes and bytes per reading, open or
-compacted. Sizes are PostgreSQL's own (pg_table_size: heap + TOAST; pg_indexes_size)."""
+compacted. Sizes are PostgreSQL's own (pg_total_relation_size, pg_indexes_size)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class DayStorage:
     kind: Kind
     state: str
     readings: int
-    raw_bytes: int  # history (open) or blocks (compacted): heap + TOAST
+    raw_bytes: int  # history (open) or blocks (compacted): heap, TOAST, maps
     index_bytes: int
     rollup_bytes: int  # every rollup level (open) or the hourly summaries (compacted)
 
@@ -35,8 +35,12 @@ class DayStorage:
         return self.rollup_bytes / self.readings if self.readings else None
 
 
+# Everything on disk (heap, TOAST and its index, free space and visibility maps, indexes),
+# split into the table's own indexes and the rest.
 _SIZE = """
-SELECT coalesce(pg_table_size(to_regclass($1)), 0), coalesce(pg_indexes_size(to_regclass($1)), 0)
+SELECT coalesce(pg_total_relation_size(t) - pg_indexes_size(t), 0),
+       coalesce(pg_indexes_size(t), 0)
+  FROM (SELECT to_regclass($1) AS t) x
 """
 _TOTAL = """
 SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::bigint FROM unnest($1::text[]) t
