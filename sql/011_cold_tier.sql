@@ -6,7 +6,7 @@
 --                 of the devices, encoded column by column (fleetdb.cold.codec), zlib-compressed
 --                 by the application: PostgreSQL's pglz/lz4 have no entropy coder and left
 --                 these columns at 6-9 B per reading where zlib over byte planes reaches 2-3 B.
---   *_cold_hours  one row per (device, day) holding that day's 24 hourly rollups as arrays:
+--   *_cold_hours  one row per (day, device group) holding its devices' 24 hourly rollups:
 --                 what whole hours of a report read, without decoding any reading.
 -- then drops the day's raw and rollup partitions.
 --
@@ -75,30 +75,26 @@ CREATE TABLE IF NOT EXISTS vehicle_cold (
 ALTER TABLE meter_cold ALTER COLUMN body SET STORAGE EXTERNAL;
 ALTER TABLE vehicle_cold ALTER COLUMN body SET STORAGE EXTERNAL;
 
--- Arrays are indexed by UTC hour + 1; an hour without readings has n = 0 and NULL figures.
--- kwh in integer micro-kWh (numeric(12,6) is exact in them).
+-- The day's hourly rollups of the devices of one group, as [devices x 24] columns
+-- (fleetdb.cold.summary): a fleet report's whole hours decode 64 rows per day.
 CREATE TABLE IF NOT EXISTS meter_cold_hours (
     day       date     NOT NULL,
-    meter_id  text COLLATE "C" NOT NULL,
-    n         integer[] NOT NULL,
-    kwh       bigint[]  NOT NULL,
-    PRIMARY KEY (meter_id, day)
+    grp       smallint NOT NULL,
+    readings  integer  NOT NULL,
+    body      bytea    NOT NULL,
+    PRIMARY KEY (day, grp)
 ) PARTITION BY RANGE (day);
 
 CREATE TABLE IF NOT EXISTS vehicle_cold_hours (
-    day        date     NOT NULL,
-    vehicle_id text COLLATE "C" NOT NULL,
-    n          integer[] NOT NULL,
-    kwh        bigint[]  NOT NULL,
-    temp_sum   double precision[] NOT NULL,
-    temp_min   real[] NOT NULL,
-    temp_max   real[] NOT NULL,
-    soc_first  real[] NOT NULL,
-    soc_last   real[] NOT NULL,
-    first_ts   timestamptz[] NOT NULL,
-    last_ts    timestamptz[] NOT NULL,
-    PRIMARY KEY (vehicle_id, day)
+    day       date     NOT NULL,
+    grp       smallint NOT NULL,
+    readings  integer  NOT NULL,
+    body      bytea    NOT NULL,
+    PRIMARY KEY (day, grp)
 ) PARTITION BY RANGE (day);
+
+ALTER TABLE meter_cold_hours ALTER COLUMN body SET STORAGE EXTERNAL;
+ALTER TABLE vehicle_cold_hours ALTER COLUMN body SET STORAGE EXTERNAL;
 
 -- Partitions of the cold tables for one day (compaction creates them; SECURITY DEFINER so
 -- fleetd's maintenance, logged in as fleet_ingest, can).

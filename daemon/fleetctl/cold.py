@@ -17,10 +17,11 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from fleetdb.cold import blocks
+from fleetdb.cold import blocks, summary_store
 from fleetdb.cold.codec import Block
 from fleetdb.cold.layout import DAY, HOUR, LAYOUTS, day_start, group_of
 from fleetdb.cold.stats import Stats, range_stats, slice_stats
+from fleetdb.cold.summary import Summary, hour_stats, range_summary
 from fleetdb.rollups import Kind
 
 DB = asyncpg.Connection | asyncpg.Pool
@@ -84,19 +85,6 @@ def _hours(start: datetime, end: datetime) -> Iterable[tuple[datetime, datetime,
         hour += HOUR
 
 
-def _summary_stats(row: Any, i: int, *, vehicle: bool) -> Stats:
-    n = row["n"][i]
-    if not n:
-        return Stats()
-    s = Stats(row["kwh"][i], n)
-    if vehicle:
-        s.temp_sum = row["temp_sum"][i]
-        s.temp_min, s.temp_max = row["temp_min"][i], row["temp_max"][i]
-        s.first_ts, s.soc_first = row["first_ts"][i], row["soc_first"][i]
-        s.last_ts, s.soc_last = row["last_ts"][i], row["soc_last"][i]
-    return s
-
-
 def _range_stats(block: Block | None, dev: str, hour: datetime, lo: datetime, hi: datetime,
                  *, vehicle: bool) -> Stats:  # fmt: skip
     """Readings of `dev` with ts in [lo, hi) inside the block of `hour`."""
@@ -121,27 +109,20 @@ async def segment_stats(
     db: DB, kind: Kind, segments: list[tuple[int, str, datetime, datetime]], *, by_hour: bool
 ) -> dict[Any, Stats]:
     """Figures per segment key (or per (key, UTC hour)) of segments lying in compacted days."""
-    lay = LAYOUTS[kind]
     vehicle = kind == "vehicle"
-    want_rows: set[tuple[str, date]] = set()
+    want_sums: set[tuple[date, int]] = set()
     want_blocks: set[tuple[date, int, int]] = set()
     for _, dev, s, e in segments:
         for hour, lo, hi in _hours(s, e):
             if lo == hour and hi == hour + HOUR:
-                want_rows.add((dev, hour.date()))
+                want_sums.add((hour.date(), group_of(dev)))
             else:
                 want_blocks.add((hour.date(), hour.hour, group_of(dev)))
-    summaries: dict[tuple[str, date], Any] = {}
-    if want_rows:
-        devs, days = zip(*sorted(want_rows), strict=True)
-        rows = await db.fetch(
-            f"""SELECT c.* FROM {lay.hours} c
-                  JOIN unnest($1::text[], $2::date[]) AS u(dev, day)
-                    ON c.{lay.device} = u.dev AND c.day = u.day
-                 WHERE c.day >= $3 AND c.day <= $4""",
-            list(devs), list(days), min(days), max(days),
-        )  # fmt: skip
-        summaries = {(r[lay.device], r["day"]): r for r in rows}
+    sums: dict[tuple[date, int], Summary] = {}
+    for day in sorted({d for d, _ in want_sums}):
+        groups = {g for d, g in want_sums if d == day}
+        for g, sm in (await summary_store.load(db, kind, day, groups)).items():
+            sums[(day, g)] = sm
     decoded: dict[tuple[date, int, int], Block] = {}
     for day, hr in sorted({(d, h) for d, h, _ in want_blocks}):
         groups = {g for d, h, g in want_blocks if d == day and h == hr}
@@ -151,8 +132,12 @@ async def segment_stats(
     for key, dev, s, e in segments:
         for hour, lo, hi in _hours(s, e):
             if lo == hour and hi == hour + HOUR:
-                row = summaries.get((dev, hour.date()))
-                st = Stats() if row is None else _summary_stats(row, hour.hour, vehicle=vehicle)
+                summary = sums.get((hour.date(), group_of(dev)))
+                st = Stats()
+                if summary is not None and dev in summary.devices:
+                    row = summary.devices.index(dev)
+                    d0 = day_start(hour.date())
+                    st = hour_stats(summary, row, hour.hour, d0, vehicle=vehicle)
             else:
                 found = decoded.get((hour.date(), hour.hour, group_of(dev)))
                 st = _range_stats(found, dev, hour, lo, hi, vehicle=vehicle)
@@ -214,32 +199,10 @@ async def late_fleet(db: DB, kind: Kind, start: datetime, end: datetime) -> dict
     return out
 
 
-_WHOLE_METER = """
-SELECT c.meter_id, s.k, s.n, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM meter_cold_hours c,
-       LATERAL (SELECT sum(k)::bigint AS k, sum(n)::int AS n
-                  FROM unnest(c.kwh[$2:$3], c.n[$2:$3]) AS u(k, n)) s
- WHERE c.day = $1 AND s.n > 0
-"""
-
-_WHOLE_VEHICLE = """
-SELECT c.vehicle_id, s.k, s.n, s.t, s.lo, s.hi, s.f, c.soc_first[array_position(c.first_ts, s.f)],
-       s.l, c.soc_last[array_position(c.last_ts, s.l)]
-  FROM vehicle_cold_hours c,
-       LATERAL (SELECT sum(k)::bigint AS k, sum(n)::int AS n, sum(t) AS t, min(lo) AS lo,
-                       max(hi) AS hi, min(f) AS f, max(l) AS l
-                  FROM unnest(c.kwh[$2:$3], c.n[$2:$3], c.temp_sum[$2:$3], c.temp_min[$2:$3],
-                              c.temp_max[$2:$3], c.first_ts[$2:$3], c.last_ts[$2:$3])
-                       AS u(k, n, t, lo, hi, f, l)) s
- WHERE c.day = $1 AND s.n > 0
-"""
-
-
 async def fleet_stats(db: DB, kind: Kind, start: datetime, end: datetime) -> dict[str, Stats]:
     """Figures per device over [start, end), which lies in compacted days."""
     vehicle = kind == "vehicle"
     out: dict[str, Stats] = {}
-    sql = _WHOLE_VEHICLE if vehicle else _WHOLE_METER
     day = start.date()
     while day_start(day) < end:
         d0 = day_start(day)
@@ -258,16 +221,13 @@ async def fleet_stats(db: DB, kind: Kind, start: datetime, end: datetime) -> dic
                     else:
                         got.merge(st)
         if whole:
-            # Whole hours are contiguous: summary array elements min+1 .. max+1.
-            for r in await db.fetch(sql, day, whole[0] + 1, whole[-1] + 1):
-                st = Stats(r[1], r[2])
-                if vehicle:
-                    st.temp_sum, st.temp_min, st.temp_max = r[3], r[4], r[5]
-                    st.first_ts, st.soc_first, st.last_ts, st.soc_last = r[6], r[7], r[8], r[9]
-                got = out.get(r[0])
-                if got is None:
-                    out[r[0]] = st
-                else:
-                    got.merge(st)
+            # Whole hours are contiguous: [first, last + 1) of every group's summary.
+            for sm in (await summary_store.load(db, kind, day)).values():
+                for dev, st in range_summary(sm, whole[0], whole[-1] + 1, d0, vehicle=vehicle):
+                    got = out.get(dev)
+                    if got is None:
+                        out[dev] = st
+                    else:
+                        got.merge(st)
         day += timedelta(days=1)
     return out

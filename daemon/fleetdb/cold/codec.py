@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-_MAGIC = b"FC3"
-_INTS = struct.Struct("<qqB")  # minimum, divisor, width in bytes
+_MAGIC = b"FC4"
+_HEAD = struct.Struct("<3sIBB")  # magic, ids, integer columns, float columns
+_INTS = struct.Struct("<IqqB")  # length, minimum, divisor, width in bytes
 _WIDTHS = {0: None, 1: "<u1", 2: "<u2", 4: "<u4", 8: "<u8"}
-_HEAD = struct.Struct("<3sIIB")
 _RAW = 255
 _MAX_SCALE = 6
 _LEVEL = 6
@@ -95,23 +96,24 @@ def _unplanes(data: bytes, n: int, dtype: str) -> npt.NDArray[np.generic]:
 
 def _pack(values: npt.NDArray[np.generic]) -> tuple[bytes, bytes]:
     """(column header, planes) of an integer column."""
-    v = np.asarray(values, dtype=np.int64)
+    v = np.asarray(values, dtype=np.int64).ravel()
     if not len(v):
-        return _INTS.pack(0, 1, 0), b""
+        return _INTS.pack(0, 0, 1, 0), b""
     lo = int(v.min())
-    off = (v - lo).astype(np.uint64)
+    # Wrapping arithmetic: offsets are exact modulo 2**64 even for a range beyond int64.
+    off = v.astype(np.uint64) - np.uint64(lo & (2**64 - 1))
     div = int(np.gcd.reduce(off)) or 1
     off //= np.uint64(div)
     top = int(off.max())
     width = next(w for w in (0, 1, 2, 4, 8) if top < 1 << (8 * w))
     if width == 0:
-        return _INTS.pack(lo, div, 0), b""
-    return _INTS.pack(lo, div, width), _planes(off.astype(_WIDTHS[width]))
+        return _INTS.pack(len(v), lo, div, 0), b""
+    return _INTS.pack(len(v), lo, div, width), _planes(off.astype(_WIDTHS[width]))
 
 
-def _unpack(data: bytes, at: int, body: bytes, n: int) -> tuple[I64, int, int]:
-    """(values, new header offset, new body offset) of a column packed by _pack."""
-    lo, div, width = _INTS.unpack_from(data, at)
+def _unpack(data: bytes, at: int, body: bytes) -> tuple[I64, int, int]:
+    """(values, new header offset, body bytes used) of a column packed by _pack."""
+    n, lo, div, width = _INTS.unpack_from(data, at)
     at += _INTS.size
     if width not in _WIDTHS:
         raise CorruptBlockError("bad column width")
@@ -119,13 +121,14 @@ def _unpack(data: bytes, at: int, body: bytes, n: int) -> tuple[I64, int, int]:
     if dtype is None:
         return np.full(n, lo, dtype=np.int64), at, 0
     size = width * n
-    off = _unplanes(body[:size], n, dtype).astype(np.int64)
-    return off * div + lo, at, size
+    off = _unplanes(body[:size], n, dtype).astype(np.uint64)
+    values = off * np.uint64(div) + np.uint64(lo & (2**64 - 1))
+    return values.view(np.int64), at, size
 
 
 def _scale_of(values: F32) -> tuple[int, npt.NDArray[np.generic]]:
     """The smallest decimal scale that gives back every value's float32 bits exactly."""
-    v32 = np.asarray(values, dtype="<f4")
+    v32 = np.asarray(values, dtype="<f4").ravel()
     if len(v32) and np.isfinite(v32).all():
         v64 = v32.astype(np.float64)
         bits = v32.view("<u4")
@@ -140,49 +143,51 @@ def _scale_of(values: F32) -> tuple[int, npt.NDArray[np.generic]]:
     return _RAW, v32
 
 
-def encode(block: Block) -> bytes:
-    """The block's bytes (header + zlib stream)."""
-    n = len(block)
-    ids = "\n".join(block.devices).encode()
-    ints: list[npt.NDArray[np.generic]] = [block.counts, block.ts_us, block.recv_s, block.kwh_u]
+def encode_columns(
+    ids: list[str], ints: Sequence[npt.NDArray[np.generic]], floats: Sequence[F32]
+) -> bytes:
+    """A frame of columns: strings, integer columns (any int64 values) and float32 columns
+    (kept bit for bit), each of its own length."""
+    id_bytes = "\n".join(ids).encode()
+    cols = list(ints)
     scales = []
-    for fcol in block.floats:
+    for fcol in floats:
         scale, values = _scale_of(fcol)
         scales.append(scale)
-        ints.append(values.view("<i4").astype(np.int64) if scale == _RAW else values)
+        cols.append(values.view("<i4").astype(np.int64) if scale == _RAW else values)
     heads, planes = [], []
-    for icol in ints:
+    for icol in cols:
         h, p = _pack(icol)
         heads.append(h)
         planes.append(p)
-    head = _HEAD.pack(_MAGIC, len(block.devices), n, len(scales)) + bytes(scales)
-    body = struct.pack("<I", len(ids)) + ids + b"".join(planes)
+    head = _HEAD.pack(_MAGIC, len(ids), len(ints), len(floats)) + bytes(scales)
+    body = struct.pack("<I", len(id_bytes)) + id_bytes + b"".join(planes)
     return head + b"".join(heads) + zlib.compress(body, _LEVEL)
 
 
-def decode(data: bytes) -> Block:
-    """The block `encode` was given. Raises CorruptBlockError on anything else."""
+def decode_columns(data: bytes) -> tuple[list[str], list[I64], list[F32]]:
+    """What encode_columns was given. Raises CorruptBlockError on anything else."""
     try:
-        magic, n_dev, n, n_float = _HEAD.unpack_from(data)
+        magic, n_ids, n_int, n_float = _HEAD.unpack_from(data)
         if magic != _MAGIC:
             raise CorruptBlockError("not a cold block")
         at = _HEAD.size + n_float
         scales = data[_HEAD.size : at]
-        heads_end = at + _INTS.size * (4 + n_float)
+        heads_end = at + _INTS.size * (n_int + n_float)
         inflate = zlib.decompressobj()
         body = inflate.decompress(data[heads_end:])
         if not inflate.eof or inflate.unused_data:
             raise CorruptBlockError("block is truncated or has trailing bytes")
         (id_len,) = struct.unpack_from("<I", body)
-        devices = body[4 : 4 + id_len].decode().split("\n") if n_dev else []
+        ids = body[4 : 4 + id_len].decode().split("\n") if n_ids else []
         rest = 4 + id_len
         cols = []
-        for i in range(4 + n_float):
-            values, at, used = _unpack(data, at, body[rest:], n_dev if i == 0 else n)
+        for _ in range(n_int + n_float):
+            values, at, used = _unpack(data, at, body[rest:])
             cols.append(values)
             rest += used
         floats: list[F32] = []
-        for scale, q in zip(scales, cols[4:], strict=True):
+        for scale, q in zip(scales, cols[n_int:], strict=True):
             if scale == _RAW:
                 floats.append(q.astype("<i4").view(np.float32))
             else:
@@ -191,6 +196,30 @@ def decode(data: bytes) -> Block:
         if isinstance(exc, CorruptBlockError):
             raise
         raise CorruptBlockError(str(exc)) from exc
-    if rest != len(body) or len(devices) != n_dev or int(cols[0].sum()) != n:
+    if rest != len(body) or len(ids) != n_ids:
         raise CorruptBlockError("block length does not match its header")
-    return Block(devices, cols[0], cols[1], cols[2], cols[3], floats)
+    return ids, cols[:n_int], floats
+
+
+def encode(block: Block) -> bytes:
+    """The block's bytes."""
+    ints = [block.counts, block.ts_us, block.recv_s, block.kwh_u]
+    return encode_columns(block.devices, ints, block.floats)
+
+
+def decode(data: bytes) -> Block:
+    """The block `encode` was given. Raises CorruptBlockError on anything else."""
+    devices, ints, floats = decode_columns(data)
+    if len(ints) != 4:
+        raise CorruptBlockError("not a reading block")
+    counts, ts, recv, kwh = ints
+    n = len(ts)
+    if (
+        len(counts) != len(devices)
+        or int(counts.sum()) != n
+        or len(recv) != n
+        or len(kwh) != n
+        or any(len(f) != n for f in floats)
+    ):
+        raise CorruptBlockError("block columns do not match")
+    return Block(devices, counts, ts, recv, kwh, floats)

@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from fleetdb.cold import blocks
+from fleetdb.cold import blocks, summary_store
 from fleetdb.cold.codec import Block
 from fleetdb.cold.layout import (
     DAY,
@@ -39,6 +39,7 @@ from fleetdb.cold.layout import (
     latest_allowed,
 )
 from fleetdb.cold.stats import slice_stats
+from fleetdb.cold.summary import Summary
 from fleetdb.rollups import Kind, rollup_tables
 
 KINDS: tuple[Kind, ...] = ("meter", "vehicle")
@@ -70,50 +71,6 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
-
-
-async def _summaries_meter(conn: asyncpg.Connection, day: date) -> None:
-    lo = day_start(day)
-    await conn.execute(
-        """
-INSERT INTO meter_cold_hours (day, meter_id, n, kwh)
-SELECT $1::date, d.meter_id, array_agg(coalesce(h.readings, 0) ORDER BY g.i),
-       array_agg(coalesce((h.kwh_sum * 1000000)::bigint, 0) ORDER BY g.i)
-  FROM (SELECT DISTINCT meter_id FROM meter_hourly WHERE hour >= $2 AND hour < $3) d
- CROSS JOIN generate_series(0, 23) AS g(i)
-  LEFT JOIN meter_hourly h ON h.meter_id = d.meter_id AND h.hour = $2 + g.i * interval '1 hour'
-                          AND h.hour >= $2 AND h.hour < $3
- GROUP BY d.meter_id
-ON CONFLICT DO NOTHING""",
-        day,
-        lo,
-        lo + DAY,
-    )
-
-
-async def _summaries_vehicle(conn: asyncpg.Connection, day: date) -> None:
-    lo = day_start(day)
-    await conn.execute(
-        """
-INSERT INTO vehicle_cold_hours (day, vehicle_id, n, kwh, temp_sum, temp_min, temp_max,
-                                soc_first, soc_last, first_ts, last_ts)
-SELECT $1::date, d.vehicle_id, array_agg(coalesce(h.readings, 0) ORDER BY g.i),
-       array_agg(coalesce((h.kwh_sum * 1000000)::bigint, 0) ORDER BY g.i),
-       array_agg(coalesce(h.temp_sum, 0) ORDER BY g.i),
-       array_agg(h.temp_min ORDER BY g.i), array_agg(h.temp_max ORDER BY g.i),
-       array_agg(h.soc_first ORDER BY g.i), array_agg(h.soc_last ORDER BY g.i),
-       array_agg(h.soc_first_ts ORDER BY g.i), array_agg(h.soc_last_ts ORDER BY g.i)
-  FROM (SELECT DISTINCT vehicle_id FROM vehicle_hourly WHERE hour >= $2 AND hour < $3) d
- CROSS JOIN generate_series(0, 23) AS g(i)
-  LEFT JOIN vehicle_hourly h ON h.vehicle_id = d.vehicle_id
-                            AND h.hour = $2 + g.i * interval '1 hour'
-                            AND h.hour >= $2 AND h.hour < $3
- GROUP BY d.vehicle_id
-ON CONFLICT DO NOTHING""",
-        day,
-        lo,
-        lo + DAY,
-    )
 
 
 async def _has_raw(conn: asyncpg.Connection, day: date) -> bool:
@@ -155,15 +112,14 @@ async def _compact_kind(
 
 
 async def _summaries(conn: asyncpg.Connection, kind: Kind, day: date) -> None:
-    """The day's hourly rollups as one summary row per device, once (one transaction)."""
+    """The day's hourly rollups as summary rows, once (one transaction)."""
     async with conn.transaction():
         table = LAYOUTS[kind].hours
         if await conn.fetchval(f"SELECT EXISTS (SELECT FROM {table} WHERE day = $1)", day):
             return
-        if kind == "meter":
-            await _summaries_meter(conn, day)
-        else:
-            await _summaries_vehicle(conn, day)
+        await summary_store.store(
+            conn, kind, day, await summary_store.from_rollups(conn, kind, day)
+        )
 
 
 async def _check(conn: asyncpg.Connection, kind: Kind, day: date) -> None:
@@ -172,7 +128,7 @@ async def _check(conn: asyncpg.Connection, kind: Kind, day: date) -> None:
         f"SELECT coalesce(sum(readings), 0) FROM {lay.cold} WHERE day = $1", day
     )
     summed = await conn.fetchval(
-        f"SELECT coalesce(sum(x), 0) FROM {lay.hours} c, unnest(c.n) x WHERE c.day = $1", day
+        f"SELECT coalesce(sum(readings), 0) FROM {lay.hours} WHERE day = $1", day
     )
     if in_blocks != summed:
         raise RuntimeError(
@@ -304,49 +260,6 @@ def _insert_into(b: Block, dev: str, rows: list[Any], base: datetime) -> int:
     return len(new)
 
 
-async def _update_summary(
-    conn: asyncpg.Connection, kind: Kind, day: date, hour: int, *, dev: str, block: Block
-) -> None:
-    lay = LAYOUTS[kind]
-    a, e = block.spans()[dev]
-    s = slice_stats(block, a, e, hour_start(day, hour), vehicle=kind == "vehicle")
-    i = hour + 1
-    if kind == "meter":
-        await conn.execute(
-            """INSERT INTO meter_cold_hours (day, meter_id, n, kwh)
-               VALUES ($1, $2, array_fill(0, ARRAY[24]), array_fill(0::bigint, ARRAY[24]))
-               ON CONFLICT DO NOTHING""",
-            day,
-            dev,
-        )
-        await conn.execute(
-            "UPDATE meter_cold_hours SET n[$3] = $4, kwh[$3] = $5 WHERE day = $1 AND meter_id = $2",
-            day, dev, i, s.n, s.kwh_u,
-        )  # fmt: skip
-        return
-    await conn.execute(
-        f"""INSERT INTO {lay.hours} (day, vehicle_id, n, kwh, temp_sum, temp_min, temp_max,
-                                     soc_first, soc_last, first_ts, last_ts)
-            VALUES ($1, $2, array_fill(0, ARRAY[24]), array_fill(0::bigint, ARRAY[24]),
-                    array_fill(0::float8, ARRAY[24]), array_fill(NULL::real, ARRAY[24]),
-                    array_fill(NULL::real, ARRAY[24]), array_fill(NULL::real, ARRAY[24]),
-                    array_fill(NULL::real, ARRAY[24]), array_fill(NULL::timestamptz, ARRAY[24]),
-                    array_fill(NULL::timestamptz, ARRAY[24]))
-            ON CONFLICT DO NOTHING""",
-        day,
-        dev,
-    )
-    await conn.execute(
-        """UPDATE vehicle_cold_hours
-              SET n[$3] = $4, kwh[$3] = $5, temp_sum[$3] = $6, temp_min[$3] = $7,
-                  temp_max[$3] = $8, soc_first[$3] = $9, soc_last[$3] = $10,
-                  first_ts[$3] = $11, last_ts[$3] = $12
-            WHERE day = $1 AND vehicle_id = $2""",
-        day, dev, i, s.n, s.kwh_u, s.temp_sum, s.temp_min, s.temp_max, s.soc_first,
-        s.soc_last, s.first_ts, s.last_ts,
-    )  # fmt: skip
-
-
 async def merge_late(conn: asyncpg.Connection, day: date) -> int:
     """Move the late readings of compacted `day` into its blocks and summaries, in one
     transaction; returns how many were new (the others were stored already: just deleted)."""
@@ -387,8 +300,18 @@ async def merge_late(conn: asyncpg.Connection, day: date) -> int:
                 await blocks.store_encoded(
                     conn, kind, day, hour, blocks.encode_all(list(found.values()))
                 )
+                sums = await summary_store.load(
+                    conn, kind, day, {group_of(d) for d in touched}, for_update=True
+                )
+                vehicle = kind == "vehicle"
                 for dev in touched:
                     b = found[group_of(dev)]
-                    await _update_summary(conn, kind, day, hour, dev=dev, block=b)
+                    a, e = b.spans()[dev]
+                    s = sums.setdefault(group_of(dev), Summary())
+                    s.set_hour(
+                        s.row_of(dev, vehicle=vehicle), hour,
+                        slice_stats(b, a, e, base, vehicle=vehicle), lo, vehicle=vehicle,
+                    )  # fmt: skip
+                await summary_store.store(conn, kind, day, sums)
             await conn.execute(f"DELETE FROM {lay.late} WHERE ts >= $1 AND ts < $2", lo, lo + DAY)
     return added
