@@ -19,9 +19,10 @@ import numpy as np
 
 from fleetdb.cold import blocks, summary_store
 from fleetdb.cold.codec import Block
+from fleetdb.cold.columns import Cols, from_block, from_records, from_summary, us_of
 from fleetdb.cold.layout import DAY, HOUR, LAYOUTS, day_start, group_of
-from fleetdb.cold.stats import Stats, range_stats, slice_stats
-from fleetdb.cold.summary import Summary, hour_stats, range_summary
+from fleetdb.cold.stats import Stats, slice_stats
+from fleetdb.cold.summary import Summary, hour_stats
 from fleetdb.rollups import Kind
 
 DB = asyncpg.Connection | asyncpg.Pool
@@ -190,20 +191,21 @@ async def late_segment_stats(
     return out
 
 
-async def late_fleet(db: DB, kind: Kind, start: datetime, end: datetime) -> dict[str, Stats]:
-    """Figures of late readings per device over [start, end)."""
-    vehicle = kind == "vehicle"
-    out: dict[str, Stats] = {}
-    for r in await late_rows(db, kind, start, end):
-        out.setdefault(r[0], Stats()).merge(_late_stats(r, vehicle=vehicle))
-    return out
+async def late_fleet(db: DB, kind: Kind, start: datetime, end: datetime) -> Cols:
+    """Late readings over [start, end), one entry per reading."""
+    rows = await late_rows(db, kind, start, end)
+    ids, kwh = [r[0] for r in rows], [r[2] for r in rows]
+    if kind == "meter":
+        return from_records(ids, kwh, [1] * len(rows))
+    ts, soc, temp = [r[1] for r in rows], [r[3] for r in rows], [r[4] for r in rows]
+    return from_records(ids, kwh, [1] * len(rows), [temp, temp, temp, ts, soc, ts, soc])
 
 
-async def fleet_stats(db: DB, kind: Kind, start: datetime, end: datetime) -> dict[str, Stats]:
-    """Figures per device over [start, end), which lies in compacted days."""
+async def fleet_cols(db: DB, kind: Kind, start: datetime, end: datetime) -> list[Cols]:
+    """Per-device figures of the pieces of [start, end), which lies in compacted days."""
     vehicle = kind == "vehicle"
-    out: dict[str, Stats] = {}
-    day = start.date()
+    out: list[Cols] = []
+    day = start.astimezone(UTC).date()
     while day_start(day) < end:
         d0 = day_start(day)
         whole = []
@@ -212,22 +214,12 @@ async def fleet_stats(db: DB, kind: Kind, start: datetime, end: datetime) -> dic
                 whole.append(hour.hour)
                 continue
             # A partial hour at an edge: the readings of every block of that hour.
-            lo_us, hi_us = (lo - hour) // _US, (hi - hour) // _US
+            lo_us, hi_us, hour_us = (lo - hour) // _US, (hi - hour) // _US, us_of(hour)
             for block in (await blocks.load(db, kind, day, hour.hour)).values():
-                for dev, st in range_stats(block, lo_us, hi_us, hour, vehicle=vehicle):
-                    got = out.get(dev)
-                    if got is None:
-                        out[dev] = st
-                    else:
-                        got.merge(st)
+                out.append(from_block(block, lo_us, hi_us, hour_us, vehicle=vehicle))
         if whole:
             # Whole hours are contiguous: [first, last + 1) of every group's summary.
             for sm in (await summary_store.load(db, kind, day)).values():
-                for dev, st in range_summary(sm, whole[0], whole[-1] + 1, d0, vehicle=vehicle):
-                    got = out.get(dev)
-                    if got is None:
-                        out[dev] = st
-                    else:
-                        got.merge(st)
+                out.append(from_summary(sm, whole[0], whole[-1] + 1, us_of(d0), vehicle=vehicle))
         day += timedelta(days=1)
     return out

@@ -20,6 +20,7 @@ from fleetctl import cold
 from fleetctl.gcpause import paused_gc
 from fleetctl.pieces import Piece, open_ended, split
 from fleetctl.status import micro
+from fleetdb.cold.columns import Cols, combine, from_records
 from fleetdb.cold.stats import Stats
 from fleetdb.rollups import DEVICE_COLUMN, Kind, Level
 
@@ -389,24 +390,19 @@ async def fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str, tupl
     p = await cold.plan(db, "meter", start, end)
     if p.simple:
         return await _open_fleet_meters(db, start, end)
-    out: dict[str, list[int]] = {}
+    parts: list[Cols] = []
     for is_cold, s, e in cold.runs(start, end, p.compacted):
         if is_cold:
-            part = {
-                d: (st.kwh_u, st.n) for d, st in (await cold.fleet_stats(db, "meter", s, e)).items()
-            }
+            parts += await cold.fleet_cols(db, "meter", s, e)
         else:
-            part = await _open_fleet_meters(db, s, e)
-        for dev, (k, n) in part.items():
-            acc = out.setdefault(dev, [0, 0])
-            acc[0] += k
-            acc[1] += n
+            got = await _open_fleet_meters(db, s, e)
+            parts.append(from_records(list(got), [k for k, _ in got.values()],
+                                      [n for _, n in got.values()]))  # fmt: skip
     if p.late:
-        for dev, st in (await cold.late_fleet(db, "meter", start, end)).items():
-            acc = out.setdefault(dev, [0, 0])
-            acc[0] += st.kwh_u
-            acc[1] += st.n
-    return {d: (k, n) for d, (k, n) in out.items()}
+        parts.append(await cold.late_fleet(db, "meter", start, end))
+    c = combine(parts, vehicle=False)
+    with paused_gc():
+        return dict(zip(c.devices, zip(c.kwh.tolist(), c.n.tolist(), strict=True), strict=True))
 
 
 async def _open_fleet_vehicles(
@@ -432,24 +428,20 @@ async def fleet_vehicles(
         with paused_gc():  # 10,000 tuples (fleetctl.gcpause)
             stats = map(VehicleStats._make, zip(*cols, strict=True))
             return dict(zip(devs, stats, strict=True))
-    out: dict[str, Stats] = {}
+    parts: list[Cols] = []
+    for is_cold, s, e in cold.runs(start, end, p.compacted):
+        if is_cold:
+            parts += await cold.fleet_cols(db, "vehicle", s, e)
+        else:
+            devs, got = await _open_fleet_vehicles(db, s, e, interval, with_ts=True)
+            k, t, n, lo, hi, sf, sl, f, la = got
+            parts.append(from_records(devs, k, n, [t, lo, hi, f, sf, la, sl]))
+    if p.late:
+        parts.append(await cold.late_fleet(db, "vehicle", start, end))
+    both = combine(parts, vehicle=True)
+    columns = (both.kwh, both.temp_sum, both.n, both.temp_min, both.temp_max, both.soc_first,
+               both.soc_last)  # fmt: skip
     with paused_gc():
-        for is_cold, s, e in cold.runs(start, end, p.compacted):
-            if is_cold:
-                part = await cold.fleet_stats(db, "vehicle", s, e)
-            else:
-                devs, c = await _open_fleet_vehicles(db, s, e, interval, with_ts=True)
-                part = {
-                    d: Stats(k, n, t, lo, hi, f, sf, la, sl)
-                    for d, k, t, n, lo, hi, sf, sl, f, la in zip(devs, *c, strict=True)
-                }
-            for dev, st in part.items():
-                got = out.get(dev)
-                if got is None:
-                    out[dev] = st
-                else:
-                    got.merge(st)
-        if p.late:
-            for dev, st in (await cold.late_fleet(db, "vehicle", start, end)).items():
-                out.setdefault(dev, Stats()).merge(st)
-        return {d: _vehicle_stats(st) for d, st in out.items()}
+        lists = [x.tolist() for x in columns if x is not None]
+        stats = map(VehicleStats._make, zip(*lists, strict=True))
+        return dict(zip(both.devices, stats, strict=True))

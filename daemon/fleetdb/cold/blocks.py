@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from datetime import date
+from functools import lru_cache
 
 import asyncpg
 import numpy as np
@@ -155,4 +156,15 @@ async def load(
             hour,
             sorted(set(groups)),
         )
-    return {r["grp"]: decode(r["body"]) for r in rows}
+    if groups is None or for_update:  # a whole hour (not worth keeping), or to be modified
+        return {r["grp"]: decode(r["body"]) for r in rows}
+    return {r["grp"]: decode_cached(r["body"]) for r in rows}
+
+
+@lru_cache(maxsize=64)
+def decode_cached(body: bytes) -> Block:
+    """decode() of the blocks one device's reports read, remembered by their bytes (a report
+    reads a vehicle's edge blocks for its battery figures and again for its hourly energy; a
+    dashboard asks again). Keyed by content, so a merged block is a new entry. Callers must
+    not modify the result."""
+    return decode(body)

@@ -125,34 +125,6 @@ def hour_stats(s: Summary, row: int, hour: int, day_start: datetime, *, vehicle:
     return st
 
 
-def range_summary(s: Summary, h0: int, h1: int, day_start: datetime, *,
-                  vehicle: bool) -> list[tuple[str, Stats]]:  # fmt: skip
-    """Every device's figures over whole hours [h0, h1), devices without readings left out."""
-    n = s.n[:, h0:h1]
-    counts = n.sum(axis=1)
-    keep = np.flatnonzero(counts)
-    kwh = s.kwh[:, h0:h1].sum(axis=1)
-    if not vehicle:
-        return [(s.devices[i], Stats(int(kwh[i]), int(counts[i]))) for i in keep.tolist()]
-    has = n[keep] > 0
-    t_sum = np.where(has, s.temp_sum[keep, h0:h1], 0.0).sum(axis=1).tolist()
-    t_min = np.where(has, s.temp_min[keep, h0:h1], np.inf).min(axis=1).astype(float).tolist()
-    t_max = np.where(has, s.temp_max[keep, h0:h1], -np.inf).max(axis=1).astype(float).tolist()
-    fh = h0 + has.argmax(axis=1)
-    lh = h1 - 1 - has[:, ::-1].argmax(axis=1)
-    f_us, l_us = s.first_us[keep, fh].tolist(), s.last_us[keep, lh].tolist()
-    f_soc = s.soc_first[keep, fh].astype(float).tolist()
-    l_soc = s.soc_last[keep, lh].astype(float).tolist()
-    out = []
-    for j, i in enumerate(keep.tolist()):
-        out.append((
-            s.devices[i],
-            Stats(int(kwh[i]), int(counts[i]), t_sum[j], t_min[j], t_max[j],
-                  day_start + f_us[j] * _US, f_soc[j], day_start + l_us[j] * _US, l_soc[j]),
-        ))  # fmt: skip
-    return out
-
-
 def build(devices: list[str], hours: Arr, cols: dict[str, Arr], *, vehicle: bool
           ) -> Summary:  # fmt: skip
     """A Summary from hourly rollup rows: `devices[i]` and `hours[i]` (0-23) name row i of

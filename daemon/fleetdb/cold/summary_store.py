@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date
+from functools import lru_cache
 
 import asyncpg
 import numpy as np
@@ -100,4 +101,12 @@ async def load(
             sorted(set(groups)),
         )
     vehicle = kind == "vehicle"
-    return {r["grp"]: decode_summary(r["body"], vehicle=vehicle) for r in rows}
+    if groups is None or for_update:
+        return {r["grp"]: decode_summary(r["body"], vehicle=vehicle) for r in rows}
+    return {r["grp"]: _decode_cached(r["body"], vehicle=vehicle) for r in rows}
+
+
+@lru_cache(maxsize=64)
+def _decode_cached(body: bytes, *, vehicle: bool) -> Summary:
+    # As blocks.decode_cached: keyed by content; callers must not modify the result.
+    return decode_summary(body, vehicle=vehicle)
