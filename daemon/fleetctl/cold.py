@@ -106,6 +106,40 @@ def _span_stats(block: Block, span: tuple[int, int], hour: datetime, lo: datetim
     return slice_stats(block, first, last, hour, vehicle=vehicle)
 
 
+async def _load_for_devices(
+    db: DB, kind: Kind, want_sums: set[tuple[date, int]], want_blocks: set[tuple[date, int, int]]
+) -> tuple[dict[tuple[date, int], Summary], dict[tuple[date, int, int], Block]]:
+    """The summaries (day, group) and blocks (day, hour, group) a few devices' segments need,
+    in one round trip, decoded through the content-keyed caches."""
+    if not want_sums and not want_blocks:
+        return {}, {}
+    lay = LAYOUTS[kind]
+    days = [d for d, _ in want_sums] + [d for d, _, _ in want_blocks]
+    bk = sorted(want_blocks)
+    sk = sorted(want_sums)
+    rows = await db.fetch(
+        f"""SELECT false, b.day, b.hour, b.grp, b.body FROM {lay.cold} b
+              JOIN unnest($1::date[], $2::int2[], $3::int2[]) AS u(d, h, g)
+                ON b.day = u.d AND b.hour = u.h AND b.grp = u.g
+             WHERE b.day >= $6 AND b.day <= $7
+            UNION ALL
+            SELECT true, s.day, 0::int2, s.grp, s.body FROM {lay.hours} s
+              JOIN unnest($4::date[], $5::int2[]) AS u(d, g) ON s.day = u.d AND s.grp = u.g
+             WHERE s.day >= $6 AND s.day <= $7""",
+        [k[0] for k in bk], [k[1] for k in bk], [k[2] for k in bk],
+        [k[0] for k in sk], [k[1] for k in sk], min(days), max(days),
+    )  # fmt: skip
+    vehicle = kind == "vehicle"
+    sums: dict[tuple[date, int], Summary] = {}
+    decoded: dict[tuple[date, int, int], Block] = {}
+    for is_sum, day, hour, grp, body in rows:
+        if is_sum:
+            sums[(day, grp)] = summary_store.decode_cached(body, vehicle=vehicle)
+        else:
+            decoded[(day, hour, grp)] = blocks.decode_cached(body)
+    return sums, decoded
+
+
 async def segment_stats(
     db: DB, kind: Kind, segments: list[tuple[int, str, datetime, datetime]], *, by_hour: bool
 ) -> dict[Any, Stats]:
@@ -119,16 +153,7 @@ async def segment_stats(
                 want_sums.add((hour.date(), group_of(dev)))
             else:
                 want_blocks.add((hour.date(), hour.hour, group_of(dev)))
-    sums: dict[tuple[date, int], Summary] = {}
-    for day in sorted({d for d, _ in want_sums}):
-        groups = {g for d, g in want_sums if d == day}
-        for g, sm in (await summary_store.load(db, kind, day, groups)).items():
-            sums[(day, g)] = sm
-    decoded: dict[tuple[date, int, int], Block] = {}
-    for day, hr in sorted({(d, h) for d, h, _ in want_blocks}):
-        groups = {g for d, h, g in want_blocks if d == day and h == hr}
-        for g, blk in (await blocks.load(db, kind, day, hr, groups)).items():
-            decoded[(day, hr, g)] = blk
+    sums, decoded = await _load_for_devices(db, kind, want_sums, want_blocks)
     out: dict[Any, Stats] = {}
     for key, dev, s, e in segments:
         for hour, lo, hi in _hours(s, e):

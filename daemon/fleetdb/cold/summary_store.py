@@ -103,10 +103,11 @@ async def load(
     vehicle = kind == "vehicle"
     if groups is None or for_update:
         return {r["grp"]: decode_summary(r["body"], vehicle=vehicle) for r in rows}
-    return {r["grp"]: _decode_cached(r["body"], vehicle=vehicle) for r in rows}
+    return {r["grp"]: decode_cached(r["body"], vehicle=vehicle) for r in rows}
 
 
 @lru_cache(maxsize=64)
-def _decode_cached(body: bytes, *, vehicle: bool) -> Summary:
-    # As blocks.decode_cached: keyed by content; callers must not modify the result.
+def decode_cached(body: bytes, *, vehicle: bool) -> Summary:
+    """decode_summary() remembered by content, as blocks.decode_cached: callers must not
+    modify the result."""
     return decode_summary(body, vehicle=vehicle)
