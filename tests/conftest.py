@@ -131,21 +131,31 @@ def admin_url(database_url: str, logins: dict[str, str]) -> str:
     return as_user(database_url, logins["admin"])
 
 
+@contextlib.asynccontextmanager
+async def fresh_database(pg_admin_url: str, template_db: str, name: str) -> AsyncIterator[str]:
+    """A database cloned from the migrated template, dropped afterwards."""
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await admin.close()
+    try:
+        yield _with_db(pg_admin_url, name)
+    finally:
+        admin = await asyncpg.connect(pg_admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
 @pytest.fixture
 async def database_url(pg_admin_url: str, template_db: str) -> AsyncIterator[str]:
     """A fresh, migrated database for one test."""
     name = f"fleet_t{os.getpid()}_{next(_counter)}"
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await admin.close()
-    yield _with_db(pg_admin_url, name)
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(pg_admin_url, template_db, name) as url:
+        yield url
 
 
 @pytest.fixture

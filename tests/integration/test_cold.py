@@ -30,7 +30,7 @@ from fleetdb.connect import connect, connect_analytics
 from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than
 from fleetsim.direct import backfill_direct
 from fleetsim.model import FleetConfig
-from tests.conftest import _with_db
+from tests.conftest import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -128,19 +128,8 @@ async def _load(url: str, *, late: bool = False) -> None:
 @pytest.fixture
 async def twin_url(pg_admin_url: str, template_db: str) -> AsyncIterator[str]:
     """A second fresh database, to hold the same data without compaction."""
-    name = f"fleet_twin{os.getpid()}"
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await admin.close()
-    yield _with_db(pg_admin_url, name)
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(pg_admin_url, template_db, f"fleet_twin{os.getpid()}") as url:
+        yield url
 
 
 async def _compact(url: str, before: date) -> compact.Progress:
