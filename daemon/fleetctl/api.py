@@ -3,6 +3,7 @@
 GET /v1/analytics/performance/{vehicleId}   ?hours= | ?start=&end=, minAcKwh=
 GET /v1/analytics/fleet                     ?hours= | ?start=&end=, sort=, minAcKwh=
 GET /v1/analytics/anomalies                 ?hours= | ?start=&end=, threshold=, minAcKwh=
+GET /v1/analytics/chargers                  ?hours= | ?start=&end=: fitted efficiency, standby
 GET /v1/current/{meters|vehicles}[/{id}]   /v1/current/all: every meter and vehicle
 GET /v1/assignments                         ?vehicleId=, open=true
 GET /v1/rejects                             ?since=, field=, limit=
@@ -23,7 +24,14 @@ import asyncpg
 from fleetctl.assignment_import import import_periods, parse_json
 from fleetctl.assignments import all_assignments, assignments
 from fleetctl.errors import AnalyticsError, UnknownDeviceError
-from fleetctl.queries import CurrentKind, anomalies, current, fleet_report, vehicle_performance
+from fleetctl.queries import (
+    CurrentKind,
+    anomalies,
+    chargers,
+    current,
+    fleet_report,
+    vehicle_performance,
+)
 from fleetctl.rejects import rejects
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.window import Window, parse_rfc3339
@@ -71,7 +79,7 @@ class AnalyticsApi:
         return self._pool
 
     async def analytics(self, path: str, query: dict[str, str]) -> Response:
-        """/v1/analytics/{performance/ID | fleet | anomalies}."""
+        """/v1/analytics/{performance/ID | fleet | anomalies | chargers}."""
         parts = [p for p in path.split("/") if p][2:]
         try:
             window = Window.parse(
@@ -86,6 +94,8 @@ class AnalyticsApi:
             elif parts == ["fleet"]:
                 sort = query.get("sort", "efficiency")
                 body = await fleet_report(db, window, sort=sort, min_ac_kwh=min_ac)
+            elif parts == ["chargers"]:
+                body = await chargers(db, window)
             elif parts == ["anomalies"]:
                 threshold = _float(query, "threshold")
                 body = await anomalies(

@@ -28,6 +28,7 @@ from fleetctl.queries import (
     CURRENT_KINDS,
     SORT_KEYS,
     anomalies,
+    chargers,
     current,
     fleet_report,
     vehicle_performance,
@@ -45,7 +46,7 @@ from fleetsvc.secrets import mask_url
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
-WINDOWED = ("performance", "fleet", "anomalies")  # commands that take a window
+WINDOWED = ("performance", "fleet", "anomalies", "chargers")  # commands that take a window
 READS = (*WINDOWED, "current", "assignments", "rejects", "storage", "serve")  # replica ok
 WRITES = ("assign", "unassign")  # a fleet_admin login
 
@@ -79,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threshold", type=float, default=0.85, help="efficiency ratio in (0, 1.5] (default 0.85)"
     )
+    p = sub.add_parser(
+        "chargers", help="each charger's fitted conversion efficiency and standby draw, worst first"
+    )
+    _window_args(p)
+    p.add_argument("--limit", type=int, help="show only the first N rows (table output)")
     p = sub.add_parser("current", help="newest reading per device, with age and offline flag")
     p.add_argument("kind", choices=CURRENT_KINDS, help="all: every meter and every vehicle")
     p.add_argument("device_id", nargs="?", help="one device (with meters or vehicles)")
@@ -143,6 +149,8 @@ async def _execute(
             )
         if cmd == "fleet":
             return await fleet_report(conn, window, sort=args.sort, min_ac_kwh=args.min_ac_kwh)
+        if cmd == "chargers":
+            return await chargers(conn, window)
         return await anomalies(conn, window, threshold=args.threshold, min_ac_kwh=args.min_ac_kwh)
     if cmd == "current":
         return await current(conn, args.kind, args.device_id)
@@ -369,6 +377,21 @@ def _show_rejects(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _show_chargers(r: dict[str, Any], limit: int | None) -> str:
+    counts = ", ".join(f"{n} {s}" for s, n in r["statusCounts"].items() if n)
+    head = (f"{r['count']} chargers ({counts}), {r['window']['start']} → {r['window']['end']}\n"
+            f"fit: {r['model']}")  # fmt: skip
+    cells = [
+        (c["meterId"], c["status"], render.num(c["conversionEfficiency"], 3),
+         render.num(c["standbyW"], 1), str(c["fit"]["chargingHours"]),
+         render.num(c["fit"]["rmseWh"], 2), render.num(c["billed"]["efficiency"], 3),
+         ", ".join(c["vehicles"]))
+        for c in r["chargers"][:limit]
+    ]  # fmt: skip
+    cols = ("meter", "status", "eta", "standby W", "charging h", "rmse Wh", "billed", "vehicles")
+    return head + "\n" + render.table(cols, cells, right={2, 3, 4, 5, 6})
+
+
 def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
     cmd = args.command
     if cmd == "performance":
@@ -385,6 +408,8 @@ def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
             out += ["", "Impossible efficiency (> 100 %): check meter or assignment",
                     _vehicle_rows(result["meterErrors"], colour)]  # fmt: skip
         return "\n".join(out)
+    if cmd == "chargers":
+        return _show_chargers(result, args.limit)
     if cmd == "current":
         return _show_current(result)
     if cmd == "assign" and args.file:

@@ -2,9 +2,11 @@
 
 Every function takes an asyncpg connection or pool and returns JSON-ready dicts with camelCase
 keys and numbers as numbers: exactly what `fleetctl --json` prints and `fleetctl serve` serves.
-One module per job: vehicle.py, fleet.py, current.py; rows.py builds every report's row.
+One module per job: vehicle.py, fleet.py, current.py, chargers.py; rows.py builds every
+report's row.
 """
 
+from fleetctl.chargers import chargers
 from fleetctl.current import CURRENT_KINDS, CurrentKind, current
 from fleetctl.fleet import SORT_KEYS, anomalies, fleet_report
 from fleetctl.vehicle import vehicle_performance
@@ -14,6 +16,7 @@ __all__ = [
     "SORT_KEYS",
     "CurrentKind",
     "anomalies",
+    "chargers",
     "current",
     "fleet_report",
     "vehicle_performance",

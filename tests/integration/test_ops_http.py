@@ -266,6 +266,11 @@ async def test_fleetctl_serve_answers_the_analytics_and_fleetd_does_not(
         assert body["totals"]["vehicles"] == 9
         status, body = await get_json(port, f"/v1/analytics/anomalies?{window}&threshold=0.7")
         assert [v["vehicleId"] for v in body["vehicles"]] == ["V3", "V4"]
+        status, body = await get_json(port, f"/v1/analytics/chargers?{window}")
+        assert status == 200
+        # The depot charges at a constant rate every minute: DC and the meter's time rise
+        # together, so no fit can tell the converter from standby.
+        assert {c["status"] for c in body["chargers"]} == {"insufficient_data"}
         status, body = await get_json(port, "/v1/current/vehicles/V1")
         assert status == 200
         assert body["devices"][0]["vehicleId"] == "V1"

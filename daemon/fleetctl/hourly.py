@@ -1,0 +1,101 @@
+"""Every device's energy and reading count per whole UTC hour of a window, fleet-wide: hourly
+rollups for open days, summaries for compacted days, plus late readings. What the charger
+diagnosis fits (fleetctl.chargers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fleetctl import cold
+from fleetctl.energy import DB
+from fleetdb.cold import summary_store
+from fleetdb.cold.blocks import from_array_send
+from fleetdb.cold.layout import HOUR, day_start
+from fleetdb.rollups import HOURLY, Kind
+
+Arr = npt.NDArray[Any]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Hourly:
+    """Row i: device devices[i] in the hour starting at hour_s[i] (Unix seconds)."""
+
+    devices: list[str]
+    hour_s: Arr
+    kwh_u: Arr
+    n: Arr
+
+
+def _sql(kind: Kind) -> str:
+    dev = "meter_id" if kind == "meter" else "vehicle_id"
+    return f"""
+SELECT array_agg({dev}), array_send(array_agg(extract(epoch FROM hour)::int8)),
+       array_send(array_agg((kwh_sum * 1000000)::int8)), array_send(array_agg(readings::int8))
+  FROM {HOURLY.table(kind)} WHERE hour >= $1 AND hour < $2"""
+
+
+def _seconds(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(seconds=1)
+
+
+async def fleet_hourly(db: DB, kind: Kind, start: datetime, end: datetime) -> Hourly:
+    """Whole hours of [start, end) only: a partial hour at an edge is left out."""
+    lo = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if lo < start:
+        lo += HOUR
+    hi = end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    parts: list[Hourly] = []
+    if lo < hi:
+        p = await cold.plan(db, kind, lo, hi)
+        for is_cold, s, e in cold.runs(lo, hi, p.compacted):
+            if is_cold:
+                parts += await _compacted(db, kind, s, e)
+            else:
+                [row] = await db.fetch(_sql(kind), s, e)
+                parts.append(Hourly(list(row[0] or ()), *(from_array_send(row[i], "i8")
+                                                          for i in (1, 2, 3))))  # fmt: skip
+        if p.late:
+            rows = await cold.late_rows(db, kind, lo, hi)
+            parts.append(
+                Hourly(
+                    [r[0] for r in rows],
+                    np.asarray([_seconds(r[1]) // 3600 * 3600 for r in rows], np.int64),
+                    np.asarray([r[2] for r in rows], np.int64),
+                    np.ones(len(rows), np.int64),
+                )
+            )
+    if not parts:
+        return Hourly([], *(np.zeros(0, np.int64) for _ in range(3)))
+    return Hourly(
+        [d for p in parts for d in p.devices],
+        np.concatenate([p.hour_s for p in parts]),
+        np.concatenate([p.kwh_u for p in parts]),
+        np.concatenate([p.n for p in parts]),
+    )
+
+
+async def _compacted(db: DB, kind: Kind, start: datetime, end: datetime) -> list[Hourly]:
+    out = []
+    day = start.date()
+    while day_start(day) < end:
+        d0 = day_start(day)
+        h0 = max(0, (start - d0) // HOUR)
+        h1 = min(24, -((d0 - end) // HOUR))
+        for sm in (await summary_store.load(db, kind, day)).values():
+            rows, hours = np.nonzero(sm.n[:, h0:h1])
+            out.append(
+                Hourly(
+                    [sm.devices[i] for i in rows.tolist()],
+                    _seconds(d0) + (hours + h0) * 3600,
+                    sm.kwh[rows, hours + h0],
+                    sm.n[rows, hours + h0],
+                )
+            )
+        day += timedelta(days=1)
+    return out

@@ -1,0 +1,89 @@
+"""Charger diagnosis against the simulator's truth: each meter's charger efficiency and
+standby draw as the model drew them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from fleetctl.chargers import chargers, status_of
+from fleetctl.cli import main
+from fleetctl.window import Window
+from fleetdb.cold import compact
+from fleetdb.connect import connect, connect_analytics
+from fleetsim.charger_eval import score
+from fleetsim.direct import backfill_direct
+from fleetsim.model import Fleet, FleetConfig
+
+pytestmark = pytest.mark.integration
+
+DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=4)
+
+
+async def test_diagnosis_matches_the_simulated_chargers(database_url: str) -> None:
+    cfg = FleetConfig(meters=300, vehicles=300, seed=11)
+    await backfill_direct(database_url, cfg, DAY, DAY + timedelta(hours=26))
+    window = Window(DAY + timedelta(hours=1, minutes=30), DAY + timedelta(hours=25, minutes=30))
+    report = await _report(database_url, window)
+    got = score(report, Fleet(cfg))
+    assert got["chargers"] == 300
+    assert got["judged"] > 250
+    assert got["etaWithin001"] >= 0.99
+    assert got["standbyWithin5W"] == 1.0
+    assert got["faulty"] > 10
+    assert got["recall"] == 1.0
+    assert got["precision"] >= 0.99
+    # Worst first.
+    order = [r["status"] for r in report["chargers"]]
+    assert order == sorted(order, key=["critical", "degraded", "meter_error", "optimal",
+                                       "insufficient_data"].index)  # fmt: skip
+
+
+async def test_diagnosis_reads_compacted_days_the_same(database_url: str) -> None:
+    cfg = FleetConfig(meters=20, vehicles=20, seed=3)
+    await backfill_direct(database_url, cfg, DAY, DAY + timedelta(hours=30))
+    window = Window(DAY + timedelta(hours=12, minutes=10), DAY + timedelta(hours=29))
+    before = await _report(database_url, window)
+    conn = await connect(database_url)
+    try:
+        await compact.run(conn, (DAY + timedelta(days=1)).date())
+    finally:
+        await conn.close()
+    assert await _report(database_url, window) == before
+
+
+async def _report(url: str, window: Window) -> dict[str, object]:
+    conn: asyncpg.Connection = await connect_analytics(url)
+    try:
+        return await chargers(conn, window)
+    finally:
+        await conn.close()
+
+
+def test_status_needs_two_hours_of_charging() -> None:
+    assert status_of(0.9, 1) == "insufficient_data"
+    assert status_of(0.9, 2) == "optimal"
+    assert status_of(0.8, 5) == "degraded"
+    assert status_of(0.7, 5) == "critical"
+    assert status_of(1.2, 5) == "meter_error"
+    assert status_of(None, 5) == "insufficient_data"
+
+
+async def test_cli_lists_chargers(
+    database_url: str, analytics_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await backfill_direct(database_url, FleetConfig(meters=6, vehicles=6, seed=2), DAY,
+                          DAY + timedelta(hours=6))  # fmt: skip
+    window = ["--start", f"{DAY:%Y-%m-%dT%H:%M:%SZ}", "--end",
+              f"{DAY + timedelta(hours=6):%Y-%m-%dT%H:%M:%SZ}"]  # fmt: skip
+    args = ["--database-url", analytics_url]
+    assert await asyncio.to_thread(main, [*args, "--json", "chargers", *window]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 6
+    assert await asyncio.to_thread(main, [*args, "chargers", *window]) == 0
+    table = capsys.readouterr().out
+    assert "METER-00001" in table
+    assert "standby W" in table
