@@ -21,12 +21,12 @@ two columns cannot be told apart, insufficient_data.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fleetctl.energy import DB
 from fleetctl.hourly import Hourly, fleet_hourly
@@ -68,85 +68,86 @@ def _ts(t: datetime) -> int:
     return int(t.timestamp())
 
 
-class _Points:
-    """Per (meter, hour): AC, meter readings, DC, and whether the hour is usable."""
-
-    def __init__(self) -> None:
-        self.ac: dict[tuple[str, int], int] = {}
-        self.n: dict[tuple[str, int], int] = {}
-        self.dc: dict[tuple[str, int], int] = defaultdict(int)
-        self.excluded: set[tuple[str, int]] = set()
-        self.vehicles: dict[str, set[str]] = defaultdict(set)
-
-
-def _points(meters: Hourly, vehicles: Hourly, spans: list[Any]) -> _Points:
-    pts = _Points()
-    for dev, h, k, n in zip(meters.devices, meters.hour_s.tolist(), meters.kwh_u.tolist(),
-                            meters.n.tolist(), strict=True):  # fmt: skip
-        key = (dev, h)
-        pts.ac[key] = pts.ac.get(key, 0) + k
-        pts.n[key] = pts.n.get(key, 0) + n
-    by_vehicle: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
-    for r in spans:
-        by_vehicle[r["vehicle_id"]].append((r["meter_id"], _ts(r["s"]), _ts(r["e"])))
-        pts.vehicles[r["meter_id"]].add(r["vehicle_id"])
-    for dev, h, k in zip(vehicles.devices, vehicles.hour_s.tolist(), vehicles.kwh_u.tolist(),
-                         strict=True):  # fmt: skip
-        for meter, s, e in by_vehicle.get(dev, ()):
-            if s <= h and h + 3600 <= e:
-                pts.dc[(meter, h)] += k
-            elif s < h + 3600 and h < e:
-                pts.excluded.add((meter, h))  # the assignment changes inside this hour
-    return pts
-
-
-def _fit(x: np.ndarray, t: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
-    """(a, b, rms residual) of y = a x + b t by least squares, or None if x and t cannot be
-    told apart."""
-    sxx, sxt, stt = float(x @ x), float(x @ t), float(t @ t)
-    sxy, sty = float(x @ y), float(t @ y)
-    det = sxx * stt - sxt * sxt
-    if det <= 1e-12 * max(sxx * stt, 1e-30):
-        return None
-    a = (sxy * stt - sty * sxt) / det
-    b = (sty * sxx - sxy * sxt) / det
-    resid = y - a * x - b * t
-    dof = max(len(y) - 2, 1)
-    return a, b, math.sqrt(float(resid @ resid) / dof)
+def _index(names: list[str], index: dict[str, int]) -> npt.NDArray[np.int64]:
+    """Position of each name in `index`, adding the ones it lacks."""
+    get = index.setdefault
+    return np.fromiter((get(n, len(index)) for n in names), dtype=np.int64, count=len(names))
 
 
 def diagnose(meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: int
              ) -> list[dict[str, Any]]:  # fmt: skip
-    """One row per meter that reported in the window (pure: testable without a database)."""
-    pts = _points(meters, vehicles, spans)
-    per_meter: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-    for key, ac in pts.ac.items():
-        if key in pts.excluded:
-            continue
-        dc = pts.dc.get(key, 0)
-        hours = pts.n[key] * interval_s / 3600
-        per_meter[key[0]].append((dc / 1e6, hours, ac / 1e6))
+    """One row per meter that reported in the window (pure: testable without a database).
+    Vectorised over (meter, hour) points: a day of 10,000 meters is 240,000 of them."""
+    if not meters.devices:
+        return []
+    h0 = int(meters.hour_s.min())
+    width = int((meters.hour_s.max() - h0) // 3600) + 1
+    m_index: dict[str, int] = {}
+    m_row = _index(meters.devices, m_index)
+    m_key = m_row * width + (meters.hour_s - h0) // 3600
+    size = len(m_index) * width
+    ac = np.zeros(size)
+    np.add.at(ac, m_key, meters.kwh_u / 1e6)
+    n = np.zeros(size)
+    np.add.at(n, m_key, meters.n)
+    dc = np.zeros(size)
+    excluded = np.zeros(size, dtype=bool)
+    fed: dict[str, set[str]] = defaultdict(set)
+    by_vehicle: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for r in spans:
+        fed[r["meter_id"]].add(r["vehicle_id"])
+        if r["meter_id"] in m_index:
+            by_vehicle[r["vehicle_id"]].append((m_index[r["meter_id"]], _ts(r["s"]), _ts(r["e"])))
+    v_hour = vehicles.hour_s
+    v_kwh = vehicles.kwh_u / 1e6
+    # A vehicle's rows against each of its spans in turn (nearly all have one).
+    v_spans = [by_vehicle.get(d, []) for d in vehicles.devices]
+    for k in range(max((len(x) for x in v_spans), default=0)):
+        has = np.fromiter((len(x) > k for x in v_spans), dtype=bool, count=len(v_spans))
+        meter = np.fromiter((x[k][0] if len(x) > k else 0 for x in v_spans), np.int64)
+        s = np.fromiter((x[k][1] if len(x) > k else 0 for x in v_spans), np.int64)
+        e = np.fromiter((x[k][2] if len(x) > k else 0 for x in v_spans), np.int64)
+        inside = has & (s <= v_hour) & (v_hour + 3600 <= e) & (v_hour >= h0)
+        overlap = has & ~inside & (s < v_hour + 3600) & (v_hour < e) & (v_hour >= h0)
+        key = meter * width + (v_hour - h0) // 3600
+        ok = inside & (key < size)
+        np.add.at(dc, key[ok], v_kwh[ok])
+        # The assignment changes inside these hours: their DC cannot be attributed.
+        excluded[key[overlap & (key < size)]] = True
+    use = (n > 0) & ~excluded
+    x, y = np.where(use, dc, 0.0), np.where(use, ac, 0.0)
+    t = np.where(use, n * interval_s / 3600, 0.0)
+    shape = (len(m_index), width)
+    x2, y2, t2, use2 = x.reshape(shape), y.reshape(shape), t.reshape(shape), use.reshape(shape)
+    sxx, sxt, stt = (x2 * x2).sum(1), (x2 * t2).sum(1), (t2 * t2).sum(1)
+    sxy, sty = (x2 * y2).sum(1), (t2 * y2).sum(1)
+    det = sxx * stt - sxt * sxt
+    solvable = det > 1e-12 * np.maximum(sxx * stt, 1e-30)
+    safe = np.where(solvable, det, 1.0)
+    a = (sxy * stt - sty * sxt) / safe
+    b = (sty * sxx - sxy * sxt) / safe
+    resid = np.where(use2, y2 - a[:, None] * x2 - b[:, None] * t2, 0.0)
+    points = use2.sum(1)
+    rmse = np.sqrt((resid * resid).sum(1) / np.maximum(points - 2, 1))
+    charging = (use2 & (x2 > 0)).sum(1)
+    fitted = solvable & (charging > 0) & (a > 0)
+    names = list(m_index)
     rows: list[dict[str, Any]] = []
-    for meter in sorted(per_meter):
-        x, t, y = (np.asarray(c) for c in zip(*per_meter[meter], strict=True))
-        charging = int((x > 0).sum())
-        fit = _fit(x, t, y) if charging else None
-        eta: float | None = None
-        standby: float | None = None
-        rmse: float | None = None
-        if fit is not None and fit[0] > 0:
-            eta, standby, rmse = 1 / fit[0], fit[1] * 1000, fit[2] * 1000
-        status = status_of(eta, charging)
-        ac_kwh, dc_kwh = float(y.sum()), float(x.sum())
+    for i, meter_id in enumerate(names):
+        if not points[i]:
+            continue
+        eta = float(1 / a[i]) if fitted[i] else None
+        status = status_of(eta, int(charging[i]))
+        ac_kwh, dc_kwh = float(y2[i].sum()), float(x2[i].sum())
         rows.append({
-            "meterId": meter,
-            "vehicles": sorted(pts.vehicles.get(meter, ())),
+            "meterId": meter_id,
+            "vehicles": sorted(fed.get(meter_id, ())),
             "status": status,
             "message": MESSAGES[status],
             "conversionEfficiency": None if eta is None else round(eta, 4),
-            "standbyW": None if standby is None else round(standby, 1),
-            "fit": {"hours": len(x), "chargingHours": charging,
-                    "rmseWh": None if rmse is None else round(rmse, 2)},
+            "standbyW": round(float(b[i]) * 1000, 1) if fitted[i] else None,
+            "fit": {"hours": int(points[i]), "chargingHours": int(charging[i]),
+                    "rmseWh": round(float(rmse[i]) * 1000, 2) if fitted[i] else None},
             "billed": {"acKwh": round(ac_kwh, 6), "dcKwh": round(dc_kwh, 6),
                        "efficiency": round(dc_kwh / ac_kwh, 6) if ac_kwh > 0 else None},
         })  # fmt: skip

@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from fleet_harness import PostgresServer
-from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
+from fleetctl.queries import anomalies, chargers, current, fleet_report, vehicle_performance
 from fleetctl.window import Window
 from fleetdb.cold import compact
 from fleetdb.cold.storage import storage
 from fleetdb.connect import connect, create_pool
 from fleetdb.migrate import migrate
+from fleetsim.charger_eval import score
 from fleetsim.direct import backfill_direct
-from fleetsim.model import FleetConfig
+from fleetsim.model import Fleet, FleetConfig
 
 # Bump when the model or schema changes what a cached dataset holds. 2: the data ends 42.5 min
 # into an hour, and rollups are laid out hour by hour as live ingest writes them.
@@ -169,6 +170,9 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
                     lambda: fleet_report(pool, aligned), 10
                 ),
                 "anomalies, 24 h ending now": await _time(lambda: anomalies(pool, now), 10),
+                "chargers (fit per meter), 24 h ending now": await _time(
+                    lambda: chargers(pool, now), 5
+                ),
                 "compacted days: vehicle performance, 24 h": await _time(one_cold_vehicle, 50),
                 "compacted days: fleet report, 24 h, mid-hour edges": await _time(
                     lambda: fleet_report(pool, cold_window), 10
@@ -177,6 +181,8 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
                     lambda: fleet_report(pool, cold_aligned), 10
                 ),
             }
+            # The diagnosis against the model's truth (the dataset is FleetConfig()'s fleet).
+            diagnosis = score(await chargers(pool, now), Fleet(FleetConfig()))
         finally:
             await pool.close()
     t = {k: v["p50Ms"] for k, v in timings.items()}
@@ -191,4 +197,10 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
         "fleetAlignedRatio": t["compacted days: fleet report, 24 h on hour boundaries"]
         / t["fleet report, 24 h on hour boundaries"],
     }
-    return {"days": days, "readings": readings, "timings": timings, "cold": cold}
+    return {
+        "days": days,
+        "readings": readings,
+        "timings": timings,
+        "cold": cold,
+        "chargerDiagnosis": diagnosis,
+    }

@@ -692,6 +692,15 @@ def _table(r: dict[str, Any]) -> str:
                               ("fleetMidHourRatio", "fleet 24 h, mid-hour edges"),
                               ("fleetAlignedRatio", "fleet 24 h, hour boundaries")):  # fmt: skip
                 lines.append(f"{'    ' + name + ': compacted / open p50':<58}{c[key]:>12.2f} x")
+        d = q.get("chargerDiagnosis")
+        if d:
+            lines.append(
+                f"10 charger diagnosis, 24 h, {d['judged']:,} chargers that charged >= 2 h:"
+            )
+            lines.append(f"{'    |eta - truth| <= 0.01 / standby within 5 W':<58}"
+                         f"{d['etaWithin001']:>7.1%} / {d['standbyWithin5W']:.1%}")  # fmt: skip
+            lines.append(f"{'    degraded + critical: recall / precision':<58}"
+                         f"{d['recall']:>7.1%} / {d['precision']:.1%}")  # fmt: skip
     else:
         lines.append("8 queries: skipped (--quick or --no-queries)")
     return "\n".join(lines)
