@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 AEDES := tests/brokers/aedes
 AEDES_STAMP := $(AEDES)/node_modules/.installed
 
-.PHONY: test lint typecheck pytest demo bench bench-quick sysdeps bench-sysdeps brokers venv clean
+.PHONY: test lint typecheck pytest rules demo bench bench-quick sysdeps bench-sysdeps brokers venv clean
 
 venv: $(STAMP)
 
@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml simulator/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' -e ./simulator
 	@touch $(STAMP)
 
-# PostgreSQL (initdb, pg_ctl, postgres), Mosquitto and Node.js (for the aedes test broker) must
-# exist; install them when root.
+# PostgreSQL (initdb, pg_ctl, postgres), Mosquitto, Node.js (for the aedes test broker) and
+# promtool (Debian's prometheus, for the alert rules) must exist; install them when root.
 sysdeps:
 	@missing=""; \
 	 { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
@@ -34,6 +34,7 @@ sysdeps:
 	 command -v node >/dev/null || missing="$$missing nodejs"; \
 	 command -v npm >/dev/null || missing="$$missing npm"; \
 	 command -v openssl >/dev/null || missing="$$missing openssl"; \
+	 command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ]; then \
 	     echo "installing:$$missing"; \
@@ -61,7 +62,12 @@ typecheck: venv
 pytest: venv sysdeps brokers
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest bench-quick
+test: lint typecheck rules pytest bench-quick
+
+# The Prometheus alert rules: syntax, and their unit tests (promtool from Debian's prometheus).
+rules: sysdeps
+	promtool check rules config/prometheus/fleet-rules.yml
+	cd config/prometheus && promtool test rules fleet-rules.test.yml
 
 demo: venv sysdeps
 	$(BIN)/python -m fleet_harness.demo

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -61,3 +63,25 @@ class Metrics:
             registry=r,
         )
         self.db_errors = Counter("fleet_db_errors", "Failed flush attempts", ["kind"], registry=r)
+        # Read at scrape time from the daemon (watch()): what the alert rules in
+        # config/prometheus/fleet-rules.yml ask about.
+        self.broker_connected = Gauge(
+            "fleet_broker_connected", "1 while connected to the MQTT broker", registry=r
+        )
+        self.healthy = Gauge(
+            "fleet_healthy", "1 while /healthz says healthy (broker, database, flushes)", registry=r
+        )
+        self.last_commit_age = Gauge(
+            "fleet_last_commit_age_seconds", "Seconds since the last committed flush", registry=r
+        )
+
+    def watch(
+        self,
+        connected: Callable[[], bool],
+        healthy: Callable[[], bool],
+        last_commit_age_s: Callable[[], float],
+    ) -> None:
+        """Sample these when scraped."""
+        self.broker_connected.set_function(lambda: float(connected()))
+        self.healthy.set_function(lambda: float(healthy()))
+        self.last_commit_age.set_function(last_commit_age_s)

@@ -9,6 +9,7 @@ startup -> main loop -> shutdown, as uvicorn's Server does.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from fleetd.ingest.intake import Counters, Intake
 from fleetd.maintenance import maintain, maintenance_loop
 from fleetd.metrics import Metrics
 from fleetd.mqtt.subscriber import MqttSubscriber
+from fleetd.ops import health
 from fleetd.settings import Settings
 
 log = structlog.get_logger("fleetd")
@@ -73,6 +75,11 @@ class Daemon:
             self.metrics,
             ack=self.mqtt.ack,
             on_committed=self._maybe_resume,
+        )
+        self.metrics.watch(
+            lambda: self.mqtt.connected,
+            lambda: health.check(self).ok,
+            lambda: time.monotonic() - self.last_flush_mono,
         )
         self._stopping = asyncio.Event()
         self._generation_seen = 0

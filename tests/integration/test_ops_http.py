@@ -131,6 +131,10 @@ async def test_endpoints(ops_daemon: tuple[Daemon, int], broker: MosquittoServer
     assert 'fleet_messages_received_total{kind="meter"} 6.0' in text
     assert 'fleet_rows_written_total{kind="vehicle"} 4.0' in text
     assert "fleet_flush_duration_seconds_bucket" in text
+    # What config/prometheus/fleet-rules.yml alerts on.
+    assert "fleet_broker_connected 1.0" in text
+    assert "fleet_healthy 1.0" in text
+    assert "fleet_last_commit_age_seconds " in text
 
     status, body = await get_json(port, "/nope?x=1")
     assert (status, body) == (404, {"error": "not found", "path": "/nope"})
