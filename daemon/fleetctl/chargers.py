@@ -74,6 +74,50 @@ def _index(names: list[str], index: dict[str, int]) -> npt.NDArray[np.int64]:
     return np.fromiter((get(n, len(index)) for n in names), dtype=np.int64, count=len(names))
 
 
+def _verdict(fit: tuple[float, float, float] | None, points: int, charging: int,
+             ac_kwh: float, dc_kwh: float) -> dict[str, Any]:  # fmt: skip
+    """The figures of one fitted charger (fit = (1/η, standby kW, rms residual kWh))."""
+    eta = 1 / fit[0] if fit is not None and fit[0] > 0 else None
+    status = status_of(eta, charging)
+    good = fit is not None and eta is not None
+    return {
+        "status": status,
+        "message": MESSAGES[status],
+        "conversionEfficiency": None if eta is None else round(eta, 4),
+        "standbyW": round(fit[1] * 1000, 1) if good and fit else None,
+        "fit": {"hours": points, "chargingHours": charging,
+                "rmseWh": round(fit[2] * 1000, 2) if good and fit else None},
+        "billed": {"acKwh": round(ac_kwh, 6), "dcKwh": round(dc_kwh, 6),
+                   "efficiency": round(dc_kwh / ac_kwh, 6) if ac_kwh > 0 else None},
+    }  # fmt: skip
+
+
+def fit_points(points: list[tuple[float, float, float]]) -> dict[str, Any]:
+    """The charger figures of one metering unit from its (DC kWh, hours reported, AC kWh)
+    points, one per usable whole hour (fleetctl.vehicle: a vehicle's own report)."""
+    if not points:
+        return _verdict(None, 0, 0, 0.0, 0.0)
+    x, t, y = (np.asarray(c, dtype=np.float64) for c in zip(*points, strict=True))
+    charging = int((x > 0).sum())
+    fit = _fit(x, t, y) if charging else None
+    return _verdict(fit, len(points), charging, float(y.sum()), float(x.sum()))
+
+
+def _fit(x: npt.NDArray[np.float64], t: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+         ) -> tuple[float, float, float] | None:  # fmt: skip
+    """(a, b, rms residual) of y = a x + b t by least squares, or None if x and t cannot be
+    told apart."""
+    sxx, sxt, stt = float(x @ x), float(x @ t), float(t @ t)
+    sxy, sty = float(x @ y), float(t @ y)
+    det = sxx * stt - sxt * sxt
+    if det <= 1e-12 * max(sxx * stt, 1e-30):
+        return None
+    a = (sxy * stt - sty * sxt) / det
+    b = (sty * sxx - sxy * sxt) / det
+    resid = y - a * x - b * t
+    return a, b, float(np.sqrt(float(resid @ resid) / max(len(y) - 2, 1)))
+
+
 def diagnose(meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: int
              ) -> list[dict[str, Any]]:  # fmt: skip
     """One row per meter that reported in the window (pure: testable without a database).
@@ -136,20 +180,12 @@ def diagnose(meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: int
     for i, meter_id in enumerate(names):
         if not points[i]:
             continue
-        eta = float(1 / a[i]) if fitted[i] else None
-        status = status_of(eta, int(charging[i]))
-        ac_kwh, dc_kwh = float(y2[i].sum()), float(x2[i].sum())
+        fit = (float(a[i]), float(b[i]), float(rmse[i])) if fitted[i] else None
         rows.append({
             "meterId": meter_id,
             "vehicles": sorted(fed.get(meter_id, ())),
-            "status": status,
-            "message": MESSAGES[status],
-            "conversionEfficiency": None if eta is None else round(eta, 4),
-            "standbyW": round(float(b[i]) * 1000, 1) if fitted[i] else None,
-            "fit": {"hours": int(points[i]), "chargingHours": int(charging[i]),
-                    "rmseWh": round(float(rmse[i]) * 1000, 2) if fitted[i] else None},
-            "billed": {"acKwh": round(ac_kwh, 6), "dcKwh": round(dc_kwh, 6),
-                       "efficiency": round(dc_kwh / ac_kwh, 6) if ac_kwh > 0 else None},
+            **_verdict(fit, int(points[i]), int(charging[i]), float(y2[i].sum()),
+                       float(x2[i].sum())),
         })  # fmt: skip
     rows.sort(key=lambda r: (_ORDER[r["status"]], r["conversionEfficiency"] or 9.0, r["meterId"]))
     return rows

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from fleetctl.energy import DB, Segment, battery, energy_by_hour, hours_of
+from fleetctl.chargers import fit_points
+from fleetctl.energy import DB, Energy, Segment, battery, energy_by_hour, hours_of
 from fleetctl.errors import UnknownDeviceError
 from fleetctl.freshness import freshness
 from fleetctl.rows import DEFAULT_INTERVAL_S, RowContext, build_row
 from fleetctl.status import DEFAULT_MIN_AC_KWH
 from fleetctl.unit_energy import UnitEnergy, figures_of_units, segments_of
-from fleetctl.units import build_units, spans_around
+from fleetctl.units import Unit, build_units, spans_around
 from fleetctl.window import Window, iso
 
 _ZERO = Decimal(0)
+HOUR = timedelta(hours=1)
 
 
 async def _known_vehicle(db: DB, vehicle_id: str) -> bool:
@@ -78,7 +80,53 @@ async def vehicle_performance(
     ctx = RowContext.of(window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
     hourly = [_hour_json(hour, h) for hour, h in hours.items()]
     fresh = await freshness(db, datetime.now(UTC))
-    return {"window": window.as_json(), **fresh, **build_row(figures, ctx), "hourly": hourly}
+    diagnosis = _chargers(
+        units, vehicle_segs, owner=owner, ac_h=ac_h, dc_h=dc_h, window=window,
+        interval_s=interval_s,
+    )  # fmt: skip
+    return {
+        "window": window.as_json(),
+        **fresh,
+        **build_row(figures, ctx),
+        "chargers": diagnosis,
+        "hourly": hourly,
+    }
+
+
+def _chargers(
+    units: list[Unit],
+    vehicle_segs: list[Segment],
+    *,
+    owner: list[int],
+    ac_h: dict[tuple[int, datetime], Energy],
+    dc_h: dict[tuple[int, datetime], Energy],
+    window: Window,
+    interval_s: int,
+) -> list[dict[str, Any]]:
+    """The charger diagnosis (fleetctl.chargers) of each metering unit the vehicle used, from
+    the hourly energies the report read anyway: whole hours inside the unit's time in which no
+    span of the unit starts or ends."""
+    out = []
+    for i, u in enumerate(units):
+        spans = [k for k, o in enumerate(owner) if o == i]
+        points = []
+        for hour in hours_of(max(u.start, window.start), min(u.end, window.end)):
+            end = hour + HOUR
+            if hour < u.start or end > u.end:
+                continue
+            segs = [vehicle_segs[k] for k in spans]
+            if any(s.start < end and hour < s.end and not (s.start <= hour and end <= s.end)
+                   for s in segs):  # fmt: skip
+                continue
+            meter = ac_h.get((i, hour))
+            if meter is None or not meter.readings:
+                continue
+            dc = sum((dc_h[(k, hour)].kwh for k in spans if (k, hour) in dc_h), _ZERO)
+            points.append((float(dc), meter.readings * interval_s / 3600, float(meter.kwh)))
+        out.append(
+            {"meterId": u.meter, "from": iso(u.start), "to": iso(u.end), **fit_points(points)}
+        )
+    return out
 
 
 def _hour_json(hour: datetime, h: dict[str, Any]) -> dict[str, Any]:

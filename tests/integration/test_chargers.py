@@ -12,6 +12,7 @@ import pytest
 
 from fleetctl.chargers import chargers, status_of
 from fleetctl.cli import main
+from fleetctl.queries import vehicle_performance
 from fleetctl.window import Window
 from fleetdb.cold import compact
 from fleetdb.connect import connect, connect_analytics
@@ -87,3 +88,21 @@ async def test_cli_lists_chargers(
     table = capsys.readouterr().out
     assert "METER-00001" in table
     assert "standby W" in table
+
+
+async def test_vehicle_report_carries_its_chargers_diagnosis(database_url: str) -> None:
+    """The same fit from the vehicle's own report as from the fleet-wide view."""
+    cfg = FleetConfig(meters=30, vehicles=30, seed=5)
+    await backfill_direct(database_url, cfg, DAY, DAY + timedelta(hours=26))
+    window = Window(DAY + timedelta(hours=1, minutes=30), DAY + timedelta(hours=25, minutes=30))
+    fleet_view = {r["meterId"]: r for r in (await _report(database_url, window))["chargers"]}
+    conn = await connect_analytics(database_url)
+    try:
+        for i in (1, 7, 30):
+            perf = await vehicle_performance(conn, f"VEHICLE-{i:05d}", window)
+            [unit] = perf["chargers"]
+            mine = fleet_view[unit["meterId"]]
+            for key in ("status", "conversionEfficiency", "standbyW", "fit", "billed"):
+                assert unit[key] == mine[key], (i, key)
+    finally:
+        await conn.close()
