@@ -1,7 +1,7 @@
 """The analytics HTTP API: read-only JSON, the same as `fleetctl --json`.
 
 GET /v1/analytics/performance/{vehicleId}   ?hours= | ?start=&end=, minAcKwh=
-GET /v1/analytics/fleet                     ?hours= | ?start=&end=, sort=, minAcKwh=
+GET /v1/analytics/fleet                     ?hours= | ?start=&end=, sort=, minAcKwh=, chargers=true
 GET /v1/analytics/anomalies                 ?hours= | ?start=&end=, threshold=, minAcKwh=
 GET /v1/analytics/chargers                  ?hours= | ?start=&end=: fitted efficiency, standby
 GET /v1/current/{meters|vehicles}[/{id}]   /v1/current/all: every meter and vehicle
@@ -93,7 +93,10 @@ class AnalyticsApi:
                 body = await vehicle_performance(db, parts[1], window, min_ac_kwh=min_ac)
             elif parts == ["fleet"]:
                 sort = query.get("sort", "efficiency")
-                body = await fleet_report(db, window, sort=sort, min_ac_kwh=min_ac)
+                body = await fleet_report(
+                    db, window, sort=sort, min_ac_kwh=min_ac,
+                    with_chargers=query.get("chargers") == "true",
+                )  # fmt: skip
             elif parts == ["chargers"]:
                 body = await chargers(db, window)
             elif parts == ["anomalies"]:

@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     _window_args(p)
     p.add_argument("--sort", choices=SORT_KEYS, default="efficiency")
     p.add_argument("--limit", type=int, help="show only the first N rows (table output)")
+    p.add_argument(
+        "--chargers", action="store_true",
+        help="also each row's charger diagnosis (fitted efficiency, standby; ~1 s more)",
+    )  # fmt: skip
     p = sub.add_parser("anomalies", help="vehicles below an efficiency threshold")
     _window_args(p)
     p.add_argument(
@@ -148,7 +152,10 @@ async def _execute(
                 conn, args.vehicle_id, window, min_ac_kwh=args.min_ac_kwh
             )
         if cmd == "fleet":
-            return await fleet_report(conn, window, sort=args.sort, min_ac_kwh=args.min_ac_kwh)
+            return await fleet_report(
+                conn, window, sort=args.sort, min_ac_kwh=args.min_ac_kwh,
+                with_chargers=args.chargers,
+            )  # fmt: skip
         if cmd == "chargers":
             return await chargers(conn, window)
         return await anomalies(conn, window, threshold=args.threshold, min_ac_kwh=args.min_ac_kwh)
@@ -274,6 +281,12 @@ def _show_performance(r: dict[str, Any], colour: bool) -> str:
         lines.append(
             f"  shared      meter also fed {', '.join(r['sharedWith'])}: site-level figures "
             f"(this vehicle's own DC: {render.num(r['vehicleDcKwh'])} kWh)"
+        )
+    for c in r.get("chargers", ()):
+        lines.append(
+            f"  charger     {c['meterId']}: converter {render.num(c['conversionEfficiency'], 3)}"
+            f", standby {render.num(c['standbyW'], 1)} W over {c['fit']['chargingHours']} h of"
+            f" charging: {render.status(c['status'], colour)}"
         )
     bt, soc = r["batteryTemp"], r["soc"]
     lines += [

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import asyncpg
 
+from fleetctl.chargers import chargers
 from fleetctl.connections import same_snapshot
 from fleetctl.energy import DB, Energy, VehicleStats, fleet_meters, fleet_vehicles
 from fleetctl.errors import InvalidRequestError
@@ -205,11 +206,22 @@ async def fleet_report(
     sort: str = "efficiency",
     min_ac_kwh: float = DEFAULT_MIN_AC_KWH,
     interval_s: int = DEFAULT_INTERVAL_S,
+    with_chargers: bool = False,
 ) -> dict[str, Any]:
-    """One row per vehicle, fleet totals and counts per status; worst efficiency first."""
+    """One row per vehicle, fleet totals and counts per status; worst efficiency first.
+    `with_chargers`: each row also gets `charger`, the diagnosis (fleetctl.chargers) of the
+    meter it used last in the window."""
     if sort not in SORT_KEYS:
         raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
     fleet = await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
+    if with_chargers:
+        diagnosis = {
+            c["meterId"]: c for c in (await chargers(db, window, interval_s=interval_s))["chargers"]
+        }
+        keep = ("meterId", "status", "conversionEfficiency", "standbyW", "fit")
+        for r in fleet.rows:
+            c = diagnosis.get(r["meters"][-1]["meterId"]) if r["meters"] else None
+            r["charger"] = None if c is None else {k: c[k] for k in keep}
     counts = dict.fromkeys(STATUSES, 0)
     for r in fleet.rows:
         counts[r["status"]] += 1

@@ -12,7 +12,7 @@ import pytest
 
 from fleetctl.chargers import chargers, status_of
 from fleetctl.cli import main
-from fleetctl.queries import vehicle_performance
+from fleetctl.queries import fleet_report, vehicle_performance
 from fleetctl.window import Window
 from fleetdb.cold import compact
 from fleetdb.connect import connect, connect_analytics
@@ -104,5 +104,10 @@ async def test_vehicle_report_carries_its_chargers_diagnosis(database_url: str) 
             mine = fleet_view[unit["meterId"]]
             for key in ("status", "conversionEfficiency", "standbyW", "fit", "billed"):
                 assert unit[key] == mine[key], (i, key)
+        report = await fleet_report(conn, window, with_chargers=True)
+        for row in report["vehicles"]:
+            mine = fleet_view[row["charger"]["meterId"]]
+            assert row["charger"]["conversionEfficiency"] == mine["conversionEfficiency"]
+            assert row["charger"]["status"] == mine["status"]
     finally:
         await conn.close()
