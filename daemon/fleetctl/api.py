@@ -7,6 +7,7 @@ GET /v1/analytics/chargers                  ?hours= | ?start=&end=: fitted effic
 GET /v1/current/{meters|vehicles}[/{id}]   /v1/current/all: every meter and vehicle
 GET /v1/assignments                         ?vehicleId=, open=true
 GET /v1/rejects                             ?since=, field=, limit=
+GET /v1/alerts                              open alerts and those resolved in the last 24 h
 POST /v1/assignments                        [{vehicleId, meterId, validFrom[, validTo]}, ...]:
                                             all or nothing, as FLEET_ADMIN_DATABASE_URL
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import asyncpg
 
+from fleetctl.alerts import list_alerts
 from fleetctl.assignment_import import import_periods, parse_json
 from fleetctl.assignments import all_assignments, assignments
 from fleetctl.errors import AnalyticsError, UnknownDeviceError
@@ -54,6 +56,7 @@ class AnalyticsApi:
     def install(self, server: HttpServer) -> None:
         """Register the routes on `server`."""
         server.add_route("/v1/analytics/", self.analytics)
+        server.add_route("/v1/alerts", self.alerts)
         server.add_route("/v1/current/", self.current)
         server.add_route("/v1/assignments", self.assignments)
         server.add_route("/v1/rejects", self.rejects)
@@ -114,6 +117,12 @@ class AnalyticsApi:
         except (AnalyticsError, ValueError) as exc:
             return json_response(400, {"error": str(exc)})
         return json_response(200, body)
+
+    async def alerts(self, path: str, _query: dict[str, str]) -> Response:
+        """/v1/alerts."""
+        if path.rstrip("/") != "/v1/alerts":
+            return json_response(404, {"error": "not found", "path": path})
+        return json_response(200, await list_alerts(await self._db()))
 
     async def current(self, path: str, _query: dict[str, str]) -> Response:
         """/v1/current/{meters|vehicles}[/{id}] and /v1/current/all."""

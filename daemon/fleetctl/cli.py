@@ -20,6 +20,8 @@ from typing import Any
 import asyncpg
 
 from fleetctl import render
+from fleetctl.alert_service import alert_config, run_alerts, show_alerts
+from fleetctl.alerts import list_alerts
 from fleetctl.assignment_import import Period, import_periods, parse_csv
 from fleetctl.assignments import assign, assignments, unassign
 from fleetctl.compaction import compact_command, show_compact, show_storage, storage_command
@@ -89,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _window_args(p)
     p.add_argument("--limit", type=int, help="show only the first N rows (table output)")
+    p = sub.add_parser("alerts", help="open and recent alerts; `alerts run` evaluates and sends")
+    p.add_argument(
+        "action", nargs="?", choices=("run",),
+        help="run: evaluate every FLEET_ALERT_INTERVAL_S and deliver (MQTT, webhooks) until "
+        "stopped, as FLEET_ADMIN_DATABASE_URL",
+    )  # fmt: skip
     p = sub.add_parser("current", help="newest reading per device, with age and offline flag")
     p.add_argument("kind", choices=CURRENT_KINDS, help="all: every meter and every vehicle")
     p.add_argument("device_id", nargs="?", help="one device (with meters or vehicles)")
@@ -177,6 +185,8 @@ async def _execute(
         )
     if cmd == "storage":
         return await storage_command(conn)
+    if cmd == "alerts":
+        return await list_alerts(conn)
     if cmd == "rejects":
         since = (
             parse_rfc3339(args.since, "since") if args.since
@@ -423,6 +433,8 @@ def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
         return "\n".join(out)
     if cmd == "chargers":
         return _show_chargers(result, args.limit)
+    if cmd == "alerts":
+        return show_alerts(result)
     if cmd == "current":
         return _show_current(result)
     if cmd == "assign" and args.file:
@@ -457,6 +469,14 @@ def _show(args: argparse.Namespace, result: Any, colour: bool) -> str:
 
 
 async def _main(args: argparse.Namespace, url: str, window: Window | None) -> Any:
+    if args.command == "alerts" and args.action == "run":
+        config = alert_config(os.environ)
+        configure_logging(
+            os.environ.get("FLEET_LOG_FORMAT", "auto"),  # type: ignore[arg-type]
+            os.environ.get("FLEET_LOG_LEVEL", "info"),
+        )
+        await run_alerts(url, config, os.environ.get("FLEET_ALERT_MQTT_URL"))
+        return None
     conn = await connect_analytics(url)
     try:
         return await _execute(args, conn, window)
@@ -474,7 +494,11 @@ def _database_url(args: argparse.Namespace) -> str | None:
         and env.get("FLEET_ADMIN_DATABASE_URL")
     ):
         return env["FLEET_ADMIN_DATABASE_URL"]  # it writes readings
-    if args.command in READS and env.get("FLEET_ANALYTICS_DATABASE_URL"):
+    if args.command == "alerts" and args.action == "run" and env.get("FLEET_ADMIN_DATABASE_URL"):
+        return env["FLEET_ADMIN_DATABASE_URL"]  # it writes the alert state
+    if (args.command in READS or args.command == "alerts") and env.get(
+        "FLEET_ANALYTICS_DATABASE_URL"
+    ):
         return env["FLEET_ANALYTICS_DATABASE_URL"]
     if args.command in WRITES and env.get("FLEET_ADMIN_DATABASE_URL"):
         return env["FLEET_ADMIN_DATABASE_URL"]

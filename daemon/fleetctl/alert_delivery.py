@@ -1,0 +1,203 @@
+"""Sending alerts: MQTT (QoS 1, `fleet/alerts/{kind}/{subject}`, retained while open, the
+retained message cleared when resolved) and webhooks (POST JSON with an Idempotency-Key),
+from the fleet_alert_deliveries outbox, with retries and capped backoff. The evaluator only
+queues; this worker sends, so a dead webhook never holds up an evaluation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import struct
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+import structlog
+
+from fleetctl.alerts import alert_json
+from fleetd.mqtt.packets import connect_packet, disconnect_packet, encode_varint
+
+log = structlog.get_logger("fleetctl.alerts")
+
+BACKOFF_S = 5.0
+MAX_BACKOFF_S = 300.0
+TIMEOUT_S = 10.0
+_DUE = """
+SELECT d.id AS delivery_id, d.event, d.channel, d.idempotency_key, d.attempts, a.*
+  FROM fleet_alert_deliveries d JOIN fleet_alerts a ON a.id = d.alert_id
+ WHERE d.delivered_at IS NULL AND d.next_attempt_at <= $1
+ ORDER BY d.id LIMIT 200
+ FOR UPDATE OF d SKIP LOCKED
+"""
+
+
+def topic_of(kind: str, subject: str) -> str:
+    """The MQTT topic of an alert (subjects are device ids: no wildcards or slashes)."""
+    return f"fleet/alerts/{kind}/{subject.replace('/', '_').replace('+', '_').replace('#', '_')}"
+
+
+def _publish(packet_id: int, topic: str, payload: bytes) -> bytes:
+    t = topic.encode()
+    body = struct.pack("!H", len(t)) + t + struct.pack("!H", packet_id) + payload
+    return bytes([0x33]) + encode_varint(len(body)) + body  # PUBLISH, QoS 1, retain
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    first = (await reader.readexactly(1))[0]
+    length, shift = 0, 0
+    while True:
+        b = (await reader.readexactly(1))[0]
+        length |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+    return first, await reader.readexactly(length)
+
+
+_FAILURES = (OSError, ConnectionError, TimeoutError, ValueError, asyncio.IncompleteReadError,
+             ssl.SSLError)  # fmt: skip
+
+
+async def _open(host: str | None, port: int, *, tls: bool
+                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:  # fmt: skip
+    context = ssl.create_default_context() if tls else None
+    return await asyncio.wait_for(
+        asyncio.open_connection(host or "127.0.0.1", port, ssl=context), TIMEOUT_S
+    )
+
+
+async def mqtt_publish(url: str | None, messages: list[tuple[str, bytes]]) -> None:
+    """Publish retained QoS 1 messages (an empty payload clears a topic's retained message)
+    and wait for every PUBACK. Raises on any failure."""
+    if not url:
+        raise ConnectionError("FLEET_ALERT_MQTT_URL is not set")
+    parts = urlsplit(url)
+    tls = parts.scheme == "mqtts"
+    reader, writer = await _open(parts.hostname, parts.port or (8883 if tls else 1883), tls=tls)
+    try:
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        writer.write(connect_packet("fleetctl-alerts", keepalive_s=60, v5=False,
+                                    username=user, password=password))  # fmt: skip
+        first, body = await asyncio.wait_for(_read_packet(reader), TIMEOUT_S)
+        if first >> 4 != 2 or len(body) < 2 or body[1] != 0:
+            raise ConnectionError(f"broker refused the connection (CONNACK {body.hex()})")
+        pending = set()
+        for i, (topic, payload) in enumerate(messages, 1):
+            writer.write(_publish(i, topic, payload))
+            pending.add(i)
+        await writer.drain()
+        while pending:
+            first, body = await asyncio.wait_for(_read_packet(reader), TIMEOUT_S)
+            if first >> 4 == 4 and len(body) >= 2:  # PUBACK
+                pending.discard(struct.unpack("!H", body[:2])[0])
+        writer.write(disconnect_packet(0, v5=False))
+        await writer.drain()
+    finally:
+        writer.close()
+
+
+async def webhook_post(url: str, payload: bytes, key: str) -> None:
+    """POST JSON; raises unless the answer is 2xx."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    reader, writer = await _open(parts.hostname, parts.port or (443 if tls else 80), tls=tls)
+    try:
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Content-Type: application/json\r\nIdempotency-Key: {key}\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + payload)
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), TIMEOUT_S)
+        code = int(status.split()[1]) if len(status.split()) > 1 else 0
+        if not 200 <= code < 300:
+            raise ConnectionError(f"webhook answered {status.decode(errors='replace').strip()}")
+    finally:
+        writer.close()
+
+
+async def deliver_due(conn: asyncpg.Connection, mqtt_url: str | None,
+                      now: datetime | None = None) -> tuple[int, int]:  # fmt: skip
+    """Send what is due; returns (delivered, failed). One transaction: the rows stay locked
+    (SKIP LOCKED for a second worker) while they are sent."""
+    now = now or datetime.now(UTC)
+    delivered = failed = 0
+    async with conn.transaction():
+        rows = await conn.fetch(_DUE, now)
+        # A resolve supersedes its alert's unsent open on MQTT: the retained message must end
+        # cleared, whatever order retries come in.
+        resolving = {r["id"] for r in rows if r["event"] == "resolve" and r["channel"] == "mqtt"}
+        mqtt_rows, hooks = [], []
+        for r in rows:
+            if r["channel"] == "mqtt" and r["event"] == "open" and r["id"] in resolving:
+                await _done(conn, r, now, "superseded by resolve")
+            elif r["channel"] == "mqtt":
+                mqtt_rows.append(r)
+            else:
+                hooks.append(r)
+        if mqtt_rows:
+            messages = [(topic_of(r["kind"], r["subject"]),
+                         json.dumps(_message(r)).encode() if r["event"] == "open" else b"")
+                        for r in mqtt_rows]  # fmt: skip
+            try:
+                await mqtt_publish(mqtt_url, messages)
+            except _FAILURES as exc:
+                for r in mqtt_rows:
+                    await _retry(conn, r, now, exc)
+                failed += len(mqtt_rows)
+            else:
+                for r in mqtt_rows:
+                    await _done(conn, r, now, None)
+                delivered += len(mqtt_rows)
+        for r in hooks:
+            try:
+                await webhook_post(r["channel"], json.dumps(_message(r)).encode(),
+                                   r["idempotency_key"])  # fmt: skip
+            except _FAILURES as exc:
+                await _retry(conn, r, now, exc)
+                failed += 1
+            else:
+                await _done(conn, r, now, None)
+                delivered += 1
+    return delivered, failed
+
+
+def _message(r: Any) -> dict[str, Any]:
+    return {"event": r["event"], "alert": alert_json(r)}
+
+
+async def _done(conn: asyncpg.Connection, r: Any, now: datetime, note: str | None) -> None:
+    await conn.execute(
+        "UPDATE fleet_alert_deliveries SET delivered_at = $2, attempts = attempts + 1,"
+        " last_error = $3 WHERE id = $1",
+        r["delivery_id"], now, note,
+    )  # fmt: skip
+
+
+async def _retry(conn: asyncpg.Connection, r: Any, now: datetime, exc: BaseException) -> None:
+    delay = min(MAX_BACKOFF_S, BACKOFF_S * 2 ** r["attempts"])
+    await conn.execute(
+        "UPDATE fleet_alert_deliveries SET attempts = attempts + 1, next_attempt_at = $2,"
+        " last_error = $3 WHERE id = $1",
+        r["delivery_id"], now + timedelta(seconds=delay), f"{exc.__class__.__name__}: {exc}"[:500],
+    )  # fmt: skip
+    log.warning("alert_delivery_failed", channel="mqtt" if r["channel"] == "mqtt" else "webhook",
+                attempt=r["attempts"] + 1, retry_in_s=delay, error=str(exc)[:200])  # fmt: skip
+
+
+async def deliver_forever(conn: asyncpg.Connection, mqtt_url: str | None,
+                          every_s: float = 5.0) -> None:  # fmt: skip
+    """deliver_due() every `every_s` until cancelled."""
+    while True:
+        try:
+            await deliver_due(conn, mqtt_url)
+        except asyncpg.PostgresError as exc:
+            log.warning("alert_delivery_failed", error=str(exc))
+        await asyncio.sleep(every_s)

@@ -1,0 +1,185 @@
+"""Alerts: evaluated every FLEET_ALERT_INTERVAL_S over a trailing window, kept in fleet_alerts,
+delivered through an outbox (fleetctl.alert_delivery).
+
+One evaluation, in one transaction under an advisory lock: the reports (charger diagnosis,
+fleet report, devices past the offline limit) give the alerts that should be open
+(fleetctl.alert_rules, with hysteresis); an alert that should be open and is not opens (and
+queues its 'open' deliveries), one that is open and should not resolves (and queues 'resolve').
+The open set lives in the database, so a restarted evaluator neither fires twice nor forgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+
+from fleetctl.alert_rules import wanted
+from fleetctl.chargers import chargers
+from fleetctl.energy import DB
+from fleetctl.fleet import fleet_report
+from fleetctl.window import Window, iso
+
+log = structlog.get_logger("fleetctl.alerts")
+
+_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('fleet_alerts'))"
+
+_OFFLINE = """
+SELECT 'meter', meter_id, extract(epoch FROM $1 - ts)::float8 FROM meter_current
+ WHERE ts < $1 - $2 * interval '1 second'
+UNION ALL
+SELECT 'vehicle', vehicle_id, extract(epoch FROM $1 - ts)::float8 FROM vehicle_current
+ WHERE ts < $1 - $2 * interval '1 second'
+"""
+
+
+# Each vehicle's readings with DC in the last hour: their energy and the SoC of the first and
+# last of them (a vehicle that charged, then drove, ends its hour lower: only the charging
+# readings say whether SoC follows DC).
+_CHARGING = """
+SELECT vehicle_id, sum(kwh_delivered_dc), (array_agg(soc ORDER BY ts))[1],
+       (array_agg(soc ORDER BY ts DESC))[1]
+  FROM vehicle_readings WHERE ts >= $1 AND ts < $2 AND kwh_delivered_dc > 0
+ GROUP BY vehicle_id
+"""
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """What and how often to evaluate, and where to deliver."""
+
+    interval_s: float = 600.0
+    window_h: float = 24.0
+    offline_intervals: int = 10
+    reading_interval_s: int = 60
+    channels: tuple[str, ...] = ()  # "mqtt" and/or webhook URLs
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one evaluation changed."""
+
+    opened: list[tuple[str, str]]
+    resolved: list[tuple[str, str]]
+    still_open: int
+
+
+async def evaluate(conn: asyncpg.Connection, config: AlertConfig,
+                   now: datetime | None = None) -> Outcome:  # fmt: skip
+    """One evaluation (see the module docstring). `conn` needs fleet_admin's rights."""
+    now = now or datetime.now(UTC)
+    window = Window(now - timedelta(hours=config.window_h), now)
+    diagnosis = await chargers(conn, window, interval_s=config.reading_interval_s)
+    fleet = await fleet_report(conn, window, interval_s=config.reading_interval_s)
+    limit = config.offline_intervals * config.reading_interval_s
+    offline = [(r[0], r[1], r[2]) for r in await conn.fetch(_OFFLINE, now, float(limit))]
+    charging = [
+        (r[0], float(r[1]), r[2], r[3])
+        for r in await conn.fetch(_CHARGING, now - timedelta(hours=1), now)
+    ]
+    async with conn.transaction():
+        if not await conn.fetchval(_LOCK):
+            return Outcome([], [], -1)  # another evaluator is at it
+        rows = await conn.fetch(
+            "SELECT id, kind, subject FROM fleet_alerts WHERE resolved_at IS NULL FOR UPDATE"
+        )
+        open_now = {(r["kind"], r["subject"]): r["id"] for r in rows}
+        want = {(w.kind, w.subject): w for w in
+                wanted(diagnosis["chargers"], fleet["vehicles"], offline, open_now,
+                       charging)}  # fmt: skip
+        opened, resolved = [], []
+        for key, w in want.items():
+            if key in open_now:
+                await conn.execute(
+                    "UPDATE fleet_alerts SET last_value = $2, last_seen_at = $3, details = $4"
+                    " WHERE id = $1",
+                    open_now[key], w.value, now, json.dumps(w.details),
+                )  # fmt: skip
+                continue
+            alert_id = await conn.fetchval(
+                """INSERT INTO fleet_alerts (kind, subject, opened_at, last_value, last_seen_at,
+                                             details)
+                   VALUES ($1, $2, $3, $4, $3, $5)
+                   ON CONFLICT (kind, subject) WHERE resolved_at IS NULL DO NOTHING
+                   RETURNING id""",
+                w.kind, w.subject, now, w.value, json.dumps(w.details),
+            )  # fmt: skip
+            if alert_id is not None:
+                opened.append(key)
+                await _queue(conn, alert_id, "open", config.channels)
+        for key, alert_id in open_now.items():
+            if key not in want:
+                await conn.execute(
+                    "UPDATE fleet_alerts SET resolved_at = $2 WHERE id = $1", alert_id, now
+                )
+                resolved.append(key)
+                await _queue(conn, alert_id, "resolve", config.channels)
+    return Outcome(opened, resolved, len(want))
+
+
+async def _queue(conn: asyncpg.Connection, alert_id: int, event: str,
+                 channels: tuple[str, ...]) -> None:  # fmt: skip
+    for channel in channels:
+        await conn.execute(
+            """INSERT INTO fleet_alert_deliveries (alert_id, event, channel, idempotency_key)
+               VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING""",
+            alert_id, event, channel, f"fleet-alert-{alert_id}-{event}-{_slug(channel)}",
+        )  # fmt: skip
+
+
+def _slug(channel: str) -> str:
+    # Stable across processes (the key is what a webhook receiver deduplicates on).
+    return (
+        "mqtt"
+        if channel == "mqtt"
+        else "webhook-" + hashlib.sha256(channel.encode()).hexdigest()[:12]
+    )
+
+
+def alert_json(r: Any) -> dict[str, Any]:
+    """One alert as the API and `fleetctl alerts --json` show it."""
+    return {
+        "id": r["id"],
+        "kind": r["kind"],
+        "subject": r["subject"],
+        "state": "open" if r["resolved_at"] is None else "resolved",
+        "openedAt": iso(r["opened_at"]),
+        "resolvedAt": None if r["resolved_at"] is None else iso(r["resolved_at"]),
+        "lastValue": r["last_value"],
+        "lastSeenAt": iso(r["last_seen_at"]),
+        "details": json.loads(r["details"]) if isinstance(r["details"], str) else r["details"],
+    }
+
+
+async def list_alerts(db: DB, *, recent_h: float = 24.0) -> dict[str, Any]:
+    """Open alerts and those resolved in the last `recent_h` hours, newest first."""
+    since = datetime.now(UTC) - timedelta(hours=recent_h)
+    rows = await db.fetch(
+        """SELECT * FROM fleet_alerts WHERE resolved_at IS NULL OR resolved_at >= $1
+            ORDER BY resolved_at IS NOT NULL, opened_at DESC, id DESC""",
+        since,
+    )
+    alerts = [alert_json(r) for r in rows]
+    counts: dict[str, int] = {}
+    for a in alerts:
+        if a["state"] == "open":
+            counts[a["kind"]] = counts.get(a["kind"], 0) + 1
+    return {"open": sum(counts.values()), "openByKind": counts, "alerts": alerts}
+
+
+async def run(conn: asyncpg.Connection, config: AlertConfig) -> None:
+    """Evaluate every config.interval_s until cancelled (failures are logged, not fatal)."""
+    while True:
+        try:
+            out = await evaluate(conn, config)
+            log.info("alerts_evaluated", opened=len(out.opened), resolved=len(out.resolved),
+                     open=out.still_open)  # fmt: skip
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("alerts_evaluation_failed", error=f"{exc.__class__.__name__}: {exc}")
+        await asyncio.sleep(config.interval_s)

@@ -1,0 +1,59 @@
+"""Alert conditions with hysteresis (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleetctl.alert_rules import wanted
+
+
+def _charger(eta: float | None, status: str = "optimal") -> dict[str, Any]:
+    return {"meterId": "M1", "status": status, "conversionEfficiency": eta, "standbyW": 50.0,
+            "fit": {"chargingHours": 5}, "vehicles": ["V1"]}  # fmt: skip
+
+
+def _kinds(*args: Any) -> set[str]:
+    return {w.kind for w in wanted(*args)}
+
+
+def test_charger_bands_open_at_the_threshold_and_clear_past_the_margin() -> None:
+    assert _kinds([_charger(0.86)], [], [], []) == set()
+    assert _kinds([_charger(0.849)], [], [], []) == {"charger_degraded"}
+    assert _kinds([_charger(0.74)], [], [], []) == {"charger_critical"}
+    # Open: it stays open until 1 point past the floor, so a value on the line does not flap.
+    was = [("charger_degraded", "M1")]
+    assert _kinds([_charger(0.855)], [], [], was) == {"charger_degraded"}
+    assert _kinds([_charger(0.861)], [], [], was) == set()
+    was = [("charger_critical", "M1")]
+    assert _kinds([_charger(0.755)], [], [], was) == {"charger_critical"}
+    assert _kinds([_charger(0.765)], [], [], was) == {"charger_degraded"}
+    assert _kinds([_charger(None, "insufficient_data")], [], [], was) == set()
+
+
+def _vehicle(**kw: Any) -> dict[str, Any]:
+    row = {"vehicleId": "V1", "status": "optimal", "efficiency": 0.9, "meters": [],
+           "totalAcKwh": 10.0}  # fmt: skip
+    return row | kw
+
+
+def test_vehicle_conditions() -> None:
+    assert _kinds([], [_vehicle()], [], []) == set()
+    assert _kinds([], [_vehicle(status="meter_error", efficiency=1.2)], [], []) == {"meter_error"}
+    assert _kinds([], [_vehicle(status="degraded", efficiency=0.8)], [], []) == {"billed_degraded"}
+
+
+def test_charging_without_soc_progress() -> None:
+    def kinds(rows: list[tuple[str, float, float, float]], was: list[tuple[str, str]]) -> set[str]:
+        return _kinds([], [], [], was, rows)
+
+    assert kinds([("V1", 5.0, 50.0, 58.0)], []) == set()
+    assert kinds([("V1", 5.0, 50.0, 50.0)], []) == {"soc_stalled"}
+    assert kinds([("V1", 0.2, 50.0, 50.0)], []) == set()  # a trickle says nothing
+    was = [("soc_stalled", "V1")]
+    assert kinds([("V1", 5.0, 50.0, 50.3)], was) == {"soc_stalled"}
+    assert kinds([("V1", 5.0, 50.0, 51.0)], was) == set()
+
+
+def test_offline_devices() -> None:
+    got = wanted([], [], [("meter", "M9", 900.0)], [])
+    assert [(w.kind, w.subject, w.value) for w in got] == [("device_offline", "M9", 900.0)]
