@@ -31,7 +31,17 @@ CREATE TABLE IF NOT EXISTS fleet_alert_deliveries (
 CREATE INDEX IF NOT EXISTS fleet_alert_deliveries_due ON fleet_alert_deliveries (next_attempt_at)
     WHERE delivered_at IS NULL;
 
+-- What each evaluation saw (status counts), for `fleetctl serve`'s /metrics: the fleet gauges
+-- Prometheus alerts on, without a report per scrape.
+CREATE TABLE IF NOT EXISTS fleet_alert_runs (
+    evaluated_at  timestamptz PRIMARY KEY,
+    chargers      jsonb NOT NULL,   -- {status: count} of the charger diagnosis
+    vehicles      jsonb NOT NULL    -- {status: count} of the fleet report
+);
+
 -- The evaluator runs as fleet_admin (FLEET_ADMIN_DATABASE_URL); dashboards read.
 GRANT SELECT, INSERT, UPDATE ON fleet_alerts, fleet_alert_deliveries TO fleet_admin;
+GRANT SELECT, INSERT, DELETE ON fleet_alert_runs TO fleet_admin;
+GRANT SELECT ON fleet_alert_runs TO fleet_analytics;
 GRANT USAGE ON SEQUENCE fleet_alerts_id_seq, fleet_alert_deliveries_id_seq TO fleet_admin;
 GRANT SELECT ON fleet_alerts, fleet_alert_deliveries TO fleet_analytics;

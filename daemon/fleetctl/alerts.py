@@ -19,8 +19,9 @@ from typing import Any
 
 import asyncpg
 import structlog
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from fleetctl.alert_rules import wanted
+from fleetctl.alert_rules import KINDS, wanted
 from fleetctl.chargers import chargers
 from fleetctl.energy import DB
 from fleetctl.fleet import fleet_report
@@ -113,6 +114,13 @@ async def evaluate(conn: asyncpg.Connection, config: AlertConfig,
             if alert_id is not None:
                 opened.append(key)
                 await _queue(conn, alert_id, "open", config.channels)
+        await conn.execute(
+            """WITH gone AS (DELETE FROM fleet_alert_runs
+                              WHERE evaluated_at < $1::timestamptz - interval '7 days')
+               INSERT INTO fleet_alert_runs (evaluated_at, chargers, vehicles) VALUES ($1, $2, $3)
+               ON CONFLICT (evaluated_at) DO NOTHING""",
+            now, json.dumps(diagnosis["statusCounts"]), json.dumps(fleet["statusCounts"]),
+        )  # fmt: skip
         for key, alert_id in open_now.items():
             if key not in want:
                 await conn.execute(
@@ -171,6 +179,35 @@ async def list_alerts(db: DB, *, recent_h: float = 24.0) -> dict[str, Any]:
         if a["state"] == "open":
             counts[a["kind"]] = counts.get(a["kind"], 0) + 1
     return {"open": sum(counts.values()), "openByKind": counts, "alerts": alerts}
+
+
+async def fleet_metrics(db: DB, now: datetime | None = None) -> bytes:
+    """Prometheus text: chargers and vehicles per status as the last evaluation saw them, open
+    alerts per kind, and the age of that evaluation (fleetctl serve's /metrics)."""
+    registry = CollectorRegistry()
+    chargers_g = Gauge("fleet_chargers", "Chargers per diagnosis status (last evaluation)",
+                       ["status"], registry=registry)  # fmt: skip
+    vehicles_g = Gauge("fleet_vehicles", "Vehicles per billed-efficiency status (last evaluation)",
+                       ["status"], registry=registry)  # fmt: skip
+    open_g = Gauge("fleet_alerts_open", "Open alerts per kind", ["kind"], registry=registry)
+    age_g = Gauge("fleet_alert_evaluation_age_seconds", "Seconds since the last evaluation",
+                  registry=registry)  # fmt: skip
+    last = await db.fetchrow("SELECT * FROM fleet_alert_runs ORDER BY evaluated_at DESC LIMIT 1")
+    if last is not None:
+        for status, n in json.loads(last["chargers"]).items():
+            chargers_g.labels(status).set(n)
+        for status, n in json.loads(last["vehicles"]).items():
+            vehicles_g.labels(status).set(n)
+        age_g.set(((now or datetime.now(UTC)) - last["evaluated_at"]).total_seconds())
+    counts = dict.fromkeys(KINDS, 0)
+    for r in await db.fetch(
+        "SELECT kind, count(*) FROM fleet_alerts WHERE resolved_at IS NULL GROUP BY kind"
+    ):
+        counts[r[0]] = r[1]
+    for kind, n in counts.items():
+        open_g.labels(kind).set(n)
+    text: bytes = generate_latest(registry)
+    return text
 
 
 async def run(conn: asyncpg.Connection, config: AlertConfig) -> None:

@@ -72,9 +72,9 @@ class AnalyticsApi:
 
     async def ping(self) -> None:
         """One round trip to the database (for /healthz)."""
-        await (await self._db()).fetchval("SELECT 1")
+        await (await self.pool()).fetchval("SELECT 1")
 
-    async def _db(self) -> asyncpg.Pool:
+    async def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             self._pool = await create_pool(
                 self._url, min_size=0, max_size=self._pool_size, application_name="fleetctl-serve"
@@ -90,7 +90,7 @@ class AnalyticsApi:
             )
             min_ac = _float(query, "minAcKwh")
             min_ac = DEFAULT_MIN_AC_KWH if min_ac is None else min_ac
-            db = await self._db()
+            db = await self.pool()
             body: Any
             if len(parts) == 2 and parts[0] == "performance":
                 body = await vehicle_performance(db, parts[1], window, min_ac_kwh=min_ac)
@@ -122,7 +122,7 @@ class AnalyticsApi:
         """/v1/alerts."""
         if path.rstrip("/") != "/v1/alerts":
             return json_response(404, {"error": "not found", "path": path})
-        return json_response(200, await list_alerts(await self._db()))
+        return json_response(200, await list_alerts(await self.pool()))
 
     async def current(self, path: str, _query: dict[str, str]) -> Response:
         """/v1/current/{meters|vehicles}[/{id}] and /v1/current/all."""
@@ -132,7 +132,7 @@ class AnalyticsApi:
             return json_response(404, {"error": "not found", "path": path})
         try:
             device = parts[1] if len(parts) == 2 else None
-            body = await current(await self._db(), kinds[parts[0]], device)
+            body = await current(await self.pool(), kinds[parts[0]], device)
         except UnknownDeviceError as exc:
             return json_response(404, {"error": str(exc)})
         return json_response(200, body)
@@ -142,7 +142,7 @@ class AnalyticsApi:
         ones (?open=true)."""
         if path.rstrip("/") != "/v1/assignments":
             return json_response(404, {"error": "not found", "path": path})
-        db = await self._db()
+        db = await self.pool()
         vehicle = query.get("vehicleId")
         if vehicle:
             rows = await assignments(db, vehicle)
@@ -186,7 +186,7 @@ class AnalyticsApi:
             )  # fmt: skip
             limit = int(query.get("limit") or 20)
             body = await rejects(
-                await self._db(), since=since, field=query.get("field"), limit=limit
+                await self.pool(), since=since, field=query.get("field"), limit=limit
             )
         except ValueError as exc:
             return json_response(400, {"error": str(exc)})

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import asyncpg
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from fleetctl.alerts import fleet_metrics
 from fleetctl.api import AnalyticsApi
 from fleetdb.connect import TRANSIENT_ERRORS
 from fleetsvc.http import HttpServer, Response, json_response, parse_addr
@@ -125,6 +127,7 @@ class ApiService:
         self.api = AnalyticsApi(config.database_url, admin_url=config.admin_url)
         self.api.install(self.server)
         self.server.add_route("/healthz", self._health)
+        self.server.add_route("/metrics", self._metrics)
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -143,6 +146,12 @@ class ApiService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         log.info("stopped")
+
+    async def _metrics(self, path: str, _query: dict[str, str]) -> Response:
+        """The fleet gauges (fleetctl.alerts.fleet_metrics), behind the token like /v1."""
+        if path != "/metrics":
+            return json_response(404, {"error": "not found", "path": path})
+        return 200, CONTENT_TYPE_LATEST, await fleet_metrics(await self.api.pool())
 
     async def _health(self, path: str, _query: dict[str, str]) -> Response:
         if path != "/healthz":

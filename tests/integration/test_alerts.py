@@ -15,7 +15,7 @@ import pytest
 
 from fleet_harness import MosquittoServer
 from fleetctl.alert_delivery import deliver_due
-from fleetctl.alerts import AlertConfig, evaluate, list_alerts
+from fleetctl.alerts import AlertConfig, evaluate, fleet_metrics, list_alerts
 from fleetdb.connect import connect
 from fleetsim.direct import backfill_direct
 from fleetsim.model import Fleet, FleetConfig
@@ -102,6 +102,11 @@ async def test_alerts_open_once_resolve_and_are_delivered(
         assert {a for a in quiet.resolved if a[0].startswith("charger_")} == faulty
         listed = await list_alerts(conn, recent_h=24 * 30)
         assert listed["openByKind"] == {"device_offline": 40}
+        # The fleet gauges `fleetctl serve` exports, as the last evaluation saw them.
+        text = (await fleet_metrics(conn, END + timedelta(days=3, minutes=5))).decode()
+        assert 'fleet_alerts_open{kind="device_offline"} 40.0' in text
+        assert 'fleet_alerts_open{kind="charger_critical"} 0.0' in text
+        assert "fleet_alert_evaluation_age_seconds 300.0" in text
 
         # Deliveries: MQTT retained while open, cleared once resolved; the webhook's first
         # answer is a 500, so its first delivery is retried with the same key.

@@ -275,6 +275,11 @@ async def test_fleetctl_serve_answers_the_analytics_and_fleetd_does_not(
         # The depot charges at a constant rate every minute: DC and the meter's time rise
         # together, so no fit can tell the converter from standby.
         assert {c["status"] for c in body["chargers"]} == {"insufficient_data"}
+        status, _, text = await get(port, "/metrics")  # the fleet gauges (no evaluation yet)
+        assert status == 200
+        assert b'fleet_alerts_open{kind="device_offline"} 0.0' in text
+        status, body = await get_json(port, "/v1/alerts")
+        assert (status, body["open"]) == (200, 0)
         status, body = await get_json(port, "/v1/current/vehicles/V1")
         assert status == 200
         assert body["devices"][0]["vehicleId"] == "V1"
