@@ -1,6 +1,6 @@
-"""config/fleetd.service and config/fleet-api.service: `systemd-analyze verify` accepts them
-without a warning, and they have the directives operations rely on (notify + watchdog for
-fleetd, restart policy, stop timeout, hardening)."""
+"""config/fleetd.service, config/fleet-api.service and config/fleet-alerts.service:
+`systemd-analyze verify` accepts them without a warning, and they have the directives
+operations rely on (notify + watchdog for fleetd, restart policy, stop timeout, hardening)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "config" / "fleetd.service"
 API_UNIT = REPO / "config" / "fleet-api.service"
+ALERTS_UNIT = REPO / "config" / "fleet-alerts.service"
 INSTALLED_BIN = "/opt/fleet-telemetry/.venv/bin/"
 INSTALLED_FLEETD = INSTALLED_BIN + "fleetd"
 
@@ -51,7 +52,7 @@ def _systemd_analyze() -> str:
     pytest.skip("systemd-analyze not found (install: sudo apt-get install -y systemd)")
 
 
-@pytest.mark.parametrize("unit_path", [UNIT, API_UNIT], ids=lambda p: p.name)
+@pytest.mark.parametrize("unit_path", [UNIT, API_UNIT, ALERTS_UNIT], ids=lambda p: p.name)
 def test_unit_verifies(tmp_path: Path, unit_path: Path) -> None:
     analyze = _systemd_analyze()
     text = unit_path.read_text()
@@ -83,6 +84,13 @@ def test_api_unit_runs_fleetctl_serve_hardened() -> None:
     for key in ("NoNewPrivileges", "ProtectSystem", "MemoryDenyWriteExecute", "Restart"):
         assert key in service
     assert "-/etc/fleet-telemetry/fleet-api.env" in service["EnvironmentFile"]
+
+
+def test_alerts_unit_runs_the_evaluator_as_its_own_user() -> None:
+    service = _parse(ALERTS_UNIT.read_text())["Service"]
+    assert service["ExecStart"] == [INSTALLED_BIN + "fleetctl alerts run"]
+    assert service["User"] == ["fleet-alerts"]
+    assert "-/etc/fleet-telemetry/fleet-alerts.env" in service["EnvironmentFile"]
 
 
 def test_unit_has_required_directives() -> None:
