@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 AEDES := tests/brokers/aedes
 AEDES_STAMP := $(AEDES)/node_modules/.installed
 
-.PHONY: test lint typecheck pytest rules demo bench bench-quick sysdeps bench-sysdeps brokers venv clean
+.PHONY: test lint typecheck pytest rules static demo bench bench-quick sysdeps bench-sysdeps brokers venv clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml simulator/pyproject.toml
 	@touch $(STAMP)
 
 # PostgreSQL (initdb, pg_ctl, postgres), Mosquitto, Node.js (for the aedes test broker) and
-# promtool (Debian's prometheus, for the alert rules) must exist; install them when root.
+# promtool (Debian's prometheus, for the alert rules) and Chromium (the dashboard's test) must
+# exist; install them when root.
 sysdeps:
 	@missing=""; \
 	 { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
@@ -35,6 +36,7 @@ sysdeps:
 	 command -v npm >/dev/null || missing="$$missing npm"; \
 	 command -v openssl >/dev/null || missing="$$missing openssl"; \
 	 command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	 command -v chromium >/dev/null || missing="$$missing chromium"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ]; then \
 	     echo "installing:$$missing"; \
@@ -44,6 +46,16 @@ sysdeps:
 	     echo "run: sudo apt-get install -y$$missing"; exit 1; \
 	   fi; \
 	 fi
+
+# The dashboard's charting library, from npm (web/package-lock.json) into the package: vendored
+# at build time, never fetched from a CDN at run time.
+VENDOR := daemon/fleetctl/static/vendor
+static: $(VENDOR)/uPlot.iife.min.js
+
+$(VENDOR)/uPlot.iife.min.js: web/package.json web/package-lock.json | sysdeps
+	npm ci --no-audit --no-fund --loglevel=error --prefix web
+	mkdir -p $(VENDOR)
+	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
 
 # aedes from npm: the second MQTT broker implementation the ingest tests run against.
 brokers: $(AEDES_STAMP)
@@ -59,7 +71,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv sysdeps brokers
+pytest: venv sysdeps brokers static
 	$(BIN)/pytest -q
 
 test: lint typecheck rules pytest bench-quick
@@ -69,7 +81,7 @@ rules: sysdeps
 	promtool check rules config/prometheus/fleet-rules.yml
 	cd config/prometheus && promtool test rules fleet-rules.test.yml
 
-demo: venv sysdeps
+demo: venv sysdeps static
 	$(BIN)/python -m fleet_harness.demo
 
 # The bench's small-window stage runs a private RabbitMQ (its MQTT plugin ships with it).
@@ -90,4 +102,4 @@ bench-quick: venv sysdeps
 	$(BIN)/python -m fleetsim.bench --quick --json bench-quick.json
 
 clean:
-	rm -rf $(VENV) $(AEDES)/node_modules .mypy_cache .ruff_cache .pytest_cache bench-*.json
+	rm -rf $(VENV) $(AEDES)/node_modules web/node_modules $(VENDOR) .test-artifacts .mypy_cache .ruff_cache .pytest_cache bench-*.json

@@ -21,6 +21,7 @@ import asyncpg
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from fleetctl import dashboard
 from fleetctl.alerts import fleet_metrics
 from fleetctl.api import AnalyticsApi
 from fleetdb.connect import TRANSIENT_ERRORS
@@ -34,7 +35,8 @@ ENVIRONMENT = ("FLEET_DATABASE_URL", "FLEET_ANALYTICS_DATABASE_URL", "FLEET_ADMI
                "FLEET_API_ADDR",
                "FLEET_API_TOKEN", "FLEET_API_TOKEN_FILE", "FLEET_API_TLS_CERT",
                "FLEET_API_TLS_KEY", "FLEET_LOG_FORMAT", "FLEET_LOG_LEVEL")  # fmt: skip
-PUBLIC = ("/healthz",)
+# The dashboard page and its assets carry no data (the page asks /v1 with the token).
+PUBLIC = ("/healthz", "/", "/static/")
 
 
 class ServeConfigError(Exception):
@@ -128,6 +130,7 @@ class ApiService:
         self.api.install(self.server)
         self.server.add_route("/healthz", self._health)
         self.server.add_route("/metrics", self._metrics)
+        self.server.add_route("/", self._page)
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -146,6 +149,13 @@ class ApiService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         log.info("stopped")
+
+    async def _page(self, path: str, _query: dict[str, str]) -> Response:
+        """The dashboard (fleetctl.dashboard): / and /static/..., everything else 404."""
+        found = dashboard.asset("index.html" if path == "/" else path.removeprefix("/static/"))
+        if found is None or (path != "/" and not path.startswith("/static/")):
+            return json_response(404, {"error": "not found", "path": path})
+        return 200, *found
 
     async def _metrics(self, path: str, _query: dict[str, str]) -> Response:
         """The fleet gauges (fleetctl.alerts.fleet_metrics), behind the token like /v1."""

@@ -146,7 +146,10 @@ class HttpServer:
                     await closer()
 
     def _authorized(self, path: str, header_lines: list[str]) -> bool:
-        if self._token is None or path.startswith(self._public):
+        if self._token is None or path in self._public:
+            return True
+        # "/" is public as itself only: as a prefix it would make the token pointless.
+        if any(p != "/" and path.startswith(p) for p in self._public):
             return True
         value = _header(header_lines, "authorization")
         if value is None:
