@@ -102,9 +102,30 @@ async def _time(fn: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, floa
         # Freed after the clock stops: a caller has its answer before it lets go of it (a
         # fleet report's 10,000 rows take a noticeable time to free).
         del result
-    samples.sort()
+    return _summary(samples)
+
+
+async def _time_pair(a: Callable[[], Awaitable[Any]], b: Callable[[], Awaitable[Any]],
+                     repeat: int) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+    """_time of two queries alternated call by call, so a slow moment of the machine (another
+    query's cache eviction, a checkpoint) weighs on both sides of a ratio alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(3):
+        await a()
+        await b()
+    for _ in range(repeat):
+        for fn, out in ((a, times[0]), (b, times[1])):
+            t0 = time.perf_counter()
+            result = await fn()
+            out.append((time.perf_counter() - t0) * 1000)
+            del result
+    return _summary(times[0]), _summary(times[1])
+
+
+def _summary(samples: list[float]) -> dict[str, float]:
+    samples = sorted(samples)
     p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
-    return {"p50Ms": statistics.median(samples), "p99Ms": p99, "runs": float(repeat)}
+    return {"p50Ms": statistics.median(samples), "p99Ms": p99, "runs": float(len(samples))}
 
 
 async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) -> dict[str, Any]:
@@ -155,31 +176,31 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
                 vid = next(cold_vehicles, 4243)
                 return await vehicle_performance(pool, f"VEHICLE-{vid:05d}", cold_window)
 
+            # Open and compacted days side by side, call by call (_time_pair).
+            vehicle_open, vehicle_cold = await _time_pair(one_vehicle, one_cold_vehicle, 50)
+            fleet_mid, fleet_mid_cold = await _time_pair(
+                lambda: fleet_report(pool, window), lambda: fleet_report(pool, cold_window), 10
+            )
+            fleet_aligned, fleet_aligned_cold = await _time_pair(
+                lambda: fleet_report(pool, aligned), lambda: fleet_report(pool, cold_aligned), 10
+            )
             timings = {
                 "current, one vehicle": await _time(
                     lambda: current(pool, "vehicles", "VEHICLE-00042"), 50
                 ),
                 "current, 10,000 vehicles": await _time(lambda: current(pool, "vehicles"), 20),
                 "current, all 20,000 devices": await _time(lambda: current(pool, "all"), 20),
-                "vehicle performance, 24 h": await _time(one_vehicle, 50),
+                "vehicle performance, 24 h": vehicle_open,
                 "fleet report, 24 h ending now": await _time(lambda: fleet_report(pool, now), 10),
-                "fleet report, 24 h, mid-hour edges": await _time(
-                    lambda: fleet_report(pool, window), 10
-                ),
-                "fleet report, 24 h on hour boundaries": await _time(
-                    lambda: fleet_report(pool, aligned), 10
-                ),
+                "fleet report, 24 h, mid-hour edges": fleet_mid,
+                "fleet report, 24 h on hour boundaries": fleet_aligned,
                 "anomalies, 24 h ending now": await _time(lambda: anomalies(pool, now), 10),
                 "chargers (fit per meter), 24 h ending now": await _time(
                     lambda: chargers(pool, now), 5
                 ),
-                "compacted days: vehicle performance, 24 h": await _time(one_cold_vehicle, 50),
-                "compacted days: fleet report, 24 h, mid-hour edges": await _time(
-                    lambda: fleet_report(pool, cold_window), 10
-                ),
-                "compacted days: fleet report, 24 h on hour boundaries": await _time(
-                    lambda: fleet_report(pool, cold_aligned), 10
-                ),
+                "compacted days: vehicle performance, 24 h": vehicle_cold,
+                "compacted days: fleet report, 24 h, mid-hour edges": fleet_mid_cold,
+                "compacted days: fleet report, 24 h on hour boundaries": fleet_aligned_cold,
             }
             # The diagnosis against the model's truth (the dataset is FleetConfig()'s fleet).
             diagnosis = score(await chargers(pool, now), Fleet(FleetConfig()))
