@@ -8,10 +8,10 @@ Readings of days that are compacted or being compacted go to the late tables ins
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -131,25 +131,50 @@ class WriteResult:
         return self.meters_total + self.vehicles_total - self.inserted
 
 
-def _newest_meters(readings: Sequence[tuple[MeterReading, datetime]]) -> list[MeterReading]:
-    newest: dict[str, MeterReading] = {}
-    for r, _ in readings:
-        seen = newest.get(r.meter_id)
-        if seen is None or r.ts > seen.ts:
-            newest[r.meter_id] = r
-    return list(newest.values())
-
-
-def _newest_vehicles(readings: Sequence[tuple[VehicleReading, datetime]]) -> list[VehicleReading]:
-    newest: dict[str, VehicleReading] = {}
-    for r, _ in readings:
-        seen = newest.get(r.vehicle_id)
-        if seen is None or r.ts > seen.ts:
-            newest[r.vehicle_id] = r
-    return list(newest.values())
-
-
 R = TypeVar("R", MeterReading, VehicleReading)
+
+
+def _meter_cols(readings: Sequence[MeterReading]) -> tuple[list[Any], ...]:
+    """Column arrays: ids, ts, kWh, voltage (the order every meter statement takes)."""
+    return (
+        [m.meter_id for m in readings],
+        [m.ts for m in readings],
+        [m.kwh_consumed_ac for m in readings],
+        [m.voltage for m in readings],
+    )
+
+
+def _vehicle_cols(readings: Sequence[VehicleReading]) -> tuple[list[Any], ...]:
+    """Column arrays: ids, ts, SoC, kWh, battery temperature."""
+    return (
+        [v.vehicle_id for v in readings],
+        [v.ts for v in readings],
+        [v.soc for v in readings],
+        [v.kwh_delivered_dc for v in readings],
+        [v.battery_temp for v in readings],
+    )
+
+
+def _with_received(
+    cols: Callable[[Sequence[R]], tuple[list[Any], ...]], pairs: Sequence[tuple[R, datetime]]
+) -> tuple[list[Any], ...]:
+    """A history statement's parameters: the reading columns, then the receive times."""
+    return (*cols([r for r, _ in pairs]), [t for _, t in pairs])
+
+
+def _device(r: MeterReading | VehicleReading) -> str:
+    return r.meter_id if isinstance(r, MeterReading) else r.vehicle_id
+
+
+def _newest(readings: Sequence[tuple[R, datetime]]) -> list[R]:
+    """The newest reading of each device (the current tables take one row per device)."""
+    newest: dict[str, R] = {}
+    for r, _ in readings:
+        device = _device(r)
+        seen = newest.get(device)
+        if seen is None or r.ts > seen.ts:
+            newest[device] = r
+    return list(newest.values())
 
 
 def _split(
@@ -168,14 +193,11 @@ async def _not_in_blocks(
     late: list[tuple[R, datetime]],
     closed: dict[date, str],
 ) -> list[tuple[R, datetime]]:
-    def key(r: MeterReading | VehicleReading) -> str:
-        return r.meter_id if isinstance(r, MeterReading) else r.vehicle_id
-
-    cold = [(key(r), r.ts) for r, _ in late if closed[r.ts.date()] == "compacted"]
+    cold = [(_device(r), r.ts) for r, _ in late if closed[r.ts.date()] == "compacted"]
     if not cold:
         return late
     stored = await stored_in_blocks(conn, kind, cold)
-    return [(r, t) for r, t in late if (key(r), r.ts) not in stored]
+    return [(r, t) for r, t in late if (_device(r), r.ts) not in stored]
 
 
 async def _write_late(
@@ -188,24 +210,9 @@ async def _write_late(
     vehicles = await _not_in_blocks(conn, "vehicle", vehicles, closed)
     m = v = 0
     if meters:
-        m = await conn.fetchval(
-            INSERT_METERS_LATE,
-            [r.meter_id for r, _ in meters],
-            [r.ts for r, _ in meters],
-            [r.kwh_consumed_ac for r, _ in meters],
-            [r.voltage for r, _ in meters],
-            [t for _, t in meters],
-        )
+        m = await conn.fetchval(INSERT_METERS_LATE, *_with_received(_meter_cols, meters))
     if vehicles:
-        v = await conn.fetchval(
-            INSERT_VEHICLES_LATE,
-            [r.vehicle_id for r, _ in vehicles],
-            [r.ts for r, _ in vehicles],
-            [r.soc for r, _ in vehicles],
-            [r.kwh_delivered_dc for r, _ in vehicles],
-            [r.battery_temp for r, _ in vehicles],
-            [t for _, t in vehicles],
-        )
+        v = await conn.fetchval(INSERT_VEHICLES_LATE, *_with_received(_vehicle_cols, vehicles))
     return m, v
 
 
@@ -222,9 +229,10 @@ async def write_batch(
     late_m_inserted = late_v_inserted = meters_inserted = vehicles_inserted = 0
     totals = (len(meters), len(vehicles))
     every_m, every_v = meters, vehicles
-    today = datetime.now(UTC).date()
-    old = {r.ts.date() for r, _ in meters if r.ts.date() < today}
-    old.update(r.ts.date() for r, _ in vehicles if r.ts.date() < today)
+    # Per reading on the hot path: one datetime comparison; date() only for the rare old ones.
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    old = {r.ts.date() for r, _ in meters if r.ts < midnight}
+    old.update(r.ts.date() for r, _ in vehicles if r.ts < midnight)
     async with conn.transaction():
         closed = await closed_days(conn, old) if old else {}
         if closed:
@@ -233,43 +241,19 @@ async def write_batch(
             late_m_inserted, late_v_inserted = await _write_late(conn, late_m, late_v, closed)
         if meters:
             meters_inserted = await conn.fetchval(
-                INSERT_METERS,
-                [m.meter_id for m, _ in meters],
-                [m.ts for m, _ in meters],
-                [m.kwh_consumed_ac for m, _ in meters],
-                [m.voltage for m, _ in meters],
-                [r for _, r in meters],
+                INSERT_METERS, *_with_received(_meter_cols, meters)
             )
         if every_m:
             # Late readings too: the hot row may move forward (a device back after days).
-            latest_m = _newest_meters(every_m)
-            await conn.execute(
-                UPSERT_METER_CURRENT,
-                [m.meter_id for m in latest_m],
-                [m.ts for m in latest_m],
-                [m.kwh_consumed_ac for m in latest_m],
-                [m.voltage for m in latest_m],
-            )
+            latest_m = _newest(every_m)
+            await conn.execute(UPSERT_METER_CURRENT, *_meter_cols(latest_m))
         if vehicles:
             vehicles_inserted = await conn.fetchval(
-                INSERT_VEHICLES,
-                [v.vehicle_id for v, _ in vehicles],
-                [v.ts for v, _ in vehicles],
-                [v.soc for v, _ in vehicles],
-                [v.kwh_delivered_dc for v, _ in vehicles],
-                [v.battery_temp for v, _ in vehicles],
-                [r for _, r in vehicles],
+                INSERT_VEHICLES, *_with_received(_vehicle_cols, vehicles)
             )
         if every_v:
-            latest_v = _newest_vehicles(every_v)
-            await conn.execute(
-                UPSERT_VEHICLE_CURRENT,
-                [v.vehicle_id for v in latest_v],
-                [v.ts for v in latest_v],
-                [v.soc for v in latest_v],
-                [v.kwh_delivered_dc for v in latest_v],
-                [v.battery_temp for v in latest_v],
-            )
+            latest_v = _newest(every_v)
+            await conn.execute(UPSERT_VEHICLE_CURRENT, *_vehicle_cols(latest_v))
         if rejects:
             await conn.execute(
                 INSERT_REJECTS,
