@@ -22,15 +22,15 @@ two columns cannot be told apart, insufficient_data.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fleetctl.energy import DB
-from fleetctl.hourly import Hourly, fleet_hourly
+from fleetctl.hourly import Hourly, fleet_hourly, unix_s
 from fleetctl.status import DEGRADED_MIN_PERCENT, OPTIMAL_MIN_PERCENT
+from fleetctl.units import OVERLAPPING
 from fleetctl.window import Window, iso
 
 MIN_CHARGING_HOURS = 2
@@ -44,12 +44,6 @@ MESSAGES = {
 }
 _ORDER = {"critical": 0, "degraded": 1, "meter_error": 2, "optimal": 3, "insufficient_data": 4}
 
-_SPANS = """
-SELECT vehicle_id, meter_id, greatest(valid_from, $1) AS s, least(coalesce(valid_to, $2), $2) AS e
-  FROM vehicle_meter_assignments
- WHERE tstzrange(valid_from, valid_to) && tstzrange($1, $2)
-"""
-
 
 def status_of(eta: float | None, charging_hours: int) -> str:
     """The status of a fitted conversion efficiency."""
@@ -62,10 +56,6 @@ def status_of(eta: float | None, charging_hours: int) -> str:
     if eta * 100 >= DEGRADED_MIN_PERCENT:
         return "degraded"
     return "critical"
-
-
-def _ts(t: datetime) -> int:
-    return int(t.timestamp())
 
 
 def _index(names: list[str], index: dict[str, int]) -> npt.NDArray[np.int64]:
@@ -141,7 +131,9 @@ def diagnose(meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: int
     for r in spans:
         fed[r["meter_id"]].add(r["vehicle_id"])
         if r["meter_id"] in m_index:
-            by_vehicle[r["vehicle_id"]].append((m_index[r["meter_id"]], _ts(r["s"]), _ts(r["e"])))
+            by_vehicle[r["vehicle_id"]].append(
+                (m_index[r["meter_id"]], unix_s(r["s"]), unix_s(r["e"]))
+            )
     v_hour = vehicles.hour_s
     v_kwh = vehicles.kwh_u / 1e6
     # A vehicle's rows against each of its spans in turn (nearly all have one).
@@ -195,7 +187,7 @@ async def chargers(db: DB, window: Window, *, interval_s: int = 60) -> dict[str,
     """Every charger's fitted conversion efficiency and standby draw, worst first."""
     meters = await fleet_hourly(db, "meter", window.start, window.end)
     vehicles = await fleet_hourly(db, "vehicle", window.start, window.end)
-    spans = await db.fetch(_SPANS, window.start, window.end)
+    spans = await db.fetch(OVERLAPPING, window.start, window.end)
     rows = diagnose(meters, vehicles, list(spans), interval_s)
     counts = dict.fromkeys(_ORDER, 0)
     for r in rows:

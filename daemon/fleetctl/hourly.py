@@ -19,7 +19,6 @@ from fleetdb.cold.layout import HOUR, day_start
 from fleetdb.rollups import HOURLY, Kind
 
 Arr = npt.NDArray[Any]
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -40,8 +39,9 @@ SELECT array_agg({dev}), array_send(array_agg(extract(epoch FROM hour)::int8)),
   FROM {HOURLY.table(kind)} WHERE hour >= $1 AND hour < $2"""
 
 
-def _seconds(t: datetime) -> int:
-    return (t - _EPOCH) // timedelta(seconds=1)
+def unix_s(t: datetime) -> int:
+    """Whole seconds since the Unix epoch (what Hourly.hour_s holds)."""
+    return int(t.timestamp())
 
 
 async def fleet_hourly(db: DB, kind: Kind, start: datetime, end: datetime) -> Hourly:
@@ -65,7 +65,7 @@ async def fleet_hourly(db: DB, kind: Kind, start: datetime, end: datetime) -> Ho
             parts.append(
                 Hourly(
                     [r[0] for r in rows],
-                    np.asarray([_seconds(r[1]) // 3600 * 3600 for r in rows], np.int64),
+                    np.asarray([unix_s(r[1]) // 3600 * 3600 for r in rows], np.int64),
                     np.asarray([r[2] for r in rows], np.int64),
                     np.ones(len(rows), np.int64),
                 )
@@ -92,7 +92,7 @@ async def _compacted(db: DB, kind: Kind, start: datetime, end: datetime) -> list
             out.append(
                 Hourly(
                     [sm.devices[i] for i in rows.tolist()],
-                    _seconds(d0) + (hours + h0) * 3600,
+                    unix_s(d0) + (hours + h0) * 3600,
                     sm.kwh[rows, hours + h0],
                     sm.n[rows, hours + h0],
                 )

@@ -46,7 +46,8 @@ class Unit:
         return self
 
 
-_OVERLAPPING = """
+# Every assignment overlapping [$1, $2), clipped to it: (vehicle_id, meter_id, s, e).
+OVERLAPPING = """
 SELECT vehicle_id, meter_id, greatest(valid_from, $1) AS s, least(coalesce(valid_to, $2), $2) AS e
   FROM vehicle_meter_assignments
  WHERE tstzrange(valid_from, valid_to) && tstzrange($1, $2)
@@ -59,7 +60,7 @@ SELECT array_agg(vehicle_id), array_agg(meter_id),
        array_agg(CASE WHEN s = $1 AND e = $2 THEN NULL ELSE s END),
        array_agg(CASE WHEN s = $1 AND e = $2 THEN NULL ELSE e END),
        (SELECT array_agg(vehicle_id) FROM vehicle_current)
-  FROM ({_OVERLAPPING}) o
+  FROM ({OVERLAPPING}) o
 """
 
 
@@ -91,10 +92,10 @@ async def fleet_spans(db: DB, window: Window) -> FleetSpans:
 async def spans_around(db: DB, vehicle_id: str, window: Window) -> list[Span]:
     """The vehicle's spans plus every span on the meters it used (to detect sharing)."""
     rows = await db.fetch(
-        f"""WITH mine AS ({_OVERLAPPING} AND vehicle_id = $3)
+        f"""WITH mine AS ({OVERLAPPING} AND vehicle_id = $3)
             SELECT * FROM mine
             UNION
-            SELECT a.* FROM ({_OVERLAPPING}
+            SELECT a.* FROM ({OVERLAPPING}
                                AND meter_id IN (SELECT meter_id FROM mine)) a""",
         window.start,
         window.end,

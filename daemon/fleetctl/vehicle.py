@@ -109,12 +109,12 @@ def _chargers(
     out = []
     for i, u in enumerate(units):
         spans = [k for k, o in enumerate(owner) if o == i]
+        segs = [vehicle_segs[k] for k in spans]
         points = []
         for hour in hours_of(max(u.start, window.start), min(u.end, window.end)):
             end = hour + HOUR
             if hour < u.start or end > u.end:
                 continue
-            segs = [vehicle_segs[k] for k in spans]
             if any(s.start < end and hour < s.end and not (s.start <= hour and end <= s.end)
                    for s in segs):  # fmt: skip
                 continue

@@ -132,6 +132,27 @@ async def store_encoded(
     return sum(n for _, n, _ in items)
 
 
+async def fetch_bodies(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    table: str,
+    day: date,
+    groups: Iterable[int] | None,
+    *,
+    hour: int | None = None,
+    for_update: bool = False,
+) -> list[tuple[int, bytes]]:
+    """(group, body) rows of a cold table for one day (and hour, for blocks), of `groups` or
+    of all. `table` comes from LAYOUTS only."""
+    where = "day = $1" + ("" if hour is None else " AND hour = $2")
+    args: list[object] = [day] if hour is None else [day, hour]
+    if groups is not None:
+        args.append(sorted(set(groups)))
+        where += f" AND grp = ANY(${len(args)}::smallint[])"
+    lock = " FOR UPDATE" if for_update else ""
+    rows = await conn.fetch(f"SELECT grp, body FROM {table} WHERE {where}{lock}", *args)
+    return [(r["grp"], r["body"]) for r in rows]
+
+
 async def load(
     conn: asyncpg.Connection | asyncpg.Pool,
     kind: Kind,
@@ -142,23 +163,12 @@ async def load(
     for_update: bool = False,
 ) -> dict[int, Block]:
     """Decoded blocks of one hour by group (all groups when `groups` is None)."""
-    table = LAYOUTS[kind].cold
-    lock = " FOR UPDATE" if for_update else ""
-    if groups is None:
-        rows = await conn.fetch(
-            f"SELECT grp, body FROM {table} WHERE day = $1 AND hour = $2{lock}", day, hour
-        )
-    else:
-        rows = await conn.fetch(
-            f"SELECT grp, body FROM {table} WHERE day = $1 AND hour = $2"
-            f" AND grp = ANY($3::smallint[]){lock}",
-            day,
-            hour,
-            sorted(set(groups)),
-        )
-    if groups is None or for_update:  # a whole hour (not worth keeping), or to be modified
-        return {r["grp"]: decode(r["body"]) for r in rows}
-    return {r["grp"]: decode_cached(r["body"]) for r in rows}
+    rows = await fetch_bodies(
+        conn, LAYOUTS[kind].cold, day, groups, hour=hour, for_update=for_update
+    )
+    # A whole hour is not worth keeping; a block to be modified must be a copy of its own.
+    fresh = groups is None or for_update
+    return {g: decode(body) if fresh else decode_cached(body) for g, body in rows}
 
 
 @lru_cache(maxsize=64)

@@ -43,8 +43,9 @@ from fleetdb.cold.summary import Summary
 from fleetdb.rollups import Kind, rollup_tables
 
 KINDS: tuple[Kind, ...] = ("meter", "vehicle")
-# What fleet_drop_compacted_day drops.
-PARTITIONED = ("meter_readings", "vehicle_readings", *rollup_tables())
+HISTORY = ("meter_readings", "vehicle_readings")
+# What fleet_drop_compacted_day drops: a day with any of these left has its drop step to do.
+PARTITIONED = (*HISTORY, *rollup_tables())
 _LOCK = "SELECT pg_try_advisory_lock(hashtext('fleet_compaction'))"
 _UNLOCK = "SELECT pg_advisory_unlock(hashtext('fleet_compaction'))"
 _DROP_ATTEMPTS = 5
@@ -73,18 +74,9 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
-async def _has_raw(conn: asyncpg.Connection, day: date) -> bool:
-    names = [f"{t}_p{day:%Y%m%d}" for t in ("meter_readings", "vehicle_readings")]
-    return bool(
-        await conn.fetchval(
-            "SELECT bool_or(to_regclass(n) IS NOT NULL) FROM unnest($1::text[]) n", names
-        )
-    )
-
-
-async def _has_partitions(conn: asyncpg.Connection, day: date) -> bool:
-    """Any raw or rollup partition of the day left (the drop step still to do)."""
-    names = [f"{t}_p{day:%Y%m%d}" for t in PARTITIONED]
+async def _has_any(conn: asyncpg.Connection, day: date, parents: tuple[str, ...]) -> bool:
+    """Whether any of `parents` still has its partition for `day`."""
+    names = [f"{t}_p{day:%Y%m%d}" for t in parents]
     return bool(
         await conn.fetchval(
             "SELECT bool_or(to_regclass(n) IS NOT NULL) FROM unnest($1::text[]) n", names
@@ -161,7 +153,7 @@ async def compact_day(
     if state == "compacting":
         await conn.fetchval("SELECT fleet_ensure_cold_day($1)", day)
         # Without raw partitions (retention dropped them) the rollups still become summaries.
-        raw = await _has_raw(conn, day)
+        raw = await _has_any(conn, day, HISTORY)
         for kind in KINDS:
             if raw:
                 await _compact_kind(conn, kind, day, progress, report)
@@ -169,7 +161,7 @@ async def compact_day(
             if raw:
                 await _check(conn, kind, day)
         await conn.fetchval("SELECT fleet_set_day_state($1, 'compacting', 'compacted')", day)
-    if await _has_partitions(conn, day):
+    if await _has_any(conn, day, PARTITIONED):
         await _drop(conn, day)
     progress.days_done.append(day)
 
@@ -203,8 +195,7 @@ async def run(conn: asyncpg.Connection, before: date, report: ProgressFn | None 
             before,
         )
         for r in days:
-            if r[0] < before or await _has_partitions(conn, r[0]):
-                await compact_day(conn, r[0], progress, cb)
+            await compact_day(conn, r[0], progress, cb)
         for day in await _late_days(conn):
             progress.late_merged += await merge_late(conn, day)
         return progress

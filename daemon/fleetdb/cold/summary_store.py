@@ -9,7 +9,7 @@ from functools import lru_cache
 import asyncpg
 import numpy as np
 
-from fleetdb.cold.blocks import from_array_send
+from fleetdb.cold.blocks import fetch_bodies, from_array_send
 from fleetdb.cold.layout import DAY, LAYOUTS, day_start, group_of
 from fleetdb.cold.summary import Summary, build, decode_summary, encode_summary
 from fleetdb.rollups import Kind
@@ -90,20 +90,13 @@ async def load(
     for_update: bool = False,
 ) -> dict[int, Summary]:
     """Decoded summaries of one day by group (all groups when `groups` is None)."""
-    table = LAYOUTS[kind].hours
-    lock = " FOR UPDATE" if for_update else ""
-    if groups is None:
-        rows = await conn.fetch(f"SELECT grp, body FROM {table} WHERE day = $1{lock}", day)
-    else:
-        rows = await conn.fetch(
-            f"SELECT grp, body FROM {table} WHERE day = $1 AND grp = ANY($2::smallint[]){lock}",
-            day,
-            sorted(set(groups)),
-        )
+    rows = await fetch_bodies(conn, LAYOUTS[kind].hours, day, groups, for_update=for_update)
     vehicle = kind == "vehicle"
-    if groups is None or for_update:
-        return {r["grp"]: decode_summary(r["body"], vehicle=vehicle) for r in rows}
-    return {r["grp"]: decode_cached(r["body"], vehicle=vehicle) for r in rows}
+    fresh = groups is None or for_update
+    return {
+        g: decode_summary(body, vehicle=vehicle) if fresh else decode_cached(body, vehicle=vehicle)
+        for g, body in rows
+    }
 
 
 @lru_cache(maxsize=64)
