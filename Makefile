@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml simulator/pyproject.toml
 	@touch $(STAMP)
 
 # PostgreSQL (initdb, pg_ctl, postgres), Mosquitto, Node.js (for the aedes test broker) and
-# promtool (Debian's prometheus, for the alert rules) and Chromium (the dashboard's test) must
-# exist; install them when root.
+# promtool (Debian's prometheus, for the alert rules), Chromium (the dashboard's test) and ip +
+# iptables (the tests that cut links inside network namespaces) must exist; install them when root.
 sysdeps:
 	@missing=""; \
 	 { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
@@ -37,6 +37,8 @@ sysdeps:
 	 command -v openssl >/dev/null || missing="$$missing openssl"; \
 	 command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	 command -v chromium >/dev/null || missing="$$missing chromium"; \
+	 { command -v ip >/dev/null || test -x /usr/sbin/ip || test -x /sbin/ip; } || missing="$$missing iproute2"; \
+	 { command -v iptables >/dev/null || test -x /usr/sbin/iptables; } || missing="$$missing iptables"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ]; then \
 	     echo "installing:$$missing"; \

@@ -6,7 +6,8 @@ removed on exit. Servers already running on the standard ports are never used or
 
 from fleet_harness.aedes import AedesServer
 from fleet_harness.mosquitto import MosquittoServer
+from fleet_harness.netns import NetNamespace
 from fleet_harness.ports import free_port
 from fleet_harness.postgres import PostgresServer
 
-__all__ = ["AedesServer", "MosquittoServer", "PostgresServer", "free_port"]
+__all__ = ["AedesServer", "MosquittoServer", "NetNamespace", "PostgresServer", "free_port"]

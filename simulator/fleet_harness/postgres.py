@@ -51,12 +51,18 @@ class PostgresServer(ThrowawayServer):
         settings: dict[str, str] | None = None,
         keep_dir: Path | None = None,
         standby_of: PostgresServer | None = None,
+        listen: tuple[str, ...] = ("127.0.0.1",),
+        trust: tuple[str, ...] = (),
     ) -> None:
         self.port = port or free_port()
         # standby_of: a streaming hot standby of that (running) server instead of a new cluster.
         self._primary = standby_of
         # keep_dir: a cluster kept between runs (benchmark datasets); reused when it exists.
         self._keep_dir = keep_dir
+        # listen/trust: more addresses to listen on and client networks let in without a
+        # password, e.g. a network namespace's root-side address and its subnet (netns.py).
+        self._listen = listen
+        self._trust = trust
         self.user = "fleet"
         self.database = "fleet"
         self._settings = {
@@ -119,8 +125,10 @@ class PostgresServer(ThrowawayServer):
         )  # fmt: skip
         conf = "\n".join(f"{k} = '{v}'" for k, v in self._settings.items())
         with (self.data_dir / "postgresql.conf").open("a") as fh:
-            fh.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n")
+            fh.write(f"\nlisten_addresses = '{','.join(self._listen)}'\nport = {self.port}\n")
             fh.write(f"unix_socket_directories = '{sock_dir}'\n{conf}\n")
+        with (self.data_dir / "pg_hba.conf").open("a") as fh:
+            fh.writelines(f"host all all {network} trust\n" for network in self._trust)
         self.start_server()
         self._run(
             find_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port),
