@@ -51,7 +51,7 @@ sysdeps:
 
 # The dashboard's charting library, from npm (web/package-lock.json) into the package: vendored
 # at build time, never fetched from a CDN at run time.
-VENDOR := daemon/fleetctl/static/vendor
+VENDOR := daemon/fleetctl/api/static/vendor
 static: $(VENDOR)/uPlot.iife.min.js
 
 $(VENDOR)/uPlot.iife.min.js: web/package.json web/package-lock.json | sysdeps

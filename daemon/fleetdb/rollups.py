@@ -9,7 +9,7 @@ backfill builds them from raw rows with the same expressions.
 Why three levels: a fleet-wide 24 h report covers ~10,000 devices per kind. From hourly rows
 and raw edges that is ~24 rollup rows plus up to 60 raw readings per device at each edge; with
 4-hour blocks in the middle and 10-minute blocks at the edges it is ~6 block rows, a few hourly
-and 10-minute rows, and at most 9 raw readings per edge (see fleetctl.pieces).
+and 10-minute rows, and at most 9 raw readings per edge (see fleetctl.analytics.pieces).
 """
 
 from __future__ import annotations

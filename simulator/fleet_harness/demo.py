@@ -24,8 +24,8 @@ import asyncpg
 from fleet_harness import MosquittoServer, PostgresServer
 from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.rows import wait_for_rows
-from fleetctl.queries import fleet_report
-from fleetctl.window import Window
+from fleetctl.analytics import fleet_report
+from fleetctl.analytics.window import Window
 from fleetsim.runner import SimOptions, run_sim, status_line
 
 BIN = Path(sys.executable).parent

@@ -1,4 +1,4 @@
-"""How well the charger diagnosis (fleetctl.chargers) finds what the simulator drew: each
+"""How well the charger diagnosis (fleetctl.analytics.chargers) finds what the simulator drew: each
 meter's charger efficiency η and standby draw, and which chargers are degraded or critical."""
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 
 from fleet_harness import MosquittoServer
-from fleetctl.alert_delivery import deliver_due
-from fleetctl.alerts import AlertConfig, evaluate, fleet_metrics, list_alerts
+from fleetctl.alerts.delivery import deliver_due
+from fleetctl.alerts.evaluation import AlertConfig, evaluate, fleet_metrics, list_alerts
 from fleetdb.connect import connect
 from fleetsim.direct import backfill_direct
 from fleetsim.model import Fleet, FleetConfig

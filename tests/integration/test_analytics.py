@@ -14,12 +14,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from fleetctl import fleet
-from fleetctl.assignments import assign, assignments
-from fleetctl.energy import fleet_pieces
+from fleetctl.admin.assignments import assign, assignments
+from fleetctl.analytics import anomalies, current, fleet, fleet_report, vehicle_performance
+from fleetctl.analytics.energy import fleet_pieces
+from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import AssignmentConflictError, InvalidRequestError, UnknownDeviceError
-from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
-from fleetctl.window import Window, iso
 from fleetd.ingest.writer import write_batch
 from fleetd.messages import MeterReading, VehicleReading
 from fleetdb.connect import connect_analytics, create_pool

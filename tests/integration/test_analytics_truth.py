@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from fleet_harness.rows import COUNT_SQL
-from fleetctl.queries import fleet_report, vehicle_performance
-from fleetctl.status import classify
-from fleetctl.window import Window
+from fleetctl.analytics import fleet_report, vehicle_performance
+from fleetctl.analytics.status import classify
+from fleetctl.analytics.window import Window
 from fleetd.settings import Settings
 from fleetsim.runner import SimOptions, run_sim
 from tests.conftest import running, wait_for_count

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from fleetctl.chargers import chargers, status_of
+from fleetctl.analytics import fleet_report, vehicle_performance
+from fleetctl.analytics.chargers import chargers, status_of
+from fleetctl.analytics.window import Window
 from fleetctl.cli import main
-from fleetctl.queries import fleet_report, vehicle_performance
-from fleetctl.window import Window
 from fleetdb.cold import compact
 from fleetdb.connect import connect, connect_analytics
 from fleetsim.charger_eval import score

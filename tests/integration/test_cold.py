@@ -18,9 +18,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from fleetctl.assignments import assign
-from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
-from fleetctl.window import Window
+from fleetctl.admin.assignments import assign
+from fleetctl.analytics import anomalies, current, fleet_report, vehicle_performance
+from fleetctl.analytics.window import Window
 from fleetd.ingest.writer import write_batch
 from fleetd.maintenance import compact_days
 from fleetd.messages import MeterReading, VehicleReading

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetctl.alerts import AlertConfig, evaluate
+from fleetctl.alerts.evaluation import AlertConfig, evaluate
 from fleetdb.connect import connect
 from fleetsim.direct import backfill_direct
 from fleetsim.model import FleetConfig

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from fleet_harness import PostgresServer
-from fleetctl.queries import anomalies, current, fleet_report, vehicle_performance
+from fleetctl.analytics import anomalies, current, fleet_report, vehicle_performance
 from fleetdb.connect import connect_analytics, create_pool
 from tests.integration.test_analytics import W3H, depot
 from tests.integration.test_ops_http import TOKEN, fleetctl_serve, get_json

@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 
 from fleet_harness.publish import Publisher, readings
-from fleetctl.assignments import assign
-from fleetctl.queries import fleet_report
-from fleetctl.window import Window
+from fleetctl.admin.assignments import assign
+from fleetctl.analytics import fleet_report
+from fleetctl.analytics.window import Window
 from fleetd.ingest.writer import write_batch
 from fleetd.messages import MeterReading, Rejected, VehicleReading
 from fleetd.settings import Settings

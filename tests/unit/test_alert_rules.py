@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetctl.alert_rules import wanted
+from fleetctl.alerts.rules import wanted
 
 
 def _charger(eta: float | None, status: str = "optimal") -> dict[str, Any]:

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from fleetctl.status import classify
-from fleetctl.units import Span, build_units
-from fleetctl.window import InvalidWindowError, Window
+from fleetctl.analytics.status import classify
+from fleetctl.analytics.units import Span, build_units
+from fleetctl.analytics.window import InvalidWindowError, Window
 
 T0 = datetime(2026, 11, 20, 8, tzinfo=UTC)
 H = timedelta(hours=1)

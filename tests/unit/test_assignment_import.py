@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fleetctl.assignment_import import AssignmentImportError, parse_csv, parse_json
+from fleetctl.admin.assignment_import import AssignmentImportError, parse_csv, parse_json
 
 HEADER = "vehicle_id,meter_id,valid_from,valid_to\n"
 

@@ -8,12 +8,12 @@ from decimal import Decimal
 
 import pytest
 
-from fleetctl.energy import VehicleStats
-from fleetctl.fleet import whole_window_figures
-from fleetctl.rows import RowContext, build_row
-from fleetctl.unit_energy import UnitEnergy, figures_of_units
-from fleetctl.units import Span, Unit
-from fleetctl.window import Window
+from fleetctl.analytics.energy import VehicleStats
+from fleetctl.analytics.fleet import whole_window_figures
+from fleetctl.analytics.rows import RowContext, build_row
+from fleetctl.analytics.unit_energy import UnitEnergy, figures_of_units
+from fleetctl.analytics.units import Span, Unit
+from fleetctl.analytics.window import Window
 
 W = Window(
     datetime(2026, 11, 20, 8, 10, 30, tzinfo=UTC), datetime(2026, 11, 21, 8, 10, 30, tzinfo=UTC)

@@ -6,7 +6,7 @@ import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
-from fleetctl.pieces import open_ended, split
+from fleetctl.analytics.pieces import open_ended, split
 from fleetdb.rollups import ceil_to, floor_to
 
 T = datetime(2026, 11, 30, 19, 42, 30, tzinfo=UTC)

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from fleet_harness import PostgresServer
-from fleetctl.queries import anomalies, chargers, current, fleet_report, vehicle_performance
-from fleetctl.window import Window
+from fleetctl.analytics import anomalies, chargers, current, fleet_report, vehicle_performance
+from fleetctl.analytics.window import Window
 from fleetdb.cold import compact
 from fleetdb.cold.storage import storage
 from fleetdb.connect import connect, create_pool

@@ -6,9 +6,9 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from fleetctl.energy import DB
+from fleetctl.analytics.energy import DB
+from fleetctl.analytics.window import iso
 from fleetctl.errors import InvalidRequestError
-from fleetctl.window import iso
 
 MAX_LIMIT = 1000
 

@@ -1,6 +1,6 @@
 """Every device's energy and reading count per whole UTC hour of a window, fleet-wide: hourly
 rollups for open days, summaries for compacted days, plus late readings. What the charger
-diagnosis fits (fleetctl.chargers)."""
+diagnosis fits (fleetctl.analytics.chargers)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fleetctl import cold
-from fleetctl.energy import DB
+from fleetctl.analytics import cold
+from fleetctl.analytics.energy import DB
 from fleetdb.cold import summary_store
 from fleetdb.cold.blocks import from_array_send
 from fleetdb.cold.layout import HOUR, day_start

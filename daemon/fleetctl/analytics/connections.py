@@ -11,7 +11,7 @@ from typing import cast
 
 import asyncpg
 
-from fleetctl.energy import DB
+from fleetctl.analytics.energy import DB
 
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+(-[0-9A-F]+)?$")
 _SPARE_TIMEOUT_S = 1.0

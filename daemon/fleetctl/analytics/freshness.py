@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fleetctl.energy import DB
-from fleetctl.window import iso
+from fleetctl.analytics.energy import DB
+from fleetctl.analytics.window import iso
 
 _NEWEST_SQL = """
 SELECT greatest((SELECT max(ts) FROM meter_current), (SELECT max(ts) FROM vehicle_current))

@@ -13,10 +13,10 @@ from typing import Any
 
 import asyncpg
 
-from fleetctl.assignments import insert_period
-from fleetctl.energy import DB
+from fleetctl.admin.assignments import insert_period
+from fleetctl.analytics.energy import DB
+from fleetctl.analytics.window import iso, parse_rfc3339
 from fleetctl.errors import AnalyticsError, AssignmentConflictError
-from fleetctl.window import iso, parse_rfc3339
 
 DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 CSV_COLUMNS = ("vehicle_id", "meter_id", "valid_from", "valid_to")

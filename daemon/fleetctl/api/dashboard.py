@@ -1,5 +1,5 @@
 """The dashboard page `fleetctl serve` answers at /: static files shipped in the package
-(fleetctl/static), the charting library vendored there by `make static` from npm (web/), so
+(fleetctl/api/static), the charting library vendored there by `make static` from npm (web/), so
 nothing is fetched from a CDN at run time."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def asset(name: str) -> tuple[str, bytes] | None:
     kind = _TYPES.get(name[name.rfind(".") :])
     if kind is None:
         return None
-    node = importlib.resources.files("fleetctl") / "static"
+    node = importlib.resources.files("fleetctl.api") / "static"
     for p in parts:
         node = node / p
     if not node.is_file():

@@ -14,17 +14,17 @@ from typing import Any, cast
 
 import asyncpg
 
-from fleetctl.chargers import chargers
-from fleetctl.connections import same_snapshot
-from fleetctl.energy import DB, Energy, VehicleStats, fleet_meters, fleet_vehicles
+from fleetctl.analytics.chargers import chargers
+from fleetctl.analytics.connections import same_snapshot
+from fleetctl.analytics.energy import DB, Energy, VehicleStats, fleet_meters, fleet_vehicles
+from fleetctl.analytics.freshness import freshness
+from fleetctl.analytics.gcpause import paused_gc
+from fleetctl.analytics.rows import DEFAULT_INTERVAL_S, RowContext, VehicleFigures, build_row
+from fleetctl.analytics.status import DEFAULT_MIN_AC_KWH, STATUSES, min_ac_micro, verdict_micro
+from fleetctl.analytics.unit_energy import figures_of_units, unit_energies
+from fleetctl.analytics.units import build_units, fleet_spans
+from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import InvalidRequestError
-from fleetctl.freshness import freshness
-from fleetctl.gcpause import paused_gc
-from fleetctl.rows import DEFAULT_INTERVAL_S, RowContext, VehicleFigures, build_row
-from fleetctl.status import DEFAULT_MIN_AC_KWH, STATUSES, min_ac_micro, verdict_micro
-from fleetctl.unit_energy import figures_of_units, unit_energies
-from fleetctl.units import build_units, fleet_spans
-from fleetctl.window import Window, iso
 
 SORT_KEYS = ("efficiency", "loss", "ac", "vehicle")
 
@@ -209,7 +209,7 @@ async def fleet_report(
     with_chargers: bool = False,
 ) -> dict[str, Any]:
     """One row per vehicle, fleet totals and counts per status; worst efficiency first.
-    `with_chargers`: each row also gets `charger`, the diagnosis (fleetctl.chargers) of the
+    `with_chargers`: each row also gets `charger`, the diagnosis (analytics.chargers) of the
     meter it used last in the window."""
     if sort not in SORT_KEYS:
         raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")

@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from fleetctl import render
-from fleetctl.alert_delivery import deliver_forever
-from fleetctl.alerts import AlertConfig, run
+from fleetctl.alerts.delivery import deliver_forever
+from fleetctl.alerts.evaluation import AlertConfig, run
+from fleetctl.cli import render
 from fleetctl.errors import AnalyticsError
 from fleetdb.connect import connect
 

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 import asyncpg
 
-from fleetctl import render
+from fleetctl.cli import render
 from fleetctl.errors import AnalyticsError
 from fleetdb.cold import compact
 from fleetdb.cold.layout import default_before

@@ -13,8 +13,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from fleetctl.energy import DB
-from fleetctl.window import Window
+from fleetctl.analytics.energy import DB
+from fleetctl.analytics.window import Window
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """`fleetctl serve`: the analytics HTTP API as a process of its own, so building a report never
-holds up ingest. Serves /v1 (see fleetctl.api) and /healthz until SIGTERM or SIGINT.
+holds up ingest. Serves /v1 (see fleetctl.api.handlers) and /healthz until SIGTERM or SIGINT.
 
 /v1 needs `Authorization: Bearer <token>` when FLEET_API_TOKEN (or FLEET_API_TOKEN_FILE) is set;
 without a token the API listens on loopback only. FLEET_API_TLS_CERT and FLEET_API_TLS_KEY turn
@@ -21,9 +21,9 @@ import asyncpg
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from fleetctl import dashboard
-from fleetctl.alerts import fleet_metrics
-from fleetctl.api import AnalyticsApi
+from fleetctl.alerts.evaluation import fleet_metrics
+from fleetctl.api import dashboard
+from fleetctl.api.handlers import AnalyticsApi
 from fleetdb.connect import TRANSIENT_ERRORS
 from fleetsvc.http import HttpServer, Response, json_response, parse_addr
 
@@ -151,7 +151,7 @@ class ApiService:
         log.info("stopped")
 
     async def _page(self, path: str, _query: dict[str, str]) -> Response:
-        """The dashboard (fleetctl.dashboard): / and /static/..., everything else 404."""
+        """The dashboard (fleetctl.api.dashboard): / and /static/..., everything else 404."""
         found = dashboard.asset("index.html" if path == "/" else path.removeprefix("/static/"))
         if found is None or (path != "/" and not path.startswith("/static/")):
             return json_response(404, {"error": "not found", "path": path})

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetctl.status import DEGRADED_MIN_PERCENT, OPTIMAL_MIN_PERCENT
+from fleetctl.analytics.status import DEGRADED_MIN_PERCENT, OPTIMAL_MIN_PERCENT
 
 HYSTERESIS = 0.01  # efficiency ratio
 SOC_PROGRESS_PCT = 0.5  # a stalled charge resolves once SoC rose by this much
@@ -57,7 +57,7 @@ def wanted(
 ) -> list[Wanted]:
     """The alerts that should be open.
 
-    chargers: rows of fleetctl.chargers (fitted η̂ per meter); vehicles: rows of the fleet
+    chargers: rows of fleetctl.analytics.chargers (fitted η̂ per meter); vehicles: rows of the fleet
     report (billed ratio, status); offline: (kind, device id, seconds since its newest
     reading) of devices past the offline limit; was_open: (kind, subject) open now; charging:
     (vehicle, DC kWh, first SoC, last SoC) over its readings with DC in the last hour.

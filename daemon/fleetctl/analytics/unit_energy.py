@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from fleetctl.energy import DB, Energy, Segment, VehicleStats, energy
-from fleetctl.rows import VehicleFigures, expected_readings
-from fleetctl.status import micro
-from fleetctl.units import Unit
-from fleetctl.window import Window, iso
+from fleetctl.analytics.energy import DB, Energy, Segment, VehicleStats, energy
+from fleetctl.analytics.rows import VehicleFigures, expected_readings
+from fleetctl.analytics.status import micro
+from fleetctl.analytics.units import Unit
+from fleetctl.analytics.window import Window, iso
 
 _ZERO = Decimal(0)
 

@@ -6,11 +6,11 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from fleetctl.connections import spare
-from fleetctl.energy import DB
+from fleetctl.analytics.connections import spare
+from fleetctl.analytics.energy import DB
+from fleetctl.analytics.rows import DEFAULT_INTERVAL_S
+from fleetctl.analytics.window import iso
 from fleetctl.errors import InvalidRequestError, UnknownDeviceError
-from fleetctl.rows import DEFAULT_INTERVAL_S
-from fleetctl.window import iso
 
 OFFLINE_AFTER_INTERVALS = 3
 

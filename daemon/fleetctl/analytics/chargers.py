@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fleetctl.energy import DB
-from fleetctl.hourly import Hourly, fleet_hourly, unix_s
-from fleetctl.status import DEGRADED_MIN_PERCENT, OPTIMAL_MIN_PERCENT
-from fleetctl.units import OVERLAPPING
-from fleetctl.window import Window, iso
+from fleetctl.analytics.energy import DB
+from fleetctl.analytics.hourly import Hourly, fleet_hourly, unix_s
+from fleetctl.analytics.status import DEGRADED_MIN_PERCENT, OPTIMAL_MIN_PERCENT
+from fleetctl.analytics.units import OVERLAPPING
+from fleetctl.analytics.window import Window, iso
 
 MIN_CHARGING_HOURS = 2
 
@@ -84,7 +84,7 @@ def _verdict(fit: tuple[float, float, float] | None, points: int, charging: int,
 
 def fit_points(points: list[tuple[float, float, float]]) -> dict[str, Any]:
     """The charger figures of one metering unit from its (DC kWh, hours reported, AC kWh)
-    points, one per usable whole hour (fleetctl.vehicle: a vehicle's own report)."""
+    points, one per usable whole hour (fleetctl.analytics.vehicle: a vehicle's own report)."""
     if not points:
         return _verdict(None, 0, 0, 0.0, 0.0)
     x, t, y = (np.asarray(c, dtype=np.float64) for c in zip(*points, strict=True))

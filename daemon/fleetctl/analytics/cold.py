@@ -1,6 +1,6 @@
 """Report figures from compacted days (blocks and hourly summaries) and from late readings.
 
-fleetctl.energy splits every window at the edges of compacted days: open days are read as
+fleetctl.analytics.energy splits every window at the edges of compacted days: open days are read as
 before, compacted ones here. A whole hour of a compacted day comes from its summary (the
 hourly rollup it was), a partial hour from the readings of its block, so a report never
 decodes more than the edge hours of its window. Late readings (*_late) are added to any window:

@@ -19,14 +19,13 @@ from typing import Any
 
 import asyncpg
 
-from fleetctl import render
-from fleetctl.alert_service import alert_config, run_alerts, show_alerts
-from fleetctl.alerts import list_alerts
-from fleetctl.assignment_import import Period, import_periods, parse_csv
-from fleetctl.assignments import assign, assignments, unassign
-from fleetctl.compaction import compact_command, show_compact, show_storage, storage_command
-from fleetctl.errors import AnalyticsError
-from fleetctl.queries import (
+from fleetctl.admin.assignment_import import Period, import_periods, parse_csv
+from fleetctl.admin.assignments import assign, assignments, unassign
+from fleetctl.admin.compaction import compact_command, show_compact, show_storage, storage_command
+from fleetctl.admin.replay import replay
+from fleetctl.alerts.evaluation import list_alerts
+from fleetctl.alerts.service import alert_config, run_alerts, show_alerts
+from fleetctl.analytics import (
     CURRENT_KINDS,
     SORT_KEYS,
     anomalies,
@@ -35,11 +34,12 @@ from fleetctl.queries import (
     fleet_report,
     vehicle_performance,
 )
-from fleetctl.rejects import rejects
-from fleetctl.replay import replay
-from fleetctl.serve import DEFAULT_API_ADDR, ServeConfig, ServeConfigError, serve
-from fleetctl.status import DEFAULT_MIN_AC_KWH
-from fleetctl.window import Window, parse_rfc3339
+from fleetctl.analytics.rejects import rejects
+from fleetctl.analytics.status import DEFAULT_MIN_AC_KWH
+from fleetctl.analytics.window import Window, parse_rfc3339
+from fleetctl.api.server import DEFAULT_API_ADDR, ServeConfig, ServeConfigError, serve
+from fleetctl.cli import render
+from fleetctl.errors import AnalyticsError
 from fleetdb.connect import TRANSIENT_ERRORS, connect_analytics
 from fleetdb.partitions import PartitionCache
 from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than, list_partitions

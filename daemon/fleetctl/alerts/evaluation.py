@@ -1,9 +1,9 @@
 """Alerts: evaluated every FLEET_ALERT_INTERVAL_S over a trailing window, kept in fleet_alerts,
-delivered through an outbox (fleetctl.alert_delivery).
+delivered through an outbox (fleetctl.alerts.delivery).
 
 One evaluation, in one transaction under an advisory lock: the reports (charger diagnosis,
 fleet report, devices past the offline limit) give the alerts that should be open
-(fleetctl.alert_rules, with hysteresis); an alert that should be open and is not opens (and
+(fleetctl.alerts.rules, with hysteresis); an alert that should be open and is not opens (and
 queues its 'open' deliveries), one that is open and should not resolves (and queues 'resolve').
 The open set lives in the database, so a restarted evaluator neither fires twice nor forgets.
 """
@@ -21,11 +21,11 @@ import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from fleetctl.alert_rules import KINDS, wanted
-from fleetctl.chargers import chargers
-from fleetctl.energy import DB
-from fleetctl.fleet import fleet_report
-from fleetctl.window import Window, iso
+from fleetctl.alerts.rules import KINDS, wanted
+from fleetctl.analytics.chargers import chargers
+from fleetctl.analytics.energy import DB
+from fleetctl.analytics.fleet import fleet_report
+from fleetctl.analytics.window import Window, iso
 
 log = structlog.get_logger("fleetctl.alerts")
 

@@ -6,15 +6,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from fleetctl.chargers import fit_points
-from fleetctl.energy import DB, Energy, Segment, battery, energy_by_hour, hours_of
+from fleetctl.analytics.chargers import fit_points
+from fleetctl.analytics.energy import DB, Energy, Segment, battery, energy_by_hour, hours_of
+from fleetctl.analytics.freshness import freshness
+from fleetctl.analytics.rows import DEFAULT_INTERVAL_S, RowContext, build_row
+from fleetctl.analytics.status import DEFAULT_MIN_AC_KWH
+from fleetctl.analytics.unit_energy import UnitEnergy, figures_of_units, segments_of
+from fleetctl.analytics.units import Unit, build_units, spans_around
+from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import UnknownDeviceError
-from fleetctl.freshness import freshness
-from fleetctl.rows import DEFAULT_INTERVAL_S, RowContext, build_row
-from fleetctl.status import DEFAULT_MIN_AC_KWH
-from fleetctl.unit_energy import UnitEnergy, figures_of_units, segments_of
-from fleetctl.units import Unit, build_units, spans_around
-from fleetctl.window import Window, iso
 
 _ZERO = Decimal(0)
 HOUR = timedelta(hours=1)
@@ -103,7 +103,7 @@ def _chargers(
     window: Window,
     interval_s: int,
 ) -> list[dict[str, Any]]:
-    """The charger diagnosis (fleetctl.chargers) of each metering unit the vehicle used, from
+    """The charger diagnosis (analytics.chargers) of each metering unit the vehicle used, from
     the hourly energies the report read anyway: whole hours inside the unit's time in which no
     span of the unit starts or ends."""
     out = []

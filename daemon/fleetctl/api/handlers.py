@@ -22,11 +22,10 @@ from typing import Any
 
 import asyncpg
 
-from fleetctl.alerts import list_alerts
-from fleetctl.assignment_import import import_periods, parse_json
-from fleetctl.assignments import all_assignments, assignments
-from fleetctl.errors import AnalyticsError, UnknownDeviceError
-from fleetctl.queries import (
+from fleetctl.admin.assignment_import import import_periods, parse_json
+from fleetctl.admin.assignments import all_assignments, assignments
+from fleetctl.alerts.evaluation import list_alerts
+from fleetctl.analytics import (
     CurrentKind,
     anomalies,
     chargers,
@@ -34,9 +33,10 @@ from fleetctl.queries import (
     fleet_report,
     vehicle_performance,
 )
-from fleetctl.rejects import rejects
-from fleetctl.status import DEFAULT_MIN_AC_KWH
-from fleetctl.window import Window, parse_rfc3339
+from fleetctl.analytics.rejects import rejects
+from fleetctl.analytics.status import DEFAULT_MIN_AC_KWH
+from fleetctl.analytics.window import Window, parse_rfc3339
+from fleetctl.errors import AnalyticsError, UnknownDeviceError
 from fleetdb.connect import create_pool
 from fleetsvc.http import HttpServer, Response, json_response
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from fleetctl.energy import DB
+from fleetctl.analytics.energy import DB
+from fleetctl.analytics.window import iso
 from fleetctl.errors import AnalyticsError, AssignmentConflictError
-from fleetctl.window import iso
 
 
 def _json(row: asyncpg.Record) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from fleetctl.energy import DB
+from fleetctl.analytics.energy import DB
 from fleetd.ingest.writer import write_batch
 from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
 from fleetdb.partitions import PartitionCache

@@ -6,10 +6,10 @@ One module per job: vehicle.py, fleet.py, current.py, chargers.py; rows.py build
 report's row.
 """
 
-from fleetctl.chargers import chargers
-from fleetctl.current import CURRENT_KINDS, CurrentKind, current
-from fleetctl.fleet import SORT_KEYS, anomalies, fleet_report
-from fleetctl.vehicle import vehicle_performance
+from fleetctl.analytics.chargers import chargers
+from fleetctl.analytics.current import CURRENT_KINDS, CurrentKind, current
+from fleetctl.analytics.fleet import SORT_KEYS, anomalies, fleet_report
+from fleetctl.analytics.vehicle import vehicle_performance
 
 __all__ = [
     "CURRENT_KINDS",

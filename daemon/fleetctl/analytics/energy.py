@@ -16,10 +16,10 @@ from typing import Any, NamedTuple, cast
 
 import asyncpg
 
-from fleetctl import cold
-from fleetctl.gcpause import paused_gc
-from fleetctl.pieces import Piece, open_ended, split
-from fleetctl.status import micro
+from fleetctl.analytics import cold
+from fleetctl.analytics.gcpause import paused_gc
+from fleetctl.analytics.pieces import Piece, open_ended, split
+from fleetctl.analytics.status import micro
 from fleetdb.cold.columns import Cols, combine, from_records
 from fleetdb.cold.stats import Stats
 from fleetdb.rollups import DEVICE_COLUMN, Kind, Level
@@ -249,7 +249,7 @@ def hours_of(start: datetime, end: datetime) -> list[datetime]:
     return out
 
 
-# Whole fleet over one window: every piece (fleetctl.pieces) is one time range across all
+# Whole fleet over one window: every piece (fleetctl.analytics.pieces) is one time range across all
 # devices, a plain range scan (BRIN on ts and on the buckets) aggregated per device, with no
 # per-device index probes. Plain aggregates only (hash aggregates; the plan settings are in
 # fleetctl.fleet._FLEET_PLAN): an ordered array_agg for first/last SoC made PostgreSQL sort
@@ -357,7 +357,7 @@ _NOTHING_FROM = {
 
 
 async def fleet_pieces(db: DB, kind: Kind, start: datetime, end: datetime) -> list[Piece]:
-    """The pieces a fleet query of `kind` reads for [start, end) (see fleetctl.pieces).
+    """The pieces a fleet query of `kind` reads for [start, end) (see fleetctl.analytics.pieces).
 
     A window that ends now (the default report) ends inside the current bucket of every level,
     and no reading at or after `end` exists yet: those buckets then hold exactly the readings
@@ -380,7 +380,7 @@ async def _open_fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str
     pieces = await fleet_pieces(db, "meter", start, end)
     sql = _fleet_meters_sql(tuple(p.level for p in pieces))
     [(devs, kwh, n)] = await db.fetch(sql, *_piece_args(pieces))
-    with paused_gc():  # 10,000 tuples (fleetctl.gcpause)
+    with paused_gc():  # 10,000 tuples (fleetctl.analytics.gcpause)
         return dict(zip(devs or (), zip(kwh or (), n or (), strict=True), strict=True))
 
 
@@ -425,7 +425,7 @@ async def fleet_vehicles(
     p = await cold.plan(db, "vehicle", start, end)
     if p.simple:
         devs, cols = await _open_fleet_vehicles(db, start, end, interval, with_ts=False)
-        with paused_gc():  # 10,000 tuples (fleetctl.gcpause)
+        with paused_gc():  # 10,000 tuples (fleetctl.analytics.gcpause)
             stats = map(VehicleStats._make, zip(*cols, strict=True))
             return dict(zip(devs, stats, strict=True))
     parts: list[Cols] = []

@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fleetctl.energy import VehicleStats
-from fleetctl.status import MESSAGES, min_ac_micro, verdict_micro
-from fleetctl.window import Window
+from fleetctl.analytics.energy import VehicleStats
+from fleetctl.analytics.status import MESSAGES, min_ac_micro, verdict_micro
+from fleetctl.analytics.window import Window
 
 DEFAULT_INTERVAL_S = 60
 

@@ -1,0 +1,5 @@
+"""The `fleetctl` command line."""
+
+from fleetctl.cli.main import main
+
+__all__ = ["main"]
