@@ -15,7 +15,8 @@ import pytest
 
 from fleet_harness import MosquittoServer
 from fleetctl.alerts.delivery import deliver_due
-from fleetctl.alerts.evaluation import AlertConfig, evaluate, fleet_metrics, list_alerts
+from fleetctl.alerts.evaluation import AlertConfig, evaluate
+from fleetctl.alerts.store import fleet_metrics, list_alerts
 from fleetdb.connect import connect
 from fleetsim.direct import backfill_direct
 from fleetsim.model import Fleet, FleetConfig

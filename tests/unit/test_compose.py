@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fleetctl.api.server import ENVIRONMENT as FLEETCTL_ENVIRONMENT
+from fleetctl.settings import ENVIRONMENT as FLEETCTL_ENVIRONMENT
 from fleetd.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

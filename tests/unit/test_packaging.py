@@ -1,7 +1,9 @@
 """What a production host installs, and which package may import which: fleetd never imports
 fleetctl (fleetctl may use fleetd's validation and writer: no cycle), the shared packages import
 neither, and nothing installed for production imports the simulator, the test harness, the
-benchmark or paho-mqtt."""
+benchmark or paho-mqtt. Inside fleetctl, packages by job: the reports (analytics) import none of
+the others, alerts and admin build on analytics only, the HTTP API on analytics, alerts and admin,
+and only the CLI sees everything."""
 
 from __future__ import annotations
 
@@ -20,6 +22,28 @@ FORBIDDEN = {
     "fleetsvc": {"fleetd", "fleetctl", "fleetdb"},
     "fleetctl": set(),  # it may use fleetd's validation and writer (rejects replay)
 }
+
+
+# fleetctl's packages by job, and which of its other packages each may not import.
+FLEETCTL_FORBIDDEN = {
+    "analytics": {"alerts", "admin", "api", "cli", "settings"},
+    "alerts": {"admin", "api", "cli"},
+    "admin": {"alerts", "api", "cli"},
+    "api": {"cli"},
+    "errors": {"analytics", "alerts", "admin", "api", "cli", "settings"},
+}
+
+
+def _modules(path: Path) -> set[str]:
+    """Full names of the modules a file imports (absolute imports: the house style)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
 
 
 def _imports(package: str) -> dict[str, set[str]]:
@@ -50,3 +74,23 @@ def test_the_production_distribution_holds_only_fleetd_fleetctl_and_what_they_sh
 def test_production_code_imports_nothing_it_does_not_ship(package: str) -> None:
     for module, names in _imports(package).items():
         assert not names & {*NOT_IN_PRODUCTION, *FORBIDDEN[package]}, module
+
+
+@pytest.mark.parametrize("job", sorted(FLEETCTL_FORBIDDEN))
+def test_fleetctl_packages_import_only_what_their_job_needs(job: str) -> None:
+    root = REPO / "daemon" / "fleetctl"
+    paths = sorted((root / job).rglob("*.py")) if (root / job).is_dir() else [root / f"{job}.py"]
+    assert paths, job
+    for path in paths:
+        for name in _modules(path):
+            parts = name.split(".")
+            assert not (
+                parts[0] == "fleetctl" and len(parts) > 1 and parts[1] in FLEETCTL_FORBIDDEN[job]
+            ), (str(path.relative_to(REPO)), name)
+
+
+def test_the_dashboard_assets_ship_inside_the_api_package() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wheel = project["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert wheel["artifacts"] == ["daemon/fleetctl/api/static/vendor/*"]
+    assert (REPO / "daemon" / "fleetctl" / "api" / "static" / "index.html").is_file()

@@ -8,7 +8,6 @@ from typing import Any, TextIO
 
 import asyncpg
 
-from fleetctl.cli import render
 from fleetctl.errors import AnalyticsError
 from fleetdb.cold import compact
 from fleetdb.cold.layout import default_before
@@ -46,17 +45,6 @@ async def compact_command(
     }
 
 
-def show_compact(r: dict[str, Any]) -> str:
-    """One line per run."""
-    if not r["days"] and not r["lateMerged"]:
-        return f"nothing to compact before {r['before']}"
-    return (
-        f"compacted {len(r['days'])} days ({', '.join(r['days']) or '-'}): "
-        f"{r['readings']:,} readings at {r['readingsPerSecond']:,}/s; "
-        f"{r['lateMerged']:,} late readings merged"
-    )
-
-
 async def storage_command(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     """Per day and kind: readings, bytes, bytes per reading, state."""
     return [
@@ -77,17 +65,3 @@ async def storage_command(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
-
-
-def show_storage(rows: list[dict[str, Any]]) -> str:
-    """A table: one line per day and kind."""
-    if not rows:
-        return "no days stored"
-    cells = [
-        (r["day"], r["kind"], r["state"], f"{r['readings']:,}",
-         f"{(r['rawBytes'] + r['indexBytes']) / 1e6:,.1f}", f"{r['rollupBytes'] / 1e6:,.1f}",
-         render.num(r["bytesPerReading"], 2), render.num(r["rollupBytesPerReading"], 2))
-        for r in rows
-    ]  # fmt: skip
-    head = ("day", "kind", "state", "readings", "MB", "rollup MB", "B/reading", "rollup B/r")
-    return render.table(head, cells, right={3, 4, 5, 6, 7})

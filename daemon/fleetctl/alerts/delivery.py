@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import structlog
 
-from fleetctl.alerts.evaluation import alert_json
+from fleetctl.alerts.store import alert_json
 from fleetd.mqtt.packets import connect_packet, disconnect_packet, encode_varint
 
 log = structlog.get_logger("fleetctl.alerts")

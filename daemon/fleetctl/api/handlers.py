@@ -24,7 +24,7 @@ import asyncpg
 
 from fleetctl.admin.assignment_import import import_periods, parse_json
 from fleetctl.admin.assignments import all_assignments, assignments
-from fleetctl.alerts.evaluation import list_alerts
+from fleetctl.alerts.store import list_alerts
 from fleetctl.analytics import (
     CurrentKind,
     anomalies,

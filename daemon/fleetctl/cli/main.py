@@ -21,10 +21,11 @@ import asyncpg
 
 from fleetctl.admin.assignment_import import Period, import_periods, parse_csv
 from fleetctl.admin.assignments import assign, assignments, unassign
-from fleetctl.admin.compaction import compact_command, show_compact, show_storage, storage_command
+from fleetctl.admin.compaction import compact_command, storage_command
+from fleetctl.admin.partitions import partitions_command
 from fleetctl.admin.replay import replay
-from fleetctl.alerts.evaluation import list_alerts
-from fleetctl.alerts.service import alert_config, run_alerts, show_alerts
+from fleetctl.alerts.service import run_alerts
+from fleetctl.alerts.store import list_alerts
 from fleetctl.analytics import (
     CURRENT_KINDS,
     SORT_KEYS,
@@ -37,12 +38,17 @@ from fleetctl.analytics import (
 from fleetctl.analytics.rejects import rejects
 from fleetctl.analytics.status import DEFAULT_MIN_AC_KWH
 from fleetctl.analytics.window import Window, parse_rfc3339
-from fleetctl.api.server import DEFAULT_API_ADDR, ServeConfig, ServeConfigError, serve
+from fleetctl.api.server import serve
 from fleetctl.cli import render
 from fleetctl.errors import AnalyticsError
+from fleetctl.settings import (
+    DEFAULT_API_ADDR,
+    ServeConfig,
+    ServeConfigError,
+    alert_config,
+    compact_after_days,
+)
 from fleetdb.connect import TRANSIENT_ERRORS, connect_analytics
-from fleetdb.partitions import PartitionCache
-from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than, list_partitions
 from fleetsvc.logging import configure_logging
 from fleetsvc.secrets import mask_url
 
@@ -178,10 +184,10 @@ async def _execute(
         at = parse_rfc3339(args.at, "at") if args.at else None
         return await unassign(conn, args.vehicle_id, at)
     if cmd == "partitions":
-        return await _partitions(args, conn)
+        return await partitions_command(conn, args.action, args.days, rollups=args.rollups)
     if cmd == "compact":
         return await compact_command(
-            conn, _day(args.before), _compact_after_days(), progress=not args.json
+            conn, _day(args.before), compact_after_days(), progress=not args.json
         )
     if cmd == "storage":
         return await storage_command(conn)
@@ -207,14 +213,6 @@ def _day(text: str | None) -> date | None:
         raise AnalyticsError(f"--before: not a date (YYYY-MM-DD): {text!r}") from None
 
 
-def _compact_after_days() -> int:
-    text = os.environ.get("FLEET_COMPACT_AFTER_DAYS", "2")
-    try:
-        return int(text)
-    except ValueError:
-        raise AnalyticsError(f"FLEET_COMPACT_AFTER_DAYS: not a whole number: {text!r}") from None
-
-
 def _read_csv(path: str) -> list[Period]:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -232,28 +230,43 @@ def _check_assign_args(args: argparse.Namespace) -> None:
         raise AnalyticsError("assign needs VEHICLE METER, or --file F.csv")
 
 
-async def _partitions(args: argparse.Namespace, conn: asyncpg.Connection) -> Any:
-    if args.action == "ensure":
-        created = await PartitionCache().ensure_ahead(conn)
-        return {"created": created}
-    if args.action == "drop-older-than":
-        if args.days is None or args.days < 1:
-            raise AnalyticsError("partitions drop-older-than needs DAYS >= 1")
-        dropped = await drop_older_than(conn, args.days, ROLLUPS if args.rollups else HISTORY)
-        return {"dropped": dropped}
-    return [
-        {
-            "name": p.name,
-            "table": p.parent,
-            "day": p.day.isoformat(),
-            "bytes": p.bytes,
-            "rowsEstimate": p.rows_estimate,
-        }
-        for p in await list_partitions(conn)
-    ]
-
-
 # --- tables ----------------------------------------------------------------------------------
+
+
+def show_alerts(r: dict[str, Any]) -> str:
+    """Open alerts first, then those resolved in the last 24 h."""
+    if not r["alerts"]:
+        return "no open or recent alerts"
+    cells = [(a["state"], a["kind"], a["subject"], render.num(a["lastValue"], 3), a["openedAt"],
+              a["resolvedAt"] or "") for a in r["alerts"]]  # fmt: skip
+    head = f"{r['open']} open ({', '.join(f'{n} {k}' for k, n in r['openByKind'].items())})"
+    return head + "\n" + render.table(("state", "kind", "subject", "value", "opened", "resolved"),
+                                      cells, right={3})  # fmt: skip
+
+
+def show_compact(r: dict[str, Any]) -> str:
+    """One line per run."""
+    if not r["days"] and not r["lateMerged"]:
+        return f"nothing to compact before {r['before']}"
+    return (
+        f"compacted {len(r['days'])} days ({', '.join(r['days']) or '-'}): "
+        f"{r['readings']:,} readings at {r['readingsPerSecond']:,}/s; "
+        f"{r['lateMerged']:,} late readings merged"
+    )
+
+
+def show_storage(rows: list[dict[str, Any]]) -> str:
+    """A table: one line per day and kind."""
+    if not rows:
+        return "no days stored"
+    cells = [
+        (r["day"], r["kind"], r["state"], f"{r['readings']:,}",
+         f"{(r['rawBytes'] + r['indexBytes']) / 1e6:,.1f}", f"{r['rollupBytes'] / 1e6:,.1f}",
+         render.num(r["bytesPerReading"], 2), render.num(r["rollupBytesPerReading"], 2))
+        for r in rows
+    ]  # fmt: skip
+    head = ("day", "kind", "state", "readings", "MB", "rollup MB", "B/reading", "rollup B/r")
+    return render.table(head, cells, right={3, 4, 5, 6, 7})
 
 
 def _vehicle_rows(rows: list[dict[str, Any]], colour: bool) -> str:

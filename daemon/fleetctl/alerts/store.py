@@ -1,0 +1,74 @@
+"""The alerts as stored in fleet_alerts and fleet_alert_runs: listed for `fleetctl alerts` and
+/v1/alerts, and the fleet gauges of `fleetctl serve`'s /metrics."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from fleetctl.alerts.rules import KINDS
+from fleetctl.analytics.energy import DB
+from fleetctl.analytics.window import iso
+
+
+def alert_json(r: Any) -> dict[str, Any]:
+    """One alert as the API and `fleetctl alerts --json` show it."""
+    return {
+        "id": r["id"],
+        "kind": r["kind"],
+        "subject": r["subject"],
+        "state": "open" if r["resolved_at"] is None else "resolved",
+        "openedAt": iso(r["opened_at"]),
+        "resolvedAt": None if r["resolved_at"] is None else iso(r["resolved_at"]),
+        "lastValue": r["last_value"],
+        "lastSeenAt": iso(r["last_seen_at"]),
+        "details": json.loads(r["details"]) if isinstance(r["details"], str) else r["details"],
+    }
+
+
+async def list_alerts(db: DB, *, recent_h: float = 24.0) -> dict[str, Any]:
+    """Open alerts and those resolved in the last `recent_h` hours, newest first."""
+    since = datetime.now(UTC) - timedelta(hours=recent_h)
+    rows = await db.fetch(
+        """SELECT * FROM fleet_alerts WHERE resolved_at IS NULL OR resolved_at >= $1
+            ORDER BY resolved_at IS NOT NULL, opened_at DESC, id DESC""",
+        since,
+    )
+    alerts = [alert_json(r) for r in rows]
+    counts: dict[str, int] = {}
+    for a in alerts:
+        if a["state"] == "open":
+            counts[a["kind"]] = counts.get(a["kind"], 0) + 1
+    return {"open": sum(counts.values()), "openByKind": counts, "alerts": alerts}
+
+
+async def fleet_metrics(db: DB, now: datetime | None = None) -> bytes:
+    """Prometheus text: chargers and vehicles per status as the last evaluation saw them, open
+    alerts per kind, and the age of that evaluation (fleetctl serve's /metrics)."""
+    registry = CollectorRegistry()
+    chargers_g = Gauge("fleet_chargers", "Chargers per diagnosis status (last evaluation)",
+                       ["status"], registry=registry)  # fmt: skip
+    vehicles_g = Gauge("fleet_vehicles", "Vehicles per billed-efficiency status (last evaluation)",
+                       ["status"], registry=registry)  # fmt: skip
+    open_g = Gauge("fleet_alerts_open", "Open alerts per kind", ["kind"], registry=registry)
+    age_g = Gauge("fleet_alert_evaluation_age_seconds", "Seconds since the last evaluation",
+                  registry=registry)  # fmt: skip
+    last = await db.fetchrow("SELECT * FROM fleet_alert_runs ORDER BY evaluated_at DESC LIMIT 1")
+    if last is not None:
+        for status, n in json.loads(last["chargers"]).items():
+            chargers_g.labels(status).set(n)
+        for status, n in json.loads(last["vehicles"]).items():
+            vehicles_g.labels(status).set(n)
+        age_g.set(((now or datetime.now(UTC)) - last["evaluated_at"]).total_seconds())
+    counts = dict.fromkeys(KINDS, 0)
+    for r in await db.fetch(
+        "SELECT kind, count(*) FROM fleet_alerts WHERE resolved_at IS NULL GROUP BY kind"
+    ):
+        counts[r[0]] = r[1]
+    for kind, n in counts.items():
+        open_g.labels(kind).set(n)
+    text: bytes = generate_latest(registry)
+    return text
