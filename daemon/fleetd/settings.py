@@ -50,14 +50,35 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("mqtt_url", mode="before")
+    @classmethod
+    def _mqtt_url_list(cls, value: object) -> object:
+        # The nodes of a broker cluster: a TOML list, or comma-separated in FLEET_MQTT_URL.
+        if isinstance(value, list | tuple):
+            return ",".join(str(url) for url in value)
+        return value
+
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("must look like mqtt://[user:pass@]host:port or mqtts://...")
-        _ = parts.port  # raises ValueError on a bad port
-        return value
+        urls = [url.strip() for url in value.split(",") if url.strip()]
+        if not urls:
+            raise ValueError("names no broker")
+        for n, url in enumerate(urls, 1):
+            where = f"broker {n} of {len(urls)} " if len(urls) > 1 else ""
+            parts = urlsplit(url)
+            try:
+                _ = parts.port
+            except ValueError as exc:
+                raise ValueError(f"{where}has a bad port: {exc}") from None
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ValueError(where + "must look like mqtt://[user:pass@]host:port or mqtts://")
+        return ",".join(urls)
+
+    @property
+    def mqtt_urls(self) -> tuple[str, ...]:
+        """The broker nodes fleetd rotates through (one unless a cluster is listed)."""
+        return tuple(self.mqtt_url.split(","))
 
     @field_validator("database_url")
     @classmethod
@@ -100,7 +121,7 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective settings with credentials masked, for check-config and logs."""
         data = self.model_dump()
-        data["mqtt_url"] = mask_url(self.mqtt_url)
+        data["mqtt_url"] = ",".join(mask_url(url) for url in self.mqtt_urls)
         data["database_url"] = mask_url(self.database_url)
         return data
 

@@ -88,3 +88,19 @@ def test_check_config_masks_secrets() -> None:
 
 def test_mask_url_leaves_passwordless_urls_alone() -> None:
     assert mask_url("postgresql://fleet@127.0.0.1/fleet") == "postgresql://fleet@127.0.0.1/fleet"
+
+
+def test_a_broker_cluster_is_a_toml_list_or_comma_separated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('[fleetd]\nmqtt_url = ["mqtt://n1:1883", "mqtts://u:pw@n2:8883"]\n')
+    s = load_settings(cfg)
+    assert s.mqtt_urls == ("mqtt://n1:1883", "mqtts://u:pw@n2:8883")
+    assert s.masked()["mqtt_url"] == "mqtt://n1:1883,mqtts://u:***@n2:8883"
+    monkeypatch.setenv("FLEET_MQTT_URL", "mqtt://a:1, mqtt://b:2")
+    assert load_settings(cfg).mqtt_urls == ("mqtt://a:1", "mqtt://b:2")
+    monkeypatch.setenv("FLEET_MQTT_URL", "mqtt://a:1,http://u:pw@b:2")
+    with pytest.raises(ConfigError, match="broker 2 of 2 must look like") as bad:
+        load_settings(None)
+    assert "pw" not in str(bad.value)

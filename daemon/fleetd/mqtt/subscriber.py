@@ -11,7 +11,19 @@ Anything the reader cannot trust ends the connection with DISCONNECT (reason 0x8
 and a reconnect, never an exception on the event loop.
 
 Protocol: `auto` offers MQTT 5 and falls back to 3.1.1 for the life of the process when the
-broker refuses it (CONNACK 0x01 or 0x84) or hangs up or stays silent instead of answering.
+broker refuses it (CONNACK 0x01 or 0x84). A hang-up or silence instead of a CONNACK is
+ambiguous: RabbitMQ < 3.13 answers a v5 CONNECT that way, but so does a cluster node going down
+or in the middle of an election. So 3.1.1 is then tried on the same node at once: if it fails too
+the failure was transient and MQTT 5 stays; if it succeeds that one connection runs on 3.1.1 and
+the next one offers MQTT 5 again, and only a second such answer makes the fallback stick.
+
+Brokers: FLEET_MQTT_URL may name several nodes of one cluster (comma-separated). A failed
+connect or a lost connection moves to the next node; the backoff keeps growing across the list
+(a whole cluster down is not hammered node after node).
+
+Liveness (`liveness.py`): a PINGREQ every half keepalive; unanswered past its deadline the link
+is "silent" (`silent_s()`, which /healthz reports) and after 1.5 x keepalive without a packet it
+is aborted and fleetd reconnects, as the broker gives up on us at that point too.
 
 Backpressure: pause() stops reading from the socket, so the broker queues for us instead of our
 memory growing. Each (re)connection has a generation number and a message can only be acked on
@@ -27,13 +39,13 @@ import contextlib
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from fleetd.mqtt import packets
+from fleetd.mqtt import liveness, packets
 from fleetd.mqtt.reader import Disconnect, PacketReader, Publish, SubAck
 from fleetsvc.secrets import mask_url
 
@@ -59,7 +71,12 @@ class BrokerUnavailableError(Exception):
 
 
 class _Mqtt5RefusedError(BrokerUnavailableError):
-    """The broker answered our MQTT 5 CONNECT as a 3.1.1-only broker does (or not at all)."""
+    """The broker answered our MQTT 5 CONNECT as a 3.1.1-only broker does (`definitive`: a
+    CONNACK refusing the version) or not at all (a hang-up or silence: maybe a node in trouble)."""
+
+    def __init__(self, message: str, *, definitive: bool) -> None:
+        super().__init__(message)
+        self.definitive = definitive
 
 
 @dataclass(frozen=True)
@@ -85,13 +102,22 @@ class BrokerAddress:
         )
 
 
+def split_urls(urls: str | Sequence[str]) -> tuple[str, ...]:
+    """The broker URLs of FLEET_MQTT_URL: one, or several nodes of a cluster, comma-separated."""
+    items = urls.split(",") if isinstance(urls, str) else urls
+    return tuple(u.strip() for u in items if u.strip())
+
+
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection; its bytes are framed by a PacketReader and handled by the
     owning subscriber."""
 
-    def __init__(self, owner: MqttSubscriber, generation: int, *, v5: bool) -> None:
+    def __init__(
+        self, owner: MqttSubscriber, generation: int, *, v5: bool, url_masked: str = ""
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.owner = owner
+        self.url_masked = url_masked
         self.generation = generation
         self.v5 = v5
         self.reader = PacketReader(v5=v5, max_packet_bytes=owner.max_packet_bytes)
@@ -102,8 +128,11 @@ class _Connection(asyncio.Protocol):
         self.lost: asyncio.Future[None] = loop.create_future()
         self.last_rx = time.monotonic()
         self.opened = time.monotonic()
+        self.connacked: float | None = None  # monotonic time of an accepting CONNACK
+        self.ping_sent: float | None = None  # the oldest PINGREQ not answered yet
         self.keepalive_s = owner.keepalive_s
         self.failed = False  # ended by a broker DISCONNECT, a protocol error or a refusal
+        self.silent = False  # aborted by us: nothing heard for 1.5 x keepalive
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -142,7 +171,7 @@ class MqttSubscriber:
     def __init__(
         self,
         *,
-        url: str,
+        url: str | Sequence[str],
         client_id: str,
         on_message: OnMessage,
         keepalive_s: int = 30,
@@ -156,8 +185,12 @@ class MqttSubscriber:
     ) -> None:
         if protocol not in ("auto", "5", "3.1.1"):
             raise ValueError(f"protocol must be auto, 5 or 3.1.1, not {protocol!r}")
-        self._address = BrokerAddress.parse(url)
-        self._url_masked = mask_url(url)
+        urls = split_urls(url)
+        if not urls:
+            raise ValueError("no broker URL")
+        self._nodes = tuple(BrokerAddress.parse(u) for u in urls)
+        self._nodes_masked = tuple(mask_url(u) for u in urls)
+        self._node = 0  # index of the node the next connection goes to
         self._client_id = client_id
         self._on_message_cb = on_message
         self._on_state = on_state
@@ -168,7 +201,9 @@ class MqttSubscriber:
         self._receive_maximum = receive_maximum
         self._protocol = protocol
         self._v5 = protocol != "3.1.1"  # what the next CONNECT offers
-        self._v3_confirmed = False  # auto fell back and 3.1.1 was accepted
+        # auto: connections that a hang-up on MQTT 5 put on 3.1.1 (the second one makes it stick)
+        self._v5_hangups = 0
+        self._clash = liveness.ClashWatch()
         prefix = f"$share/{share_group}/" if share_group else ""
         self.topic_filters = tuple(prefix + f for f in TOPIC_FILTERS)
         self.generation = 0
@@ -186,8 +221,18 @@ class MqttSubscriber:
 
     @property
     def protocol(self) -> str:
-        """The MQTT version the next (or current) connection uses: "5" or "3.1.1"."""
-        return "5" if self._v5 else "3.1.1"
+        """The MQTT version of the current connection (or the next one): "5" or "3.1.1"."""
+        conn = self._conn
+        v5 = conn.v5 if conn is not None and self.connected else self._v5
+        return "5" if v5 else "3.1.1"
+
+    @property
+    def url(self) -> str:
+        """The (masked) URL of the node connected to, or tried next."""
+        conn = self._conn
+        if conn is not None and self.connected:
+            return conn.url_masked
+        return self._nodes_masked[self._node]
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Connect, subscribe, and keep reconnecting with jittered backoff until cancelled or
@@ -195,30 +240,18 @@ class MqttSubscriber:
         attempt = 0
         while not self._closing:
             try:
-                conn = await self._connect_once()
-            except _Mqtt5RefusedError as exc:
-                if self._protocol == "auto":
-                    self._v5 = False
-                    log.warning("mqtt5_refused", fallback="3.1.1", reason=str(exc))
-                    continue
-                attempt += 1
-                log.error(  # noqa: TRY400 - the reason is the broker's answer, not a traceback
-                    "mqtt5_refused", reason=str(exc),
-                    hint="this broker does not speak MQTT 5: set FLEET_MQTT_PROTOCOL=3.1.1 or auto",
-                )  # fmt: skip
-                await asyncio.sleep(_backoff_s(attempt, first_s=1.0))
-                continue
+                conn = await self._connect_negotiated(self._node)
             except BrokerUnavailableError as exc:
                 attempt += 1
-                if attempt == 1:
-                    log.warning("broker_unavailable", url=self._url_masked, error=str(exc))
-                if self._protocol == "auto" and not self._v5 and not self._v3_confirmed:
-                    self._v5 = True  # 3.1.1 failed too: the broker is unwell, not v3-only
+                log.warning(
+                    "broker_unavailable", url=self._nodes_masked[self._node], error=str(exc),
+                    attempt=attempt,
+                )  # fmt: skip
+                self._next_node()
                 await asyncio.sleep(_backoff_s(attempt, first_s=1.0))
                 continue
-            self._v3_confirmed = not self._v5
             log.info(
-                "broker_connected", url=self._url_masked, protocol=self.protocol,
+                "broker_connected", url=conn.url_masked, protocol=self.protocol,
                 generation=self.generation, session_present=conn.connack.result().session_present,
             )  # fmt: skip
             keepalive = asyncio.create_task(self._keepalive(conn), name="mqtt-keepalive")
@@ -235,10 +268,31 @@ class MqttSubscriber:
             if self.closing:
                 return
             self.reconnects += 1
-            short = time.monotonic() - conn.opened < STABLE_CONNECTION_S
-            attempt = attempt + 1 if conn.failed or short else 0
-            log.warning("broker_disconnected", generation=self.generation, attempt=attempt)
+            lived_s = time.monotonic() - (conn.connacked or conn.opened)
+            attempt = attempt + 1 if conn.failed or lived_s < STABLE_CONNECTION_S else 0
+            log.warning(
+                "broker_disconnected", url=conn.url_masked, generation=conn.generation,
+                lived_s=round(lived_s, 1), attempt=attempt,
+            )  # fmt: skip
+            self._watch_clash(conn, lived_s)
+            self._next_node()
             await asyncio.sleep(_backoff_s(attempt, first_s=0.5))
+
+    def _next_node(self) -> None:
+        # After any failure the next node of the list is tried: the one that failed may be the
+        # node that went down, and the others of a cluster hold the same session.
+        self._node = (self._node + 1) % len(self._nodes)
+
+    def _watch_clash(self, conn: _Connection, lived_s: float) -> None:
+        hung_up = not (conn.failed or conn.silent)
+        if self._clash.ended(lived_s, hung_up_by_broker=hung_up):
+            log.error(
+                "client_id_clash_suspected", client_id=self._client_id,
+                short_connections=self._clash.streak, longest_s=round(self._clash.longest_s, 1),
+                hint="the broker keeps closing the connection right after CONNACK without a "
+                "reason: another client most likely uses this client id (a second fleetd?). "
+                "Give every fleetd its own FLEET_CLIENT_ID (FLEET_SHARE_GROUP to share the load)",
+            )  # fmt: skip
 
     def ack(self, mid: int, qos: int, generation: int) -> bool:
         """PUBACK one message if it arrived on the current connection; False if skipped.
@@ -263,8 +317,12 @@ class MqttSubscriber:
     def resume(self) -> None:
         """Start reading again after pause()."""
         if self._paused:
-            self._paused = False
             conn = self._conn
+            if conn is not None and conn.transport is not None:
+                # What the TCP acknowledgements told while paused carries over until the
+                # packets that waited in the socket are read.
+                conn.last_rx = self._heard_mono(conn, time.monotonic())
+            self._paused = False
             if conn is not None and conn.transport is not None:
                 conn.transport.resume_reading()
                 asyncio.get_running_loop().call_soon(self._drain, conn)
@@ -292,19 +350,47 @@ class MqttSubscriber:
 
     # --- connection ---------------------------------------------------------------------------
 
-    async def _connect_once(self) -> _Connection:
+    async def _connect_negotiated(self, node: int) -> _Connection:
+        """Connect to one node with the protocol in force; `auto` probes 3.1.1 on the same node
+        when MQTT 5 is refused. Raises BrokerUnavailableError (transient: try the next node)."""
+        try:
+            return await self._connect_once(node, v5=self._v5)
+        except _Mqtt5RefusedError as exc:
+            if self._protocol != "auto":
+                log.error(  # noqa: TRY400 - the reason is the broker's answer, not a traceback
+                    "mqtt5_refused", url=self._nodes_masked[node], reason=str(exc),
+                    hint="this broker does not speak MQTT 5: set FLEET_MQTT_PROTOCOL=3.1.1 or auto",
+                )  # fmt: skip
+                raise BrokerUnavailableError(str(exc)) from exc
+            refused = exc
+        log.warning(
+            "mqtt5_refused", url=self._nodes_masked[node], reason=str(refused), fallback="3.1.1"
+        )
+        # A failure here propagates: the node is unwell, not 3.1.1-only, and MQTT 5 stays.
+        conn = await self._connect_once(node, v5=False)
+        if refused.definitive or self._v5_hangups:
+            self._v5 = False
+            log.warning("mqtt_protocol_fallback", protocol="3.1.1", reason=str(refused))
+        else:
+            # A node going down (or electing) hangs up on any CONNECT: one 3.1.1 success right
+            # after it is not yet proof, so the next connection offers MQTT 5 again.
+            self._v5_hangups += 1
+            log.warning("mqtt_protocol_fallback", protocol="3.1.1", for_connections=1)
+        return conn
+
+    async def _connect_once(self, node: int, *, v5: bool) -> _Connection:
         loop = asyncio.get_running_loop()
-        v5 = self._v5
-        conn = _Connection(self, self.generation + 1, v5=v5)
-        ctx = ssl.create_default_context() if self._address.tls else None
+        address = self._nodes[node]
+        conn = _Connection(self, self.generation + 1, v5=v5, url_masked=self._nodes_masked[node])
+        ctx = ssl.create_default_context() if address.tls else None
         try:
             await asyncio.wait_for(
                 loop.create_connection(
                     lambda: conn,
-                    self._address.host,
-                    self._address.port,
+                    address.host,
+                    address.port,
                     ssl=ctx,
-                    server_hostname=self._address.host if ctx else None,
+                    server_hostname=address.host if ctx else None,
                 ),
                 timeout=10,
             )
@@ -319,8 +405,8 @@ class MqttSubscriber:
                 self._client_id,
                 keepalive_s=self.keepalive_s,
                 v5=v5,
-                username=self._address.username,
-                password=self._address.password,
+                username=address.username,
+                password=address.password,
                 session_expiry_s=self._session_expiry_s,
                 receive_maximum=self._receive_maximum,
                 maximum_packet_bytes=self.max_packet_bytes,
@@ -334,12 +420,16 @@ class MqttSubscriber:
             conn.connack.cancel()
             # amqtt reads v5 properties as the client id and never answers.
             silent = f"no CONNACK within {CONNACK_TIMEOUT_S:.0f} s"
-            raise (_Mqtt5RefusedError if v5 else BrokerUnavailableError)(silent)
+            if v5:
+                raise _Mqtt5RefusedError(silent, definitive=False)
+            raise BrokerUnavailableError(silent)
         error = conn.connack.exception()
         if error is not None:
             conn.transport.abort()
             # RabbitMQ before 3.13 hangs up on a v5 CONNECT ("cannot parse a frame").
-            raise (_Mqtt5RefusedError if v5 else BrokerUnavailableError)(str(error)) from error
+            if v5:
+                raise _Mqtt5RefusedError(str(error), definitive=False) from error
+            raise BrokerUnavailableError(str(error)) from error
         connack = conn.connack.result()
         if connack.code != 0:
             conn.transport.abort()
@@ -347,8 +437,10 @@ class MqttSubscriber:
             if v5 and connack.code in (
                 packets.UNACCEPTABLE_PROTOCOL_V3, packets.UNSUPPORTED_PROTOCOL_V5
             ):  # fmt: skip
-                raise _Mqtt5RefusedError(f"connection refused: {reason}")
+                raise _Mqtt5RefusedError(f"connection refused: {reason}", definitive=True)
             raise BrokerUnavailableError(f"connection refused: {reason}")
+        if v5:
+            self._v5_hangups = 0  # this cluster speaks MQTT 5: earlier hang-ups were transient
         if connack.server_keepalive_s is not None:
             conn.keepalive_s = connack.server_keepalive_s
         # Subscribe on every connect, even when the broker kept the session: Mosquitto 2.0.11
@@ -357,20 +449,67 @@ class MqttSubscriber:
         conn.transport.write(packets.subscribe_packet(_SUBSCRIBE_ID, self.topic_filters, v5=v5))
         return conn
 
+    # --- liveness -----------------------------------------------------------------------------
+
+    def _heard_mono(self, conn: _Connection, now: float) -> float:
+        """When the broker was last heard from: its last packet, and while we do not read (its
+        packets wait in the socket) the last TCP acknowledgement of what we sent."""
+        if not self._paused or conn.transport is None:
+            return conn.last_rx
+        age_s = liveness.tcp_last_ack_age_s(conn.transport)
+        if age_s is None:
+            return now  # the kernel does not tell: a paused link counts as alive
+        return max(conn.last_rx, now - age_s)
+
+    def silence_s(self, now: float | None = None) -> float:
+        """Seconds since the broker was last heard from on the current connection (0 when
+        there is none)."""
+        conn = self._conn
+        if conn is None or not self.connected:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return max(0.0, now - self._heard_mono(conn, now))
+
+    def silent_s(self, now: float | None = None) -> float | None:
+        """The silence once a PINGREQ went unanswered past its deadline (the link may be dead
+        and nothing arrives), else None."""
+        conn = self._conn
+        if conn is None or not self.connected or conn.ping_sent is None:
+            return None
+        now = time.monotonic() if now is None else now
+        heard = self._heard_mono(conn, now)
+        if heard >= conn.ping_sent or now - conn.ping_sent < liveness.pingresp_wait_s(
+            conn.keepalive_s
+        ):
+            return None
+        return now - heard
+
     async def _keepalive(self, conn: _Connection) -> None:
         # PINGREQ every half keepalive (the broker's Server Keep Alive when it sent one; 0 turns
-        # pings off). A broker that sends nothing for two keepalives is gone, unless we paused
-        # reading (then its bytes are waiting in the socket, unread).
+        # pings off), also while paused: its TCP acknowledgement is then the sign of life.
         keepalive_s = conn.keepalive_s
         if not keepalive_s:
             return
+        interval_s = keepalive_s / 2
+        give_up_s = liveness.give_up_after_s(keepalive_s)
+        next_ping = time.monotonic() + interval_s
         while conn.transport is not None and not conn.lost.done():
-            await asyncio.sleep(keepalive_s / 2)
-            conn.transport.write(packets.PINGREQ_PACKET)
-            silent = time.monotonic() - conn.last_rx
-            if not self._paused and silent > 2 * keepalive_s:
-                log.warning("broker_silent", seconds=round(silent))
+            now = time.monotonic()
+            heard = self._heard_mono(conn, now)
+            if now >= next_ping:
+                if conn.ping_sent is None or heard >= conn.ping_sent:
+                    conn.ping_sent = now  # the oldest unanswered one is what the deadline counts
+                conn.transport.write(packets.PINGREQ_PACKET)
+                next_ping = now + interval_s
+            if now - heard >= give_up_s:
+                log.warning(
+                    "broker_silent", url=conn.url_masked, seconds=round(now - heard, 1),
+                    keepalive_s=keepalive_s, paused=self._paused,
+                )  # fmt: skip
+                conn.silent = True
                 conn.transport.abort()
+                return
+            await asyncio.sleep(max(0.05, min(next_ping, heard + give_up_s) - now))
 
     def _send_acks(self) -> None:
         self._acks_scheduled = False
@@ -448,6 +587,7 @@ class MqttSubscriber:
                 return
             if pkt.code == 0:
                 # Connected (and able to ack) from CONNACK on.
+                conn.connacked = time.monotonic()
                 self.generation = conn.generation
                 self._set_connected(True)
             conn.connack.set_result(pkt)
@@ -469,7 +609,7 @@ class MqttSubscriber:
                     "broker_sent_disconnect", reason=hex(pkt.reason_code), text=pkt.reason_string
                 )
             self._fail(conn, None)
-        # PINGRESP needs nothing: any byte received refreshes last_rx.
+        # PINGRESP needs nothing: any byte received refreshes last_rx (and so answers pings).
 
 
 def _backoff_s(attempt: int, *, first_s: float) -> float:

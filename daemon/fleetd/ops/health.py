@@ -30,7 +30,11 @@ def stuck_after_s(daemon: Daemon) -> float:
 
 
 def check(daemon: Daemon, now: float | None = None) -> Health:
-    """Healthy = broker connected, database reachable, last flush succeeded, and no flush stuck.
+    """Healthy = broker connected and answering, database reachable, last flush succeeded, and
+    no flush stuck.
+
+    "Broker silent" starts once a PINGREQ went unanswered past its deadline (fleetd.mqtt.liveness):
+    the link may be dead although the connection is not given up yet (1.5 x keepalive).
 
     "Stuck" needs both: the oldest buffered message has waited longer than the limit AND nothing
     committed for that long. Either alone is normal (idle hours; a burst after an idle hour).
@@ -39,6 +43,9 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
     reasons: list[str] = []
     if not daemon.mqtt.connected:
         reasons.append("broker disconnected")
+    silent = daemon.mqtt.silent_s(now)
+    if silent is not None:
+        reasons.append(f"broker silent for {silent:.0f} s")
     if not daemon.flusher.healthy:
         error = daemon.flusher.last_error
         reasons.append("database unreachable" + (f": {error}" if error else ""))
@@ -61,6 +68,8 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
     c = daemon.counters
     details: dict[str, object] = {
         "broker_connected": daemon.mqtt.connected,
+        "broker_url": daemon.mqtt.url,
+        "broker_silence_s": round(daemon.mqtt.silence_s(now), 1),
         "database_reachable": daemon.flusher.healthy,
         "buffered": buffered,
         "oldest_buffered_age_s": round(oldest, 3),

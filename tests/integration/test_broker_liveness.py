@@ -1,0 +1,47 @@
+"""/healthz tells a silent broker from the moment a PINGREQ goes unanswered, before fleetd gives
+the connection up (a mute broker process stands in for a dead link here; test_netns_broker.py
+cuts a real one)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from fleetd.mqtt import liveness
+from fleetd.ops.health import check
+from fleetd.settings import Settings
+from tests.conftest import running
+from tests.fake_broker import ScriptedNode
+
+pytestmark = pytest.mark.integration
+
+
+async def test_healthz_says_broker_silent_before_the_connection_is_given_up(
+    settings: Settings,
+) -> None:
+    keepalive_s = 5
+    async with ScriptedNode(lambda _level, _n: "mute").serving() as node:
+        own = Settings.model_validate(
+            settings.model_dump() | {"mqtt_url": node.url, "mqtt_keepalive_s": keepalive_s}
+        )
+        async with running(own) as daemon:
+            heard = time.monotonic()  # ready = SUBACK received: the broker's last packet
+            assert check(daemon).ok
+            deadline = heard + keepalive_s / 2 + liveness.pingresp_wait_s(keepalive_s) + 0.5
+            while check(daemon).ok:
+                assert time.monotonic() < deadline, "still healthy past the PINGRESP deadline"
+                await asyncio.sleep(0.05)
+            health = check(daemon)
+            assert daemon.mqtt.connected  # not given up yet, but no longer healthy
+            (reason,) = health.reasons
+            assert reason.startswith("broker silent for ")
+            silence = health.details["broker_silence_s"]
+            assert isinstance(silence, float)
+            assert silence >= keepalive_s / 2
+            assert "s3cret" not in str(health.details["broker_url"])
+            while daemon.mqtt.connected:
+                assert time.monotonic() < heard + 1.5 * keepalive_s + 0.5
+                await asyncio.sleep(0.05)
+            assert "broker disconnected" in check(daemon).reasons
