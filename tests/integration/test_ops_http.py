@@ -1,6 +1,6 @@
 """HTTP: fleetd's ops endpoint on a running daemon (health, readiness, metrics, 404, /healthz
-turning 503 naming the broker when it goes away), the shared server's routing, and `fleetctl
-serve` as a process of its own answering the /v1 analytics."""
+turning 503 naming the broker when it goes away) and `fleetctl serve` as a process of its own
+answering the /v1 analytics. The shared server itself: tests/unit/test_http_server.py."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from fleetd import ops
 from fleetd.service import Daemon
 from fleetd.settings import Settings, load_settings
 from fleetdb.connect import connect
-from fleetsvc.http import HttpServer, Response, json_response, parse_addr
 from tests.integration.test_analytics import depot
 
 pytestmark = pytest.mark.integration
@@ -46,7 +45,10 @@ async def get(
         "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
     )
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    writer.write(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+    writer.write(
+        f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        f"{extra}\r\n".encode()
+    )
     await writer.drain()
     raw = await asyncio.wait_for(reader.read(), timeout=5)
     writer.close()
@@ -152,39 +154,6 @@ async def test_endpoints(ops_daemon: tuple[Daemon, int], broker: MosquittoServer
     assert status == 200
 
 
-async def test_routes_longest_prefix_and_a_failing_handler_answers_500() -> None:
-    seen: list[tuple[str, dict[str, str]]] = []
-
-    async def handler(path: str, query: dict[str, str]) -> Response:
-        seen.append((path, query))
-        if path.endswith("/boom"):
-            raise RuntimeError("kaput")
-        return json_response(200, {"vehicles": [], "from": query.get("from")})
-
-    async def other(path: str, _query: dict[str, str]) -> Response:
-        return json_response(200, {"other": path})
-
-    server = HttpServer("127.0.0.1:0")
-    server.add_route("/v1/", other)
-    server.add_route("/v1/test/", handler)
-    task = asyncio.create_task(server.run())
-    try:
-        await asyncio.wait_for(server.started.wait(), 5)
-        assert server.port
-        status, body = await get_json(server.port, "/v1/test/efficiency?from=2026-01-01&to=x")
-        assert (status, body) == (200, {"vehicles": [], "from": "2026-01-01"})
-        assert seen == [("/v1/test/efficiency", {"from": "2026-01-01", "to": "x"})]
-        assert await get_json(server.port, "/v1/x") == (200, {"other": "/v1/x"})
-        status, body = await get_json(server.port, "/v1/test/boom")
-        assert (status, body) == (500, {"error": "RuntimeError: kaput"})
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    with pytest.raises(ValueError, match="must start with"):
-        server.add_route("v1", handler)
-
-
 async def test_unhealthy_when_broker_down(
     ops_daemon: tuple[Daemon, int], broker: MosquittoServer
 ) -> None:
@@ -201,15 +170,6 @@ async def test_unhealthy_when_broker_down(
 
     await asyncio.to_thread(broker.start_server)
     await wait_status(port, "/healthz", 200, within=45)  # reconnect backoff
-
-
-def test_http_addr_parsing() -> None:
-    assert parse_addr("127.0.0.1:9108") == ("127.0.0.1", 9108)
-    assert parse_addr("[::1]:0") == ("::1", 0)
-    assert parse_addr("off") is None
-    assert parse_addr("") is None
-    with pytest.raises(ValueError, match="host:port"):
-        parse_addr("9108")
 
 
 def test_install_without_http() -> None:
@@ -426,7 +386,8 @@ async def post_json(
     data = body.encode()
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     writer.write(
-        f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\n"
         f"Content-Length: {len(data)}\r\n{extra}\r\n".encode()
         + data
     )

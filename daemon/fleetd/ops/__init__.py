@@ -21,7 +21,7 @@ def install(daemon: Daemon) -> None:
     # Imported here: fleetd.notify imports fleetd.ops.health, which loads this package first.
     from fleetd.notify import notifier_task  # noqa: PLC0415
     from fleetd.ops.http import OpsHttpServer  # noqa: PLC0415
-    from fleetsvc.http import parse_addr  # noqa: PLC0415
+    from fleetsvc.web import parse_addr  # noqa: PLC0415
 
     daemon.companions.append(notifier_task)
     if parse_addr(daemon.settings.http_addr) is not None:

@@ -1,4 +1,5 @@
-"""fleetd's ops HTTP endpoint: /healthz, /readyz and /metrics on the shared tiny server.
+"""fleetd's ops HTTP endpoint: /healthz, /readyz and /metrics on the shared server
+(fleetsvc.web).
 
 The analytics API is not here: it is `fleetctl serve`, a process of its own, so a report never
 holds up ingest.
@@ -8,38 +9,44 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fleetd.ops.health import check
-from fleetsvc.http import HttpServer, Response, json_response
+from fleetsvc.web import Call, HttpServer, Route, json_response
 
 if TYPE_CHECKING:
     from fleetd.service import Daemon
 
 
 class OpsHttpServer(HttpServer):
-    """One daemon's ops endpoint; `run(daemon)` is a Daemon companion."""
+    """One daemon's ops endpoint; `serve(daemon)` is a Daemon companion."""
 
     def __init__(self, addr: str, daemon: Daemon) -> None:
-        super().__init__(addr, name="fleetd-ops")
         self._daemon = daemon
-        self.add_route("/metrics", self._metrics)
-        self.add_route("/healthz", self._health)
-        self.add_route("/readyz", self._health)
+        super().__init__(
+            addr,
+            (
+                Route("GET", "/healthz", self._health, summary="healthy: 200, else 503"),
+                Route("GET", "/readyz", self._ready, summary="healthy and subscribed"),
+                Route("GET", "/metrics", self._metrics, summary="Prometheus metrics"),
+            ),
+            name="fleetd-ops",
+        )
 
     async def serve(self, _daemon: Daemon) -> None:
         """The companion entry point (Daemon companions take the daemon)."""
         await self.run()
 
-    async def _metrics(self, path: str, _query: dict[str, str]) -> Response:
-        if path != "/metrics":
-            return json_response(404, {"error": "not found", "path": path})
-        return 200, CONTENT_TYPE_LATEST, generate_latest(self._daemon.metrics.registry)
+    async def _metrics(self, _call: Call) -> web.StreamResponse:
+        body = generate_latest(self._daemon.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def _health(self, path: str, _query: dict[str, str]) -> Response:
-        if path not in ("/healthz", "/readyz"):
-            return json_response(404, {"error": "not found", "path": path})
-        return json_response(*health_response(self._daemon, ready=path == "/readyz"))
+    async def _health(self, _call: Call) -> web.StreamResponse:
+        return json_response(*health_response(self._daemon))
+
+    async def _ready(self, _call: Call) -> web.StreamResponse:
+        return json_response(*health_response(self._daemon, ready=True))
 
 
 def health_response(daemon: Daemon, *, ready: bool = False) -> tuple[int, dict[str, object]]:

@@ -1,0 +1,94 @@
+"""What every answer carries and who gets one: a bearer token on every route that is not
+public, a Host allow-list when the server has no token (so a DNS-rebinding page cannot read
+a loopback API from an operator's browser), and headers that stop a browser from sniffing
+types, framing the page or running anything but our own scripts."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Collection
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from fleetsvc.web.errors import BadRequestError, UnauthorizedError
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fleet-telemetry"'}
+# Our pages load only their own scripts, styles and API; nothing may frame them.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without port or brackets, lower case."""
+    if header.startswith("["):
+        return header[1 : header.find("]")].lower()
+    return header.rsplit(":", 1)[0].lower() if header.count(":") == 1 else header.lower()
+
+
+def host_middleware(allowed: Collection[str] | None) -> Middleware:
+    """Every request needs a Host (RFC 9112); with `allowed`, one of those names or a loopback
+    address."""
+
+    @web.middleware
+    async def host(request: web.Request, handler: Handler) -> web.StreamResponse:
+        value = request.headers.get(hdrs.HOST, "").strip()
+        if not value:
+            raise BadRequestError("a Host header is required")
+        if allowed is not None:
+            name = host_name(value)
+            if name not in allowed and not is_loopback(name):
+                raise BadRequestError(
+                    f"Host {name[:60]!r} is not served here: without a token this server "
+                    "answers only loopback names"
+                )
+        return await handler(request)
+
+    return host
+
+
+def auth_middleware(token: str, public: Collection[web.AbstractResource]) -> Middleware:
+    """`Authorization: Bearer <token>` (compared in constant time) on every route but the
+    public ones; unknown paths ask for it too, so they reveal nothing."""
+    expected = token.encode()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.route.resource not in public:
+            scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+            given = credentials.strip().encode("utf-8", "surrogateescape")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+                raise UnauthorizedError(
+                    "missing or wrong bearer token (Authorization: Bearer <FLEET_API_TOKEN>)",
+                    headers=CHALLENGE,
+                )
+        return await handler(request)
+
+    return auth
+
+
+async def add_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the browser-facing headers, and no caching unless a route said."""
+    response.headers.update(HEADERS)
+    response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")

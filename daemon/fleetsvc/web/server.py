@@ -1,0 +1,159 @@
+"""HttpServer: aiohttp, embedded. `run()` serves the route table until cancelled, inside the
+caller's TaskGroup or task, without touching signals; `port` and `started` tell a test where
+it listens. Limits are enforced while reading: request line and each header field at most
+8,190 bytes (aiohttp's parser), 64 headers, a connection that has not sent a whole request
+within 5 s is closed (slowloris), at most 2,500 connections at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from fleetsvc.web.errors import error_middleware
+from fleetsvc.web.listener import CappedSite, listen_socket
+from fleetsvc.web.routes import Route, add_routes
+from fleetsvc.web.security import add_headers, auth_middleware, host_middleware, is_loopback
+
+log = structlog.get_logger("fleet.http")
+
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 64
+IDLE_TIMEOUT_S = 5.0  # before the first request and between keep-alive requests
+MAX_CONNECTIONS = 2500  # 2,000 clients and room for a scraper and health checks
+MAX_BODY_BYTES = 1 << 20
+SHUTDOWN_GRACE_S = 2.0  # requests in progress at shutdown get this long
+BIND_RETRY_S = 5.0
+DISABLED = ("", "off", "none", "disabled")
+
+
+def parse_addr(addr: str) -> tuple[str, int] | None:
+    """ "host:port" -> (host, port); None when the server is disabled ("" or "off")."""
+    if addr.strip().lower() in DISABLED:
+        return None
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"address must be host:port or 'off', got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+def _quiet_logger() -> logging.Logger:
+    # aiohttp logs every malformed request with a traceback at ERROR: under a flood of bad
+    # requests that is thousands of lines a second. The 400 answer is enough; not a global.
+    logger = logging.Logger("fleet.http.protocol")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
+class HttpServer:
+    """The routes of one process on one address. With a `token`, every route but the public
+    ones needs `Authorization: Bearer <token>`; without one, only loopback Host names are
+    answered when listening on loopback. With `tls`, HTTPS only."""
+
+    def __init__(
+        self,
+        addr: str,
+        routes: Collection[Route],
+        *,
+        name: str = "http",
+        token: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        static: Mapping[str, Path] | None = None,
+        error_statuses: Mapping[type[Exception], int] | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.addr = addr
+        self.name = name
+        self.routes = tuple(routes)
+        self._token = token
+        self._tls = tls
+        self._static = dict(static or {})
+        self._error_statuses = dict(error_statuses or {})
+        self._max_connections = max_connections
+        self._max_body_bytes = max_body_bytes
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self.port: int | None = None
+        self.site: CappedSite | None = None
+        self.started = asyncio.Event()
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Run `closer` when the server stops (e.g. to close a route's connection pool)."""
+        self._closers.append(closer)
+
+    def app(self, host: str) -> web.Application:
+        """The aiohttp application: routes, static directories and the middlewares, outermost
+        first: errors -> Host check -> token."""
+        public: set[web.AbstractResource] = set()
+        allowed: frozenset[str] | None = (
+            None if self._token or not is_loopback(host) else frozenset()
+        )
+        middlewares = [error_middleware(self.name, self._error_statuses), host_middleware(allowed)]
+        if self._token:
+            middlewares.append(auth_middleware(self._token, public))
+        app = web.Application(middlewares=middlewares, client_max_size=self._max_body_bytes)
+        public |= add_routes(app, self.routes)
+        for prefix, directory in self._static.items():
+            public.add(app.router.add_static(prefix, directory, follow_symlinks=False))
+        app.on_response_prepare.append(add_headers)
+        return app
+
+    async def run(self) -> None:
+        """Serve until cancelled. A port already in use is logged and retried, so the process
+        it belongs to keeps doing its main job."""
+        bind = parse_addr(self.addr)
+        if bind is None:
+            return
+        host, port = bind
+        runner = web.AppRunner(
+            self.app(host),
+            handle_signals=False,
+            access_log=None,
+            logger=_quiet_logger(),
+            keepalive_timeout=IDLE_TIMEOUT_S,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=MAX_FIELD_BYTES,
+            max_headers=MAX_HEADERS,
+            shutdown_timeout=SHUTDOWN_GRACE_S,
+        )
+        await runner.setup()
+        try:
+            sock = await self._bind(host, port)
+            self.site = CappedSite(
+                runner, sock, max_connections=self._max_connections, ssl_context=self._tls
+            )
+            await self.site.start()
+            self.port = sock.getsockname()[1]
+            log.info(
+                "http_listening",
+                server=self.name,
+                host=host,
+                port=self.port,
+                tls=bool(self._tls),
+                token_required=bool(self._token),
+            )
+            self.started.set()
+            await asyncio.Future()  # until cancelled
+        finally:
+            self.started.clear()
+            await runner.cleanup()
+            for closer in self._closers:
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    async def _bind(self, host: str, port: int) -> socket.socket:
+        while True:
+            try:
+                return listen_socket(host, port)
+            except OSError as exc:
+                log.error("http_bind_failed", server=self.name, addr=self.addr, error=str(exc))  # noqa: TRY400
+                await asyncio.sleep(BIND_RETRY_S)

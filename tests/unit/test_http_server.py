@@ -1,0 +1,316 @@
+"""The shared HTTP server (fleetsvc.web) in-process: the route table and its declared
+parameters, one error mapping (400 with a reason, 500 without the exception's text), the token
+on every route but public ones, the Host allow-list, the browser headers, static files, and
+the limits a hostile client meets (header size, slowloris, connection cap, RFC 9112)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from fleetsvc.web import (
+    Call,
+    Flag,
+    HttpServer,
+    Instant,
+    NotFoundError,
+    Number,
+    Param,
+    Route,
+    Text,
+    json_response,
+    parse_addr,
+)
+from fleetsvc.web.params import read_params
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+class UnknownThingError(Exception):
+    """Stands for an application error the server maps to 404."""
+
+
+async def raw(port: int, data: bytes) -> bytes:
+    """Send `data`, read until the server closes (within 5 s)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+async def request(
+    port: int, target: str, *, method: str = "GET", host: str = "localhost", **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    """One request with Connection: close: (status, headers with lower-case names, body)."""
+    extra = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+    answer = await raw(
+        port,
+        f"{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n".encode(),
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in fields.items()}, body
+
+
+async def fetch_json(port: int, target: str, **kw: Any) -> tuple[int, Any]:
+    status, headers, body = await request(port, target, **kw)
+    assert headers["content-type"] == "application/json", (status, body)
+    return status, json.loads(body)
+
+
+async def window(call: Call) -> web.StreamResponse:
+    return json_response(200, {k: str(v) for k, v in call.args.items()})
+
+
+async def thing(call: Call) -> web.StreamResponse:
+    if call.args["thing_id"] == "missing":
+        raise UnknownThingError("no thing 'missing'")
+    if call.args["thing_id"] == "gone":
+        raise NotFoundError("gone for good")
+    if call.args["thing_id"] == "boom":
+        raise RuntimeError("secret internals\nline two")
+    return json_response(200, {"id": call.args["thing_id"]})
+
+
+async def health(_call: Call) -> web.StreamResponse:
+    return json_response(200, {"status": "ok"})
+
+
+ROUTES = (
+    Route("GET", "/healthz", health, public=True),
+    Route(
+        "GET",
+        "/v1/window",
+        window,
+        (
+            Param("hours", Number(0, 87_600, exclusive_minimum=True), default=24.0),
+            Param("start", Instant()),
+            Param("all", Flag(), default=False),
+        ),
+    ),
+    Route("GET", "/v1/things/{thing_id}", thing, (Param("thing_id", Text(), where="path"),)),
+)
+
+
+@contextlib.asynccontextmanager
+async def serving(**kw: Any) -> AsyncIterator[HttpServer]:
+    server = HttpServer(
+        "127.0.0.1:0", ROUTES, error_statuses={UnknownThingError: 404}, name="test", **kw
+    )
+    task = asyncio.create_task(server.run())
+    try:
+        await asyncio.wait_for(server.started.wait(), 5)
+        yield server
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def port(tmp_path: Path) -> AsyncIterator[int]:
+    (tmp_path / "app.js").write_text("console.log(1);\n")
+    async with serving(static={"/static": tmp_path}) as server:
+        assert server.port
+        yield server.port
+
+
+class TestRouteTable:
+    """Routes with path parameters; parameters checked before the handler; one error map."""
+
+    async def test_parameters_are_read_and_typed(self, port: int) -> None:
+        status, body = await fetch_json(
+            port, "/v1/window?hours=1.5&start=2026-11-20T08:00:00Z&all=true"
+        )
+        assert (status, body) == (
+            200,
+            {"hours": "1.5", "start": "2026-11-20 08:00:00+00:00", "all": "True"},
+        )
+        assert (await fetch_json(port, "/v1/window"))[1]["hours"] == "24.0"
+
+    @pytest.mark.parametrize(
+        ("query", "reason"),
+        [
+            ("hours=1e9", "hours must be a number in (0, 87600], got '1e9'"),
+            ("hours=inf", "hours must be a number in (0, 87600], got 'inf'"),
+            ("hours=nan", "hours must be a number in (0, 87600]"),
+            ("hours=-1", "hours must be a number in (0, 87600]"),
+            ("hours=abc", "hours must be a number in (0, 87600]"),
+            ("hours=1&hours=2", "hours is given more than once"),
+            ("start=0001-01-01T00:00:00Z", "start must be a time in the years 2000 to 2200"),
+            ("start=9999-12-31T23:59:59Z", "start must be a time in the years 2000 to 2200"),
+            ("start=yesterday", "start must be an RFC 3339 timestamp"),
+            ("start=2026-11-20T08:00:00", "start must be an RFC 3339 timestamp"),
+            ("all=yes", "all must be true or false"),
+        ],
+    )
+    async def test_a_bad_parameter_is_a_400_with_one_line(
+        self, port: int, query: str, reason: str
+    ) -> None:
+        status, body = await fetch_json(port, f"/v1/window?{query}")
+        assert status == 400
+        assert body["error"].startswith(reason)
+        assert "\n" not in body["error"]
+
+    async def test_path_parameters_and_mapped_errors(self, port: int) -> None:
+        assert await fetch_json(port, "/v1/things/a%20b") == (200, {"id": "a b"})
+        assert await fetch_json(port, "/v1/things/missing") == (
+            404,
+            {"error": "no thing 'missing'"},
+        )
+        assert await fetch_json(port, "/v1/things/gone") == (404, {"error": "gone for good"})
+        status, body = await fetch_json(port, "/v1/things/a%00b")
+        assert (status, body["error"]) == (
+            400,
+            "thing_id must not contain control characters, got 'a\\x00b'",
+        )
+
+    async def test_an_unforeseen_error_is_a_500_that_names_nothing(self, port: int) -> None:
+        status, body = await fetch_json(port, "/v1/things/boom")
+        assert status == 500
+        assert "secret" not in json.dumps(body)
+
+    async def test_unknown_paths_and_methods(self, port: int) -> None:
+        assert await fetch_json(port, "/nope?x=1") == (
+            404,
+            {"error": "not found", "path": "/nope"},
+        )
+        status, headers, _ = await request(port, "/healthz", method="POST")
+        assert (status, headers["allow"]) == (405, "GET,HEAD")
+        status, headers, body = await request(port, "/healthz", method="HEAD")
+        assert (status, body) == (200, b"")
+
+    def test_a_route_declares_each_path_parameter(self) -> None:
+        with pytest.raises(ValueError, match="path parameters"):
+            Route("GET", "/v1/x/{x_id}", health)
+        with pytest.raises(ValueError, match="must start with"):
+            Route("GET", "v1", health)
+
+    def test_read_params_without_a_server(self) -> None:
+        params = (Param("n", Number(0, 10)), Param("id", Text(), where="path"))
+        assert read_params(params, {"id": "x"}, {"n": "3"}) == {"n": 3.0, "id": "x"}
+
+
+class TestAccess:
+    """The token, the Host allow-list and the headers every answer carries."""
+
+    async def test_the_token_guards_every_route_but_public_ones(self, tmp_path: Path) -> None:
+        (tmp_path / "app.js").write_text("1;\n")
+        async with serving(token=TOKEN, static={"/static": tmp_path}) as server:
+            assert server.port
+            assert (await fetch_json(server.port, "/healthz"))[0] == 200
+            assert (await request(server.port, "/static/app.js"))[0] == 200
+            for target in ("/v1/window", "/nope", "/v1/things/x"):
+                status, headers, _ = await request(server.port, target)
+                assert status == 401, target
+                assert headers["www-authenticate"] == 'Bearer realm="fleet-telemetry"'
+            for wrong in ("Bearer nope", f"Basic {TOKEN}", f"Bearer {TOKEN}x"):
+                status, _ = await fetch_json(server.port, "/v1/window", Authorization=wrong)
+                assert status == 401
+            status, _ = await fetch_json(
+                server.port, "/v1/window", Authorization=f"Bearer {TOKEN}", host="evil.example"
+            )
+            assert status == 200  # with a token, any Host: the token is the guard
+
+    async def test_without_a_token_only_loopback_hosts_are_answered(self, port: int) -> None:
+        for host in ("localhost", "localhost:9109", "127.0.0.1:1", "[::1]:9109"):
+            assert (await fetch_json(port, "/v1/window", host=host))[0] == 200, host
+        status, body = await fetch_json(port, "/v1/window", host="rebind.evil.example")
+        assert status == 400
+        assert "not served here" in body["error"]
+        answer = await raw(port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert b" 400 " in answer.split(b"\r\n")[0]
+
+    async def test_every_answer_carries_the_browser_headers(self, port: int) -> None:
+        for target in ("/healthz", "/nope", "/static/app.js"):
+            _, headers, _ = await request(port, target)
+            assert headers["x-content-type-options"] == "nosniff", target
+            assert "frame-ancestors 'none'" in headers["content-security-policy"]
+            assert "script-src 'self'" in headers["content-security-policy"]
+
+    @pytest.mark.parametrize(
+        "target",
+        ["/static/../test_http_server.py", "/static/%2e%2e/x", "/static/..%2fx", "/static/x"],
+    )
+    async def test_static_files_stay_in_their_directory(self, port: int, target: str) -> None:
+        status, _, body = await request(port, target)
+        assert status in (403, 404)
+        assert b"import" not in body
+
+
+class TestHostileClients:
+    """Limits enforced while reading, before anything is buffered or authenticated."""
+
+    async def test_a_header_that_never_ends_is_cut_at_8_kib(self, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Long: " + b"a" * 9000)
+        await writer.drain()
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):  # the rest of our header: a reset
+            answer = await asyncio.wait_for(reader.read(), 5)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(64):  # a cut connection takes no more
+                writer.write(b"a" * 4096)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            pytest.fail("the server kept reading a 256 KiB header")
+        writer.close()
+        assert answer.startswith(b"HTTP/1.0 400 Bad Request")
+
+    async def test_a_silent_connection_is_closed_within_about_5_s(self, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: local")  # and never more
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(reader.read(), 15)
+        writer.close()
+        assert 3 < loop.time() - started < 12
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\n"
+            b"abcde",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A : 1\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n",
+            b"\x00\x01garbage\r\n\r\n",
+        ],
+        ids=["duplicate-content-length", "space-before-colon", "no-colon", "obs-fold", "junk"],
+    )
+    async def test_rfc_9112_refusals(self, port: int, data: bytes) -> None:
+        assert (await raw(port, data)).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+
+    async def test_connections_over_the_cap_get_503(self) -> None:
+        async with serving(max_connections=3) as server:
+            assert server.port
+            held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+            await asyncio.sleep(0.2)
+            answer = await raw(server.port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 503 ")
+            assert server.site is not None
+            assert server.site.refused == 1
+            for _, writer in held:
+                writer.close()
+            await asyncio.sleep(0.2)
+            assert (await fetch_json(server.port, "/healthz"))[0] == 200
+
+
+def test_addresses() -> None:
+    assert parse_addr("127.0.0.1:9108") == ("127.0.0.1", 9108)
+    assert parse_addr("[::1]:0") == ("::1", 0)
+    assert parse_addr("off") is None
+    assert parse_addr("") is None
+    with pytest.raises(ValueError, match="host:port"):
+        parse_addr("9108")
