@@ -1,35 +1,190 @@
-"""What fleetctl's programs read from the environment: `fleetctl serve`'s listening address,
-token and TLS, `fleetctl alerts run`'s evaluation and delivery, `fleetctl compact`'s default
-day (fleetd's own settings are fleetd.settings.Settings)."""
+"""Every setting of fleetctl's programs (the reports, `serve`, `alerts run`, `compact`): a TOML
+file overridden by FLEET_* environment variables, validated once, as fleetd does
+(fleetd.settings). A variable both read (database URL, log level and format,
+compact_after_days) has one parser, in fleetsvc.settings_fields.
+
+The file: `--config PATH`, else /etc/fleet-telemetry/fleetctl.toml when it exists; its keys are
+the variables' names without FLEET_ in lower case, at the top level or under [fleetctl].
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 import ssl
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fleetctl.alerts.evaluation import AlertConfig
-from fleetctl.errors import AnalyticsError
-from fleetsvc.http import parse_addr
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from fleetctl.roles import Role
+from fleetsvc.secrets import mask_url
+from fleetsvc.settings_fields import (
+    CompactAfterDays,
+    ConfigError,
+    DatabaseUrl,
+    HostPort,
+    LogFormat,
+    LogLevel,
+    MqttUrl,
+    config_error,
+    read_toml,
+    unknown_variables,
+)
+
+if TYPE_CHECKING:
+    from fleetctl.alerts.evaluation import AlertConfig
+
+__all__ = ["DEFAULT_CONFIG", "ConfigError", "Role", "ServeConfig", "Settings", "load_settings"]
+
+DEFAULT_CONFIG = Path("/etc/fleet-telemetry/fleetctl.toml")
 DEFAULT_API_ADDR = "127.0.0.1:9109"
-# What fleetctl reads from the environment (fleetd's own settings are fleetd.settings.Settings).
-ENVIRONMENT = ("FLEET_DATABASE_URL", "FLEET_ANALYTICS_DATABASE_URL", "FLEET_ADMIN_DATABASE_URL",
-               "FLEET_API_ADDR",
-               "FLEET_API_TOKEN", "FLEET_API_TOKEN_FILE", "FLEET_API_TLS_CERT",
-               "FLEET_API_TLS_KEY", "FLEET_LOG_FORMAT", "FLEET_LOG_LEVEL")  # fmt: skip
+_MIN_TOKEN_CHARS = 16
 
 
-class ServeConfigError(Exception):
-    """A bad or missing setting of `fleetctl serve`; the message names it in one line."""
+class Settings(BaseSettings):
+    """fleetctl's settings. Environment variable = FLEET_ + upper-case field name."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="forbid", frozen=True)
+
+    # The schema owner's URL, and the fallback of the two below.
+    database_url: DatabaseUrl | None = None
+    analytics_database_url: DatabaseUrl | None = None
+    admin_database_url: DatabaseUrl | None = None
+    api_addr: HostPort = DEFAULT_API_ADDR
+    api_token: SecretStr | None = None
+    api_token_file: Path | None = None
+    api_tls_cert: Path | None = None
+    api_tls_key: Path | None = None
+    alert_interval_s: float = Field(default=600.0, gt=0, le=86_400)
+    alert_window_hours: float = Field(default=24.0, gt=0, le=24 * 366)
+    alert_offline_intervals: int = Field(default=10, ge=1)
+    alert_mqtt_url: MqttUrl | None = None
+    # Comma-separated in the environment, a list in the file.
+    alert_webhooks: Annotated[tuple[str, ...], NoDecode] = ()
+    compact_after_days: CompactAfterDays = 2
+    log_format: LogFormat = "auto"
+    log_level: LogLevel = "info"
+
+    @field_validator("alert_webhooks", mode="before")
+    @classmethod
+    def _split_webhooks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(u.strip() for u in value.split(",") if u.strip())
+        return value
+
+    @field_validator("alert_webhooks")
+    @classmethod
+    def _webhooks_are_http(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"not an http(s) URL: {mask_url(url)!r}")
+        return value
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("is set but empty")
+        if len(token) < _MIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {_MIN_TOKEN_CHARS} characters")
+        return SecretStr(token)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if bool(self.api_tls_cert) != bool(self.api_tls_key):
+            raise ValueError("FLEET_API_TLS_CERT and FLEET_API_TLS_KEY go together")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    def database_for(self, role: Role) -> str:
+        """The URL of `role`'s login (FLEET_DATABASE_URL when the role has none of its own);
+        ConfigError naming the variable to set when there is none."""
+        own = {
+            Role.ANALYTICS: self.analytics_database_url,
+            Role.ADMIN: self.admin_database_url,
+            Role.OWNER: None,
+        }[role]
+        url = own or self.database_url
+        if url is None:
+            fallback = "" if role is Role.OWNER else " (or FLEET_DATABASE_URL)"
+            raise ConfigError(f"no database: set {role.variable}{fallback}, or pass --database-url")
+        return url
+
+    def alert_config(self) -> AlertConfig:
+        """What `alerts run` evaluates, how often, and where it delivers."""
+        from fleetctl.alerts.evaluation import AlertConfig  # noqa: PLC0415  (loads the reports)
+
+        mqtt = ("mqtt",) if self.alert_mqtt_url else ()
+        return AlertConfig(
+            interval_s=self.alert_interval_s,
+            window_h=self.alert_window_hours,
+            offline_intervals=self.alert_offline_intervals,
+            channels=mqtt + self.alert_webhooks,
+        )
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings with credentials masked, for check-config."""
+        data = self.model_dump(mode="json")
+        for key in ("database_url", "analytics_database_url", "admin_database_url"):
+            if data[key]:
+                data[key] = mask_url(data[key])
+        if self.alert_mqtt_url:
+            data["alert_mqtt_url"] = mask_url(self.alert_mqtt_url)
+        data["alert_webhooks"] = [mask_url(u) for u in self.alert_webhooks]
+        data["api_token"] = "***" if self.api_token else None
+        return data
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from the TOML file (`config_path`, else DEFAULT_CONFIG if it exists), then the
+    environment, then `overrides` (command-line options). Raises ConfigError in one line."""
+    if config_path is None and DEFAULT_CONFIG.is_file():
+        config_path = DEFAULT_CONFIG
+    values = read_toml(config_path, "fleetctl") if config_path is not None else {}
+    try:
+        settings = Settings(**values)
+        if overrides:
+            settings = Settings.model_validate(settings.model_dump() | overrides)
+    except ValidationError as exc:
+        raise config_error(exc) from exc
+    return settings
+
+
+def environment_warnings() -> list[str]:
+    """The FLEET_* variables of this environment that no program reads (typos)."""
+    return unknown_variables(os.environ)
+
+
+def colour_wanted(isatty: bool) -> bool:
+    """Colour on a terminal unless NO_COLOR is set (https://no-color.org)."""
+    return isatty and "NO_COLOR" not in os.environ
 
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Where to listen, what to read, and how callers prove who they are."""
+    """`fleetctl serve`: where to listen, what to read, and how callers prove who they are."""
 
     addr: str
     database_url: str
@@ -41,53 +196,50 @@ class ServeConfig:
         return f"ServeConfig(addr={self.addr!r}, token={'set' if self.token else None})"
 
     @classmethod
-    def load(cls, env: Mapping[str, str], *, addr: str | None, database_url: str) -> ServeConfig:
-        """From the environment (FLEET_API_*); raises ServeConfigError."""
-        addr = addr or env.get("FLEET_API_ADDR") or DEFAULT_API_ADDR
-        try:
-            bind = parse_addr(addr)
-        except ValueError as exc:
-            raise ServeConfigError(f"FLEET_API_ADDR: {exc}") from exc
-        if bind is None:
-            raise ServeConfigError("FLEET_API_ADDR: fleetctl serve needs an address to listen on")
-        token = _token(env)
-        if token is None and not _loopback(bind[0]):
-            raise ServeConfigError(
+    def from_settings(
+        cls, settings: Settings, *, database_url: str, addr: str | None = None
+    ) -> ServeConfig:
+        """From the settings (`addr`: --addr; `database_url`: the analytics login's, or
+        --database-url); raises ConfigError naming the variable."""
+        addr = addr or settings.api_addr
+        host = addr.rpartition(":")[0].strip("[]")
+        token = _token(settings)
+        if token is None and not _loopback(host):
+            raise ConfigError(
                 f"FLEET_API_ADDR {addr} is not loopback: set FLEET_API_TOKEN (or "
                 "FLEET_API_TOKEN_FILE) so /v1 asks for it, or listen on 127.0.0.1"
             )
-        return cls(addr, database_url, token, _tls(env), env.get("FLEET_ADMIN_DATABASE_URL"))
+        return cls(
+            addr,
+            database_url,
+            token,
+            _tls(settings),
+            settings.admin_database_url,
+        )
 
 
-def _token(env: Mapping[str, str]) -> str | None:
-    path = env.get("FLEET_API_TOKEN_FILE")
-    if path:
+def _token(settings: Settings) -> str | None:
+    path = settings.api_token_file
+    if path is not None:
         try:
-            token = Path(path).read_text().strip()
+            token = path.read_text().strip()
         except OSError as exc:
-            raise ServeConfigError(f"FLEET_API_TOKEN_FILE {path}: {exc.strerror}") from exc
+            raise ConfigError(f"FLEET_API_TOKEN_FILE {path}: {exc.strerror}") from exc
         if not token:
-            raise ServeConfigError(f"FLEET_API_TOKEN_FILE {path} is empty")
+            raise ConfigError(f"FLEET_API_TOKEN_FILE {path} is empty")
         return token
-    token = env.get("FLEET_API_TOKEN", "").strip()
-    if env.get("FLEET_API_TOKEN") is not None and not token:
-        raise ServeConfigError("FLEET_API_TOKEN is set but empty")
-    if token and len(token) < 16:
-        raise ServeConfigError("FLEET_API_TOKEN must be at least 16 characters")
-    return token or None
+    return settings.api_token.get_secret_value() if settings.api_token else None
 
 
-def _tls(env: Mapping[str, str]) -> ssl.SSLContext | None:
-    cert, key = env.get("FLEET_API_TLS_CERT"), env.get("FLEET_API_TLS_KEY")
-    if not cert and not key:
+def _tls(settings: Settings) -> ssl.SSLContext | None:
+    cert, key = settings.api_tls_cert, settings.api_tls_key
+    if cert is None or key is None:
         return None
-    if not cert or not key:
-        raise ServeConfigError("FLEET_API_TLS_CERT and FLEET_API_TLS_KEY go together")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise ServeConfigError(f"FLEET_API_TLS_CERT/KEY: {exc}") from exc
+        raise ConfigError(f"FLEET_API_TLS_CERT/KEY: {exc}") from exc
     return ctx
 
 
@@ -98,34 +250,3 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def alert_config(env: Mapping[str, str]) -> AlertConfig:
-    """FLEET_ALERT_INTERVAL_S (600), FLEET_ALERT_WINDOW_HOURS (24),
-    FLEET_ALERT_OFFLINE_INTERVALS (10), FLEET_ALERT_MQTT_URL (set: deliver over MQTT),
-    FLEET_ALERT_WEBHOOKS (comma-separated URLs)."""
-    try:
-        interval = float(env.get("FLEET_ALERT_INTERVAL_S", "600"))
-        window = float(env.get("FLEET_ALERT_WINDOW_HOURS", "24"))
-        offline = int(env.get("FLEET_ALERT_OFFLINE_INTERVALS", "10"))
-    except ValueError as exc:
-        raise AnalyticsError(f"alert settings: {exc}") from None
-    if interval <= 0 or window <= 0 or offline < 1:
-        raise AnalyticsError("alert settings: interval and window must be > 0, offline >= 1")
-    hooks = tuple(u.strip() for u in env.get("FLEET_ALERT_WEBHOOKS", "").split(",") if u.strip())
-    for u in hooks:
-        if not u.startswith(("http://", "https://")):
-            raise AnalyticsError(f"FLEET_ALERT_WEBHOOKS: not an http(s) URL: {u!r}")
-    mqtt = ("mqtt",) if env.get("FLEET_ALERT_MQTT_URL") else ()
-    return AlertConfig(interval_s=interval, window_h=window, offline_intervals=offline,
-                       channels=mqtt + hooks)  # fmt: skip
-
-
-def compact_after_days() -> int:
-    """FLEET_COMPACT_AFTER_DAYS (2): `fleetctl compact`'s default is the days before that many
-    days ago."""
-    text = os.environ.get("FLEET_COMPACT_AFTER_DAYS", "2")
-    try:
-        return int(text)
-    except ValueError:
-        raise AnalyticsError(f"FLEET_COMPACT_AFTER_DAYS: not a whole number: {text!r}") from None

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import structlog
@@ -17,6 +19,7 @@ from fleetdb.connect import TRANSIENT_ERRORS, connect
 from fleetdb.migrate import migrate
 from fleetdb.partitions import PartitionCache
 from fleetsvc.logging import configure_logging
+from fleetsvc.settings_fields import unknown_variables
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 3
@@ -24,6 +27,9 @@ EXIT_STARTUP = 3
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleetd", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {version('fleet-telemetry')}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "ingest MQTT telemetry into PostgreSQL until SIGTERM"),
@@ -78,6 +84,8 @@ async def _migrate(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `fleetd` console script."""
     args = _parser().parse_args(argv)
+    for line in unknown_variables(os.environ):  # a typo'd variable would be silently ignored
+        print(f"fleetd: warning: {line}", file=sys.stderr)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

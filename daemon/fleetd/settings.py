@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -11,10 +10,17 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fleetsvc.secrets import mask_url
+from fleetsvc.settings_fields import (
+    CompactAfterDays,
+    ConfigError,
+    DatabaseUrl,
+    LogFormat,
+    LogLevel,
+    config_error,
+    read_toml,
+)
 
-
-class ConfigError(Exception):
-    """A setting is missing or invalid; the message names it in one line."""
+__all__ = ["ConfigError", "Settings", "load_settings"]
 
 
 class Settings(BaseSettings):
@@ -23,7 +29,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLEET_", extra="forbid", frozen=True)
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
-    database_url: str = "postgresql://127.0.0.1:5432/fleet"
+    database_url: DatabaseUrl = "postgresql://127.0.0.1:5432/fleet"
     client_id: str = Field(default="fleetd", min_length=1, max_length=64)
     flush_interval_ms: int = Field(default=1000, ge=10, le=60_000)
     # A batch is also written once nothing more has arrived for this long: a broker that allows
@@ -44,11 +50,9 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(default=None, ge=1)
     rollup_retention_days: int | None = Field(default=None, ge=1)
     reject_retention_days: int | None = Field(default=None, ge=1)
-    # Days are compacted into the cold tier this many days after they end; 0 leaves it to
-    # `fleetctl compact`.
-    compact_after_days: int = Field(default=2, ge=0)
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    compact_after_days: CompactAfterDays = 2  # 0 leaves it to `fleetctl compact`
+    log_format: LogFormat = "auto"
+    log_level: LogLevel = "info"
 
     @field_validator("mqtt_url", mode="before")
     @classmethod
@@ -79,13 +83,6 @@ class Settings(BaseSettings):
     def mqtt_urls(self) -> tuple[str, ...]:
         """The broker nodes fleetd rotates through (one unless a cluster is listed)."""
         return tuple(self.mqtt_url.split(","))
-
-    @field_validator("database_url")
-    @classmethod
-    def _database_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("postgresql", "postgres"):
-            raise ValueError("must be a postgresql:// URL")
-        return value
 
     @field_validator("http_addr")
     @classmethod
@@ -131,28 +128,11 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
 
     Raises ConfigError with a one-line message naming the bad setting.
     """
-    values: dict[str, Any] = {}
-    if config_path is not None:
-        try:
-            values = tomllib.loads(config_path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"config file {config_path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {config_path}: {exc}") from exc
-        values = values.get("fleetd", values)
+    values = read_toml(config_path, "fleetd") if config_path is not None else {}
     try:
         settings = Settings(**values)
         if overrides:
             settings = Settings.model_validate(settings.model_dump() | overrides)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        if not err["loc"]:
-            raise ConfigError(
-                f"invalid configuration: {err['msg'].removeprefix('Value error, ')}"
-            ) from exc
-        name = str(err["loc"][0])
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"unknown setting {name!r}") from exc
-        env = f"FLEET_{name.upper()}"
-        raise ConfigError(f"invalid {env} ({name}): {err['msg']}") from exc
+        raise config_error(exc) from exc
     return settings

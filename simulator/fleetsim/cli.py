@@ -18,6 +18,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 from typing import NoReturn
 
 import asyncpg
@@ -81,6 +82,7 @@ def _mqtt_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The `fleet-sim` argument parser."""
     parser = _Parser(prog="fleet-sim", description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('fleet-sim')}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="publish live telemetry")

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from fleetctl.settings import ENVIRONMENT as FLEETCTL_ENVIRONMENT
+from fleetctl.settings import Settings as FleetctlSettings
 from fleetd.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,7 +17,8 @@ FLEET_VAR = re.compile(r"\bFLEET_[A-Z0-9_]+\b")
 
 
 def _fields() -> set[str]:
-    return {f"FLEET_{name.upper()}" for name in Settings.model_fields} | set(FLEETCTL_ENVIRONMENT)
+    names = {*Settings.model_fields, *FleetctlSettings.model_fields}
+    return {f"FLEET_{name.upper()}" for name in names}
 
 
 def test_every_fleet_variable_is_a_setting() -> None:

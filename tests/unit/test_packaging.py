@@ -8,6 +8,8 @@ and only the CLI sees everything."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -31,6 +33,9 @@ FLEETCTL_FORBIDDEN = {
     "admin": {"alerts", "api", "cli"},
     "api": {"cli"},
     "errors": {"analytics", "alerts", "admin", "api", "cli", "settings"},
+    "params": {"analytics", "alerts", "admin", "api", "cli", "settings"},
+    "roles": {"analytics", "alerts", "admin", "api", "cli", "settings"},
+    "settings": {"admin", "api", "cli"},
 }
 
 
@@ -94,3 +99,17 @@ def test_the_dashboard_assets_ship_inside_the_api_package() -> None:
     wheel = project["tool"]["hatch"]["build"]["targets"]["wheel"]
     assert wheel["artifacts"] == ["daemon/fleetctl/api/static/vendor/*"]
     assert (REPO / "daemon" / "fleetctl" / "api" / "static" / "index.html").is_file()
+
+
+def test_the_cli_starts_without_the_reports_or_the_settings() -> None:
+    """`fleetctl --help` and argument errors load neither numpy, asyncpg nor pydantic: each
+    command imports them when it runs (issue 24: --help took 0.74 s)."""
+    code = (
+        "import sys; from fleetctl.cli import main; main(['--help']); "
+        "print(sorted(m for m in ('numpy', 'asyncpg', 'pydantic', 'fleetctl.analytics') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -10,7 +10,7 @@ import asyncpg
 
 from fleetctl.errors import AnalyticsError
 from fleetdb.cold import compact
-from fleetdb.cold.layout import default_before
+from fleetdb.cold.layout import default_before, latest_allowed
 from fleetdb.cold.storage import storage
 
 
@@ -25,10 +25,11 @@ def _progress_line(out: TextIO) -> compact.ProgressFn:
 async def compact_command(
     conn: asyncpg.Connection, before: date | None, after_days: int, *, progress: bool
 ) -> dict[str, Any]:
-    """Compact the days before `before` (default: FLEET_COMPACT_AFTER_DAYS ago) and merge
-    late readings; a progress line goes to stderr when it is a terminal."""
+    """Compact the days before `before` (default: FLEET_COMPACT_AFTER_DAYS ago; when that is 0,
+    fleetd does not compact, and every day the tier takes is compacted) and merge late
+    readings; a progress line goes to stderr when it is a terminal."""
     try:
-        limit = before or default_before(after_days)
+        limit = before or (default_before(after_days) if after_days else latest_allowed())
         report = _progress_line(sys.stderr) if progress and sys.stderr.isatty() else None
         done = await compact.run(conn, limit, report)
     except (ValueError, compact.CompactionBusyError) as exc:

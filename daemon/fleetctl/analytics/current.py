@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from fleetctl.analytics.connections import spare
 from fleetctl.analytics.energy import DB
 from fleetctl.analytics.rows import DEFAULT_INTERVAL_S
 from fleetctl.analytics.window import iso
 from fleetctl.errors import InvalidRequestError, UnknownDeviceError
+from fleetctl.params import CURRENT_KINDS, CurrentKind
 
 OFFLINE_AFTER_INTERVALS = 3
 
-CurrentKind = Literal["meters", "vehicles", "all"]
-CURRENT_KINDS = ("meters", "vehicles", "all")
 
 # Numbers arrive as float8 and timestamps as UTC text (ISO DateStyle, PostgreSQL's default and
 # set by connect_analytics), and the age is computed by the server: decoding 20,000 numerics into

@@ -20,13 +20,12 @@ from fleetctl.analytics.energy import DB, Energy, VehicleStats, fleet_meters, fl
 from fleetctl.analytics.freshness import freshness
 from fleetctl.analytics.gcpause import paused_gc
 from fleetctl.analytics.rows import DEFAULT_INTERVAL_S, RowContext, VehicleFigures, build_row
-from fleetctl.analytics.status import DEFAULT_MIN_AC_KWH, STATUSES, min_ac_micro, verdict_micro
+from fleetctl.analytics.status import STATUSES, min_ac_micro, verdict_micro
 from fleetctl.analytics.unit_energy import figures_of_units, unit_energies
 from fleetctl.analytics.units import build_units, fleet_spans
 from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import InvalidRequestError
-
-SORT_KEYS = ("efficiency", "loss", "ac", "vehicle")
+from fleetctl.params import DEFAULT_MIN_AC_KWH, SORT_KEYS
 
 # The fleet aggregates read ~100,000-250,000 rows per kind. Parallel workers cost more than they
 # save at that size (each worker's partial numeric sums are serialised and merged), and the

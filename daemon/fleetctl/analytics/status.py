@@ -13,7 +13,6 @@ from functools import lru_cache
 
 OPTIMAL_MIN_PERCENT = 85
 DEGRADED_MIN_PERCENT = 75
-DEFAULT_MIN_AC_KWH = 0.1
 
 MESSAGES = {
     "optimal": "Normal AC-to-DC conversion efficiency",

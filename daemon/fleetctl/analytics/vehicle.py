@@ -10,11 +10,11 @@ from fleetctl.analytics.chargers import fit_points
 from fleetctl.analytics.energy import DB, Energy, Segment, battery, energy_by_hour, hours_of
 from fleetctl.analytics.freshness import freshness
 from fleetctl.analytics.rows import DEFAULT_INTERVAL_S, RowContext, build_row
-from fleetctl.analytics.status import DEFAULT_MIN_AC_KWH
 from fleetctl.analytics.unit_energy import UnitEnergy, figures_of_units, segments_of
 from fleetctl.analytics.units import Unit, build_units, spans_around
 from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import UnknownDeviceError
+from fleetctl.params import DEFAULT_MIN_AC_KWH
 
 _ZERO = Decimal(0)
 HOUR = timedelta(hours=1)

@@ -34,9 +34,9 @@ from fleetctl.analytics import (
     vehicle_performance,
 )
 from fleetctl.analytics.rejects import rejects
-from fleetctl.analytics.status import DEFAULT_MIN_AC_KWH
 from fleetctl.analytics.window import Window, parse_rfc3339
 from fleetctl.errors import AnalyticsError, UnknownDeviceError
+from fleetctl.params import DEFAULT_MIN_AC_KWH
 from fleetdb.connect import create_pool
 from fleetsvc.http import HttpServer, Response, json_response
 

@@ -1,0 +1,91 @@
+"""Which meter feeds which vehicle: `fleetctl assignments list|add|end` (also `fleetctl assign`
+and `fleetctl unassign`). Writes need the admin login (FLEET_ADMIN_DATABASE_URL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fleetctl.cli import render
+from fleetctl.cli.app import Job, NounGroup, Output, command, root
+from fleetctl.cli.options import instant
+from fleetctl.errors import AnalyticsError
+from fleetctl.roles import Role
+
+
+@root.group("assignments", cls=NounGroup, default="list")
+def assignments() -> None:
+    """A vehicle's meter assignment history (`assignments add|end`: assign, unassign)."""
+
+
+def show_history(result: list[dict[str, Any]], _out: Output) -> str:
+    """One line per assignment."""
+    cells = [(a["meterId"], a["validFrom"], a["validTo"] or "(open)") for a in result]
+    return render.table(("meter", "from", "to"), cells, right=set()) if cells else "no assignments"
+
+
+@command(assignments, "list", role=Role.ANALYTICS, show=show_history)
+@click.argument("vehicle_id")
+def list_(vehicle_id: str) -> Job:
+    """A vehicle's meter assignment history."""
+    from fleetctl.admin.assignments import assignments as history  # noqa: PLC0415
+
+    return lambda conn: history(conn, vehicle_id)
+
+
+def show_assign(r: dict[str, Any], _out: Output) -> str:
+    """One line: the assignment made, or the file imported."""
+    if "imported" in r:
+        return f"imported {r['imported']} assignments of {r['vehicles']} vehicles"
+    verb = "assigned" if r["changed"] else "already assigned"
+    return f"{r['vehicleId']} {verb} to {r['meterId']} from {r['validFrom']}"
+
+
+@command(root, "assign", role=Role.ADMIN, show=show_assign, also=((assignments, "add"),))
+@click.argument("vehicle_id", required=False)
+@click.argument("meter_id", required=False)
+@click.option("--from", "valid_from", help="RFC 3339 (default now)")
+@click.option(
+    "--file",
+    help="CSV with a header vehicle_id,meter_id,valid_from[,valid_to]: imported in one "
+    "transaction, all or nothing, errors named by line",
+)
+def assign(
+    vehicle_id: str | None, meter_id: str | None, valid_from: str | None, file: str | None
+) -> Job:
+    """Assign a vehicle to a meter from a time on, or import a CSV file."""
+    if file and (vehicle_id or meter_id or valid_from):
+        raise AnalyticsError("assign takes either --file or VEHICLE METER [--from], not both")
+    if file:
+        from fleetctl.admin.assignment_import import import_periods, parse_csv  # noqa: PLC0415
+
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AnalyticsError(f"{file}: {exc}") from exc
+        periods = parse_csv(text)
+        return lambda conn: import_periods(conn, periods)
+    if not (vehicle_id and meter_id):
+        raise AnalyticsError("assign needs VEHICLE METER, or --file F.csv")
+    from fleetctl.admin.assignments import assign as run  # noqa: PLC0415
+
+    start = instant(valid_from, "from")
+    return lambda conn: run(conn, vehicle_id, meter_id, start)
+
+
+def show_unassign(r: dict[str, Any], _out: Output) -> str:
+    """One line: the assignment ended."""
+    return f"{r['vehicleId']} unassigned from {r['meterId']} at {r['validTo']}"
+
+
+@command(root, "unassign", role=Role.ADMIN, show=show_unassign, also=((assignments, "end"),))
+@click.argument("vehicle_id")
+@click.option("--at", help="RFC 3339 (default now)")
+def unassign(vehicle_id: str, at: str | None) -> Job:
+    """End a vehicle's open assignment."""
+    from fleetctl.admin.assignments import unassign as run  # noqa: PLC0415
+
+    end = instant(at, "at")
+    return lambda conn: run(conn, vehicle_id, end)

@@ -1,0 +1,305 @@
+"""The reports: one vehicle, the fleet, anomalies, chargers, current state, storage. Each reads
+as the analytics login (a fleet_analytics role or a read replica)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from fleetctl.cli import render
+from fleetctl.cli.app import Job, Output, command, root
+from fleetctl.cli.options import window_options
+from fleetctl.params import CURRENT_KINDS, SORT_KEYS
+from fleetctl.roles import Role
+
+if TYPE_CHECKING:
+    from fleetctl.analytics.window import Window
+
+_LIMIT_HELP = "only the first N rows (the table and --json)"
+
+
+def _first(limit: int | None) -> int | None:
+    if limit is not None and limit < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--limit")
+    return limit
+
+
+def show_vehicle_rows(rows: list[dict[str, Any]], colour: bool) -> str:
+    """One line per vehicle: the fleet report's and anomalies' table."""
+    headers = (
+        *("vehicle", "meter", "AC kWh", "DC kWh", "loss kWh", "efficiency", "status"),
+        *("temp avg", "coverage", "shared"),
+    )
+    cells = [
+        (
+            r["vehicleId"],
+            ",".join(dict.fromkeys(m["meterId"] for m in r["meters"])) or "-",
+            render.num(r["totalAcKwh"]),
+            render.num(r["totalDcKwh"]),
+            render.num(r["lossKwh"]),
+            render.percent(r["efficiencyPercent"]),
+            render.status(r["status"], colour),
+            render.num(r["batteryTemp"]["avg"], 1),
+            render.percent(r["coveragePercent"]["vehicle"]),
+            ",".join(r["sharedWith"]) if r["meterShared"] else "",
+        )
+        for r in rows
+    ]
+    return render.table(headers, cells, right={2, 3, 4, 5, 7, 8})
+
+
+def show_performance(r: dict[str, Any], out: Output) -> str:
+    """One vehicle: the verdict, its meters and chargers, battery, coverage, then the hours."""
+    colour = out.colour
+    lines = [
+        f"{r['vehicleId']}  {r['window']['start']} → {r['window']['end']}",
+        f"  status      {render.status(r['status'], colour)}: {r['message']}",
+        f"  efficiency  {render.percent(r['efficiencyPercent'])}  "
+        f"(AC {render.num(r['totalAcKwh'])} kWh, DC {render.num(r['totalDcKwh'])} kWh, "
+        f"loss {render.num(r['lossKwh'])} kWh)",
+        "  meters      "
+        + (", ".join(f"{m['meterId']} [{m['from']} → {m['to']})" for m in r["meters"]) or "none"),
+    ]
+    if r["meterShared"]:
+        lines.append(
+            f"  shared      meter also fed {', '.join(r['sharedWith'])}: site-level figures "
+            f"(this vehicle's own DC: {render.num(r['vehicleDcKwh'])} kWh)"
+        )
+    for c in r.get("chargers", ()):
+        lines.append(
+            f"  charger     {c['meterId']}: converter {render.num(c['conversionEfficiency'], 3)}"
+            f", standby {render.num(c['standbyW'], 1)} W over {c['fit']['chargingHours']} h of"
+            f" charging: {render.status(c['status'], colour)}"
+        )
+    bt, soc = r["batteryTemp"], r["soc"]
+    lines += [
+        f"  battery     temp avg {render.num(bt['avg'], 1)} °C (min {render.num(bt['min'], 1)},"
+        f" max {render.num(bt['max'], 1)}); SoC {render.num(soc['first'], 1)} % → "
+        f"{render.num(soc['last'], 1)} %",
+        f"  readings    vehicle {r['readings']['vehicle']}/{r['expectedReadings']['vehicle']} "
+        f"({render.percent(r['coveragePercent']['vehicle'])}), meter "
+        f"{r['readings']['meter']}/{r['expectedReadings']['meter']} "
+        f"({render.percent(r['coveragePercent']['meter'])})",
+        "",
+    ]
+    cells = [
+        (
+            h["hour"],
+            render.num(h["acKwh"]),
+            render.num(h["dcKwh"]),
+            render.percent(None if h["efficiency"] is None else h["efficiency"] * 100),
+            str(h["readings"]["vehicle"]),
+            str(h["readings"]["meter"]),
+        )
+        for h in r["hourly"]
+    ]
+    headers = ("hour", "AC kWh", "DC kWh", "efficiency", "veh n", "meter n")
+    lines.append(render.table(headers, cells, right={1, 2, 3, 4, 5}))
+    return "\n".join(lines)
+
+
+@command(root, "performance", role=Role.ANALYTICS, show=show_performance)
+@click.argument("vehicle_id")
+@window_options
+def performance(vehicle_id: str, window: Window, min_ac_kwh: float) -> Job:
+    """One vehicle's efficiency with an hourly breakdown."""
+    from fleetctl.analytics import vehicle_performance  # noqa: PLC0415
+
+    return lambda conn: vehicle_performance(conn, vehicle_id, window, min_ac_kwh=min_ac_kwh)
+
+
+def show_fleet(r: dict[str, Any], out: Output) -> str:
+    """Fleet totals, counts per status, then the vehicles (as many as --limit kept)."""
+    t = r["totals"]
+    counts = ", ".join(
+        f"{render.status(k, out.colour)} {v}" for k, v in r["statusCounts"].items() if v
+    )
+    age = r["dataAgeSeconds"]
+    lines = [
+        f"Fleet {r['window']['start']} → {r['window']['end']}: {t['vehicles']} vehicles, "
+        f"{t['meters']} meters",
+        f"  efficiency {render.percent(t['efficiencyPercent'])} "
+        f"(AC {render.num(t['totalAcKwh'])} kWh, DC {render.num(t['totalDcKwh'])} kWh, "
+        f"loss {render.num(t['lossKwh'])} kWh)",
+        f"  {counts or 'no vehicles'}",
+        f"  newest reading {r['newestReadingAt'] or '-'}"
+        + (f" ({age:,.0f} s ago)" if age is not None else ""),
+        "",
+        show_vehicle_rows(r["vehicles"], out.colour),
+    ]
+    if len(r["vehicles"]) < t["vehicles"]:
+        lines.append(f"... {t['vehicles'] - len(r['vehicles'])} more (--limit)")
+    return "\n".join(lines)
+
+
+@command(root, "fleet", role=Role.ANALYTICS, show=show_fleet)
+@window_options
+@click.option("--sort", type=click.Choice(SORT_KEYS), default="efficiency", show_default=True)
+@click.option("--limit", type=int, help=_LIMIT_HELP)
+@click.option(
+    "--chargers",
+    "with_chargers",
+    is_flag=True,
+    help="also each row's charger diagnosis (fitted efficiency, standby; ~1 s more)",
+)
+def fleet(
+    window: Window, min_ac_kwh: float, sort: str, limit: int | None, with_chargers: bool
+) -> Job:
+    """Every vehicle's efficiency, worst first."""
+    from fleetctl.analytics import fleet_report  # noqa: PLC0415
+
+    first = _first(limit)
+
+    async def job(conn: Any) -> Any:
+        r = await fleet_report(
+            conn, window, sort=sort, min_ac_kwh=min_ac_kwh, with_chargers=with_chargers
+        )
+        r["vehicles"] = r["vehicles"][:first]  # the totals still count every vehicle
+        return r
+
+    return job
+
+
+def show_anomalies(r: dict[str, Any], out: Output) -> str:
+    """Vehicles below the threshold, then those whose figures are impossible."""
+    head = (
+        f"{r['count']} vehicles below {r['threshold'] * 100:.1f} % "
+        f"({r['window']['start']} → {r['window']['end']})"
+    )
+    lines = [head, show_vehicle_rows(r["vehicles"], out.colour)]
+    if r["meterErrors"]:
+        lines += [
+            "",
+            "Impossible efficiency (> 100 %): check meter or assignment",
+            show_vehicle_rows(r["meterErrors"], out.colour),
+        ]
+    return "\n".join(lines)
+
+
+@command(root, "anomalies", role=Role.ANALYTICS, show=show_anomalies)
+@window_options
+@click.option(
+    "--threshold", type=float, default=0.85, show_default=True, help="efficiency ratio in (0, 1.5]"
+)
+def anomalies(window: Window, min_ac_kwh: float, threshold: float) -> Job:
+    """Vehicles below an efficiency threshold."""
+    from fleetctl.analytics import anomalies as report  # noqa: PLC0415
+
+    return lambda conn: report(conn, window, threshold=threshold, min_ac_kwh=min_ac_kwh)
+
+
+def show_chargers(r: dict[str, Any], _out: Output) -> str:
+    """Counts per status and the fit, then one line per charger."""
+    counts = ", ".join(f"{n} {s}" for s, n in r["statusCounts"].items() if n)
+    head = (
+        f"{r['count']} chargers ({counts}), {r['window']['start']} → {r['window']['end']}\n"
+        f"fit: {r['model']}"
+    )
+    cells = [
+        (
+            c["meterId"],
+            c["status"],
+            render.num(c["conversionEfficiency"], 3),
+            render.num(c["standbyW"], 1),
+            str(c["fit"]["chargingHours"]),
+            render.num(c["fit"]["rmseWh"], 2),
+            render.num(c["billed"]["efficiency"], 3),
+            ", ".join(c["vehicles"]),
+        )
+        for c in r["chargers"]
+    ]
+    cols = ("meter", "status", "eta", "standby W", "charging h", "rmse Wh", "billed", "vehicles")
+    return head + "\n" + render.table(cols, cells, right={2, 3, 4, 5, 6})
+
+
+@command(root, "chargers", role=Role.ANALYTICS, show=show_chargers)
+@window_options
+@click.option("--limit", type=int, help=_LIMIT_HELP)
+def chargers(window: Window, min_ac_kwh: float, limit: int | None) -> Job:
+    """Each charger's fitted conversion efficiency and standby draw, worst first."""
+    from fleetctl.analytics import chargers as report  # noqa: PLC0415
+
+    first = _first(limit)
+
+    async def job(conn: Any) -> Any:
+        r = await report(conn, window)
+        r["chargers"] = r["chargers"][:first]  # the counts still cover every charger
+        return r
+
+    return job
+
+
+def show_current(r: dict[str, Any], out: Output) -> str:
+    """Newest reading per device, with its age and state, then the count offline."""
+    if r["kind"] == "all":
+        one = {k: r[k] for k in ("asOf", "offlineAfterSeconds")}
+        return "\n\n".join(
+            show_current({"kind": kind, **one, **r[kind]}, out) for kind in ("meters", "vehicles")
+        )
+    meters = r["kind"] == "meters"
+    headers = (
+        ("meter", "timestamp", "kWh AC", "voltage", "age s", "state")
+        if meters
+        else ("vehicle", "timestamp", "SoC %", "kWh DC", "temp °C", "age s", "state")
+    )
+    cells: list[tuple[str, ...]] = []
+    for d in r["devices"]:
+        state = "OFFLINE" if d["offline"] else "online"
+        age = render.num(d["lastSeenSeconds"], 0)
+        values: tuple[str, ...]
+        if meters:
+            values = (render.num(d["kwhConsumedAc"], 6), render.num(d["voltage"], 1))
+        else:
+            values = (
+                render.num(d["soc"], 1),
+                render.num(d["kwhDeliveredDc"], 6),
+                render.num(d["batteryTemp"], 1),
+            )
+        cells.append((d["meterId" if meters else "vehicleId"], d["timestamp"], *values, age, state))
+    numeric = set(range(2, len(headers) - 1))
+    summary = (
+        f"{r['count']} {r['kind']}, {r['offline']} offline "
+        f"(no reading for > {r['offlineAfterSeconds']} s)"
+    )
+    return render.table(headers, cells, right=numeric) + "\n" + summary
+
+
+@command(root, "current", role=Role.ANALYTICS, show=show_current)
+@click.argument("kind", type=click.Choice(CURRENT_KINDS))
+@click.argument("device_id", required=False)
+def current(kind: str, device_id: str | None) -> Job:
+    """Newest reading per device, with age and offline flag (KIND all: every meter and every
+    vehicle; DEVICE_ID: one device, with meters or vehicles)."""
+    from fleetctl.analytics import current as report  # noqa: PLC0415
+
+    return lambda conn: report(conn, kind, device_id)  # type: ignore[arg-type]  # a Choice
+
+
+def show_storage(rows: list[dict[str, Any]], _out: Output) -> str:
+    """A table: one line per day and kind."""
+    if not rows:
+        return "no days stored"
+    cells = [
+        (
+            r["day"],
+            r["kind"],
+            r["state"],
+            f"{r['readings']:,}",
+            f"{(r['rawBytes'] + r['indexBytes']) / 1e6:,.1f}",
+            f"{r['rollupBytes'] / 1e6:,.1f}",
+            render.num(r["bytesPerReading"], 2),
+            render.num(r["rollupBytesPerReading"], 2),
+        )
+        for r in rows
+    ]
+    head = ("day", "kind", "state", "readings", "MB", "rollup MB", "B/reading", "rollup B/r")
+    return render.table(head, cells, right={3, 4, 5, 6, 7})
+
+
+@command(root, "storage", role=Role.ANALYTICS, show=show_storage)
+def storage() -> Job:
+    """Per day and kind: readings, bytes per reading, state (open or compacted)."""
+    from fleetctl.admin.compaction import storage_command  # noqa: PLC0415
+
+    return storage_command

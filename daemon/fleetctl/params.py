@@ -1,0 +1,15 @@
+"""The choices and defaults the reports take, in a module that loads nothing: the CLI builds its
+options and help from here without importing the reports (fleetctl.analytics: numpy, asyncpg)
+until a command runs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = ["CURRENT_KINDS", "DEFAULT_MIN_AC_KWH", "SORT_KEYS", "CurrentKind"]
+
+# Below this AC energy in a window a vehicle is insufficient_data rather than judged.
+DEFAULT_MIN_AC_KWH = 0.1
+SORT_KEYS = ("efficiency", "loss", "ac", "vehicle")
+CurrentKind = Literal["meters", "vehicles", "all"]
+CURRENT_KINDS: tuple[CurrentKind, ...] = ("meters", "vehicles", "all")
