@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml simulator/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' -e ./simulator
 	@touch $(STAMP)
 
-# PostgreSQL (initdb, pg_ctl, postgres), Mosquitto, Node.js (for the aedes test broker) and
+# PostgreSQL (initdb, pg_ctl, postgres), Mosquitto, nats-server (a three-node MQTT cluster for
+# the failover test), Node.js (for the aedes test broker) and
 # promtool (Debian's prometheus, for the alert rules), Chromium (the dashboard's test) and ip +
 # iptables (the tests that cut links inside network namespaces) must exist; install them when root.
 sysdeps:
@@ -39,6 +40,7 @@ sysdeps:
 	 command -v chromium >/dev/null || missing="$$missing chromium"; \
 	 { command -v ip >/dev/null || test -x /usr/sbin/ip || test -x /sbin/ip; } || missing="$$missing iproute2"; \
 	 { command -v iptables >/dev/null || test -x /usr/sbin/iptables; } || missing="$$missing iptables"; \
+	 { command -v nats-server >/dev/null || test -x /usr/sbin/nats-server; } || missing="$$missing nats-server"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ]; then \
 	     echo "installing:$$missing"; \
