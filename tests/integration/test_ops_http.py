@@ -44,11 +44,9 @@ async def get(
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
     )
-    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    writer.write(
-        f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-        f"{extra}\r\n".encode()
-    )
+    fields = {"Host": "localhost", "Connection": "close", **(headers or {})}
+    extra = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    writer.write(f"{method} {target} HTTP/1.1\r\n{extra}\r\n".encode())
     await writer.drain()
     raw = await asyncio.wait_for(reader.read(), timeout=5)
     writer.close()
@@ -397,3 +395,39 @@ async def post_json(
     await writer.wait_closed()
     head, _, answer = raw.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(answer)
+
+
+async def test_fleetctl_serve_refuses_bad_parameters_and_foreign_hosts(
+    database_url: str, analytics_url: str
+) -> None:
+    with fleetctl_serve(analytics_url) as port:
+        for target, reason in (
+            ("/v1/analytics/fleet?hours=1e9", "hours must be a number in (0, 87600]"),
+            ("/v1/analytics/fleet?hours=inf", "hours must be a number in (0, 87600]"),
+            (
+                "/v1/analytics/fleet?start=0001-01-01T00:00:00Z&end=9999-12-31T00:00:00Z",
+                "start must be a time in the years 2000 to 2200",
+            ),
+            ("/v1/analytics/performance/V%001?hours=2", "vehicleId must not contain control"),
+            ("/v1/current/vehicles/V%00", "deviceId must not contain control"),
+            ("/v1/rejects?limit=100000", "limit must be a whole number in [0, 1000]"),
+            ("/v1/analytics/fleet?sort=nope", "sort must be one of efficiency"),
+        ):
+            status, body = await get_json(port, target)
+            assert (status, body["error"][: len(reason)]) == (400, reason), target
+        # DNS rebinding: without a token, only loopback names are answered.
+        status, body = await get_json(port, "/v1/current/all", headers={"Host": "rebind.example"})
+        assert status == 400
+        status, headers, _ = await get(port, "/")
+        assert status == 200
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+async def test_fleetctl_serve_health_is_public_cached_and_says_no_more() -> None:
+    with fleetctl_serve(f"postgresql://nobody@127.0.0.1:{free_port()}/none") as port:
+        answers = [await get_json(port, "/healthz") for _ in range(5)]
+    assert answers[0] == (503, {"status": "unhealthy", "reasons": ["database unreachable"]})
+    assert all(a == answers[0] for a in answers)
+    # One database attempt logged for five calls within the second.
+    assert SERVE_OUTPUT[0].count("health_check_failed") <= 2

@@ -1,4 +1,4 @@
-"""The analytics HTTP API: read-only JSON, the same as `fleetctl --json`.
+"""The analytics HTTP API: read-only JSON, the same as `fleetctl --json`, as a route table.
 
 GET /v1/analytics/performance/{vehicleId}   ?hours= | ?start=&end=, minAcKwh=
 GET /v1/analytics/fleet                     ?hours= | ?start=&end=, sort=, minAcKwh=, chargers=true
@@ -11,16 +11,19 @@ GET /v1/alerts                              open alerts and those resolved in th
 POST /v1/assignments                        [{vehicleId, meterId, validFrom[, validTo]}, ...]:
                                             all or nothing, as FLEET_ADMIN_DATABASE_URL
 
-Unknown ids answer 404, bad parameters 400, each with {"error": "..."}.
+Each route declares its parameters (ROUTES below): the server checks them before a handler
+runs, so a bad one is a 400 naming it. Unknown ids answer 404; both {"error": "..."}.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 from fleetctl.admin.assignment_import import import_periods, parse_json
 from fleetctl.admin.assignments import all_assignments, assignments
@@ -33,12 +36,52 @@ from fleetctl.analytics import (
     fleet_report,
     vehicle_performance,
 )
-from fleetctl.analytics.rejects import rejects
-from fleetctl.analytics.window import Window, parse_rfc3339
-from fleetctl.errors import AnalyticsError, UnknownDeviceError
+from fleetctl.analytics.rejects import MAX_LIMIT, rejects
+from fleetctl.analytics.window import Window
 from fleetctl.params import DEFAULT_MIN_AC_KWH
 from fleetdb.connect import create_pool
-from fleetsvc.http import HttpServer, Response, json_response
+from fleetsvc.web import (
+    BadRequestError,
+    Call,
+    Choice,
+    Flag,
+    ForbiddenError,
+    Handler,
+    Instant,
+    Integer,
+    Number,
+    Param,
+    Route,
+    Text,
+    json_response,
+)
+
+MAX_HOURS = 87_600.0  # ten years; a maximum window is a setting to come (issue 23)
+BODY_TIMEOUT_S = 30.0  # a POST body trickled in slower than this is cut
+
+WINDOW = (
+    Param("hours", Number(0, MAX_HOURS, exclusive_minimum=True), description="the last H hours"),
+    Param("start", Instant(), description="window start (RFC 3339); with end or hours"),
+    Param("end", Instant(), description="window end (RFC 3339); default now"),
+)
+MIN_AC = Param(
+    "minAcKwh",
+    Number(0, 1e6),
+    default=DEFAULT_MIN_AC_KWH,
+    description="below this much billed AC energy a vehicle gets no verdict",
+)
+DEVICE_ID = Text(max_length=200)
+
+
+def window_of(args: Any) -> Window:
+    """The report window of a call's hours/start/end (the CLI's rules: fleetctl Window)."""
+    start: datetime | None = args["start"]
+    end: datetime | None = args["end"]
+    return Window.parse(
+        hours=args["hours"],
+        start=start.isoformat() if start else None,
+        end=end.isoformat() if end else None,
+    )
 
 
 class AnalyticsApi:
@@ -53,15 +96,99 @@ class AnalyticsApi:
         self._pool: asyncpg.Pool | None = None
         self._admin_pool: asyncpg.Pool | None = None
 
-    def install(self, server: HttpServer) -> None:
-        """Register the routes on `server`."""
-        server.add_route("/v1/analytics/", self.analytics)
-        server.add_route("/v1/alerts", self.alerts)
-        server.add_route("/v1/current/", self.current)
-        server.add_route("/v1/assignments", self.assignments)
-        server.add_route("/v1/rejects", self.rejects)
-        server.add_post_route("/v1/assignments", self.import_assignments)
-        server.on_close(self.close)
+    def routes(self) -> tuple[Route, ...]:
+        """The /v1 route table."""
+        kinds: tuple[CurrentKind, ...] = ("meters", "vehicles")
+        current_routes = tuple(
+            route
+            for kind in kinds
+            for route in (
+                Route("GET", f"/v1/current/{kind}", self.current(kind), summary=f"every {kind}"),
+                Route(
+                    "GET",
+                    f"/v1/current/{kind}/{{deviceId}}",
+                    self.current(kind),
+                    (Param("deviceId", DEVICE_ID, where="path"),),
+                    summary=f"one {kind[:-1]}'s newest reading",
+                    responses=(200, 404),
+                ),
+            )
+        )
+        return (
+            Route(
+                "GET",
+                "/v1/analytics/performance/{vehicleId}",
+                self.performance,
+                (Param("vehicleId", DEVICE_ID, where="path"), *WINDOW, MIN_AC),
+                summary="one vehicle's billed AC, stored DC and efficiency",
+                responses=(200, 400, 404),
+            ),
+            Route(
+                "GET",
+                "/v1/analytics/fleet",
+                self.fleet,
+                (
+                    *WINDOW,
+                    MIN_AC,
+                    Param(
+                        "sort",
+                        Choice(("efficiency", "vehicle", "loss", "ac")),
+                        default="efficiency",
+                    ),
+                    Param("chargers", Flag(), default=False, description="each row's charger"),
+                ),
+                summary="every vehicle's efficiency and status",
+                responses=(200, 400),
+            ),
+            Route(
+                "GET",
+                "/v1/analytics/anomalies",
+                self.anomalies,
+                (
+                    *WINDOW,
+                    MIN_AC,
+                    Param("threshold", Number(0, 1.5, exclusive_minimum=True), default=0.85),
+                ),
+                summary="vehicles below the threshold, impossible readings",
+                responses=(200, 400),
+            ),
+            Route(
+                "GET",
+                "/v1/analytics/chargers",
+                self.chargers,
+                WINDOW,
+                summary="fitted converter efficiency and standby per meter",
+                responses=(200, 400),
+            ),
+            Route("GET", "/v1/current/all", self.current("all"), summary="every meter and vehicle"),
+            *current_routes,
+            Route("GET", "/v1/alerts", self.alerts, summary="open and recently resolved alerts"),
+            Route(
+                "GET",
+                "/v1/assignments",
+                self.assignments,
+                (Param("vehicleId", DEVICE_ID), Param("open", Flag(), default=False)),
+                summary="vehicle-meter assignments",
+            ),
+            Route(
+                "POST",
+                "/v1/assignments",
+                self.import_assignments,
+                summary="import assignments, all or nothing",
+                responses=(200, 400, 403),
+            ),
+            Route(
+                "GET",
+                "/v1/rejects",
+                self.rejects,
+                (
+                    Param("since", Instant(), description="default 24 h ago"),
+                    Param("field", Text(max_length=100)),
+                    Param("limit", Integer(0, MAX_LIMIT), default=20),
+                ),
+                summary="dead letters by field and rule, the newest payloads",
+            ),
+        )
 
     async def close(self) -> None:
         """Close the pools that were opened."""
@@ -75,129 +202,95 @@ class AnalyticsApi:
         await (await self.pool()).fetchval("SELECT 1")
 
     async def pool(self) -> asyncpg.Pool:
+        """The analytics pool (opened on first use)."""
         if self._pool is None:
             self._pool = await create_pool(
                 self._url, min_size=0, max_size=self._pool_size, application_name="fleetctl-serve"
             )
         return self._pool
 
-    async def analytics(self, path: str, query: dict[str, str]) -> Response:
-        """/v1/analytics/{performance/ID | fleet | anomalies | chargers}."""
-        parts = [p for p in path.split("/") if p][2:]
-        try:
-            window = Window.parse(
-                hours=_float(query, "hours"), start=query.get("start"), end=query.get("end")
-            )
-            min_ac = _float(query, "minAcKwh")
-            min_ac = DEFAULT_MIN_AC_KWH if min_ac is None else min_ac
-            db = await self.pool()
-            body: Any
-            if len(parts) == 2 and parts[0] == "performance":
-                body = await vehicle_performance(db, parts[1], window, min_ac_kwh=min_ac)
-            elif parts == ["fleet"]:
-                sort = query.get("sort", "efficiency")
-                body = await fleet_report(
-                    db, window, sort=sort, min_ac_kwh=min_ac,
-                    with_chargers=query.get("chargers") == "true",
-                )  # fmt: skip
-            elif parts == ["chargers"]:
-                body = await chargers(db, window)
-            elif parts == ["anomalies"]:
-                threshold = _float(query, "threshold")
-                body = await anomalies(
-                    db,
-                    window,
-                    threshold=0.85 if threshold is None else threshold,
-                    min_ac_kwh=min_ac,
-                )
-            else:
-                return json_response(404, {"error": "not found", "path": path})
-        except UnknownDeviceError as exc:
-            return json_response(404, {"error": str(exc)})
-        except (AnalyticsError, ValueError) as exc:
-            return json_response(400, {"error": str(exc)})
+    async def performance(self, call: Call) -> web.StreamResponse:
+        """GET /v1/analytics/performance/{vehicleId}."""
+        a = call.args
+        body = await vehicle_performance(
+            await self.pool(), a["vehicleId"], window_of(a), min_ac_kwh=a["minAcKwh"]
+        )
         return json_response(200, body)
 
-    async def alerts(self, path: str, _query: dict[str, str]) -> Response:
-        """/v1/alerts."""
-        if path.rstrip("/") != "/v1/alerts":
-            return json_response(404, {"error": "not found", "path": path})
+    async def fleet(self, call: Call) -> web.StreamResponse:
+        """GET /v1/analytics/fleet."""
+        a = call.args
+        body = await fleet_report(
+            await self.pool(),
+            window_of(a),
+            sort=a["sort"],
+            min_ac_kwh=a["minAcKwh"],
+            with_chargers=a["chargers"],
+        )
+        return json_response(200, body)
+
+    async def anomalies(self, call: Call) -> web.StreamResponse:
+        """GET /v1/analytics/anomalies."""
+        a = call.args
+        body = await anomalies(
+            await self.pool(), window_of(a), threshold=a["threshold"], min_ac_kwh=a["minAcKwh"]
+        )
+        return json_response(200, body)
+
+    async def chargers(self, call: Call) -> web.StreamResponse:
+        """GET /v1/analytics/chargers."""
+        return json_response(200, await chargers(await self.pool(), window_of(call.args)))
+
+    def current(self, kind: CurrentKind) -> Handler:
+        """GET /v1/current/{meters|vehicles}[/{deviceId}] and /v1/current/all."""
+
+        async def handler(call: Call) -> web.StreamResponse:
+            body = await current(await self.pool(), kind, call.args.get("deviceId"))
+            return json_response(200, body)
+
+        return handler
+
+    async def alerts(self, _call: Call) -> web.StreamResponse:
+        """GET /v1/alerts."""
         return json_response(200, await list_alerts(await self.pool()))
 
-    async def current(self, path: str, _query: dict[str, str]) -> Response:
-        """/v1/current/{meters|vehicles}[/{id}] and /v1/current/all."""
-        parts = [p for p in path.split("/") if p][2:]
-        kinds: dict[str, CurrentKind] = {"meters": "meters", "vehicles": "vehicles", "all": "all"}
-        if not parts or parts[0] not in kinds or len(parts) > (1 if parts[0] == "all" else 2):
-            return json_response(404, {"error": "not found", "path": path})
-        try:
-            device = parts[1] if len(parts) == 2 else None
-            body = await current(await self.pool(), kinds[parts[0]], device)
-        except UnknownDeviceError as exc:
-            return json_response(404, {"error": str(exc)})
-        return json_response(200, body)
-
-    async def assignments(self, path: str, query: dict[str, str]) -> Response:
+    async def assignments(self, call: Call) -> web.StreamResponse:
         """GET /v1/assignments: every assignment, or one vehicle's (?vehicleId=), or the open
         ones (?open=true)."""
-        if path.rstrip("/") != "/v1/assignments":
-            return json_response(404, {"error": "not found", "path": path})
         db = await self.pool()
-        vehicle = query.get("vehicleId")
+        vehicle, open_only = call.args["vehicleId"], call.args["open"]
         if vehicle:
             rows = await assignments(db, vehicle)
-            if query.get("open") == "true":
+            if open_only:
                 rows = [r for r in rows if r["validTo"] is None]
         else:
-            rows = await all_assignments(db, open_only=query.get("open") == "true")
+            rows = await all_assignments(db, open_only=open_only)
         return json_response(200, {"count": len(rows), "assignments": rows})
 
-    async def import_assignments(self, path: str, _query: dict[str, str], body: bytes) -> Response:
+    async def import_assignments(self, call: Call) -> web.StreamResponse:
         """POST /v1/assignments: a JSON list written in one transaction, all or nothing."""
-        if path.rstrip("/") != "/v1/assignments":
-            return json_response(404, {"error": "not found", "path": path})
         if not self._admin_url:
-            off = "assignment writes are off: set FLEET_ADMIN_DATABASE_URL (a fleet_admin login)"
-            return json_response(403, {"error": off})
+            raise ForbiddenError(
+                "assignment writes are off: set FLEET_ADMIN_DATABASE_URL (a fleet_admin login)"
+            )
+        try:
+            body = await asyncio.wait_for(call.request.read(), BODY_TIMEOUT_S)
+        except TimeoutError:
+            raise BadRequestError(f"body not received within {BODY_TIMEOUT_S:.0f} s") from None
         try:
             items = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return json_response(400, {"error": f"body is not JSON: {exc}"})
-        try:
-            periods = parse_json(items)
-            if self._admin_pool is None:
-                self._admin_pool = await create_pool(
-                    self._admin_url, min_size=0, max_size=1, application_name="fleetctl-admin"
-                )
-            result = await import_periods(self._admin_pool, periods)
-        except AnalyticsError as exc:
-            return json_response(400, {"error": str(exc)})
-        return json_response(200, result)
-
-    async def rejects(self, path: str, query: dict[str, str]) -> Response:
-        """GET /v1/rejects: dead letters counted by field and rule, the newest payloads."""
-        if path.rstrip("/") != "/v1/rejects":
-            return json_response(404, {"error": "not found", "path": path})
-        try:
-            since_text = query.get("since")
-            since = (
-                parse_rfc3339(since_text, "since") if since_text
-                else datetime.now(UTC) - timedelta(hours=24)
-            )  # fmt: skip
-            limit = int(query.get("limit") or 20)
-            body = await rejects(
-                await self.pool(), since=since, field=query.get("field"), limit=limit
+            raise BadRequestError(f"body is not JSON: {exc}") from None
+        periods = parse_json(items)
+        if self._admin_pool is None:
+            self._admin_pool = await create_pool(
+                self._admin_url, min_size=0, max_size=1, application_name="fleetctl-admin"
             )
-        except ValueError as exc:
-            return json_response(400, {"error": str(exc)})
+        return json_response(200, await import_periods(self._admin_pool, periods))
+
+    async def rejects(self, call: Call) -> web.StreamResponse:
+        """GET /v1/rejects: dead letters counted by field and rule, the newest payloads."""
+        a = call.args
+        since = a["since"] or datetime.now(UTC) - timedelta(hours=24)
+        body = await rejects(await self.pool(), since=since, field=a["field"], limit=a["limit"])
         return json_response(200, body)
-
-
-def _float(query: dict[str, str], name: str) -> float | None:
-    text = query.get(name)
-    if text is None or text == "":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {text!r}") from None

@@ -1,9 +1,10 @@
 """`fleetctl serve`: the analytics HTTP API as a process of its own, so building a report never
-holds up ingest. Serves /v1 (see fleetctl.api.handlers) and /healthz until SIGTERM or SIGINT.
+holds up ingest. Serves /v1 (see fleetctl.api.handlers), /metrics, the dashboard at / and a
+public /healthz until SIGTERM or SIGINT.
 
-/v1 needs `Authorization: Bearer <token>` when FLEET_API_TOKEN (or FLEET_API_TOKEN_FILE) is set;
-without a token the API listens on loopback only. FLEET_API_TLS_CERT and FLEET_API_TLS_KEY turn
-on HTTPS. /healthz stays open.
+/v1 and /metrics need `Authorization: Bearer <token>` when FLEET_API_TOKEN (or
+FLEET_API_TOKEN_FILE) is set; without a token the API listens on loopback only and answers only
+loopback Host names. FLEET_API_TLS_CERT and FLEET_API_TLS_KEY turn on HTTPS.
 """
 
 from __future__ import annotations
@@ -11,38 +12,85 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 
 import asyncpg
 import structlog
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from fleetctl.alerts.store import fleet_metrics
-from fleetctl.api import dashboard
+from fleetctl.api.dashboard import static_dir
 from fleetctl.api.handlers import AnalyticsApi
+from fleetctl.errors import AnalyticsError, UnknownDeviceError
 from fleetctl.settings import ServeConfig
 from fleetdb.connect import TRANSIENT_ERRORS
-from fleetsvc.http import HttpServer, Response, json_response
+from fleetsvc.web import Call, HttpServer, Route, json_response
 
 log = structlog.get_logger("fleetctl.serve")
 
-# The dashboard page and its assets carry no data (the page asks /v1 with the token).
-PUBLIC = ("/healthz", "/", "/static/")
-
 HEALTH_TIMEOUT_S = 2.0
+HEALTH_CACHE_S = 1.0  # /healthz is public: at most one database round trip a second
+MAX_BODY_BYTES = 16 << 20  # a POSTed body (100,000 assignments fit)
+# The application's errors, by the most specific class: their text is fit to show.
+ERROR_STATUSES: dict[type[Exception], int] = {UnknownDeviceError: 404, AnalyticsError: 400}
+
+
+class HealthCache:
+    """/healthz's verdict, asked of the database at most once per HEALTH_CACHE_S however many
+    callers; the error text goes to the log, never to the (unauthenticated) caller."""
+
+    def __init__(self, api: AnalyticsApi) -> None:
+        self._api = api
+        self._lock = asyncio.Lock()
+        self._until = 0.0
+        self._answer: tuple[int, dict[str, object]] = (503, {"status": "unknown"})
+
+    async def answer(self) -> tuple[int, dict[str, object]]:
+        """(status, body), fresh within the last second."""
+        async with self._lock:
+            if time.monotonic() >= self._until:
+                self._answer = await self._check()
+                self._until = time.monotonic() + HEALTH_CACHE_S
+            return self._answer
+
+    async def _check(self) -> tuple[int, dict[str, object]]:
+        try:
+            await asyncio.wait_for(self._api.ping(), HEALTH_TIMEOUT_S)
+        except (*TRANSIENT_ERRORS, asyncpg.PostgresError, TimeoutError) as exc:  # type: ignore[misc]
+            log.warning("health_check_failed", error=f"{exc.__class__.__name__}: {exc}")
+            return 503, {"status": "unhealthy", "reasons": ["database unreachable"]}
+        return 200, {"status": "ok"}
 
 
 class ApiService:
     """The HTTP server and its database pool; `run()` until `request_stop()`."""
 
     def __init__(self, config: ServeConfig) -> None:
-        self.server = HttpServer(
-            config.addr, name="fleetctl-serve", token=config.token, public=PUBLIC, tls=config.tls
-        )
         self.api = AnalyticsApi(config.database_url, admin_url=config.admin_url)
-        self.api.install(self.server)
-        self.server.add_route("/healthz", self._health)
-        self.server.add_route("/metrics", self._metrics)
-        self.server.add_route("/", self._page)
+        self._health = HealthCache(self.api)
+        page = static_dir() / "index.html"
+
+        async def index(_call: Call) -> web.StreamResponse:
+            return web.FileResponse(page)
+
+        self.server = HttpServer(
+            config.addr,
+            (
+                Route("GET", "/healthz", self._healthz, public=True, summary="serving and DB up"),
+                # The page and its assets carry no data (the page asks /v1 with the token).
+                Route("GET", "/", index, public=True, summary="the dashboard"),
+                Route("GET", "/metrics", self._metrics, summary="fleet gauges (Prometheus)"),
+                *self.api.routes(),
+            ),
+            name="fleetctl-serve",
+            token=config.token,
+            tls=config.tls,
+            static={"/static": static_dir()},
+            error_statuses=ERROR_STATUSES,
+            max_body_bytes=MAX_BODY_BYTES,
+        )
+        self.server.on_close(self.api.close)
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -50,7 +98,7 @@ class ApiService:
         self._stop.set()
 
     async def run(self) -> None:
-        """Serve until request_stop(); requests in progress are cut when it returns."""
+        """Serve until request_stop(); requests in progress get the server's short grace."""
         http = asyncio.create_task(self.server.run(), name="http")
         stop = asyncio.create_task(self._stop.wait(), name="stop")
         try:
@@ -62,28 +110,13 @@ class ApiService:
                     await task
         log.info("stopped")
 
-    async def _page(self, path: str, _query: dict[str, str]) -> Response:
-        """The dashboard (fleetctl.api.dashboard): / and /static/..., everything else 404."""
-        found = dashboard.asset("index.html" if path == "/" else path.removeprefix("/static/"))
-        if found is None or (path != "/" and not path.startswith("/static/")):
-            return json_response(404, {"error": "not found", "path": path})
-        return 200, *found
+    async def _metrics(self, _call: Call) -> web.StreamResponse:
+        """The fleet gauges (fleetctl.alerts.store.fleet_metrics), behind the token like /v1."""
+        body = await fleet_metrics(await self.api.pool())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    async def _metrics(self, path: str, _query: dict[str, str]) -> Response:
-        """The fleet gauges (fleetctl.alerts.fleet_metrics), behind the token like /v1."""
-        if path != "/metrics":
-            return json_response(404, {"error": "not found", "path": path})
-        return 200, CONTENT_TYPE_LATEST, await fleet_metrics(await self.api.pool())
-
-    async def _health(self, path: str, _query: dict[str, str]) -> Response:
-        if path != "/healthz":
-            return json_response(404, {"error": "not found", "path": path})
-        try:
-            await asyncio.wait_for(self.api.ping(), HEALTH_TIMEOUT_S)
-        except (*TRANSIENT_ERRORS, asyncpg.PostgresError, TimeoutError) as exc:  # type: ignore[misc]
-            reason = f"database unreachable: {exc.__class__.__name__}: {exc}"
-            return json_response(503, {"status": "unhealthy", "reasons": [reason]})
-        return json_response(200, {"status": "ok"})
+    async def _healthz(self, _call: Call) -> web.StreamResponse:
+        return json_response(*await self._health.answer())
 
 
 async def serve(config: ServeConfig) -> int:

@@ -89,6 +89,12 @@ def auth_middleware(token: str, public: Collection[web.AbstractResource]) -> Mid
 
 
 async def add_headers(_request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the browser-facing headers, and no caching unless a route said."""
+    """on_response_prepare: the browser-facing headers, no caching unless a route said, and
+    UTF-8 named on text files (the static handler guesses the type from the system's
+    mime.types, which may still say application/javascript: RFC 9239 says text/javascript)."""
     response.headers.update(HEADERS)
     response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
+    if response.content_type == "application/javascript":
+        response.content_type = "text/javascript"
+    if response.content_type.startswith("text/") and response.charset is None:
+        response.charset = "utf-8"

@@ -3,8 +3,7 @@
 
 Per server: malformed requests (what each is answered), `wrk -c N` on /healthz, then N
 connections sending never-ending headers with the server's RSS before, at peak and after.
-KIND is one of fleetsim.bench.http_servers.KINDS, or "fleetsvc" (fleetsvc.http's server with
-a /healthz route, run by this module)."""
+KIND is one of fleetsim.bench.http_servers.KINDS ("fleetsvc" is ours, fleetsvc.web)."""
 
 from __future__ import annotations
 

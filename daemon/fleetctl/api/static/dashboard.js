@@ -1,9 +1,13 @@
 // The dashboard: four views over the /v1 API, refreshed every minute. A bearer token, when the
-// API asks for one, comes from the page's #token=... fragment (kept in sessionStorage).
+// API asks for one, comes from the page's #token=... fragment (kept in sessionStorage), and is
+// taken out of the address bar at once so it stays out of history, screenshots and bookmarks.
 "use strict";
 
 const hashToken = new URLSearchParams(location.hash.slice(1)).get("token");
-if (hashToken) sessionStorage.setItem("fleetToken", hashToken);
+if (hashToken) {
+  sessionStorage.setItem("fleetToken", hashToken);
+  history.replaceState(null, "", location.pathname + location.search);
+}
 const token = sessionStorage.getItem("fleetToken");
 
 // ?start=...&end=... (RFC 3339) on the page's URL picks the window; default the last 24 h.
