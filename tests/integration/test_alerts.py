@@ -5,6 +5,7 @@ and to a webhook that fails first (retried, same idempotency key)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ import asyncpg
 import pytest
 
 from fleet_harness import MosquittoServer
-from fleetctl.alerts.delivery import deliver_due
+from fleetctl.alerts.delivery import deliver_due, webhook_post, webhook_session
 from fleetctl.alerts.evaluation import AlertConfig, evaluate
 from fleetctl.alerts.store import fleet_metrics, list_alerts
 from fleetdb.connect import connect
@@ -136,3 +137,34 @@ async def test_alerts_open_once_resolve_and_are_delivered(
         assert ("resolve", "charger_critical") in events
     finally:
         await conn.close()
+
+
+async def test_webhook_credentials_go_in_authorization_never_in_host() -> None:
+    seen: list[dict[str, str]] = []
+
+    async def receive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        seen.append(
+            {"line": lines[0]}
+            | {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        )
+        await reader.readexactly(int(seen[-1]["content-length"]))
+        writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(receive, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with webhook_session() as session:
+            url = f"http://alice:p%40ss@127.0.0.1:{port}/hook?x=1"
+            await webhook_post(session, url, b'{"event":"open"}', "key-1")
+    finally:
+        server.close()
+    (request,) = seen
+    assert request["line"] == "POST /hook?x=1 HTTP/1.1"
+    assert request["host"] == f"127.0.0.1:{port}"
+    assert request["authorization"] == "Basic " + base64.b64encode(b"alice:p@ss").decode()
+    assert request["idempotency-key"] == "key-1"
+    assert request["content-type"] == "application/json"

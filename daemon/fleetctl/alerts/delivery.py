@@ -6,6 +6,7 @@ queues; this worker sends, so a dead webhook never holds up an evaluation."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 import struct
@@ -13,8 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import aiohttp
 import asyncpg
 import structlog
+import yarl
 
 from fleetctl.alerts.store import alert_json
 from fleetd.mqtt.packets import connect_packet, disconnect_packet, encode_varint
@@ -57,7 +60,7 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 _FAILURES = (OSError, ConnectionError, TimeoutError, ValueError, asyncio.IncompleteReadError,
-             ssl.SSLError)  # fmt: skip
+             ssl.SSLError, aiohttp.ClientError)  # fmt: skip
 
 
 async def _open(host: str | None, port: int, *, tls: bool
@@ -99,28 +102,25 @@ async def mqtt_publish(url: str | None, messages: list[tuple[str, bytes]]) -> No
         writer.close()
 
 
-async def webhook_post(url: str, payload: bytes, key: str) -> None:
-    """POST JSON; raises unless the answer is 2xx."""
-    parts = urlsplit(url)
-    tls = parts.scheme == "https"
-    reader, writer = await _open(parts.hostname, parts.port or (443 if tls else 80), tls=tls)
-    try:
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            f"Content-Type: application/json\r\nIdempotency-Key: {key}\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(head.encode() + payload)
-        await writer.drain()
-        status = await asyncio.wait_for(reader.readline(), TIMEOUT_S)
-        code = int(status.split()[1]) if len(status.split()) > 1 else 0
-        if not 200 <= code < 300:
-            raise ConnectionError(f"webhook answered {status.decode(errors='replace').strip()}")
-    finally:
-        writer.close()
+def webhook_session() -> aiohttp.ClientSession:
+    """The HTTP client of one delivery round (its connections are reused across hooks)."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
+
+
+async def webhook_post(session: aiohttp.ClientSession, url: str, payload: bytes, key: str) -> None:
+    """POST JSON; raises unless the answer is 2xx. Credentials in the URL
+    (https://user:pass@host/...) go in an Authorization header, never in Host; a redirect is a
+    failure (it would carry the alert, and maybe the credentials, elsewhere)."""
+    target = yarl.URL(url)
+    headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+    if target.user is not None:  # yarl gives them percent-decoded
+        pair = f"{target.user}:{target.password or ''}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+    async with session.post(
+        target.with_user(None), data=payload, headers=headers, allow_redirects=False
+    ) as response:
+        if not 200 <= response.status < 300:
+            raise ConnectionError(f"webhook answered {response.status} {response.reason}")
 
 
 async def deliver_due(conn: asyncpg.Connection, mqtt_url: str | None,
@@ -156,16 +156,18 @@ async def deliver_due(conn: asyncpg.Connection, mqtt_url: str | None,
                 for r in mqtt_rows:
                     await _done(conn, r, now, None)
                 delivered += len(mqtt_rows)
-        for r in hooks:
-            try:
-                await webhook_post(r["channel"], json.dumps(_message(r)).encode(),
-                                   r["idempotency_key"])  # fmt: skip
-            except _FAILURES as exc:
-                await _retry(conn, r, now, exc)
-                failed += 1
-            else:
-                await _done(conn, r, now, None)
-                delivered += 1
+        if hooks:
+            async with webhook_session() as session:
+                for r in hooks:
+                    payload = json.dumps(_message(r)).encode()
+                    try:
+                        await webhook_post(session, r["channel"], payload, r["idempotency_key"])
+                    except _FAILURES as exc:
+                        await _retry(conn, r, now, exc)
+                        failed += 1
+                    else:
+                        await _done(conn, r, now, None)
+                        delivered += 1
     return delivered, failed
 
 
