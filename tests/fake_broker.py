@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Literal
+from typing import Literal, cast
 
 from fleet_harness import free_port
 from fleetd.mqtt import packets
@@ -22,15 +23,18 @@ class ScriptedNode:
     """`answer(protocol_level, n)` decides how the n-th CONNECT (0-based) is answered;
     `connects` records the protocol level (4: 3.1.1, 5: MQTT 5) of each CONNECT."""
 
-    def __init__(self, answer: Callable[[int, int], Answer]) -> None:
+    def __init__(
+        self, answer: Callable[[int, int], Answer], *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.answer = answer
-        self.port = free_port()
+        self.host = host
+        self.port = port or free_port()
         self.connects: list[int] = []
         self.pings = 0
 
     @property
     def url(self) -> str:
-        return f"mqtt://fleet:s3cret@127.0.0.1:{self.port}"
+        return f"mqtt://fleet:s3cret@{self.host}:{self.port}"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -75,7 +79,7 @@ class ScriptedNode:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[ScriptedNode]:
-        server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        server = await asyncio.start_server(self._handle, self.host, self.port)
         try:
             yield self
         finally:
@@ -93,3 +97,14 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         if not byte & 0x80:
             break
     return first >> 4, await reader.readexactly(length)
+
+
+async def _serve_forever(host: str, port: int, answer: Answer) -> None:
+    async with ScriptedNode(lambda _level, _n: answer, host=host, port=port).serving():
+        print("listening", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    # python -m tests.fake_broker HOST PORT ANSWER: one node, e.g. inside a network namespace.
+    asyncio.run(_serve_forever(sys.argv[1], int(sys.argv[2]), cast(Answer, sys.argv[3])))

@@ -1,13 +1,16 @@
 """A broker link cut for real: fleetd runs in a network namespace, Mosquitto in the root one,
 and iptables drops the MQTT packets both ways for a minute (no reset: only silence). /healthz
 says "broker silent" within 1.5 x keepalive, fleetd reconnects once the link is back, and
-exactly what the broker acknowledged to the publisher is stored, once."""
+exactly what the broker acknowledged to the publisher is stored, once. And a link cut while
+fleetd has paused reading is still noticed in time (judged by TCP acknowledgements)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -23,6 +26,7 @@ import pytest
 from fleet_harness import MosquittoServer, PostgresServer, free_port
 from fleet_harness.netns import NetNamespace, netns_unavailable
 from fleet_harness.publish import readings
+from fleetd.mqtt.subscriber import MqttSubscriber
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
 from tests.acked_publish import AckedPublisher
@@ -47,6 +51,9 @@ def _health(url: str) -> tuple[int, dict[str, object]]:
         return exc.code, json.loads(exc.read())
     except OSError as exc:
         return 0, {"error": str(exc)}
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _keys(msgs: list[tuple[str, bytes]]) -> set[tuple[str, datetime]]:
@@ -74,7 +81,7 @@ async def _wait_health(url: str, *, ok: bool, timeout_s: float) -> dict[str, obj
         await asyncio.sleep(0.25)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(120)
 async def test_a_silently_cut_broker_link_is_noticed_in_time_and_loses_nothing(
     ns: NetNamespace, tmp_path: Path
 ) -> None:
@@ -174,3 +181,51 @@ async def _run_cut(
         f"again {back_s:.1f} s after the link returned; {len(msgs)} published and PUBACKed, "
         f"{len(stored)} stored"
     )
+
+
+async def test_a_link_cut_while_reading_is_paused_is_noticed_in_time(ns: NetNamespace) -> None:
+    # Paused, the broker's packets wait unread: only the TCP acknowledgements of our PINGREQs
+    # tell a live link (acked) from a dead one. The broker node runs inside the namespace here.
+    keepalive_s = 2
+    port = free_port()
+    node = ns.popen(
+        [sys.executable, "-m", "tests.fake_broker", ns.ns_ip, str(port), "accept"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert node.stdout is not None
+    assert await asyncio.to_thread(node.stdout.readline) == "listening\n"
+    sub = MqttSubscriber(
+        url=f"mqtt://{ns.ns_ip}:{port}", client_id="c", on_message=lambda *_: None,
+        keepalive_s=keepalive_s,
+    )  # fmt: skip
+    task = asyncio.create_task(sub.run())
+    try:
+        for _ in range(100):
+            if sub.subscribed.is_set():
+                break
+            await asyncio.sleep(0.05)
+        sub.pause()
+        await asyncio.sleep(2 * keepalive_s)  # pings acknowledged by the peer's kernel
+        assert sub.connected
+        assert sub.silent_s() is None
+        cut = time.monotonic()
+        await asyncio.to_thread(ns.cut)
+        silent_at = None
+        while sub.connected:
+            if silent_at is None and sub.silent_s() is not None:
+                silent_at = time.monotonic() - cut
+            assert time.monotonic() - cut < 1.5 * keepalive_s + 1.0, "paused link not dropped"
+            await asyncio.sleep(0.02)
+        assert silent_at is not None
+        assert sub.paused
+        print(
+            f"\npaused link cut (keepalive {keepalive_s} s): silent after {silent_at:.1f} s, "
+            f"dropped after {time.monotonic() - cut:.1f} s"
+        )
+    finally:
+        await sub.disconnect()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
