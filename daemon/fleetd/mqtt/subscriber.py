@@ -243,7 +243,9 @@ class MqttSubscriber:
                 conn = await self._connect_negotiated(self._node)
             except BrokerUnavailableError as exc:
                 attempt += 1
-                log.warning(
+                # Each node's first failure of an outage is worth a warning; the retries of a
+                # long outage (every 30 s at most) only at debug level.
+                (log.warning if attempt <= len(self._nodes) else log.debug)(
                     "broker_unavailable", url=self._nodes_masked[self._node], error=str(exc),
                     attempt=attempt,
                 )  # fmt: skip
