@@ -9,9 +9,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from click.testing import CliRunner
 
 from fleet_harness.publish import meter_message, vehicle_message
-from fleetctl.cli import main
+from fleetctl.cli import main, render, root
+from fleetctl.cli.app import Job, Output, command
+from fleetctl.roles import Role
 from tests.conftest import assert_rollups_match_raw
 from tests.integration.test_analytics import T0, depot, load
 
@@ -194,17 +197,27 @@ async def test_rejects_counted_by_field_and_rule_with_the_newest_payloads(
         await db.execute(
             """INSERT INTO rejected_messages (received_at, topic, payload, reason, payload_sha256)
                VALUES (now() - make_interval(secs => $1), $2, $3, $4, sha256($3))""",
-            float(10 - i), topic, payload, reason,
-        )  # fmt: skip
+            float(10 - i),
+            topic,
+            payload,
+            reason,
+        )
     assert await fleetctl(analytics_url, "--json", "rejects") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["total"] == 3
-    assert out["counts"][0] == {**out["counts"][0], "kind": "vehicles", "field": "soc",
-                                "rule": "soc: must be <= 100", "count": 2}  # fmt: skip
+    assert out["counts"][0] == {
+        **out["counts"][0],
+        "kind": "vehicles",
+        "field": "soc",
+        "rule": "soc: must be <= 100",
+        "count": 2,
+    }
     newest = out["newest"][0]
     assert (newest["topic"], newest["payloadEncoding"], newest["payload"]) == (
-        "meters/M1/telemetry", "base64", "//4=",
-    )  # fmt: skip
+        "meters/M1/telemetry",
+        "base64",
+        "//4=",
+    )
     assert out["newest"][1]["payload"] == '{"soc": 101}'
     assert await fleetctl(analytics_url, "--json", "rejects", "--field", "soc", "--limit", "1") == 0
     out = json.loads(capsys.readouterr().out)
@@ -231,14 +244,19 @@ async def test_rejects_replayed_with_todays_rules_are_stored_exactly_once(
         await db.execute(
             """INSERT INTO rejected_messages (received_at, topic, payload, reason, payload_sha256)
                VALUES (now(), $1, $2, $3, sha256($2))""",
-            topic, payload, reason,
-        )  # fmt: skip
+            topic,
+            payload,
+            reason,
+        )
     since = ["--since", (ts - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")]
     assert await fleetctl(admin_url, "--json", "rejects", "replay", *since) == 0
     first = json.loads(capsys.readouterr().out)
     assert (first["replayed"], first["stored"], first["alreadyStored"], first["stillRejected"]) == (
-        3, 1, 1, 1,
-    )  # fmt: skip
+        3,
+        1,
+        1,
+        1,
+    )
     assert first["stillRejectedByField"] == {"soc": 1}
     assert await fleetctl(admin_url, "--json", "rejects", "replay", *since) == 0
     again = json.loads(capsys.readouterr().out)
@@ -247,6 +265,65 @@ async def test_rejects_replayed_with_todays_rules_are_stored_exactly_once(
     assert await db.fetchval("SELECT count(*) FROM meter_readings") == 1
     outcomes = await db.fetch("SELECT topic, replay_outcome FROM rejected_messages ORDER BY id")
     assert [r["replay_outcome"] for r in outcomes] == [
-        "stored", "still rejected: soc: must be <= 100.0 (got 150.0)", "already stored",
-    ]  # fmt: skip
+        "stored",
+        "still rejected: soc: must be <= 100.0 (got 150.0)",
+        "already stored",
+    ]
     await assert_rollups_match_raw(db)
+
+
+async def test_json_after_the_command_and_limit_under_json(
+    db: asyncpg.Connection, analytics_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await depot(db)
+    assert await fleetctl(analytics_url, "fleet", *WINDOW, "--json", "--limit", "2") == 0
+    limited = json.loads(capsys.readouterr().out)
+    assert [v["vehicleId"] for v in limited["vehicles"]] == ["V3", "V4"]
+    assert limited["totals"]["vehicles"] > 2  # the totals still count every vehicle
+    assert await fleetctl(analytics_url, "fleet", *WINDOW, "--limit", "2") == 0
+    more = limited["totals"]["vehicles"] - 2
+    assert f"... {more} more (--limit)" in capsys.readouterr().out
+    assert await fleetctl(analytics_url, "chargers", *WINDOW, "--limit", "1", "--json") == 0
+    assert len(json.loads(capsys.readouterr().out)["chargers"]) == 1
+    assert await fleetctl(analytics_url, "assignments", "V4", "--json") == 0
+    assert [a["meterId"] for a in json.loads(capsys.readouterr().out)] == ["M4", "M5"]
+
+
+async def test_a_new_report_is_one_function_and_one_registration(
+    db: asyncpg.Connection, analytics_url: str
+) -> None:
+    """docs/architecture.md, done once: a report (in the code base a module of
+    fleetctl/analytics/, here a function of this test) and the command that shows it,
+    registered by one decorator with the login it reads as, then run through Click."""
+    await depot(db)
+
+    async def vehicles_per_meter(conn: asyncpg.Connection) -> dict[str, object]:
+        rows = await conn.fetch(
+            "SELECT meter_id, count(*) FROM vehicle_meter_assignments GROUP BY 1 ORDER BY 1"
+        )
+        return {"meters": [{"meterId": r[0], "vehicles": r[1]} for r in rows]}
+
+    def show(r: dict[str, list[dict[str, object]]], _out: Output) -> str:
+        cells = [(str(m["meterId"]), str(m["vehicles"])) for m in r["meters"]]
+        return render.table(("meter", "vehicles"), cells, right={1})
+
+    @command(root, "vehicles-per-meter", role=Role.ANALYTICS, show=show)
+    def vehicles_per_meter_command() -> Job:
+        """Vehicles assigned to each meter."""
+        return vehicles_per_meter
+
+    runner = CliRunner()
+    try:
+        as_json = await asyncio.to_thread(
+            runner.invoke, root, ["--database-url", analytics_url, "vehicles-per-meter", "--json"]
+        )
+        table = await asyncio.to_thread(
+            runner.invoke, root, ["--database-url", analytics_url, "vehicles-per-meter"]
+        )
+        listed = await asyncio.to_thread(runner.invoke, root, ["--help"])
+    finally:
+        del root.commands["vehicles-per-meter"]
+    assert as_json.exit_code == 0, as_json.output
+    assert {"meterId": "M6", "vehicles": 2} in json.loads(as_json.output)["meters"]
+    assert table.output.splitlines()[0].split() == ["meter", "vehicles"]
+    assert "vehicles-per-meter  Vehicles assigned to each meter." in listed.output

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from fleetctl.alerts.rules import wanted
+from fleetctl.alerts.rules import KINDS, RULES, Evidence, Wanted, wanted
 
 
 def _charger(eta: float | None, status: str = "optimal") -> dict[str, Any]:
-    return {"meterId": "M1", "status": status, "conversionEfficiency": eta, "standbyW": 50.0,
-            "fit": {"chargingHours": 5}, "vehicles": ["V1"]}  # fmt: skip
+    return {
+        "meterId": "M1",
+        "status": status,
+        "conversionEfficiency": eta,
+        "standbyW": 50.0,
+        "fit": {"chargingHours": 5},
+        "vehicles": ["V1"],
+    }
 
 
 def _kinds(*args: Any) -> set[str]:
@@ -31,8 +38,13 @@ def test_charger_bands_open_at_the_threshold_and_clear_past_the_margin() -> None
 
 
 def _vehicle(**kw: Any) -> dict[str, Any]:
-    row = {"vehicleId": "V1", "status": "optimal", "efficiency": 0.9, "meters": [],
-           "totalAcKwh": 10.0}  # fmt: skip
+    row = {
+        "vehicleId": "V1",
+        "status": "optimal",
+        "efficiency": 0.9,
+        "meters": [],
+        "totalAcKwh": 10.0,
+    }
     return row | kw
 
 
@@ -57,3 +69,21 @@ def test_charging_without_soc_progress() -> None:
 def test_offline_devices() -> None:
     got = wanted([], [], [("meter", "M9", 900.0)], [])
     assert [(w.kind, w.subject, w.value) for w in got] == [("device_offline", "M9", 900.0)]
+
+
+class _LowStandby:
+    """A toy rule, as docs/architecture.md adds one: a module with this class, one line in
+    RULES (here passed as `rules=`)."""
+
+    kinds: tuple[str, ...] = ("charger_standby_high",)
+
+    def wanted(self, seen: Evidence, was: set[tuple[str, str]]) -> Iterator[Wanted]:
+        for c in seen.chargers:
+            if c["standbyW"] > 40:
+                yield Wanted("charger_standby_high", c["meterId"], c["standbyW"])
+
+
+def test_a_rule_is_one_class_and_one_registration() -> None:
+    got = wanted([_charger(0.9)], [], [], [], rules=(*RULES, _LowStandby()))
+    assert [(w.kind, w.subject, w.value) for w in got] == [("charger_standby_high", "M1", 50.0)]
+    assert len(set(KINDS)) == len(KINDS)  # every kind belongs to one rule

@@ -91,8 +91,12 @@ def parse_json(items: object) -> list[Period]:
     for i, item in enumerate(items, 1):
         if not isinstance(item, dict):
             raise AssignmentImportError(f"item {i}: must be an object")
-        values = {"vehicle_id": item.get("vehicleId"), "meter_id": item.get("meterId"),
-                  "valid_from": item.get("validFrom"), "valid_to": item.get("validTo")}  # fmt: skip
+        values = {
+            "vehicle_id": item.get("vehicleId"),
+            "meter_id": item.get("meterId"),
+            "valid_from": item.get("validFrom"),
+            "valid_to": item.get("validTo"),
+        }
         periods.append(_period(f"item {i}", values))
     return _no_overlap_within(periods)
 

@@ -59,12 +59,20 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return first, await reader.readexactly(length)
 
 
-_FAILURES = (OSError, ConnectionError, TimeoutError, ValueError, asyncio.IncompleteReadError,
-             ssl.SSLError, aiohttp.ClientError)  # fmt: skip
+_FAILURES = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    ValueError,
+    asyncio.IncompleteReadError,
+    ssl.SSLError,
+    aiohttp.ClientError,
+)
 
 
-async def _open(host: str | None, port: int, *, tls: bool
-                ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:  # fmt: skip
+async def _open(
+    host: str | None, port: int, *, tls: bool
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     context = ssl.create_default_context() if tls else None
     return await asyncio.wait_for(
         asyncio.open_connection(host or "127.0.0.1", port, ssl=context), TIMEOUT_S
@@ -82,8 +90,11 @@ async def mqtt_publish(url: str | None, messages: list[tuple[str, bytes]]) -> No
     try:
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
-        writer.write(connect_packet("fleetctl-alerts", keepalive_s=60, v5=False,
-                                    username=user, password=password))  # fmt: skip
+        writer.write(
+            connect_packet(
+                "fleetctl-alerts", keepalive_s=60, v5=False, username=user, password=password
+            )
+        )
         first, body = await asyncio.wait_for(_read_packet(reader), TIMEOUT_S)
         if first >> 4 != 2 or len(body) < 2 or body[1] != 0:
             raise ConnectionError(f"broker refused the connection (CONNACK {body.hex()})")
@@ -123,8 +134,9 @@ async def webhook_post(session: aiohttp.ClientSession, url: str, payload: bytes,
             raise ConnectionError(f"webhook answered {response.status} {response.reason}")
 
 
-async def deliver_due(conn: asyncpg.Connection, mqtt_url: str | None,
-                      now: datetime | None = None) -> tuple[int, int]:  # fmt: skip
+async def deliver_due(
+    conn: asyncpg.Connection, mqtt_url: str | None, now: datetime | None = None
+) -> tuple[int, int]:
     """Send what is due; returns (delivered, failed). One transaction: the rows stay locked
     (SKIP LOCKED for a second worker) while they are sent."""
     now = now or datetime.now(UTC)
@@ -143,9 +155,13 @@ async def deliver_due(conn: asyncpg.Connection, mqtt_url: str | None,
             else:
                 hooks.append(r)
         if mqtt_rows:
-            messages = [(topic_of(r["kind"], r["subject"]),
-                         json.dumps(_message(r)).encode() if r["event"] == "open" else b"")
-                        for r in mqtt_rows]  # fmt: skip
+            messages = [
+                (
+                    topic_of(r["kind"], r["subject"]),
+                    json.dumps(_message(r)).encode() if r["event"] == "open" else b"",
+                )
+                for r in mqtt_rows
+            ]
             try:
                 await mqtt_publish(mqtt_url, messages)
             except _FAILURES as exc:
@@ -179,8 +195,10 @@ async def _done(conn: asyncpg.Connection, r: Any, now: datetime, note: str | Non
     await conn.execute(
         "UPDATE fleet_alert_deliveries SET delivered_at = $2, attempts = attempts + 1,"
         " last_error = $3 WHERE id = $1",
-        r["delivery_id"], now, note,
-    )  # fmt: skip
+        r["delivery_id"],
+        now,
+        note,
+    )
 
 
 async def _retry(conn: asyncpg.Connection, r: Any, now: datetime, exc: BaseException) -> None:
@@ -188,14 +206,22 @@ async def _retry(conn: asyncpg.Connection, r: Any, now: datetime, exc: BaseExcep
     await conn.execute(
         "UPDATE fleet_alert_deliveries SET attempts = attempts + 1, next_attempt_at = $2,"
         " last_error = $3 WHERE id = $1",
-        r["delivery_id"], now + timedelta(seconds=delay), f"{exc.__class__.__name__}: {exc}"[:500],
-    )  # fmt: skip
-    log.warning("alert_delivery_failed", channel="mqtt" if r["channel"] == "mqtt" else "webhook",
-                attempt=r["attempts"] + 1, retry_in_s=delay, error=str(exc)[:200])  # fmt: skip
+        r["delivery_id"],
+        now + timedelta(seconds=delay),
+        f"{exc.__class__.__name__}: {exc}"[:500],
+    )
+    log.warning(
+        "alert_delivery_failed",
+        channel="mqtt" if r["channel"] == "mqtt" else "webhook",
+        attempt=r["attempts"] + 1,
+        retry_in_s=delay,
+        error=str(exc)[:200],
+    )
 
 
-async def deliver_forever(conn: asyncpg.Connection, mqtt_url: str | None,
-                          every_s: float = 5.0) -> None:  # fmt: skip
+async def deliver_forever(
+    conn: asyncpg.Connection, mqtt_url: str | None, every_s: float = 5.0
+) -> None:
     """deliver_due() every `every_s` until cancelled."""
     while True:
         try:

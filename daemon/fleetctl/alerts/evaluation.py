@@ -68,8 +68,9 @@ class Outcome:
     still_open: int
 
 
-async def evaluate(conn: asyncpg.Connection, config: AlertConfig,
-                   now: datetime | None = None) -> Outcome:  # fmt: skip
+async def evaluate(
+    conn: asyncpg.Connection, config: AlertConfig, now: datetime | None = None
+) -> Outcome:
     """One evaluation (see the module docstring). `conn` needs fleet_admin's rights."""
     now = now or datetime.now(UTC)
     window = Window(now - timedelta(hours=config.window_h), now)
@@ -88,17 +89,21 @@ async def evaluate(conn: asyncpg.Connection, config: AlertConfig,
             "SELECT id, kind, subject FROM fleet_alerts WHERE resolved_at IS NULL FOR UPDATE"
         )
         open_now = {(r["kind"], r["subject"]): r["id"] for r in rows}
-        want = {(w.kind, w.subject): w for w in
-                wanted(diagnosis["chargers"], fleet["vehicles"], offline, open_now,
-                       charging)}  # fmt: skip
+        want = {
+            (w.kind, w.subject): w
+            for w in wanted(diagnosis["chargers"], fleet["vehicles"], offline, open_now, charging)
+        }
         opened, resolved = [], []
         for key, w in want.items():
             if key in open_now:
                 await conn.execute(
                     "UPDATE fleet_alerts SET last_value = $2, last_seen_at = $3, details = $4"
                     " WHERE id = $1",
-                    open_now[key], w.value, now, json.dumps(w.details),
-                )  # fmt: skip
+                    open_now[key],
+                    w.value,
+                    now,
+                    json.dumps(w.details),
+                )
                 continue
             alert_id = await conn.fetchval(
                 """INSERT INTO fleet_alerts (kind, subject, opened_at, last_value, last_seen_at,
@@ -106,8 +111,12 @@ async def evaluate(conn: asyncpg.Connection, config: AlertConfig,
                    VALUES ($1, $2, $3, $4, $3, $5)
                    ON CONFLICT (kind, subject) WHERE resolved_at IS NULL DO NOTHING
                    RETURNING id""",
-                w.kind, w.subject, now, w.value, json.dumps(w.details),
-            )  # fmt: skip
+                w.kind,
+                w.subject,
+                now,
+                w.value,
+                json.dumps(w.details),
+            )
             if alert_id is not None:
                 opened.append(key)
                 await _queue(conn, alert_id, "open", config.channels)
@@ -116,8 +125,10 @@ async def evaluate(conn: asyncpg.Connection, config: AlertConfig,
                               WHERE evaluated_at < $1::timestamptz - interval '7 days')
                INSERT INTO fleet_alert_runs (evaluated_at, chargers, vehicles) VALUES ($1, $2, $3)
                ON CONFLICT (evaluated_at) DO NOTHING""",
-            now, json.dumps(diagnosis["statusCounts"]), json.dumps(fleet["statusCounts"]),
-        )  # fmt: skip
+            now,
+            json.dumps(diagnosis["statusCounts"]),
+            json.dumps(fleet["statusCounts"]),
+        )
         for key, alert_id in open_now.items():
             if key not in want:
                 await conn.execute(
@@ -128,14 +139,18 @@ async def evaluate(conn: asyncpg.Connection, config: AlertConfig,
     return Outcome(opened, resolved, len(want))
 
 
-async def _queue(conn: asyncpg.Connection, alert_id: int, event: str,
-                 channels: tuple[str, ...]) -> None:  # fmt: skip
+async def _queue(
+    conn: asyncpg.Connection, alert_id: int, event: str, channels: tuple[str, ...]
+) -> None:
     for channel in channels:
         await conn.execute(
             """INSERT INTO fleet_alert_deliveries (alert_id, event, channel, idempotency_key)
                VALUES ($1, $2, $3, $4) ON CONFLICT (idempotency_key) DO NOTHING""",
-            alert_id, event, channel, f"fleet-alert-{alert_id}-{event}-{_slug(channel)}",
-        )  # fmt: skip
+            alert_id,
+            event,
+            channel,
+            f"fleet-alert-{alert_id}-{event}-{_slug(channel)}",
+        )
 
 
 def _slug(channel: str) -> str:
@@ -152,8 +167,12 @@ async def run(conn: asyncpg.Connection, config: AlertConfig) -> None:
     while True:
         try:
             out = await evaluate(conn, config)
-            log.info("alerts_evaluated", opened=len(out.opened), resolved=len(out.resolved),
-                     open=out.still_open)  # fmt: skip
+            log.info(
+                "alerts_evaluated",
+                opened=len(out.opened),
+                resolved=len(out.resolved),
+                open=out.still_open,
+            )
         except (asyncpg.PostgresError, OSError) as exc:
             log.warning("alerts_evaluation_failed", error=f"{exc.__class__.__name__}: {exc}")
         await asyncio.sleep(config.interval_s)

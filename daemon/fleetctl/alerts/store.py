@@ -49,13 +49,22 @@ async def fleet_metrics(db: DB, now: datetime | None = None) -> bytes:
     """Prometheus text: chargers and vehicles per status as the last evaluation saw them, open
     alerts per kind, and the age of that evaluation (fleetctl serve's /metrics)."""
     registry = CollectorRegistry()
-    chargers_g = Gauge("fleet_chargers", "Chargers per diagnosis status (last evaluation)",
-                       ["status"], registry=registry)  # fmt: skip
-    vehicles_g = Gauge("fleet_vehicles", "Vehicles per billed-efficiency status (last evaluation)",
-                       ["status"], registry=registry)  # fmt: skip
+    chargers_g = Gauge(
+        "fleet_chargers",
+        "Chargers per diagnosis status (last evaluation)",
+        ["status"],
+        registry=registry,
+    )
+    vehicles_g = Gauge(
+        "fleet_vehicles",
+        "Vehicles per billed-efficiency status (last evaluation)",
+        ["status"],
+        registry=registry,
+    )
     open_g = Gauge("fleet_alerts_open", "Open alerts per kind", ["kind"], registry=registry)
-    age_g = Gauge("fleet_alert_evaluation_age_seconds", "Seconds since the last evaluation",
-                  registry=registry)  # fmt: skip
+    age_g = Gauge(
+        "fleet_alert_evaluation_age_seconds", "Seconds since the last evaluation", registry=registry
+    )
     last = await db.fetchrow("SELECT * FROM fleet_alert_runs ORDER BY evaluated_at DESC LIMIT 1")
     if last is not None:
         for status, n in json.loads(last["chargers"]).items():

@@ -64,8 +64,9 @@ def _index(names: list[str], index: dict[str, int]) -> npt.NDArray[np.int64]:
     return np.fromiter((get(n, len(index)) for n in names), dtype=np.int64, count=len(names))
 
 
-def _verdict(fit: tuple[float, float, float] | None, points: int, charging: int,
-             ac_kwh: float, dc_kwh: float) -> dict[str, Any]:  # fmt: skip
+def _verdict(
+    fit: tuple[float, float, float] | None, points: int, charging: int, ac_kwh: float, dc_kwh: float
+) -> dict[str, Any]:
     """The figures of one fitted charger (fit = (1/η, standby kW, rms residual kWh))."""
     eta = 1 / fit[0] if fit is not None and fit[0] > 0 else None
     status = status_of(eta, charging)
@@ -75,11 +76,17 @@ def _verdict(fit: tuple[float, float, float] | None, points: int, charging: int,
         "message": MESSAGES[status],
         "conversionEfficiency": None if eta is None else round(eta, 4),
         "standbyW": round(fit[1] * 1000, 1) if good and fit else None,
-        "fit": {"hours": points, "chargingHours": charging,
-                "rmseWh": round(fit[2] * 1000, 2) if good and fit else None},
-        "billed": {"acKwh": round(ac_kwh, 6), "dcKwh": round(dc_kwh, 6),
-                   "efficiency": round(dc_kwh / ac_kwh, 6) if ac_kwh > 0 else None},
-    }  # fmt: skip
+        "fit": {
+            "hours": points,
+            "chargingHours": charging,
+            "rmseWh": round(fit[2] * 1000, 2) if good and fit else None,
+        },
+        "billed": {
+            "acKwh": round(ac_kwh, 6),
+            "dcKwh": round(dc_kwh, 6),
+            "efficiency": round(dc_kwh / ac_kwh, 6) if ac_kwh > 0 else None,
+        },
+    }
 
 
 def fit_points(points: list[tuple[float, float, float]]) -> dict[str, Any]:
@@ -93,8 +100,9 @@ def fit_points(points: list[tuple[float, float, float]]) -> dict[str, Any]:
     return _verdict(fit, len(points), charging, float(y.sum()), float(x.sum()))
 
 
-def _fit(x: npt.NDArray[np.float64], t: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
-         ) -> tuple[float, float, float] | None:  # fmt: skip
+def _fit(
+    x: npt.NDArray[np.float64], t: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> tuple[float, float, float] | None:
     """(a, b, rms residual) of y = a x + b t by least squares, or None if x and t cannot be
     told apart."""
     sxx, sxt, stt = float(x @ x), float(x @ t), float(t @ t)
@@ -108,8 +116,9 @@ def _fit(x: npt.NDArray[np.float64], t: npt.NDArray[np.float64], y: npt.NDArray[
     return a, b, float(np.sqrt(float(resid @ resid) / max(len(y) - 2, 1)))
 
 
-def diagnose(meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: int
-             ) -> list[dict[str, Any]]:  # fmt: skip
+def diagnose(
+    meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: int
+) -> list[dict[str, Any]]:
     """One row per meter that reported in the window (pure: testable without a database).
     Vectorised over (meter, hour) points: a day of 10,000 meters is 240,000 of them."""
     if not meters.devices:
@@ -173,12 +182,15 @@ def diagnose(meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: int
         if not points[i]:
             continue
         fit = (float(a[i]), float(b[i]), float(rmse[i])) if fitted[i] else None
-        rows.append({
-            "meterId": meter_id,
-            "vehicles": sorted(fed.get(meter_id, ())),
-            **_verdict(fit, int(points[i]), int(charging[i]), float(y2[i].sum()),
-                       float(x2[i].sum())),
-        })  # fmt: skip
+        rows.append(
+            {
+                "meterId": meter_id,
+                "vehicles": sorted(fed.get(meter_id, ())),
+                **_verdict(
+                    fit, int(points[i]), int(charging[i]), float(y2[i].sum()), float(x2[i].sum())
+                ),
+            }
+        )
     rows.sort(key=lambda r: (_ORDER[r["status"]], r["conversionEfficiency"] or 9.0, r["meterId"]))
     return rows
 

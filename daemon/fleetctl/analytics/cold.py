@@ -86,8 +86,9 @@ def _hours(start: datetime, end: datetime) -> Iterable[tuple[datetime, datetime,
         hour += HOUR
 
 
-def _range_stats(block: Block | None, dev: str, hour: datetime, lo: datetime, hi: datetime,
-                 *, vehicle: bool) -> Stats:  # fmt: skip
+def _range_stats(
+    block: Block | None, dev: str, hour: datetime, lo: datetime, hi: datetime, *, vehicle: bool
+) -> Stats:
     """Readings of `dev` with ts in [lo, hi) inside the block of `hour`."""
     if block is None:
         return Stats()
@@ -97,8 +98,15 @@ def _range_stats(block: Block | None, dev: str, hour: datetime, lo: datetime, hi
     return _span_stats(block, span, hour, lo, hi, vehicle=vehicle)
 
 
-def _span_stats(block: Block, span: tuple[int, int], hour: datetime, lo: datetime, hi: datetime,
-                *, vehicle: bool) -> Stats:  # fmt: skip
+def _span_stats(
+    block: Block,
+    span: tuple[int, int],
+    hour: datetime,
+    lo: datetime,
+    hi: datetime,
+    *,
+    vehicle: bool,
+) -> Stats:
     a, b = span
     within = block.ts_us[a:b]
     first = a + int(np.searchsorted(within, (lo - hour) // _US))
@@ -126,9 +134,14 @@ async def _load_for_devices(
             SELECT true, s.day, 0::int2, s.grp, s.body FROM {lay.hours} s
               JOIN unnest($4::date[], $5::int2[]) AS u(d, g) ON s.day = u.d AND s.grp = u.g
              WHERE s.day >= $6 AND s.day <= $7""",
-        [k[0] for k in bk], [k[1] for k in bk], [k[2] for k in bk],
-        [k[0] for k in sk], [k[1] for k in sk], min(days), max(days),
-    )  # fmt: skip
+        [k[0] for k in bk],
+        [k[1] for k in bk],
+        [k[2] for k in bk],
+        [k[0] for k in sk],
+        [k[1] for k in sk],
+        min(days),
+        max(days),
+    )
     vehicle = kind == "vehicle"
     sums: dict[tuple[date, int], Summary] = {}
     decoded: dict[tuple[date, int, int], Block] = {}
@@ -187,8 +200,9 @@ def _late_stats(r: Any, *, vehicle: bool) -> Stats:
     return s
 
 
-async def late_rows(db: DB, kind: Kind, lo: datetime, hi: datetime,
-                    devices: list[str] | None = None) -> list[Any]:  # fmt: skip
+async def late_rows(
+    db: DB, kind: Kind, lo: datetime, hi: datetime, devices: list[str] | None = None
+) -> list[Any]:
     """Late readings in [lo, hi), of `devices` or of all."""
     lay = LAYOUTS[kind]
     sql = f"SELECT {_LATE_COLUMNS[kind]} FROM {lay.late} WHERE ts >= $1 AND ts < $2"

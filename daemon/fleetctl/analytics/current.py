@@ -67,16 +67,30 @@ async def _fetch_devices(
     # resolution.
     if kind == "meters":
         return [
-            {"meterId": i, "timestamp": z[ts], "kwhConsumedAc": kwh, "voltage": round(volt, 2),
-             "updatedAt": z[upd], "lastSeenSeconds": age_ms / 1000, "offline": offline}
+            {
+                "meterId": i,
+                "timestamp": z[ts],
+                "kwhConsumedAc": kwh,
+                "voltage": round(volt, 2),
+                "updatedAt": z[upd],
+                "lastSeenSeconds": age_ms / 1000,
+                "offline": offline,
+            }
             for i, ts, upd, age_ms, offline, kwh, volt in rows
-        ]  # fmt: skip
+        ]
     return [
-        {"vehicleId": i, "timestamp": z[ts], "soc": round(soc, 2), "kwhDeliveredDc": kwh,
-         "batteryTemp": round(temp, 2), "updatedAt": z[upd], "lastSeenSeconds": age_ms / 1000,
-         "offline": offline}
+        {
+            "vehicleId": i,
+            "timestamp": z[ts],
+            "soc": round(soc, 2),
+            "kwhDeliveredDc": kwh,
+            "batteryTemp": round(temp, 2),
+            "updatedAt": z[upd],
+            "lastSeenSeconds": age_ms / 1000,
+            "offline": offline,
+        }
         for i, ts, upd, age_ms, offline, soc, kwh, temp in rows
-    ]  # fmt: skip
+    ]
 
 
 def _kind_json(devices: list[dict[str, Any]]) -> dict[str, Any]:

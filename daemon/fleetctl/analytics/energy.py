@@ -217,9 +217,14 @@ async def energy_by_hour(
 def _vehicle_stats(st: Stats) -> VehicleStats:
     # Stats of at least one vehicle reading have every figure set.
     return VehicleStats(
-        st.kwh_u, st.temp_sum, st.n, cast("float", st.temp_min), cast("float", st.temp_max),
-        cast("float", st.soc_first), cast("float", st.soc_last),
-    )  # fmt: skip
+        st.kwh_u,
+        st.temp_sum,
+        st.n,
+        cast("float", st.temp_min),
+        cast("float", st.temp_max),
+        cast("float", st.soc_first),
+        cast("float", st.soc_last),
+    )
 
 
 async def battery(db: DB, segments: list[Segment]) -> dict[int, VehicleStats]:
@@ -396,8 +401,9 @@ async def fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str, tupl
             parts += await cold.fleet_cols(db, "meter", s, e)
         else:
             got = await _open_fleet_meters(db, s, e)
-            parts.append(from_records(list(got), [k for k, _ in got.values()],
-                                      [n for _, n in got.values()]))  # fmt: skip
+            parts.append(
+                from_records(list(got), [k for k, _ in got.values()], [n for _, n in got.values()])
+            )
     if p.late:
         parts.append(await cold.late_fleet(db, "meter", start, end))
     c = combine(parts, vehicle=False)
@@ -439,8 +445,15 @@ async def fleet_vehicles(
     if p.late:
         parts.append(await cold.late_fleet(db, "vehicle", start, end))
     both = combine(parts, vehicle=True)
-    columns = (both.kwh, both.temp_sum, both.n, both.temp_min, both.temp_max, both.soc_first,
-               both.soc_last)  # fmt: skip
+    columns = (
+        both.kwh,
+        both.temp_sum,
+        both.n,
+        both.temp_min,
+        both.temp_max,
+        both.soc_first,
+        both.soc_last,
+    )
     with paused_gc():
         lists = [x.tolist() for x in columns if x is not None]
         stats = map(VehicleStats._make, zip(*lists, strict=True))

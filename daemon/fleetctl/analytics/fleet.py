@@ -111,9 +111,12 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
         for v in (set(spans.known) | set(by_vehicle)) - spans.whole.keys():
             mine = by_vehicle.get(v, [])
             figures = figures_of_units(
-                v, [units[j] for j in mine], [energies[j] for j in mine], own.get(v),
+                v,
+                [units[j] for j in mine],
+                [energies[j] for j in mine],
+                own.get(v),
                 interval_s=interval_s,
-            )  # fmt: skip
+            )
             rows.append(build_row(figures, ctx))
     for e in energies:
         ac_total += int(e.ac.scaleb(6))

@@ -58,8 +58,9 @@ async def fleet_hourly(db: DB, kind: Kind, start: datetime, end: datetime) -> Ho
                 parts += await _compacted(db, kind, s, e)
             else:
                 [row] = await db.fetch(_sql(kind), s, e)
-                parts.append(Hourly(list(row[0] or ()), *(from_array_send(row[i], "i8")
-                                                          for i in (1, 2, 3))))  # fmt: skip
+                parts.append(
+                    Hourly(list(row[0] or ()), *(from_array_send(row[i], "i8") for i in (1, 2, 3)))
+                )
         if p.late:
             rows = await cold.late_rows(db, kind, lo, hi)
             parts.append(

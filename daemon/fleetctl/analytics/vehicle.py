@@ -81,9 +81,14 @@ async def vehicle_performance(
     hourly = [_hour_json(hour, h) for hour, h in hours.items()]
     fresh = await freshness(db, datetime.now(UTC))
     diagnosis = _chargers(
-        units, vehicle_segs, owner=owner, ac_h=ac_h, dc_h=dc_h, window=window,
+        units,
+        vehicle_segs,
+        owner=owner,
+        ac_h=ac_h,
+        dc_h=dc_h,
+        window=window,
         interval_s=interval_s,
-    )  # fmt: skip
+    )
     return {
         "window": window.as_json(),
         **fresh,
@@ -115,8 +120,10 @@ def _chargers(
             end = hour + HOUR
             if hour < u.start or end > u.end:
                 continue
-            if any(s.start < end and hour < s.end and not (s.start <= hour and end <= s.end)
-                   for s in segs):  # fmt: skip
+            if any(
+                s.start < end and hour < s.end and not (s.start <= hour and end <= s.end)
+                for s in segs
+            ):
                 continue
             meter = ac_h.get((i, hour))
             if meter is None or not meter.readings:
