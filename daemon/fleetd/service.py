@@ -139,7 +139,7 @@ class Daemon:
         c = self.counters
         log.info(
             "stopped", received=c.received, written=c.written, rejected=c.rejected,
-            duplicates=c.duplicates, flushes=c.flushes,
+            duplicates=c.duplicates, acked=c.acked, acks_skipped=c.acks_skipped, flushes=c.flushes,
         )  # fmt: skip
 
     async def maintain(self) -> None:

@@ -92,6 +92,7 @@ class FlushLoop:
         c.flushes += 1
         c.written += result.inserted
         c.duplicates += result.duplicates
+        c.acked += acked
         c.acks_skipped += skipped
         self.last_commit_mono = committed
         self._record_metrics(batch, result, started)

@@ -27,6 +27,7 @@ class Counters:
     written: int = 0
     duplicates: int = 0
     flushes: int = 0
+    acked: int = 0
     acks_skipped: int = 0
     rejected_by_field: dict[tuple[str, str], int] = field(default_factory=dict)
 

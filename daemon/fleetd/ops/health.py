@@ -78,6 +78,8 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
         "written": c.written,
         "rejected": c.rejected,
         "duplicates": c.duplicates,
+        "acked": c.acked,
+        "acks_skipped": c.acks_skipped,
     }
     return Health(not reasons, reasons, details)
 
