@@ -11,10 +11,8 @@ import asyncio
 import contextlib
 import itertools
 import os
-import subprocess
-import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +27,7 @@ from fleetd.settings import Settings, load_settings
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
 from fleetdb.rollups import LEVELS
+from tests.evidence import BROKER, FAILED, FleetdProcess, keep, spawn
 
 _counter = itertools.count()
 
@@ -167,10 +166,24 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def broker() -> Iterator[MosquittoServer]:
-    """A private Mosquitto with the repo's mosquitto.conf settings (anonymous, loopback)."""
-    with MosquittoServer() as server:
+def broker(request: pytest.FixtureRequest) -> Iterator[MosquittoServer]:
+    """A private Mosquitto with the repo's mosquitto.conf settings (anonymous, loopback). Its
+    log is kept in .test-artifacts/<test>/ when the test fails; a test marked
+    `mosquitto_debug_log` gets every packet logged (`log_type all`)."""
+    debug = request.node.get_closest_marker("mosquitto_debug_log") is not None
+    with MosquittoServer(extra_conf="log_type all" if debug else "") as server:
         yield server
+        keep(request.node, server.log_path)
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A directory for this test's evidence (fleetd logs); copied to .test-artifacts/<test>/
+    when the test fails."""
+    path = tmp_path / "artifacts"
+    path.mkdir()
+    yield path
+    keep(request.node, *path.iterdir())
 
 
 BROKERS = pytest.mark.parametrize("mqtt_url", ["mosquitto", "aedes"], indirect=True)
@@ -191,7 +204,9 @@ def mqtt_url(request: pytest.FixtureRequest) -> Iterator[str]:
         with mosquitto_container() as url:
             yield url
     else:
-        yield request.getfixturevalue("broker").url()
+        server: MosquittoServer = request.getfixturevalue("broker")
+        request.node.stash[BROKER] = server
+        yield server.url()
 
 
 @pytest.fixture
@@ -231,41 +246,35 @@ async def running(settings: Settings) -> AsyncIterator[Daemon]:
 
 
 async def wait_for_count(
-    conn: asyncpg.Connection, sql: str, expected: int, timeout_s: float = 60
+    conn: asyncpg.Connection,
+    sql: str,
+    expected: int,
+    timeout_s: float = 60,
+    *,
+    check: Callable[[], None] | None = None,
 ) -> int:
-    """Poll `sql` (a count) until it reaches `expected` or the timeout passes."""
+    """Poll `sql` (a count) until it reaches `expected` or the timeout passes; `check` is
+    called on every poll and may raise to stop waiting (a publisher that already failed)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
+        if check is not None:
+            check()
         value: int = await conn.fetchval(sql)
         if value >= expected or loop.time() > deadline:
             return value
         await asyncio.sleep(0.1)
 
 
-def spawn_fleetd(settings: Settings, **extra_env: str) -> subprocess.Popen[bytes]:
-    """Start `fleetd run` as a real process configured like `settings` (JSON logs to a pipe)."""
-    env = (
-        os.environ
-        | {
-            "FLEET_MQTT_URL": settings.mqtt_url,
-            "FLEET_DATABASE_URL": settings.database_url,
-            "FLEET_CLIENT_ID": settings.client_id,
-            "FLEET_FLUSH_INTERVAL_MS": str(settings.flush_interval_ms),
-            "FLEET_COMPACT_AFTER_DAYS": str(settings.compact_after_days),
-            "FLEET_HTTP_ADDR": "127.0.0.1:0",
-            "FLEET_LOG_FORMAT": "json",
-        }
-        | extra_env
-    )
-    # Output goes to a file, not a pipe nobody reads (a full pipe would block the daemon).
-    with tempfile.NamedTemporaryFile(prefix="fleetd-", suffix=".log", delete=False) as log:
-        return subprocess.Popen(
-            [str(Path(sys.executable).parent / "fleetd"), "run"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+def spawn_fleetd(
+    settings: Settings, *, log_path: Path | None = None, **extra_env: str
+) -> FleetdProcess:
+    """Start `fleetd run` as a real process configured like `settings`, JSON logs to `log_path`
+    (a temp file by default). Wait for `evidence.wait_ready()` before publishing to it."""
+    if log_path is None:
+        with tempfile.NamedTemporaryFile(prefix="fleetd-", suffix=".log", delete=False) as log:
+            log_path = Path(log.name)
+    return spawn(settings, log_path, **extra_env)
 
 
 async def total_readings(conn: asyncpg.Connection) -> int:
@@ -304,6 +313,17 @@ async def assert_rollups_match_raw(conn: asyncpg.Connection) -> None:
                   OR raw.sf IS DISTINCT FROM h.soc_first OR raw.sl IS DISTINCT FROM h.soc_last"""
         )
         assert mismatch == 0, level.name
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:  # pragma: no cover - pytest plumbing
+    """Remember a failed setup or call on the item, so fixtures keep evidence at teardown."""
+    report = yield
+    if call.when in ("setup", "call") and report.failed:
+        item.stash[FAILED] = True
+    return report
 
 
 def pytest_configure(config: pytest.Config) -> None:

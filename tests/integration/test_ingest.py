@@ -7,8 +7,8 @@ import asyncio
 import json
 import random
 import signal
-import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -27,6 +27,7 @@ from tests.conftest import (
     total_readings,
     wait_for_count,
 )
+from tests.evidence import Stream, check_every_reading_once, counters, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -192,46 +193,40 @@ async def test_invalid_payloads_are_kept_with_reasons_and_valid_ones_stored(
 
 
 @BROKERS
+@pytest.mark.mosquitto_debug_log
 async def test_kill_9_mid_stream_loses_and_doubles_nothing(
-    settings: Settings, mqtt_url: str, db: asyncpg.Connection
+    settings: Settings,
+    mqtt_url: str,
+    db: asyncpg.Connection,
+    artifacts: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     msgs = readings(500, 500, 20, _start(), timedelta(minutes=1))
     random.Random(7).shuffle(msgs)
-    proc = spawn_fleetd(settings)
-    publisher_done = threading.Event()
-
-    def stream() -> None:
-        pub = Publisher(mqtt_url, "streamer", window=200)
-        try:
-            for i in range(0, len(msgs), 500):
-                pub.publish(msgs[i : i + 500])
-        finally:
-            pub.close()
-            publisher_done.set()
-
+    proc = spawn_fleetd(settings, log_path=artifacts / "fleetd.log")
+    procs = [proc]
     try:
-        await asyncio.sleep(1.5)  # subscribed
-        thread = threading.Thread(target=stream)
-        thread.start()
-        await wait_for_count(db, BOTH, 3000)
+        # Subscribed first: the broker drops what arrives before any subscription exists.
+        await wait_ready(proc)
+        stream = Stream(mqtt_url, msgs, chunk=500).start()
+        await wait_for_count(db, BOTH, 3000, check=stream.raise_if_failed)
+        killed = await counters(proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert 0 < await total_readings(db) < len(msgs)
-        await asyncio.to_thread(thread.join)
-        proc = spawn_fleetd(settings)
-        assert await wait_for_count(db, BOTH, len(msgs), timeout_s=90) == len(msgs)
+        published = await stream.join()
+        proc = spawn_fleetd(settings, log_path=artifacts / "fleetd-restarted.log")
+        procs.append(proc)
+        await wait_for_count(db, BOTH, len(msgs), timeout_s=90)
         await asyncio.sleep(1.0)  # any late redelivery would show up as an extra row
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=15)
+    daemons = {"killed": killed, "restarted": proc}
+    await check_every_reading_once(request.node, db, msgs, publisher=published, daemons=daemons)
     assert proc.returncode == 0
-    published = {
-        (json.loads(p).get("meterId") or json.loads(p)["vehicleId"],
-         datetime.fromisoformat(json.loads(p)["timestamp"]))
-        for _, p in msgs
-    }  # fmt: skip
-    assert await _stored_keys(db) == published
-    assert await total_readings(db) == len(msgs)
     await assert_rollups_match_raw(db)
 
 
