@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from importlib.metadata import version
@@ -14,12 +13,11 @@ from pathlib import Path
 import structlog
 
 from fleetd.service import Daemon
-from fleetd.settings import ConfigError, Settings, load_settings
+from fleetd.settings import ConfigError, Settings, environment_warnings, load_settings
 from fleetdb.connect import TRANSIENT_ERRORS, connect
 from fleetdb.migrate import migrate
 from fleetdb.partitions import PartitionCache
 from fleetsvc.logging import configure_logging
-from fleetsvc.settings_fields import unknown_variables
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 3
@@ -84,7 +82,7 @@ async def _migrate(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `fleetd` console script."""
     args = _parser().parse_args(argv)
-    for line in unknown_variables(os.environ):  # a typo'd variable would be silently ignored
+    for line in environment_warnings():
         print(f"fleetd: warning: {line}", file=sys.stderr)
     try:
         settings = load_settings(args.config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -18,9 +19,10 @@ from fleetsvc.settings_fields import (
     LogLevel,
     config_error,
     read_toml,
+    unknown_variables,
 )
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Settings", "environment_warnings", "load_settings"]
 
 
 class Settings(BaseSettings):
@@ -136,3 +138,9 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
     except ValidationError as exc:
         raise config_error(exc) from exc
     return settings
+
+
+def environment_warnings() -> list[str]:
+    """The FLEET_* variables of this environment that no program reads (a typo would otherwise
+    be silently ignored)."""
+    return unknown_variables(os.environ)

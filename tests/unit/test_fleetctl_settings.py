@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,23 @@ def test_a_bad_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().err == "fleetctl: unknown setting 'log_levl'\n"
     assert main(["--config", str(tmp_path / "none.toml"), "check-config"]) == 2
     assert "none.toml" in capsys.readouterr().err
+
+
+def test_the_example_config_loads() -> None:
+    s = load_settings(Path(__file__).resolve().parents[2] / "config" / "fleetctl.toml")
+    assert s.database_for(Role.ADMIN).startswith("postgresql://dispatch@")
+    assert s.alert_interval_s == 600
+
+
+def test_fleetd_warns_about_an_unknown_variable_too() -> None:
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "fleetd"), "check-config"],
+        env={"FLEET_DATABSE_URL": "postgresql://elsewhere/db", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stderr == (
+        "fleetd: warning: unknown variable FLEET_DATABSE_URL is ignored "
+        "(did you mean FLEET_DATABASE_URL?)\n"
+    )

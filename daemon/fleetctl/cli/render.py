@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,11 +13,6 @@ _COLOURS = {
     "insufficient_data": "\033[90m",
 }
 _RESET = "\033[0m"
-
-
-def use_colour(isatty: bool) -> bool:
-    """Colour on a terminal unless NO_COLOR is set (https://no-color.org)."""
-    return isatty and "NO_COLOR" not in os.environ
 
 
 def status(text: str, colour: bool) -> str:
