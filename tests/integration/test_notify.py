@@ -113,7 +113,12 @@ def _fake_daemon(*, flush_interval_ms: int = 200) -> SimpleNamespace:
         ready=ready,
         stopping=False,
         flusher=SimpleNamespace(healthy=True, last_error=None),
-        mqtt=SimpleNamespace(connected=True),
+        mqtt=SimpleNamespace(
+            connected=True,
+            url="mqtt://127.0.0.1:1883",
+            silent_s=lambda now=None: None,  # the broker answers its pings
+            silence_s=lambda now=None: 0.0,
+        ),
         batcher=FakeBatcher(),
         counters=SimpleNamespace(received=7, written=5, rejected=2, duplicates=0),
         settings=SimpleNamespace(flush_interval_ms=flush_interval_ms),
