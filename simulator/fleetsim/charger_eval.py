@@ -19,10 +19,14 @@ def score(report: dict[str, Any], fleet: Fleet) -> dict[str, Any]:
     band = dict(zip(fleet.meter_ids, fleet.meter_band, strict=True))
     rows = [r for r in report["chargers"] if r["meterId"] in eta]
     judged = [r for r in rows if r["fit"]["chargingHours"] >= MIN_CHARGING_HOURS]
-    eta_err = sorted(abs(r["conversionEfficiency"] - eta[r["meterId"]]) for r in judged
-                     if r["conversionEfficiency"] is not None)  # fmt: skip
-    standby_err = sorted(abs(r["standbyW"] - standby[r["meterId"]]) for r in judged
-                         if r["standbyW"] is not None)  # fmt: skip
+    eta_err = sorted(
+        abs(r["conversionEfficiency"] - eta[r["meterId"]])
+        for r in judged
+        if r["conversionEfficiency"] is not None
+    )
+    standby_err = sorted(
+        abs(r["standbyW"] - standby[r["meterId"]]) for r in judged if r["standbyW"] is not None
+    )
     bad = {r["meterId"] for r in judged if band[r["meterId"]] != "normal"}
     flagged = {r["meterId"] for r in rows if r["status"] in ("degraded", "critical")}
     n = max(len(judged), 1)

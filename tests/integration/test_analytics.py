@@ -85,15 +85,25 @@ async def depot(conn: asyncpg.Connection) -> None:
     await link(conn, "V9", "M9", day_before)
     t = minutes(180)
     meters = (
-        charging("M1", 1.1, t) + charging("M2", 1.25, t) + charging("M3", 1.5, t)
-        + charging("M4", 1.0, t) + charging("M5", 2.0, t) + charging("M6", 2.2, t)
-        + charging("M7", 1.0, minutes(180, 2)) + charging("M9", 0.5, t)
-    )  # fmt: skip
+        charging("M1", 1.1, t)
+        + charging("M2", 1.25, t)
+        + charging("M3", 1.5, t)
+        + charging("M4", 1.0, t)
+        + charging("M5", 2.0, t)
+        + charging("M6", 2.2, t)
+        + charging("M7", 1.0, minutes(180, 2))
+        + charging("M9", 0.5, t)
+    )
     vehicles = (
-        charging("V1", 1.0, t) + charging("V2", 1.0, t) + charging("V3", 0.9, t)
-        + charging("V4", 0.9, t) + charging("V5", 1.0, t) + charging("V6", 0.9, t)
-        + charging("V7", 0.9, minutes(180, 2)) + charging("V9", 0.6, t)
-    )  # fmt: skip
+        charging("V1", 1.0, t)
+        + charging("V2", 1.0, t)
+        + charging("V3", 0.9, t)
+        + charging("V4", 0.9, t)
+        + charging("V5", 1.0, t)
+        + charging("V6", 0.9, t)
+        + charging("V7", 0.9, minutes(180, 2))
+        + charging("V9", 0.6, t)
+    )
     await load(conn, meters, vehicles)
 
 

@@ -40,8 +40,9 @@ async def test_diagnosis_matches_the_simulated_chargers(database_url: str) -> No
     assert got["precision"] >= 0.99
     # Worst first.
     order = [r["status"] for r in report["chargers"]]
-    assert order == sorted(order, key=["critical", "degraded", "meter_error", "optimal",
-                                       "insufficient_data"].index)  # fmt: skip
+    assert order == sorted(
+        order, key=["critical", "degraded", "meter_error", "optimal", "insufficient_data"].index
+    )
 
 
 async def test_diagnosis_reads_compacted_days_the_same(database_url: str) -> None:
@@ -77,10 +78,15 @@ def test_status_needs_two_hours_of_charging() -> None:
 async def test_cli_lists_chargers(
     database_url: str, analytics_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    await backfill_direct(database_url, FleetConfig(meters=6, vehicles=6, seed=2), DAY,
-                          DAY + timedelta(hours=6))  # fmt: skip
-    window = ["--start", f"{DAY:%Y-%m-%dT%H:%M:%SZ}", "--end",
-              f"{DAY + timedelta(hours=6):%Y-%m-%dT%H:%M:%SZ}"]  # fmt: skip
+    await backfill_direct(
+        database_url, FleetConfig(meters=6, vehicles=6, seed=2), DAY, DAY + timedelta(hours=6)
+    )
+    window = [
+        "--start",
+        f"{DAY:%Y-%m-%dT%H:%M:%SZ}",
+        "--end",
+        f"{DAY + timedelta(hours=6):%Y-%m-%dT%H:%M:%SZ}",
+    ]
     args = ["--database-url", analytics_url]
     assert await asyncio.to_thread(main, [*args, "--json", "chargers", *window]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 6

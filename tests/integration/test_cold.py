@@ -114,8 +114,12 @@ async def _load(url: str, *, late: bool = False) -> None:
         await backfill_direct(url, cfg, D1 + timedelta(hours=7), D3 + timedelta(hours=6))
     conn = await connect(url)
     try:
-        for vid, meter, at in (("J1", "JM", D1), ("J2", "JM", D1), ("R1", "RA", D1),
-                               ("R1", "RB", D2 + timedelta(hours=2))):  # fmt: skip
+        for vid, meter, at in (
+            ("J1", "JM", D1),
+            ("J2", "JM", D1),
+            ("R1", "RA", D1),
+            ("R1", "RB", D2 + timedelta(hours=2)),
+        ):
             await assign(conn, vid, meter, at)
         m, v = _irregular()
         for _ in range(2):
@@ -338,6 +342,8 @@ async def test_retention_drops_compacted_days(database_url: str) -> None:
         assert dropped == [f"meter_cold_p{D1:%Y%m%d}", f"vehicle_cold_p{D1:%Y%m%d}"]
         assert await db.fetchval("SELECT count(*) FROM meter_late") == 0
         dropped = await drop_older_than(db, 1, ROLLUPS, today=today)
-        assert sorted(dropped) == [f"meter_cold_hours_p{D1:%Y%m%d}",
-                                   f"vehicle_cold_hours_p{D1:%Y%m%d}"]  # fmt: skip
+        assert sorted(dropped) == [
+            f"meter_cold_hours_p{D1:%Y%m%d}",
+            f"vehicle_cold_hours_p{D1:%Y%m%d}",
+        ]
         assert await db.fetchval("SELECT count(*) FROM vehicle_cold WHERE day = $1", D2.date())

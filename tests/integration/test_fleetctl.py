@@ -15,7 +15,7 @@ from fleet_harness.publish import meter_message, vehicle_message
 from fleetctl.cli import main, render, root
 from fleetctl.cli.app import Job, Output, command
 from fleetctl.roles import Role
-from tests.conftest import assert_rollups_match_raw
+from tests.conftest import _with_db, as_user, assert_rollups_match_raw
 from tests.integration.test_analytics import T0, depot, load
 
 pytestmark = pytest.mark.integration
@@ -327,3 +327,26 @@ async def test_a_new_report_is_one_function_and_one_registration(
     assert {"meterId": "M6", "vehicles": 2} in json.loads(as_json.output)["meters"]
     assert table.output.splitlines()[0].split() == ["meter", "vehicles"]
     assert "vehicles-per-meter  Vehicles assigned to each meter." in listed.output
+
+
+async def test_the_wrong_login_or_database_is_one_line_saying_what_to_fix(
+    db: asyncpg.Connection,
+    database_url: str,
+    ingest_url: str,
+    pg_admin_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 24: a report as the ingest login, on an unmigrated or missing database, or as an
+    unknown user: one line naming the cause and the fix, exit 1, never a traceback."""
+    await depot(db)
+    for url, args, wanted in (
+        (ingest_url, ["fleet"], "this command needs FLEET_ANALYTICS_DATABASE_URL"),
+        (ingest_url, ["assign", "V1", "M9"], "this command needs FLEET_ADMIN_DATABASE_URL"),
+        (_with_db(pg_admin_url, "postgres"), ["current", "meters"], "run `fleetd migrate`"),
+        (_with_db(pg_admin_url, "no_such_db"), ["fleet"], "no such database"),
+        (as_user(database_url, "nobody"), ["fleet"], "database refused the login"),
+    ):
+        assert await fleetctl(url, *args) == 1, (url, args)
+        err = capsys.readouterr().err
+        assert wanted in err, err
+        assert err.count("\n") == 1, err

@@ -82,8 +82,9 @@ async def test_ingest_role_writes_a_batch_and_nothing_more(
     ingest = await login_as("fleet_ingest")
     # A day no partition exists for yet: created by the ingest role through the SECURITY
     # DEFINER function, after the grants were made; inserts go through the parent.
-    day = (datetime.now(UTC) + timedelta(days=20)).replace(hour=10, minute=0, second=0,
-                                                           microsecond=0)  # fmt: skip
+    day = (datetime.now(UTC) + timedelta(days=20)).replace(
+        hour=10, minute=0, second=0, microsecond=0
+    )
     assert await ingest.fetchval("SELECT fleet_ensure_day($1)", day.date()) == 8
     now = datetime.now(UTC)
     meters = [(MeterReading("M-1", day + timedelta(minutes=i), 1.25, 230.0), now) for i in range(3)]
@@ -134,10 +135,20 @@ async def test_ingest_role_writes_a_batch_and_nothing_more(
 async def test_analytics_reads_only(db: asyncpg.Connection, login_as: Login) -> None:
     analytics = await login_as("fleet_analytics")
     for table in (
-        "meter_readings", "vehicle_readings", *rollup_tables(), "meter_current",
-        "vehicle_current", "vehicle_meter_assignments", "rejected_messages", "meter_cold",
-        "vehicle_cold", "meter_cold_hours", "vehicle_cold_hours", "meter_late", "vehicle_late",
-    ):  # fmt: skip
+        "meter_readings",
+        "vehicle_readings",
+        *rollup_tables(),
+        "meter_current",
+        "vehicle_current",
+        "vehicle_meter_assignments",
+        "rejected_messages",
+        "meter_cold",
+        "vehicle_cold",
+        "meter_cold_hours",
+        "vehicle_cold_hours",
+        "meter_late",
+        "vehicle_late",
+    ):
         assert await analytics.fetchval(f"SELECT count(*) FROM {table}") == 0
     assert await analytics.fetchval("SELECT count(*) FROM fleet_days") >= 0
     ts = datetime.now(UTC)
@@ -184,8 +195,9 @@ async def test_roles_are_nologin_groups(db: asyncpg.Connection) -> None:
         " WHERE rolname IN ('fleet_ingest', 'fleet_analytics', 'fleet_admin') ORDER BY 1"
     )
     assert [r["rolname"] for r in rows] == ["fleet_admin", "fleet_analytics", "fleet_ingest"]
-    assert not any(r["rolcanlogin"] or r["rolsuper"] or r["rolcreaterole"] or r["rolcreatedb"]
-                   for r in rows)  # fmt: skip
+    assert not any(
+        r["rolcanlogin"] or r["rolsuper"] or r["rolcreaterole"] or r["rolcreatedb"] for r in rows
+    )
 
 
 async def test_the_documented_roles_recipe_gives_each_job_what_it_needs(

@@ -40,12 +40,17 @@ def test_a_good_file_with_and_without_valid_to() -> None:
         (HEADER + "V1,M1,2026-11-01T00:00:00\n", "line 2: "),
         (HEADER + "V1,M1,2026-11-02T00:00:00Z,2026-11-01T00:00:00Z\n", "line 2: valid_to must be"),
         (HEADER + "V1,M1\n", "line 2: expected 4 columns, got 2"),
-        (HEADER + "V1,M1,2026-11-01T00:00:00Z\nV1,M2,2026-11-05T00:00:00Z\n",
-         "line 3: V1 from 2026-11-05T00:00:00Z overlaps line 2 (open-ended"),
-        (HEADER + "V1,M1,2026-11-01T00:00:00Z,2026-11-03T00:00:00Z\n"
-         "V1,M2,2026-11-02T00:00:00Z,2026-11-04T00:00:00Z\n", "line 3: V1 from"),
+        (
+            HEADER + "V1,M1,2026-11-01T00:00:00Z\nV1,M2,2026-11-05T00:00:00Z\n",
+            "line 3: V1 from 2026-11-05T00:00:00Z overlaps line 2 (open-ended",
+        ),
+        (
+            HEADER + "V1,M1,2026-11-01T00:00:00Z,2026-11-03T00:00:00Z\n"
+            "V1,M2,2026-11-02T00:00:00Z,2026-11-04T00:00:00Z\n",
+            "line 3: V1 from",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_line_is_named(body: str, message: str) -> None:
     with pytest.raises(AssignmentImportError, match=message.replace("(", r"\(")):
         parse_csv(body)

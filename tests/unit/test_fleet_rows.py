@@ -18,10 +18,26 @@ from fleetctl.analytics.window import Window
 W = Window(
     datetime(2026, 11, 20, 8, 10, 30, tzinfo=UTC), datetime(2026, 11, 21, 8, 10, 30, tzinfo=UTC)
 )
-KEYS = ["vehicleId", "meters", "totalAcKwh", "totalDcKwh", "lossKwh", "efficiency",
-        "efficiencyPercent", "status", "message", "meterShared", "sharedWith", "vehicleDcKwh",
-        "assignedSeconds", "batteryTemp", "soc", "readings", "expectedReadings",
-        "coveragePercent"]  # fmt: skip
+KEYS = [
+    "vehicleId",
+    "meters",
+    "totalAcKwh",
+    "totalDcKwh",
+    "lossKwh",
+    "efficiency",
+    "efficiencyPercent",
+    "status",
+    "message",
+    "meterShared",
+    "sharedWith",
+    "vehicleDcKwh",
+    "assignedSeconds",
+    "batteryTemp",
+    "soc",
+    "readings",
+    "expectedReadings",
+    "coveragePercent",
+]
 
 
 @pytest.mark.parametrize(

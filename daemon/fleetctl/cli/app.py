@@ -274,6 +274,8 @@ def guarded(app: App, run: Callable[[], Any]) -> Any:
 
 def failure_of(exc: BaseException, role: Role | None, url: str | None) -> Failure | None:
     """The one line (and exit code) for an error an operator can act on; None for a bug."""
+    while isinstance(exc, BaseExceptionGroup):  # a report's TaskGroup: its first failure
+        exc = exc.exceptions[0]
     from fleetctl.errors import AnalyticsError  # noqa: PLC0415
     from fleetsvc.settings_fields import ConfigError  # noqa: PLC0415
 

@@ -105,8 +105,9 @@ async def _time(fn: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, floa
     return _summary(samples)
 
 
-async def _time_pair(a: Callable[[], Awaitable[Any]], b: Callable[[], Awaitable[Any]],
-                     repeat: int) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+async def _time_pair(
+    a: Callable[[], Awaitable[Any]], b: Callable[[], Awaitable[Any]], repeat: int
+) -> tuple[dict[str, float], dict[str, float]]:
     """_time of two queries alternated call by call, so a slow moment of the machine (another
     query's cache eviction, a checkpoint) weighs on both sides of a ratio alike."""
     times: tuple[list[float], list[float]] = ([], [])
