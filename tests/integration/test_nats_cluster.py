@@ -16,9 +16,8 @@ import asyncpg
 import pytest
 
 from fleet_harness.nats import NatsCluster, nats_unavailable
-from fleet_harness.publish import readings
+from fleet_harness.publish import Publisher, readings
 from fleetd.settings import Settings
-from tests.acked_publish import AckedPublisher
 from tests.conftest import running, total_readings, wait_for_count
 
 pytestmark = [
@@ -64,7 +63,7 @@ async def test_the_node_fleetd_reads_from_killed_mid_stream_loses_and_doubles_no
     random.Random(22).shuffle(msgs)
     errors: list[BaseException] = []
 
-    def stream(pub: AckedPublisher) -> None:
+    def stream(pub: Publisher) -> None:
         try:
             for i in range(0, len(msgs), 500):
                 pub.publish(msgs[i : i + 500])
@@ -74,7 +73,7 @@ async def test_the_node_fleetd_reads_from_killed_mid_stream_loses_and_doubles_no
     async with running(own) as daemon:
         assert daemon.mqtt.url == first.url()
         assert daemon.mqtt.protocol == "3.1.1"  # NATS answers MQTT 5 with CONNACK 0x01
-        pub = AckedPublisher(survivor.url(), "streamer", window=200)
+        pub = Publisher(survivor.url(), "streamer", window=200)
         thread = threading.Thread(target=stream, args=(pub,))
         thread.start()
         try:
@@ -89,7 +88,7 @@ async def test_the_node_fleetd_reads_from_killed_mid_stream_loses_and_doubles_no
             await asyncio.to_thread(thread.join)
             pub.close()
         assert not errors, errors
-        assert pub.acked == len(msgs)
+        assert pub.stats.acked == len(msgs)
         assert await wait_for_count(db, BOTH, len(msgs), timeout_s=60) == len(msgs)
         all_stored_s = time.monotonic() - killed
         # A redelivery after ack_wait (5 s) would be a duplicate: wait it out, then compare.

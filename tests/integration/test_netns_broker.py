@@ -25,11 +25,10 @@ import pytest
 
 from fleet_harness import MosquittoServer, PostgresServer, free_port
 from fleet_harness.netns import NetNamespace, netns_unavailable
-from fleet_harness.publish import readings
+from fleet_harness.publish import Publisher, readings
 from fleetd.mqtt.subscriber import MqttSubscriber
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
-from tests.acked_publish import AckedPublisher
 from tests.conftest import total_readings, wait_for_count
 
 pytestmark = [
@@ -129,7 +128,7 @@ async def _run_cut(
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
     msgs = readings(100, 100, 75, start, timedelta(minutes=1))  # 200 per second for 75 s
     errors: list[BaseException] = []
-    pub = AckedPublisher(broker.url(), "streamer", window=200)
+    pub = Publisher(broker.url(), "streamer", window=200)
 
     def stream() -> None:
         try:
@@ -162,7 +161,7 @@ async def _run_cut(
         await asyncio.to_thread(thread.join)
         pub.close()
     assert not errors, errors
-    assert pub.acked == len(msgs)
+    assert pub.stats.acked == len(msgs)
     assert await wait_for_count(conn, BOTH, len(msgs), timeout_s=30) == len(msgs)
     await asyncio.sleep(1.0)  # a late redelivery would show up as an extra row
     stored = await conn.fetch(
