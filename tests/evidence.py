@@ -214,23 +214,24 @@ async def stored_keys(conn: asyncpg.Connection) -> list[tuple[str, datetime]]:
     return [(r["id"], r["ts"]) for r in rows]
 
 
-async def check_every_reading_once(
+async def loss_report(
     node: pytest.Item,
     conn: asyncpg.Connection,
     msgs: Sequence[tuple[str, bytes]],
     *,
     publisher: PublishStats,
     daemons: Mapping[str, FleetdProcess | Mapping[str, object]],
-) -> None:
-    """Fail unless every published reading is stored exactly once; the failure message (also
-    written to .test-artifacts/<test>/report.txt with the logs) says who lost what: the
-    publisher's acks, each daemon's counters, the broker's packet counts."""
+    broker_log: Path | None = None,
+) -> str | None:
+    """None when every published reading is stored exactly once; else a report of who lost
+    what: the publisher's answers from the broker, each daemon's counters, the broker's packet
+    counts per client (`broker_log`, or the test's harness Mosquitto) and the first missing keys."""
     published = [reading_key(p) for _, p in msgs]
     stored = await stored_keys(conn)
     missing = set(published) - set(stored)
     doubled = len(stored) - len(set(stored))
     if not missing and not doubled and len(set(stored)) == len(set(published)):
-        return
+        return None
     lines = [
         f"published {len(published)}, stored {len(stored)}: {len(missing)} missing, "
         f"{doubled} doubled, {len(set(stored) - set(published))} never published",
@@ -245,10 +246,26 @@ async def check_every_reading_once(
         lines.append(
             f"fleetd {name}: " + ", ".join(f"{k}={daemon_counters.get(k)}" for k in wanted)
         )
-    broker = node.stash.get(BROKER, None)
-    if broker is not None and broker.log_path.exists():
-        lines.append(summary(broker.log_path.read_text(errors="replace")))
+    if broker_log is None:
+        broker = node.stash.get(BROKER, None)
+        broker_log = broker.log_path if broker is not None else None
+    if broker_log is not None and broker_log.exists():
+        lines.append(summary(broker_log.read_text(errors="replace")))
     lines.append(f"first missing in publish order: {[k for k in published if k in missing][:5]}")
-    report = "\n".join(lines)
-    (artifact_dir(node) / "report.txt").write_text(report + "\n")
-    pytest.fail(report)
+    return "\n".join(lines)
+
+
+async def check_every_reading_once(
+    node: pytest.Item,
+    conn: asyncpg.Connection,
+    msgs: Sequence[tuple[str, bytes]],
+    *,
+    publisher: PublishStats,
+    daemons: Mapping[str, FleetdProcess | Mapping[str, object]],
+) -> None:
+    """Fail unless every published reading is stored exactly once, with loss_report() as the
+    message (also in .test-artifacts/<test>/report.txt, next to the logs)."""
+    report = await loss_report(node, conn, msgs, publisher=publisher, daemons=daemons)
+    if report is not None:
+        (artifact_dir(node) / "report.txt").write_text(report + "\n")
+        pytest.fail(report)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,11 +22,11 @@ from tests.conftest import (
     BROKERS,
     assert_rollups_match_raw,
     running,
-    spawn_fleetd,
     total_readings,
     wait_for_count,
 )
-from tests.evidence import Stream, check_every_reading_once, counters, wait_ready
+from tests.evidence import check_every_reading_once
+from tests.scenarios import kill_9
 
 pytestmark = pytest.mark.integration
 
@@ -203,30 +202,11 @@ async def test_kill_9_mid_stream_loses_and_doubles_nothing(
 ) -> None:
     msgs = readings(500, 500, 20, _start(), timedelta(minutes=1))
     random.Random(7).shuffle(msgs)
-    proc = spawn_fleetd(settings, log_path=artifacts / "fleetd.log")
-    procs = [proc]
-    try:
-        # Subscribed first: the broker drops what arrives before any subscription exists.
-        await wait_ready(proc)
-        stream = Stream(mqtt_url, msgs, chunk=500).start()
-        await wait_for_count(db, BOTH, 3000, check=stream.raise_if_failed)
-        killed = await counters(proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert 0 < await total_readings(db) < len(msgs)
-        published = await stream.join()
-        proc = spawn_fleetd(settings, log_path=artifacts / "fleetd-restarted.log")
-        procs.append(proc)
-        await wait_for_count(db, BOTH, len(msgs), timeout_s=90)
-        await asyncio.sleep(1.0)  # any late redelivery would show up as an extra row
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                p.wait(timeout=15)
-    daemons = {"killed": killed, "restarted": proc}
-    await check_every_reading_once(request.node, db, msgs, publisher=published, daemons=daemons)
-    assert proc.returncode == 0
+    outcome = await kill_9(settings, mqtt_url, db, msgs, artifacts, kill_at=3000)
+    await check_every_reading_once(
+        request.node, db, msgs, publisher=outcome.published, daemons=outcome.daemons
+    )
+    assert outcome.exit_codes == [0]
     await assert_rollups_match_raw(db)
 
 
