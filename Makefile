@@ -27,7 +27,8 @@ $(STAMP): pyproject.toml simulator/pyproject.toml
 # PostgreSQL (initdb, pg_ctl, postgres), Mosquitto, nats-server (a three-node MQTT cluster for
 # the failover test), Node.js (for the aedes test broker) and
 # promtool (Debian's prometheus, for the alert rules), Chromium (the dashboard's test) and ip +
-# iptables (the tests that cut links inside network namespaces) must exist; install them when root.
+# iptables (the tests that cut links inside network namespaces) and wrk (the bench's HTTP stage)
+# must exist; install them when root.
 sysdeps:
 	@missing=""; \
 	 { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
@@ -38,6 +39,7 @@ sysdeps:
 	 command -v openssl >/dev/null || missing="$$missing openssl"; \
 	 command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	 command -v chromium >/dev/null || missing="$$missing chromium"; \
+	 command -v wrk >/dev/null || missing="$$missing wrk"; \
 	 { command -v ip >/dev/null || test -x /usr/sbin/ip || test -x /sbin/ip; } || missing="$$missing iproute2"; \
 	 { command -v iptables >/dev/null || test -x /usr/sbin/iptables; } || missing="$$missing iptables"; \
 	 { command -v nats-server >/dev/null || test -x /usr/sbin/nats-server; } || missing="$$missing nats-server"; \

@@ -47,35 +47,33 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0].lower() if header.count(":") == 1 else header.lower()
 
 
-def host_middleware(allowed: Collection[str] | None) -> Middleware:
-    """Every request needs a Host (RFC 9112); with `allowed`, one of those names or a loopback
-    address."""
+def access_middleware(
+    allowed: Collection[str] | None,
+    token: str | None,
+    public: Collection[web.AbstractResource],
+) -> Middleware | None:
+    """Who gets an answer, in one middleware (each one more is a coroutine per request):
+    with `allowed`, the Host must be one of those names or a loopback address (aiohttp's parser
+    already refuses an HTTP/1.1 request without Host); with a `token`, every route but the
+    public ones needs `Authorization: Bearer <token>` (compared in constant time), unknown
+    paths too, so they reveal nothing. None when there is nothing to check."""
+    if allowed is None and token is None:
+        return None
+    expected = token.encode() if token else None
 
     @web.middleware
-    async def host(request: web.Request, handler: Handler) -> web.StreamResponse:
-        value = request.headers.get(hdrs.HOST, "").strip()
-        if not value:
-            raise BadRequestError("a Host header is required")
+    async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
         if allowed is not None:
+            value = request.headers.get(hdrs.HOST, "").strip()
+            if not value:
+                raise BadRequestError("a Host header is required")
             name = host_name(value)
             if name not in allowed and not is_loopback(name):
                 raise BadRequestError(
                     f"Host {name[:60]!r} is not served here: without a token this server "
                     "answers only loopback names"
                 )
-        return await handler(request)
-
-    return host
-
-
-def auth_middleware(token: str, public: Collection[web.AbstractResource]) -> Middleware:
-    """`Authorization: Bearer <token>` (compared in constant time) on every route but the
-    public ones; unknown paths ask for it too, so they reveal nothing."""
-    expected = token.encode()
-
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.match_info.route.resource not in public:
+        if expected is not None and request.match_info.route.resource not in public:
             scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
             given = credentials.strip().encode("utf-8", "surrogateescape")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
@@ -85,7 +83,7 @@ def auth_middleware(token: str, public: Collection[web.AbstractResource]) -> Mid
                 )
         return await handler(request)
 
-    return auth
+    return access
 
 
 async def add_headers(_request: web.Request, response: web.StreamResponse) -> None:
@@ -94,7 +92,8 @@ async def add_headers(_request: web.Request, response: web.StreamResponse) -> No
     mime.types, which may still say application/javascript: RFC 9239 says text/javascript)."""
     response.headers.update(HEADERS)
     response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
-    if response.content_type == "application/javascript":
-        response.content_type = "text/javascript"
-    if response.content_type.startswith("text/") and response.charset is None:
-        response.charset = "utf-8"
+    if isinstance(response, web.FileResponse):  # only files have a guessed type
+        if response.content_type == "application/javascript":
+            response.content_type = "text/javascript"
+        if response.content_type.startswith("text/") and response.charset is None:
+            response.charset = "utf-8"

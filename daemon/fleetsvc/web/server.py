@@ -20,7 +20,7 @@ from aiohttp import web
 from fleetsvc.web.errors import error_middleware
 from fleetsvc.web.listener import CappedSite, listen_socket
 from fleetsvc.web.routes import Route, add_routes
-from fleetsvc.web.security import add_headers, auth_middleware, host_middleware, is_loopback
+from fleetsvc.web.security import access_middleware, add_headers, is_loopback
 
 log = structlog.get_logger("fleet.http")
 
@@ -92,14 +92,15 @@ class HttpServer:
 
     def app(self, host: str) -> web.Application:
         """The aiohttp application: routes, static directories and the middlewares, outermost
-        first: errors -> Host check -> token."""
+        first: errors -> access (Host allow-list, token)."""
         public: set[web.AbstractResource] = set()
         allowed: frozenset[str] | None = (
             None if self._token or not is_loopback(host) else frozenset()
         )
-        middlewares = [error_middleware(self.name, self._error_statuses), host_middleware(allowed)]
-        if self._token:
-            middlewares.append(auth_middleware(self._token, public))
+        middlewares = [error_middleware(self.name, self._error_statuses)]
+        access = access_middleware(allowed, self._token, public)
+        if access is not None:
+            middlewares.append(access)
         app = web.Application(middlewares=middlewares, client_max_size=self._max_body_bytes)
         public |= add_routes(app, self.routes)
         for prefix, directory in self._static.items():

@@ -1,6 +1,8 @@
 """Trivial HTTP servers: `/healthz` answering `{"status":"ok"}` on ours (fleetsvc.web, as
-fleetd and fleetctl serve run it), on uvicorn (h11 or httptools) and on plain aiohttp, each a
-process of its own so its memory is its own: `python -m fleetsim.bench.http_servers KIND PORT`."""
+fleetd and fleetctl serve run it), on uvicorn (h11 or httptools) and on plain aiohttp, all on
+asyncio's own event loop (uvicorn would take uvloop when installed: not a fair comparison), each
+a process of its own so its memory is its own: `python -m fleetsim.bench.http_servers KIND PORT`.
+"""
 
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ def _uvicorn(http: str, port: int) -> None:
         http=http,
         backlog=BACKLOG,
         log_level="warning",
+        loop="asyncio",
         access_log=False,
         lifespan="off",
     )

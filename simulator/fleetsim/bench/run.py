@@ -42,6 +42,8 @@ from fleetdb.migrate import migrate
 from fleetdb.partitions import PartitionCache
 from fleetdb.rollups import rollup_tables
 from fleetsim.bench.baseline import drain_per_message
+from fleetsim.bench.http_stage import http_stage
+from fleetsim.bench.http_stage import table_lines as http_table_lines
 from fleetsim.bench.mqtt_sessions import create_session, drop_session
 from fleetsim.bench.query_bench import query_stage
 from fleetsim.model import Fleet, FleetConfig
@@ -563,13 +565,19 @@ async def broker_windows(b: Bench) -> None:
     b.results["windows"] = await _window_stage(b.pg.url, windows, b.start, quick=b.args.quick)
 
 
+async def http_front(b: Bench) -> None:
+    """fleetctl serve's HTTP against uvicorn: 2,000 keep-alive clients, endless headers."""
+    url = await b.database("bench_http")
+    b.results["http"] = await http_stage(url, quick=b.args.quick, say=_say)
+
+
 async def storage(b: Bench) -> None:
     """Bytes per reading in fleetd's database after the drain."""
     b.results["storage"] = await _storage(_db_url(b.pg.url, "bench_fleetd_bench"))
 
 
 STAGES = (broker_ceiling, database_ceilings, per_message_baseline, fleetd_drain, fleetd_load,
-          ab_against_reference, broker_windows, storage)  # fmt: skip
+          ab_against_reference, broker_windows, storage, http_front)  # fmt: skip
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -703,6 +711,8 @@ def _table(r: dict[str, Any]) -> str:
                          f"{d['recall']:>7.1%} / {d['precision']:.1%}")  # fmt: skip
     else:
         lines.append("8 queries: skipped (--quick or --no-queries)")
+    if r.get("http"):
+        lines.extend(http_table_lines(r["http"]))
     return "\n".join(lines)
 
 

@@ -1,0 +1,104 @@
+"""The bench's HTTP stage: `fleetctl serve` (fleetsvc.web on aiohttp) against uvicorn serving a
+trivial app, in the same run on the same machine.
+
+1. 2,000 keep-alive clients on /healthz (wrk when installed, else an asyncio client), the two
+   servers alternated: timeouts of ours, and our req/s as a ratio of uvicorn's (target >= 0.7
+   with 0 timeouts; ours asks the database at most once a second, uvicorn answers a constant).
+2. 3,000 connections sending never-ending headers at ours: its peak RSS against the
+   MemoryMax of its systemd unit (config/fleet-api.service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fleet_harness import free_port
+from fleetsim.bench.http_load import endless_headers, rate, server_process, trivial_server_argv
+
+UNIT = Path(__file__).resolve().parents[3] / "config" / "fleet-api.service"
+CLIENTS = 2000
+FLOOD_CONNECTIONS = 3000
+
+
+def memory_max_mb(unit: Path = UNIT) -> float:
+    """MemoryMax= of a systemd unit in MiB (512M -> 512.0)."""
+    found = re.search(r"^MemoryMax=(\d+)([KMG])$", unit.read_text(), re.MULTILINE)
+    if found is None:
+        raise ValueError(f"{unit}: no MemoryMax=")
+    return int(found.group(1)) * {"K": 1 / 1024, "M": 1.0, "G": 1024.0}[found.group(2)]
+
+
+def _serve_argv() -> list[str]:
+    return [str(Path(sys.executable).parent / "fleetctl"), "serve"]
+
+
+def _serve_env(database_url: str, port: int) -> dict[str, str]:
+    return os.environ | {
+        "FLEET_DATABASE_URL": database_url,
+        "FLEET_ANALYTICS_DATABASE_URL": database_url,
+        "FLEET_API_ADDR": f"127.0.0.1:{port}",
+        "FLEET_LOG_FORMAT": "json",
+        "FLEET_LOG_LEVEL": "warning",
+    }
+
+
+async def http_stage(
+    database_url: str, *, quick: bool, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Both measurements; figures as a dict for the results JSON."""
+    seconds = 5.0 if quick else 10.0
+    rounds = 1 if quick else 3
+    ours_port, ref_port = free_port(), free_port()
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "uvicorn": []}
+    with (
+        server_process(_serve_argv(), ours_port, _serve_env(database_url, ours_port)),
+        server_process(trivial_server_argv("uvicorn-httptools", ref_port), ref_port),
+    ):
+        for _ in range(rounds):
+            for name, port in (("ours", ours_port), ("uvicorn", ref_port)):
+                measured = await asyncio.to_thread(
+                    rate, "127.0.0.1", port, "/healthz", CLIENTS, seconds
+                )
+                runs[name].append(asdict(measured))
+                per_s, timeouts = measured.requests_per_s, measured.timeouts
+                say(f"    {name}: {per_s:,.0f} req/s, {timeouts} timeouts")
+    ours = statistics.median(r["requests_per_s"] for r in runs["ours"])
+    ref = statistics.median(r["requests_per_s"] for r in runs["uvicorn"])
+    flood_port = free_port()
+    with server_process(_serve_argv(), flood_port, _serve_env(database_url, flood_port)) as proc:
+        flood = await endless_headers("127.0.0.1", flood_port, proc.pid, FLOOD_CONNECTIONS, seconds)
+    limit = memory_max_mb()
+    return {
+        "clients": CLIENTS,
+        "tool": runs["ours"][0]["tool"],
+        "runs": runs,
+        "oursPerS": ours,
+        "uvicornPerS": ref,
+        "ratio": ours / ref,
+        "oursTimeouts": sum(r["timeouts"] for r in runs["ours"]),
+        "oursErrors": sum(r["errors"] for r in runs["ours"]),
+        "flood": asdict(flood),
+        "memoryMaxMb": limit,
+        "floodPeakOfMemoryMax": flood.rss_peak_mb / limit,
+    }
+
+
+def table_lines(h: dict[str, Any]) -> list[str]:
+    """The stage's lines in the bench table."""
+    f = h["flood"]
+    return [
+        f"11 HTTP /healthz, {h['clients']:,} keep-alive clients ({h['tool']}):",
+        f"{'    fleetctl serve / uvicorn+httptools trivial app':<58}"
+        f"{h['oursPerS']:>7,.0f} / {h['uvicornPerS']:,.0f} /s = {h['ratio']:.2f} x",
+        f"{'    fleetctl serve timeouts / errors':<58}{h['oursTimeouts']:>7} / {h['oursErrors']}",
+        f"{'    ' + format(f['connections'], ',') + ' endless-header connections: RSS peak':<58}"
+        f"{f['rss_peak_mb']:>7.0f} MB of {h['memoryMaxMb']:.0f} (MemoryMax)",
+    ]
