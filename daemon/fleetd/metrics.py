@@ -63,6 +63,14 @@ class Metrics:
             registry=r,
         )
         self.db_errors = Counter("fleet_db_errors", "Failed flush attempts", ["kind"], registry=r)
+        # -1 until a writer has asked (fleetdb.replication): 1 = a commit waits for a
+        # synchronous standby, so a failover loses nothing acked; 0 = asynchronous (or none).
+        self.db_synchronous_replication = Gauge(
+            "fleet_db_synchronous_replication",
+            "1 if the database written to replicates synchronously, 0 if not, -1 unknown yet",
+            registry=r,
+        )
+        self.db_synchronous_replication.set(-1)
         # Read at scrape time from the daemon (watch()): what the alert rules in
         # config/prometheus/fleet-rules.yml ask about.
         self.broker_connected = Gauge(

@@ -44,7 +44,12 @@ class Daemon:
             flush_interval_s=settings.flush_interval_ms / 1000,
             idle_s=settings.flush_idle_ms / 1000,
         )
-        self.flusher = Flusher(settings.database_url, self.metrics, writers=settings.db_writers)
+        self.flusher = Flusher(
+            settings.database_url,
+            self.metrics,
+            writers=settings.db_writers,
+            write_timeout_s=settings.db_write_timeout_s,
+        )
         self.intake = Intake(
             self.batcher,
             self.counters,

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(default=5000, ge=1, le=100_000)
     max_buffered_rows: int = Field(default=100_000, ge=1)
     db_writers: int = Field(default=2, ge=1, le=16)
+    # A write with no answer for this long is given up, its connection terminated (ingest/flusher).
+    db_write_timeout_s: float = Field(default=15.0, ge=1, le=600)
     max_future_s: int = Field(default=300, ge=0)
     max_past_days: int = Field(default=3650, ge=1)
     mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)

@@ -190,6 +190,10 @@ class PostgresServer(ThrowawayServer):
             "-w", "-t", "60", "start",
         )  # fmt: skip
 
+    def promote(self) -> None:
+        """Promote this standby to a primary (what Patroni or an operator does in a failover)."""
+        self._run(find_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "promote")
+
     def stop_server(self, mode: str = "fast") -> None:
         """Stop the server process but keep its data (to simulate an outage)."""
         self._run(find_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop")

@@ -112,7 +112,9 @@ def _fake_daemon(*, flush_interval_ms: int = 200) -> SimpleNamespace:
     fake = SimpleNamespace(
         ready=ready,
         stopping=False,
-        flusher=SimpleNamespace(healthy=True, last_error=None),
+        flusher=SimpleNamespace(
+            healthy=True, last_error=None, connected_writers=1, replication=None
+        ),
         mqtt=SimpleNamespace(
             connected=True,
             url="mqtt://127.0.0.1:1883",

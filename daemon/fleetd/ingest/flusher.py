@@ -1,13 +1,20 @@
 """Write batches to PostgreSQL until they commit: reconnects, retries with capped backoff,
-creates missing partitions, and isolates a row the database refuses instead of stalling."""
+creates missing partitions, and isolates a row the database refuses instead of stalling.
+
+A dead link is noticed by the writer's own socket (keepalive, TCP_USER_TIMEOUT: see
+fleetdb.connect) or, as a last resort, by the write timeout, which terminates the connection
+instead of sending asyncpg's cancel request (a new connection to a host that may be dead, which
+held a writer for a minute after the link came back).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -16,18 +23,41 @@ from fleetd.ingest.batcher import Batch, Envelope
 from fleetd.ingest.writer import WriteResult, write_batch
 from fleetd.messages import MeterReading, Rejected, VehicleReading
 from fleetd.metrics import Metrics
-from fleetdb.connect import TRANSIENT_ERRORS, connect
+from fleetdb.connect import TRANSIENT_ERRORS, connect_writer, terminate_if_late
 from fleetdb.partitions import PartitionCache
+from fleetdb.replication import Replication, replication
 
 log = structlog.get_logger("fleetd.db")
 
-MAX_BACKOFF_S = 5.0
+T = TypeVar("T")
+
+# The longest wait between two tries of a writer, counted from the start of the failed try (a
+# connect to a silent host takes CONNECT_TIMEOUT_S itself): it bounds how long a writer stays
+# down after the database or the link to it is back.
+MAX_BACKOFF_S = 2.0
+# A write transaction with no answer for this long is given up and its connection terminated.
+# Sized on the bench's write-path stage: 5,000-row batches (fleetd's largest) on two connections
+# took 284 ms median, 461 ms at worst over 40 batches on a busy 2-core machine
+# (docs/operations.md); 15 s is over 30 times the slowest, for slower disks and checkpoints.
+WRITE_TIMEOUT_S = 15.0
+# How often a writer asks again whether the server replicates synchronously (Patroni's
+# synchronous_mode turns it off by itself when the synchronous standby goes away).
+REPLICATION_CHECK_S = 60.0
+# Errors after which a writer reconnects and retries, beyond the transient ones: a server that
+# became read-only (demoted in a failover, or default_transaction_read_only set) while a writer
+# was connected; a new connection finds the writable host of a multi-host URL.
+RETRY_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_ERRORS,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
 
 
 class _Slot:
     """One writer connection (None until connected or after a failure)."""
 
-    conn: asyncpg.Connection | None = None
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.conn: asyncpg.Connection | None = None
 
 
 class Flusher:
@@ -43,12 +73,14 @@ class Flusher:
         on_state: Callable[[bool], None] | None = None,
         *,
         writers: int = 1,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
     ) -> None:
         self._dsn = dsn
         self._metrics = metrics
         self._on_state = on_state
         self.writers = writers
-        self._slots = [_Slot() for _ in range(writers)]
+        self.write_timeout_s = write_timeout_s
+        self._slots = [_Slot(i) for i in range(writers)]
         self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
         for slot in self._slots:
             self._idle.put_nowait(slot)
@@ -57,13 +89,67 @@ class Flusher:
         self.last_attempt_ok = True  # False from a failed write until the next commit
         self.last_success_mono = 0.0
         self.last_error: str | None = None
+        self.replication: Replication | None = None  # of the server written to last
+        self._replication_checked_mono = 0.0
+
+    @property
+    def connected_writers(self) -> int:
+        """Writers holding an open connection now."""
+        return sum(1 for s in self._slots if s.conn is not None and not s.conn.is_closed())
 
     async def _connection(self, slot: _Slot) -> asyncpg.Connection:
         """The slot's live connection, reconnecting if needed (raises a transient error)."""
-        if slot.conn is None or slot.conn.is_closed():
-            slot.conn = await connect(self._dsn)
-            await self._partitions.ensure_ahead(slot.conn)
-        return slot.conn
+        if slot.conn is not None and not slot.conn.is_closed():
+            return slot.conn
+        slot.conn = None
+        conn = await connect_writer(self._dsn, write_timeout_s=self.write_timeout_s)
+        try:
+            state = await self._bounded(conn, replication(conn))
+            log.info(
+                "database_writer_connected",
+                writer=slot.index,
+                server=state.server,
+                synchronous_replication=state.synchronous,
+            )
+            self._note_replication(state)
+            await self._bounded(conn, self._partitions.ensure_ahead(conn))
+        except BaseException:
+            conn.terminate()
+            raise
+        slot.conn = conn
+        return conn
+
+    def _note_replication(self, state: Replication) -> None:
+        """Log and export what the server written to says about synchronous replication, at
+        start and whenever it changes (another server after a failover, a new setting)."""
+        self._replication_checked_mono = time.monotonic()
+        self._metrics.db_synchronous_replication.set(1.0 if state.synchronous else 0.0)
+        if state == self.replication:
+            return
+        self.replication = state
+        # Info, not a warning, when asynchronous: a single server without standbys is a normal
+        # deployment. What it means for a failover is in docs/operations.md.
+        log.info(
+            "database_replication",
+            server=state.server,
+            synchronous=state.synchronous,
+            synchronous_standby_names=state.standby_names,
+            synchronous_commit=state.synchronous_commit,
+            synchronous_standbys_connected=state.sync_connected,
+        )
+
+    async def _recheck_replication(self, conn: asyncpg.Connection) -> None:
+        if time.monotonic() - self._replication_checked_mono < REPLICATION_CHECK_S:
+            return
+        self._replication_checked_mono = time.monotonic()
+        try:
+            self._note_replication(await self._bounded(conn, replication(conn)))
+        except RETRY_ERRORS as exc:
+            # The batch is committed; the next write deals with the connection.
+            log.debug("replication_check_failed", error=_reason(exc))
+
+    async def _bounded(self, conn: asyncpg.Connection, work: Coroutine[Any, Any, T]) -> T:
+        return await terminate_if_late(conn, work, self.write_timeout_s)
 
     async def close(self) -> None:
         """Close every connection (quietly: they may already be dead)."""
@@ -85,24 +171,27 @@ class Flusher:
     async def write(self, batch: Batch) -> WriteResult:
         """Commit `batch`, retrying transient failures forever with capped, jittered backoff."""
         slot = await self._idle.get()
+        loop = asyncio.get_running_loop()
         try:
             attempt = 0
             while True:
+                started = loop.time()
                 try:
                     conn = await self._connection(slot)
-                    result = await self._write_isolating(conn, batch.envelopes)
-                except TRANSIENT_ERRORS as exc:
+                    result = await self._bounded(conn, self._write_isolating(conn, batch.envelopes))
+                except RETRY_ERRORS as exc:
                     attempt += 1
                     self.last_attempt_ok = False
                     self._metrics.db_errors.labels("transient").inc()
-                    self._set_health(False, f"{exc.__class__.__name__}: {exc}")
-                    await _close(slot)
-                    backoff = random.uniform(0.5, 1.0) * 0.2 * 2**attempt
-                    await asyncio.sleep(min(MAX_BACKOFF_S, backoff))
+                    self._set_health(False, _reason(exc))
+                    _terminate(slot)
+                    backoff = min(MAX_BACKOFF_S, random.uniform(0.5, 1.0) * 0.2 * 2**attempt)
+                    await asyncio.sleep(max(0.0, backoff - (loop.time() - started)))
                     continue
                 self._set_health(True)
                 self.last_attempt_ok = True
                 self.last_success_mono = time.monotonic()
+                await self._recheck_replication(conn)
                 return result
         finally:
             self._idle.put_nowait(slot)
@@ -111,7 +200,12 @@ class Flusher:
         """Create partitions for today and the days ahead (hourly maintenance)."""
         slot = await self._idle.get()
         try:
-            await self._partitions.ensure_ahead(await self._connection(slot))
+            try:
+                conn = await self._connection(slot)
+                await self._bounded(conn, self._partitions.ensure_ahead(conn))
+            except RETRY_ERRORS:
+                _terminate(slot)
+                raise
             self._set_health(True)
         finally:
             self._idle.put_nowait(slot)
@@ -147,6 +241,24 @@ class Flusher:
                 left.vehicles_total + right.vehicles_total,
                 left.rejects + right.rejects,
             )
+
+
+def _reason(exc: BaseException) -> str:
+    """`Class: message`, with the OS error underneath when the message alone says little
+    ("connection was closed in the middle of operation")."""
+    text = f"{exc.__class__.__name__}: {exc}".rstrip(": ")
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and str(cause):
+        text += f" ({cause.__class__.__name__}: {cause})"
+    return text
+
+
+def _terminate(slot: _Slot) -> None:
+    """Drop a writer's connection after a failure at once: no goodbye to a server that may not
+    answer (the server rolls back what the connection had open)."""
+    if slot.conn is not None:
+        slot.conn.terminate()
+        slot.conn = None
 
 
 async def _close(slot: _Slot) -> None:

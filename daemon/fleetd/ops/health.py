@@ -71,6 +71,11 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
         "broker_url": daemon.mqtt.url,
         "broker_silence_s": round(daemon.mqtt.silence_s(now), 1),
         "database_reachable": daemon.flusher.healthy,
+        "database_writers_connected": daemon.flusher.connected_writers,
+        # Whether a failover can lose acked readings (None until a writer has asked).
+        "synchronous_replication": (
+            None if daemon.flusher.replication is None else daemon.flusher.replication.synchronous
+        ),
         "buffered": buffered,
         "oldest_buffered_age_s": round(oldest, 3),
         "last_commit_age_s": round(since_commit, 3),
