@@ -122,7 +122,9 @@ def _fake_daemon(*, flush_interval_ms: int = 200) -> SimpleNamespace:
             silence_s=lambda now=None: 0.0,
         ),
         batcher=FakeBatcher(),
-        counters=SimpleNamespace(received=7, written=5, rejected=2, duplicates=0),
+        counters=SimpleNamespace(
+            received=7, written=5, rejected=2, duplicates=0, acked=5, acks_skipped=0
+        ),
         settings=SimpleNamespace(flush_interval_ms=flush_interval_ms),
         last_flush_ok=True,
         last_flush_mono=time.monotonic(),
