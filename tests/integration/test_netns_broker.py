@@ -196,9 +196,11 @@ async def test_a_link_cut_while_reading_is_paused_is_noticed_in_time(ns: NetName
     assert node.stdout is not None
     assert await asyncio.to_thread(node.stdout.readline) == "listening\n"
     sub = MqttSubscriber(
-        url=f"mqtt://{ns.ns_ip}:{port}", client_id="c", on_message=lambda *_: None,
+        url=f"mqtt://{ns.ns_ip}:{port}",
+        client_id="c",
+        on_message=lambda *_: None,
         keepalive_s=keepalive_s,
-    )  # fmt: skip
+    )
     task = asyncio.create_task(sub.run())
     try:
         for _ in range(100):

@@ -246,39 +246,57 @@ class MqttSubscriber:
                 # Each node's first failure of an outage is worth a warning; the retries of a
                 # long outage (every 30 s at most) only at debug level.
                 (log.warning if attempt <= len(self._nodes) else log.debug)(
-                    "broker_unavailable", url=self._nodes_masked[self._node], error=str(exc),
+                    "broker_unavailable",
+                    url=self._nodes_masked[self._node],
+                    error=str(exc),
                     attempt=attempt,
-                )  # fmt: skip
+                )
                 self._next_node()
                 await asyncio.sleep(_backoff_s(attempt, first_s=1.0))
                 continue
-            log.info(
-                "broker_connected", url=conn.url_masked, protocol=self.protocol,
-                generation=self.generation, session_present=conn.connack.result().session_present,
-            )  # fmt: skip
-            keepalive = asyncio.create_task(self._keepalive(conn), name="mqtt-keepalive")
-            if ready is not None and not ready.is_set():
-                subscribed = asyncio.create_task(_wait_event(self.subscribed))
-                lost = asyncio.create_task(_wait_future(conn.lost))
-                await asyncio.wait([subscribed, lost], return_when=asyncio.FIRST_COMPLETED)
-                lost.cancel()
-                subscribed.cancel()
-                if self.subscribed.is_set():
-                    ready.set()
-            await conn.lost
-            keepalive.cancel()
+            await self._serve(conn, ready)
             if self.closing:
                 return
-            self.reconnects += 1
-            lived_s = time.monotonic() - (conn.connacked or conn.opened)
-            attempt = attempt + 1 if conn.failed or lived_s < STABLE_CONNECTION_S else 0
-            log.warning(
-                "broker_disconnected", url=conn.url_masked, generation=conn.generation,
-                lived_s=round(lived_s, 1), attempt=attempt,
-            )  # fmt: skip
-            self._watch_clash(conn, lived_s)
+            attempt = self._after_loss(conn, attempt)
             self._next_node()
             await asyncio.sleep(_backoff_s(attempt, first_s=0.5))
+
+    async def _serve(self, conn: _Connection, ready: asyncio.Event | None) -> None:
+        """Keep one connection alive (pings, deadlines) until it is lost."""
+        log.info(
+            "broker_connected",
+            url=conn.url_masked,
+            protocol=self.protocol,
+            generation=self.generation,
+            session_present=conn.connack.result().session_present,
+        )
+        keepalive = asyncio.create_task(self._keepalive(conn), name="mqtt-keepalive")
+        if ready is not None and not ready.is_set():
+            subscribed = asyncio.create_task(_wait_event(self.subscribed))
+            lost = asyncio.create_task(_wait_future(conn.lost))
+            await asyncio.wait([subscribed, lost], return_when=asyncio.FIRST_COMPLETED)
+            lost.cancel()
+            subscribed.cancel()
+            if self.subscribed.is_set():
+                ready.set()
+        await conn.lost
+        keepalive.cancel()
+
+    def _after_loss(self, conn: _Connection, attempt: int) -> int:
+        """Log a lost connection; the backoff attempt to use next (it grows across connections
+        that ended badly or early, and starts over after a stable one)."""
+        self.reconnects += 1
+        lived_s = time.monotonic() - (conn.connacked or conn.opened)
+        attempt = attempt + 1 if conn.failed or lived_s < STABLE_CONNECTION_S else 0
+        log.warning(
+            "broker_disconnected",
+            url=conn.url_masked,
+            generation=conn.generation,
+            lived_s=round(lived_s, 1),
+            attempt=attempt,
+        )
+        self._watch_clash(conn, lived_s)
+        return attempt
 
     def _next_node(self) -> None:
         # After any failure the next node of the list is tried: the one that failed may be the
@@ -289,12 +307,14 @@ class MqttSubscriber:
         hung_up = not (conn.failed or conn.silent)
         if self._clash.ended(lived_s, hung_up_by_broker=hung_up):
             log.error(
-                "client_id_clash_suspected", client_id=self._client_id,
-                short_connections=self._clash.streak, longest_s=round(self._clash.longest_s, 1),
+                "client_id_clash_suspected",
+                client_id=self._client_id,
+                short_connections=self._clash.streak,
+                longest_s=round(self._clash.longest_s, 1),
                 hint="the broker keeps closing the connection right after CONNACK without a "
                 "reason: another client most likely uses this client id (a second fleetd?). "
                 "Give every fleetd its own FLEET_CLIENT_ID (FLEET_SHARE_GROUP to share the load)",
-            )  # fmt: skip
+            )
 
     def ack(self, mid: int, qos: int, generation: int) -> bool:
         """PUBACK one message if it arrived on the current connection; False if skipped.
@@ -360,9 +380,11 @@ class MqttSubscriber:
         except _Mqtt5RefusedError as exc:
             if self._protocol != "auto":
                 log.error(  # noqa: TRY400 - the reason is the broker's answer, not a traceback
-                    "mqtt5_refused", url=self._nodes_masked[node], reason=str(exc),
+                    "mqtt5_refused",
+                    url=self._nodes_masked[node],
+                    reason=str(exc),
                     hint="this broker does not speak MQTT 5: set FLEET_MQTT_PROTOCOL=3.1.1 or auto",
-                )  # fmt: skip
+                )
                 raise BrokerUnavailableError(str(exc)) from exc
             refused = exc
         log.warning(
@@ -414,6 +436,21 @@ class MqttSubscriber:
                 maximum_packet_bytes=self.max_packet_bytes,
             )
         )
+        connack = await self._await_connack(conn, v5=v5)
+        if v5:
+            self._v5_hangups = 0  # this cluster speaks MQTT 5: earlier hang-ups were transient
+        if connack.server_keepalive_s is not None:
+            conn.keepalive_s = connack.server_keepalive_s
+        # Subscribe on every connect, even when the broker kept the session: Mosquitto 2.0.11
+        # does not restore $share subscriptions of durable clients.
+        self.subscribed.clear()
+        conn.transport.write(packets.subscribe_packet(_SUBSCRIBE_ID, self.topic_filters, v5=v5))
+        return conn
+
+    async def _await_connack(self, conn: _Connection, *, v5: bool) -> packets.ConnAck:
+        """Wait for an accepting CONNACK, or abort the connection and raise why not (an MQTT 5
+        refusal as _Mqtt5RefusedError, so `auto` can try 3.1.1)."""
+        assert conn.transport is not None
         # Only CONNACK is awaited: with a persistent session the broker may send a large
         # backlog before our SUBACK, which then arrives behind those messages.
         done, _ = await asyncio.wait([conn.connack], timeout=CONNACK_TIMEOUT_S)
@@ -437,19 +474,12 @@ class MqttSubscriber:
             conn.transport.abort()
             reason = packets.connack_reason(connack.code, v5=v5)
             if v5 and connack.code in (
-                packets.UNACCEPTABLE_PROTOCOL_V3, packets.UNSUPPORTED_PROTOCOL_V5
-            ):  # fmt: skip
+                packets.UNACCEPTABLE_PROTOCOL_V3,
+                packets.UNSUPPORTED_PROTOCOL_V5,
+            ):
                 raise _Mqtt5RefusedError(f"connection refused: {reason}", definitive=True)
             raise BrokerUnavailableError(f"connection refused: {reason}")
-        if v5:
-            self._v5_hangups = 0  # this cluster speaks MQTT 5: earlier hang-ups were transient
-        if connack.server_keepalive_s is not None:
-            conn.keepalive_s = connack.server_keepalive_s
-        # Subscribe on every connect, even when the broker kept the session: Mosquitto 2.0.11
-        # does not restore $share subscriptions of durable clients.
-        self.subscribed.clear()
-        conn.transport.write(packets.subscribe_packet(_SUBSCRIBE_ID, self.topic_filters, v5=v5))
-        return conn
+        return connack
 
     # --- liveness -----------------------------------------------------------------------------
 
@@ -505,9 +535,12 @@ class MqttSubscriber:
                 next_ping = now + interval_s
             if now - heard >= give_up_s:
                 log.warning(
-                    "broker_silent", url=conn.url_masked, seconds=round(now - heard, 1),
-                    keepalive_s=keepalive_s, paused=self._paused,
-                )  # fmt: skip
+                    "broker_silent",
+                    url=conn.url_masked,
+                    seconds=round(now - heard, 1),
+                    keepalive_s=keepalive_s,
+                    paused=self._paused,
+                )
                 conn.silent = True
                 conn.transport.abort()
                 return
@@ -557,9 +590,11 @@ class MqttSubscriber:
 
     def _oversized(self, pkt: Publish, generation: int) -> None:
         log.warning(
-            "mqtt_packet_too_large", topic=pkt.topic[:200], bytes=pkt.size,
+            "mqtt_packet_too_large",
+            topic=pkt.topic[:200],
+            bytes=pkt.size,
             limit=self.max_packet_bytes,
-        )  # fmt: skip
+        )
         if self._on_oversized is not None:
             self._on_oversized(pkt.topic, pkt.size, pkt.packet_id, pkt.qos, generation)
 
@@ -602,10 +637,11 @@ class MqttSubscriber:
         elif isinstance(pkt, Disconnect):
             if pkt.reason_code == packets.SESSION_TAKEN_OVER:
                 log.error(
-                    "session_taken_over", client_id=self._client_id,
+                    "session_taken_over",
+                    client_id=self._client_id,
                     hint="another client connected with this client id: give every fleetd its "
                     "own FLEET_CLIENT_ID (FLEET_SHARE_GROUP to share the load)",
-                )  # fmt: skip
+                )
             else:
                 log.warning(
                     "broker_sent_disconnect", reason=hex(pkt.reason_code), text=pkt.reason_string
