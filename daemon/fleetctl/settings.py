@@ -34,6 +34,7 @@ from fleetsvc.settings_fields import (
     LogFormat,
     LogLevel,
     MqttUrl,
+    check_host_port,
     config_error,
     read_toml,
     unknown_variables,
@@ -201,7 +202,7 @@ class ServeConfig:
     ) -> ServeConfig:
         """From the settings (`addr`: --addr; `database_url`: the analytics login's, or
         --database-url); raises ConfigError naming the variable."""
-        addr = addr or settings.api_addr
+        addr = check_host_port(addr, "--addr") if addr else settings.api_addr
         host = addr.rpartition(":")[0].strip("[]")
         token = _token(settings)
         if token is None and not _loopback(host):

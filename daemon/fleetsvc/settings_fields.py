@@ -57,6 +57,14 @@ def check_database_url(value: str, where: str) -> str:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def check_host_port(value: str, where: str) -> str:
+    """A listening address given outside the settings (--addr), checked by the same rule."""
+    try:
+        return _host_port(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
 """A libpq URL, postgresql:// (multi-host and ?options as libpq takes them)."""
 MqttUrl = Annotated[str, AfterValidator(_mqtt_url)]

@@ -193,3 +193,15 @@ def test_fleetd_warns_about_an_unknown_variable_too() -> None:
         "fleetd: warning: unknown variable FLEET_DATABSE_URL is ignored "
         "(did you mean FLEET_DATABASE_URL?)\n"
     )
+
+
+def test_a_listening_address_and_a_port_out_of_range_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = "postgresql://u@127.0.0.1:1/none"
+    assert main(["--database-url", url, "serve", "--addr", "nowhere"]) == 2
+    assert capsys.readouterr().err == "fleetctl: --addr: must be host:port (e.g. 127.0.0.1:9109)\n"
+    monkeypatch.setenv("FLEET_DATABASE_URL", "postgresql://u:pw@db:70000/fleet")
+    with pytest.raises(ConfigError, match=r"FLEET_DATABASE_URL .* has a bad port") as bad:
+        load_fleetd_settings(None)
+    assert "pw" not in str(bad.value)

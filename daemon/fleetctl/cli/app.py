@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 Job = Callable[["asyncpg.Connection"], Awaitable[Any]]
 """What a command runs once connected: the result is printed as JSON or as a table."""
 Service = Callable[["Settings", str], Coroutine[Any, Any, int]]
-"""What a long-running command runs (settings, its role's database URL): the exit code."""
+"""What a long-running command runs (settings, its role's database URL): the exit code. Called
+before logging is configured, it may check settings (ConfigError) before returning the
+coroutine."""
 
 
 @dataclass(frozen=True)
@@ -206,10 +208,13 @@ def service(
             run = _guarded(app, role, None, lambda: plan(**params))
             settings = _guarded(app, role, None, app.settings)
             url: str = _guarded(app, role, None, lambda: app.database(role))
+            # A service may check more settings when called, before its coroutine runs: those
+            # errors are one line too, and come before logging is set up for the process.
+            main = _guarded(app, role, url, lambda: run(settings, url))
             from fleetsvc.logging import configure_logging  # noqa: PLC0415
 
             configure_logging(settings.log_format, settings.log_level)
-            code: int = _guarded(app, role, url, lambda: asyncio.run(run(settings, url)))
+            code: int = _guarded(app, role, url, lambda: asyncio.run(main))
             return code
 
         return _add(group, name, role, plan=plan, callback=callback, extra=[], also=())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
 import click
@@ -18,11 +19,11 @@ def serve(addr: str | None) -> Service:
     """The analytics HTTP API (/v1/...) and the dashboard, until SIGTERM; it reads as
     FLEET_ANALYTICS_DATABASE_URL, and POST /v1/assignments writes as FLEET_ADMIN_DATABASE_URL."""
 
-    async def run(settings: Any, url: str) -> int:
+    def run(settings: Any, url: str) -> Coroutine[Any, Any, int]:
         from fleetctl.api.server import serve as run_server  # noqa: PLC0415
         from fleetctl.settings import ServeConfig  # noqa: PLC0415
 
         config = ServeConfig.from_settings(settings, addr=addr, database_url=url)
-        return await run_server(config)
+        return run_server(config)
 
     return run
