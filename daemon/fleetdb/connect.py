@@ -184,14 +184,17 @@ async def connect_writer(
     keepalive and TCP_USER_TIMEOUT set, no asyncpg command_timeout (its cancel request opens
     a new connection to a host that may be dead: the caller terminates a write that is late).
 
-    Raises a TRANSIENT_ERRORS error: the last host's, TimeoutError naming a silent host, or
-    TargetServerAttributeNotMatched when every host answered but none is writable.
+    Raises a TRANSIENT_ERRORS error: TargetServerAttributeNotMatched saying what each host
+    said when one of several answered read-only, else the last host's (TimeoutError naming a
+    silent host).
     """
     hosts: list[tuple[str | None, int | None]] = [*url_hosts(dsn)] or [(None, None)]
     session = writer_session(write_timeout_s, application_name)
     error: BaseException | None = None
-    read_only = 0
+    tried: list[str] = []  # what each host of a multi-host URL said, for the error
+    read_only = False
     for host, port in hosts:
+        where = f"{host}:{port}" if port else str(host)
         try:
             conn = await asyncpg.connect(
                 dsn,
@@ -202,19 +205,24 @@ async def connect_writer(
                 server_settings=session,
             )
         except TimeoutError as exc:
-            where = f"{host}:{port or ''}".rstrip(":") if host else "the database"
-            error = TimeoutError(f"{where} did not answer within {CONNECT_TIMEOUT_S:g} s")
+            said = f"did not answer within {CONNECT_TIMEOUT_S:g} s"
+            error = TimeoutError(f"{where} {said}" if host else f"the database {said}")
             error.__cause__ = exc
+            tried.append(f"{where} {said}")
         except TRANSIENT_ERRORS as exc:
-            read_only += isinstance(exc, asyncpg.exceptions.TargetServerAttributeNotMatched)
             error = exc
+            if isinstance(exc, asyncpg.exceptions.TargetServerAttributeNotMatched):
+                read_only = True
+                tried.append(f"{where} is read-only")
+            else:
+                tried.append(f"{where}: {exc.__class__.__name__}: {exc}")
         else:
             set_tcp_timeouts(conn)
             return conn
     assert error is not None
-    if read_only == len(hosts) > 1:
-        names = ", ".join(f"{h}:{p}" if p else str(h) for h, p in hosts)
+    if read_only and len(hosts) > 1:
+        # A standby answered: a failover in progress, or a URL without the primary.
         raise asyncpg.exceptions.TargetServerAttributeNotMatched(
-            f"no writable host: {names} all answered read-only"
+            "no writable host: " + "; ".join(tried)
         ) from error
     raise error

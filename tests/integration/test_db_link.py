@@ -268,3 +268,52 @@ async def test_a_silently_cut_database_link_loses_nothing_and_is_noticed_and_rec
         print(f"writer {writer} reconnected {min(after):.1f} s after the link returned")
         assert min(after) <= RECOVERED_WITHIN_S + MARGIN_S
     assert healthy_again - restore_mono <= RECOVERED_WITHIN_S + MARGIN_S
+
+
+# Inside the namespace: connect as a writer does, print which server answered and how long it
+# took (or the error).
+_WRITER_PROBE = """
+import asyncio, sys, time
+from fleetdb.connect import connect_writer
+from fleetdb.replication import replication
+
+async def main():
+    started = time.monotonic()
+    try:
+        conn = await connect_writer(sys.argv[1], write_timeout_s=15)
+    except Exception as exc:
+        print("error", round(time.monotonic() - started, 1), type(exc).__name__, exc)
+        return
+    print((await replication(conn)).server, round(time.monotonic() - started, 1))
+    conn.terminate()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_writer_reaches_the_promoted_standby_past_a_silent_primary(
+    ns: NetNamespace,
+) -> None:
+    """Failover when the old primary is not down but unreachable without a word: asyncpg's own
+    connect timeout spans every host, so the silent first host would use all of it and the
+    promoted standby would never be tried. Each host gets its own."""
+    reachable = {"listen": ("127.0.0.1", ns.host_ip), "trust": (str(ns.subnet),)}
+    with PostgresServer(**reachable) as primary, PostgresServer(standby_of=primary) as standby:
+        url = (
+            f"postgresql://fleet@{ns.host_ip}:{primary.port},{ns.host_ip}:{standby.port}"
+            "/fleet?target_session_attrs=read-write"
+        )
+        probe = [sys.executable, "-c", _WRITER_PROBE, url]
+        assert ns.run(probe).stdout.split()[0] == f"{ns.host_ip}:{primary.port}"
+
+        ns.cut(primary.port)
+        said = ns.run(probe).stdout
+        assert said.startswith("error"), said
+        assert f"{ns.host_ip}:{primary.port} did not answer within 5 s" in said
+        assert f"{ns.host_ip}:{standby.port} is read-only" in said
+
+        await asyncio.to_thread(standby.promote)
+        server, seconds = ns.run(probe).stdout.split()
+        print(f"\nconnected to the promoted standby in {seconds} s past the silent primary")
+        assert server == f"{ns.host_ip}:{standby.port}"
+        assert float(seconds) < 5 + MARGIN_S  # the primary's 5 s, then the standby at once
