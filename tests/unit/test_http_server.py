@@ -267,6 +267,9 @@ class TestHostileClients:
             pytest.fail("the server kept reading a 256 KiB header")
         writer.close()
         assert answer.startswith(b"HTTP/1.0 400 Bad Request")
+        assert answer.endswith(
+            b'{"error":"request line or header too long (8,190 bytes at most)"}\n'
+        )
 
     async def test_a_silent_connection_is_closed_within_about_5_s(self, port: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -290,7 +293,11 @@ class TestHostileClients:
         ids=["duplicate-content-length", "space-before-colon", "no-colon", "obs-fold", "junk"],
     )
     async def test_rfc_9112_refusals(self, port: int, data: bytes) -> None:
-        assert (await raw(port, data)).split(b"\r\n")[0].endswith(b" 400 Bad Request")
+        head, _, body = (await raw(port, data)).partition(b"\r\n\r\n")
+        assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+        assert json.loads(body)["error"] in ("malformed HTTP request", "not an HTTP request")
+        assert body.count(b"\n") == 1  # one line, and nothing of the request echoed back
+        assert b"garbage" not in body
 
     async def test_connections_over_the_cap_get_503(self) -> None:
         async with serving(max_connections=3) as server:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn (4096 on current kernels)
 RECEIVE_BUFFER_BYTES = 4 * 1024  # the kernel doubles it for its own bookkeeping
@@ -53,6 +55,35 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+class _Handler(web.RequestHandler):
+    """aiohttp's protocol, whose own refusals (a request it cannot parse) answer one JSON line
+    naming the problem instead of a text that echoes the client's bytes back."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """The answer to a request aiohttp refused before any route saw it; closes after."""
+        del message  # aiohttp's text quotes the client's bytes
+        if request.writer.output_size > 0:  # as aiohttp: an answer is already on its way
+            raise ConnectionError("response already started; cannot send the error")
+        if status != 400:
+            error = "internal error" if status >= 500 else "request refused"
+        elif isinstance(exc, LineTooLong):
+            error = "request line or header too long (8,190 bytes at most)"
+        elif isinstance(exc, BadHttpMethod):
+            error = "not an HTTP request"
+        else:
+            error = "malformed HTTP request"
+        body = b'{"error":"%s"}\n' % error.encode()
+        response = web.Response(status=status, body=body, content_type="application/json")
+        response.force_close()
+        return response
+
+
 class CappedSite(web.BaseSite):
     """An aiohttp site on our socket that keeps at most `max_connections` open (the way Home
     Assistant's own site subclasses BaseSite to choose how it listens)."""
@@ -63,12 +94,14 @@ class CappedSite(web.BaseSite):
         sock: socket.socket,
         *,
         max_connections: int,
+        handler_args: dict[str, Any],
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = BACKLOG,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._sock = sock
         self._max_connections = max_connections
+        self._handler_args = handler_args
         self.refused = 0
 
     @property
@@ -82,13 +115,14 @@ class CappedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
+        loop = asyncio.get_running_loop()
 
         def protocol() -> asyncio.BaseProtocol:
             if len(server.connections) >= self._max_connections:
                 self.refused += 1
                 return _Busy()
-            return server()
+            return _Handler(server, loop=loop, **self._handler_args)
 
-        self._server = await asyncio.get_running_loop().create_server(
+        self._server = await loop.create_server(
             protocol, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
         )

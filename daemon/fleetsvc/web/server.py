@@ -13,6 +13,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -115,22 +116,30 @@ class HttpServer:
         if bind is None:
             return
         host, port = bind
+        # What each connection's protocol gets (the runner keeps them for its own server too).
+        handler_args: dict[str, Any] = {
+            "access_log": None,
+            "logger": _quiet_logger(),
+            "keepalive_timeout": IDLE_TIMEOUT_S,
+            "max_line_size": MAX_LINE_BYTES,
+            "max_field_size": MAX_FIELD_BYTES,
+            "max_headers": MAX_HEADERS,
+        }
         runner = web.AppRunner(
             self.app(host),
             handle_signals=False,
-            access_log=None,
-            logger=_quiet_logger(),
-            keepalive_timeout=IDLE_TIMEOUT_S,
-            max_line_size=MAX_LINE_BYTES,
-            max_field_size=MAX_FIELD_BYTES,
-            max_headers=MAX_HEADERS,
             shutdown_timeout=SHUTDOWN_GRACE_S,
+            **handler_args,
         )
         await runner.setup()
         try:
             sock = await self._bind(host, port)
             self.site = CappedSite(
-                runner, sock, max_connections=self._max_connections, ssl_context=self._tls
+                runner,
+                sock,
+                max_connections=self._max_connections,
+                handler_args=handler_args,
+                ssl_context=self._tls,
             )
             await self.site.start()
             self.port = sock.getsockname()[1]
