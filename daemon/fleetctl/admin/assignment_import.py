@@ -48,6 +48,8 @@ def _period(where: str, values: dict[str, Any]) -> Period:
     start_text, end_text = values.get("valid_from"), values.get("valid_to")
     if not isinstance(start_text, str) or not start_text:
         raise AssignmentImportError(f"{where}: valid_from is required (RFC 3339 with an offset)")
+    if end_text is not None and not isinstance(end_text, str):  # JSON: a number, a list...
+        raise AssignmentImportError(f"{where}: valid_to must be an RFC 3339 string or null")
     try:
         start = parse_rfc3339(start_text, "valid_from")
         end = parse_rfc3339(end_text, "valid_to") if end_text else None

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 
 from fleetctl.analytics.energy import DB
+from fleetctl.analytics.pages import Page, decode, fingerprint, instant_of, key_of, next_cursor
 from fleetctl.analytics.window import iso
 from fleetctl.errors import AnalyticsError, AssignmentConflictError
 
@@ -135,18 +136,48 @@ async def unassign(db: DB, vehicle_id: str, at: datetime | None = None) -> dict[
 
 async def all_assignments(db: DB, *, open_only: bool = False) -> list[dict[str, Any]]:
     """Every assignment (or only the open ones), by vehicle and start."""
-    rows = await db.fetch(
-        """SELECT * FROM vehicle_meter_assignments
-            WHERE NOT $1 OR valid_to IS NULL ORDER BY vehicle_id, valid_from""",
-        open_only,
-    )
-    return [_json(r) for r in rows]
+    rows: list[dict[str, Any]] = (await list_assignments(db, open_only=open_only))["assignments"]
+    return rows
 
 
 async def assignments(db: DB, vehicle_id: str) -> list[dict[str, Any]]:
     """The vehicle's assignment history, oldest first."""
-    rows = await db.fetch(
-        """SELECT * FROM vehicle_meter_assignments WHERE vehicle_id = $1 ORDER BY valid_from""",
-        vehicle_id,
+    rows: list[dict[str, Any]] = (await list_assignments(db, vehicle_id=vehicle_id))["assignments"]
+    return rows
+
+
+# By vehicle, start and id: the order of a vehicle's history, and a unique key for keyset pages.
+_LIST_SQL = """
+SELECT * FROM vehicle_meter_assignments
+ WHERE ($1::text IS NULL OR vehicle_id = $1) AND (NOT $2 OR valid_to IS NULL)
+   AND ($3::text IS NULL OR (vehicle_id, valid_from, id) > ($3, $4::timestamptz, $5::bigint))
+ ORDER BY vehicle_id, valid_from, id
+ LIMIT $6"""
+_COUNT_SQL = """
+SELECT count(*) FROM vehicle_meter_assignments
+ WHERE ($1::text IS NULL OR vehicle_id = $1) AND (NOT $2 OR valid_to IS NULL)"""
+
+
+async def list_assignments(
+    db: DB, *, vehicle_id: str | None = None, open_only: bool = False, page: Page | None = None
+) -> dict[str, Any]:
+    """Assignments (one vehicle's, or every vehicle's; only the open ones with `open_only`) by
+    vehicle and start: {"count": all that match, "assignments": this page, "nextCursor"}."""
+    page = page or Page()
+    query = fingerprint("assignments", vehicle_id, open_only)
+    after: list[Any] = [None, None, None]
+    if page.cursor is not None:
+        v, start, ident = key_of(decode(page.cursor, "assignments", query), str, str, int)
+        after = [v, instant_of(start), ident]
+    limit = None if page.limit is None else page.limit + 1
+    rows = await db.fetch(_LIST_SQL, vehicle_id, open_only, *after, limit)
+    count = await db.fetchval(_COUNT_SQL, vehicle_id, open_only)
+    shown, next_page = next_cursor(
+        rows,
+        page.limit,
+        lambda r: [r["vehicle_id"], r["valid_from"].isoformat(), r["id"]],
+        listing="assignments",
+        query=query,
+        now=datetime.now(UTC),
     )
-    return [_json(r) for r in rows]
+    return {"count": count, "assignments": [_json(r) for r in shown], "nextCursor": next_page}

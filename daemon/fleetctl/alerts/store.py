@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from fleetctl.alerts.rules import KINDS
 from fleetctl.analytics.energy import DB
+from fleetctl.analytics.pages import Page, decode, fingerprint, instant_of, key_of, next_cursor
 from fleetctl.analytics.window import iso
 
 
@@ -29,20 +30,50 @@ def alert_json(r: Any) -> dict[str, Any]:
     }
 
 
-async def list_alerts(db: DB, *, recent_h: float = 24.0) -> dict[str, Any]:
-    """Open alerts and those resolved in the last `recent_h` hours, newest first."""
-    since = datetime.now(UTC) - timedelta(hours=recent_h)
-    rows = await db.fetch(
-        """SELECT * FROM fleet_alerts WHERE resolved_at IS NULL OR resolved_at >= $1
-            ORDER BY resolved_at IS NOT NULL, opened_at DESC, id DESC""",
-        since,
+# Open alerts first, then newest opened, ties by id: a unique order for keyset pages.
+_LIST_SQL = """
+SELECT * FROM fleet_alerts
+ WHERE (resolved_at IS NULL OR resolved_at >= $1)
+   AND ($2::boolean IS NULL OR (resolved_at IS NOT NULL) > $2
+        OR ((resolved_at IS NOT NULL) = $2 AND (opened_at, id) < ($3, $4::bigint)))
+ ORDER BY resolved_at IS NOT NULL, opened_at DESC, id DESC
+ LIMIT $5"""
+_OPEN_SQL = "SELECT kind, count(*) AS n FROM fleet_alerts WHERE resolved_at IS NULL GROUP BY kind"
+
+
+async def list_alerts(
+    db: DB,
+    *,
+    recent_h: float = 24.0,
+    page: Page | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Open alerts and those resolved in the last `recent_h` hours before `now`, open first,
+    newest first; `page`: `limit` of them after the cursor's (`nextCursor` leads on)."""
+    page = page or Page()
+    now = now or datetime.now(UTC)
+    since = now - timedelta(hours=recent_h)
+    query = fingerprint("alerts", recent_h)
+    after: list[Any] = [None, None, None]
+    if page.cursor is not None:
+        resolved, opened, ident = key_of(decode(page.cursor, "alerts", query), bool, str, int)
+        after = [resolved, instant_of(opened), ident]
+    limit = None if page.limit is None else page.limit + 1
+    rows, next_page = next_cursor(
+        await db.fetch(_LIST_SQL, since, *after, limit),
+        page.limit,
+        lambda r: [r["resolved_at"] is not None, r["opened_at"].isoformat(), r["id"]],
+        listing="alerts",
+        query=query,
+        now=now,
     )
-    alerts = [alert_json(r) for r in rows]
-    counts: dict[str, int] = {}
-    for a in alerts:
-        if a["state"] == "open":
-            counts[a["kind"]] = counts.get(a["kind"], 0) + 1
-    return {"open": sum(counts.values()), "openByKind": counts, "alerts": alerts}
+    counts = {r["kind"]: r["n"] for r in await db.fetch(_OPEN_SQL + " ORDER BY kind")}
+    return {
+        "open": sum(counts.values()),
+        "openByKind": counts,
+        "alerts": [alert_json(r) for r in rows],
+        "nextCursor": next_page,
+    }
 
 
 async def fleet_metrics(db: DB, now: datetime | None = None) -> bytes:

@@ -9,7 +9,7 @@ every report's row; the choices they take are fleetctl.params (loaded without th
 
 from fleetctl.analytics.chargers import chargers
 from fleetctl.analytics.current import current
-from fleetctl.analytics.fleet import anomalies, fleet_report
+from fleetctl.analytics.fleet import anomalies, fleet_report, fleet_summary
 from fleetctl.analytics.rejects import rejects
 from fleetctl.analytics.vehicle import vehicle_performance
 from fleetctl.analytics.window import Window
@@ -24,6 +24,7 @@ __all__ = [
     "chargers",
     "current",
     "fleet_report",
+    "fleet_summary",
     "rejects",
     "vehicle_performance",
 ]

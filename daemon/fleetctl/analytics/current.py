@@ -8,6 +8,14 @@ from typing import Any
 
 from fleetctl.analytics.connections import spare
 from fleetctl.analytics.energy import DB
+from fleetctl.analytics.pages import (
+    Page,
+    decode,
+    decode_error,
+    fingerprint,
+    key_of,
+    next_cursor,
+)
 from fleetctl.analytics.rows import DEFAULT_INTERVAL_S
 from fleetctl.analytics.window import iso
 from fleetctl.errors import InvalidRequestError, UnknownDeviceError
@@ -33,8 +41,10 @@ _CURRENT_SQL: dict[str, str] = {
                        round(date_part('epoch', $2::timestamptz - ts) * 1000) AS age_ms,
                        $2::timestamptz - ts > $3::float8 * interval '1 second' AS offline,
                        kwh_consumed_ac::float8 AS kwh, voltage
-                  FROM meter_current WHERE $1::text IS NULL OR meter_id = $1
-                 ORDER BY meter_id) c""",
+                  FROM meter_current
+                 WHERE ($1::text IS NULL OR meter_id = $1)
+                   AND ($4::text IS NULL OR meter_id > $4)
+                 ORDER BY meter_id LIMIT $5) c""",
     "vehicles": """
         SELECT array_agg(vehicle_id), array_agg(ts), array_agg(updated_at), array_agg(age_ms),
                array_agg(offline), array_agg(soc), array_agg(kwh), array_agg(battery_temp)
@@ -43,9 +53,22 @@ _CURRENT_SQL: dict[str, str] = {
                        round(date_part('epoch', $2::timestamptz - ts) * 1000) AS age_ms,
                        $2::timestamptz - ts > $3::float8 * interval '1 second' AS offline, soc,
                        kwh_delivered_dc::float8 AS kwh, battery_temp
-                  FROM vehicle_current WHERE $1::text IS NULL OR vehicle_id = $1
-                 ORDER BY vehicle_id) c""",
+                  FROM vehicle_current
+                 WHERE ($1::text IS NULL OR vehicle_id = $1)
+                   AND ($4::text IS NULL OR vehicle_id > $4)
+                 ORDER BY vehicle_id LIMIT $5) c""",
 }
+
+
+# The totals of a kind when only a page of its devices is listed.
+_TOTALS_SQL = {
+    kind: f"""SELECT count(*), count(*) FILTER (WHERE $1::timestamptz - ts > $2::float8 *
+                                                      interval '1 second')
+                FROM {kind[:-1]}_current"""
+    for kind in ("meters", "vehicles")
+}
+# A page of "all" lists meters, then vehicles: the position is (kind index, device id).
+_KIND_ORDER: tuple[CurrentKind, ...] = ("meters", "vehicles")
 
 
 class _Stamps(dict[str, str]):
@@ -59,9 +82,17 @@ class _Stamps(dict[str, str]):
 
 
 async def _fetch_devices(
-    db: DB, kind: CurrentKind, device_id: str | None, *, now: datetime, off: int, z: _Stamps
+    db: DB,
+    kind: CurrentKind,
+    device_id: str | None,
+    *,
+    now: datetime,
+    off: int,
+    z: _Stamps,
+    after: str | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    [columns] = await db.fetch(_CURRENT_SQL[kind], device_id, now, off)
+    [columns] = await db.fetch(_CURRENT_SQL[kind], device_id, now, off, after, limit)
     rows = zip(*(c or () for c in columns), strict=True)
     # real columns arrive as float32 values (98.51000213...): 2 decimals is the sensors'
     # resolution.
@@ -132,20 +163,89 @@ async def current(
     *,
     interval_s: int = DEFAULT_INTERVAL_S,
     now: datetime | None = None,
+    page: Page | None = None,
 ) -> dict[str, Any]:
     """The newest reading of every device of a kind (or one), with its age and offline flag.
 
     kind "all": every meter and every vehicle in one call, under "meters" and "vehicles".
+    `page`: `limit` devices by id after the cursor's (meters first for "all"); `nextCursor`
+    leads to the next page (None on the last; a listing always carries it).
     """
     if kind not in CURRENT_KINDS:
         raise ValueError("kind must be 'meters', 'vehicles' or 'all'")
     now = now or datetime.now(UTC)
     off = OFFLINE_AFTER_INTERVALS * interval_s
-    if kind == "all":
+    if kind == "all" and device_id is not None:
+        raise InvalidRequestError("one device needs its kind: meters or vehicles, not all")
+    if page is not None and page != Page():
         if device_id is not None:
-            raise InvalidRequestError("one device needs its kind: meters or vehicles, not all")
-        return await _current_all(db, now, off)
+            raise InvalidRequestError("one device is not a listing: leave out limit and cursor")
+        return await _current_page(db, kind, page, now=now, off=off)
+    if kind == "all":
+        return {**await _current_all(db, now, off), "nextCursor": None}
     devices = await _fetch_devices(db, kind, device_id, now=now, off=off, z=_Stamps())
     if device_id is not None and not devices:
         raise UnknownDeviceError(f"unknown {kind[:-1]} {device_id!r}")
-    return {"kind": kind, "asOf": iso(now), "offlineAfterSeconds": off, **_kind_json(devices)}
+    listing = {"kind": kind, "asOf": iso(now), "offlineAfterSeconds": off, **_kind_json(devices)}
+    return listing if device_id is not None else {**listing, "nextCursor": None}
+
+
+async def _current_page(
+    db: DB, kind: CurrentKind, page: Page, *, now: datetime, off: int
+) -> dict[str, Any]:
+    """`page.limit` devices (all without a limit) after the cursor's, by id (meters, then
+    vehicles for "all"); count and offline are the kind's totals, as without a page."""
+    kinds = _KIND_ORDER if kind == "all" else (kind,)
+    query = fingerprint("current", kind)
+    start, after = 0, None
+    if page.cursor is not None:
+        position = key_of(decode(page.cursor, f"current/{kind}", query), int, str)
+        start, after = position[0], position[1]
+        if not 0 <= start < len(kinds):
+            raise decode_error()
+    z = _Stamps()
+    lists: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    # One more than a page tells whether another follows.
+    room = None if page.limit is None else page.limit + 1
+    for i in range(start, len(kinds)):
+        fetched = await _fetch_devices(
+            db,
+            kinds[i],
+            None,
+            now=now,
+            off=off,
+            z=z,
+            after=after if i == start else None,
+            limit=room,
+        )
+        lists[kinds[i]] = fetched
+        if room is not None:
+            room -= len(fetched)
+            if room <= 0:
+                break
+    keyed = [(i, d) for i, k in enumerate(kinds) for d in lists[k]]
+    shown, next_page = next_cursor(
+        keyed,
+        page.limit,
+        lambda item: [item[0], _device_id(item[1])],
+        listing=f"current/{kind}",
+        query=query,
+        now=now,
+    )
+    out: dict[str, Any] = {"kind": kind, "asOf": iso(now), "offlineAfterSeconds": off}
+    total = offline = 0
+    for i, k in enumerate(kinds):
+        n, n_off = await db.fetchrow(_TOTALS_SQL[k], now, off)  # type: ignore[misc]
+        part = {"count": n, "offline": n_off, "devices": [d for j, d in shown if j == i]}
+        total, offline = total + n, offline + n_off
+        if kind == "all":
+            out[k] = part
+        else:
+            out.update(part)
+    if kind == "all":
+        out.update(count=total, offline=offline)
+    return {**out, "nextCursor": next_page}
+
+
+def _device_id(device: dict[str, Any]) -> str:
+    return str(device.get("meterId") or device.get("vehicleId"))

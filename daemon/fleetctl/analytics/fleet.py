@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from fleetctl.analytics.connections import same_snapshot
 from fleetctl.analytics.energy import DB, Energy, VehicleStats, fleet_meters, fleet_vehicles
 from fleetctl.analytics.freshness import freshness
 from fleetctl.analytics.gcpause import paused_gc
+from fleetctl.analytics.pages import Key, Page, decode, fingerprint, page_of
 from fleetctl.analytics.rows import DEFAULT_INTERVAL_S, RowContext, VehicleFigures, build_row
 from fleetctl.analytics.status import STATUSES, min_ac_micro, verdict_micro
 from fleetctl.analytics.unit_energy import figures_of_units, unit_energies
@@ -176,6 +178,7 @@ def _whole_window_figures(
 
 
 MAX_THRESHOLD = 1.5
+MAX_WORST = 100
 
 
 def check_threshold(threshold: float) -> None:
@@ -187,18 +190,23 @@ def check_threshold(threshold: float) -> None:
         )
 
 
-def _sort(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
-    if sort == "vehicle":
-        return sorted(rows, key=lambda r: r["vehicleId"])
-    if sort == "loss":
-        return sorted(rows, key=lambda r: (-(r["lossKwh"] or 0), r["vehicleId"]))
-    if sort == "ac":
-        return sorted(rows, key=lambda r: (-(r["totalAcKwh"] or 0), r["vehicleId"]))
+def _efficiency_key(r: dict[str, Any]) -> Key:
     # Worst efficiency first, ties by vehicle; vehicles without a verdict last.
-    return sorted(
-        rows,
-        key=lambda r: (math.inf if r["efficiency"] is None else r["efficiency"], r["vehicleId"]),
-    )
+    eff = r["efficiency"]
+    return [eff is None, 0.0 if eff is None else eff, r["vehicleId"]]
+
+
+# Each ends in the vehicle id, so a key is unique and a page boundary is exact.
+_SORT_KEY: dict[str, Callable[[dict[str, Any]], Key]] = {
+    "efficiency": _efficiency_key,
+    "loss": lambda r: [-(r["lossKwh"] or 0), r["vehicleId"]],
+    "ac": lambda r: [-(r["totalAcKwh"] or 0), r["vehicleId"]],
+    "vehicle": lambda r: [r["vehicleId"]],
+}
+
+
+def _sort(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+    return sorted(rows, key=_SORT_KEY[sort])
 
 
 async def fleet_report(
@@ -209,27 +217,71 @@ async def fleet_report(
     min_ac_kwh: float = DEFAULT_MIN_AC_KWH,
     interval_s: int = DEFAULT_INTERVAL_S,
     with_chargers: bool = False,
+    page: Page | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """One row per vehicle, fleet totals and counts per status; worst efficiency first.
     `with_chargers`: each row also gets `charger`, the diagnosis (analytics.chargers) of the
-    meter it used last in the window."""
+    meter it used last in the window.
+
+    `page`: `limit` vehicles after the page's cursor, in the sort order (ties by vehicle id);
+    `nextCursor` leads to the next page (None on the last). Totals and counts are the whole
+    fleet's on every page. `now`: the instant the window was resolved against (the cursor
+    carries it to the next pages)."""
     if sort not in SORT_KEYS:
         raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
-    fleet = await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
+    page = page or Page()
+    query = fingerprint("fleet", window.as_json(), sort, min_ac_kwh, with_chargers)
+    if page.cursor is not None:
+        decode(page.cursor, "fleet", query)  # a bad cursor fails before the report runs
+    head, fleet = await _fleet_head(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
+    rows, next_page = page_of(
+        _sort(fleet.rows, sort),
+        _SORT_KEY[sort],
+        page,
+        listing="fleet",
+        query=query,
+        now=now or datetime.now(UTC),
+    )
     if with_chargers:
         diagnosis = {
             c["meterId"]: c for c in (await chargers(db, window, interval_s=interval_s))["chargers"]
         }
         keep = ("meterId", "status", "conversionEfficiency", "standbyW", "fit")
-        for r in fleet.rows:
+        for r in rows:
             c = diagnosis.get(r["meters"][-1]["meterId"]) if r["meters"] else None
             r["charger"] = None if c is None else {k: c[k] for k in keep}
+    return {**head, "vehicles": rows, "nextCursor": next_page}
+
+
+async def fleet_summary(
+    db: DB,
+    window: Window,
+    *,
+    worst: int = 10,
+    min_ac_kwh: float = DEFAULT_MIN_AC_KWH,
+    interval_s: int = DEFAULT_INTERVAL_S,
+) -> dict[str, Any]:
+    """The fleet report without its 10,000 rows: window, totals, counts per status and the
+    `worst` vehicles by efficiency (what a dashboard shows)."""
+    if not 0 <= worst <= MAX_WORST:
+        raise InvalidRequestError(f"worst must be between 0 and {MAX_WORST}, got {worst}")
+    head, fleet = await _fleet_head(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
+    ranked = heapq.nsmallest(worst, fleet.rows, key=_efficiency_key)
+    return {**head, "worst": ranked}
+
+
+async def _fleet_head(
+    db: DB, window: Window, *, min_ac_kwh: float, interval_s: int
+) -> tuple[dict[str, Any], _FleetRows]:
+    """The report's fields but its rows (window, freshness, totals, counts), and the rows."""
+    fleet = await _fleet_rows(db, window, min_ac_kwh=min_ac_kwh, interval_s=interval_s)
     counts = dict.fromkeys(STATUSES, 0)
     for r in fleet.rows:
         counts[r["status"]] += 1
     ac_u, dc_u = fleet.ac_u, fleet.dc_u
     _, ratio = verdict_micro(ac_u, dc_u, min_ac_micro(min_ac_kwh))
-    return {
+    head = {
         "window": window.as_json(),
         "generatedAt": iso(datetime.now(UTC)),
         **fleet.freshness,
@@ -243,8 +295,8 @@ async def fleet_report(
             "efficiencyPercent": None if ratio is None else round(ratio * 100, 2),
         },
         "statusCounts": counts,
-        "vehicles": _sort(fleet.rows, sort),
     }
+    return head, fleet
 
 
 async def anomalies(

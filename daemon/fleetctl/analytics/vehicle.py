@@ -37,13 +37,17 @@ async def vehicle_performance(
     *,
     min_ac_kwh: float = DEFAULT_MIN_AC_KWH,
     interval_s: int = DEFAULT_INTERVAL_S,
+    meter_id: str | None = None,
 ) -> dict[str, Any]:
     """How much of the AC billed for this vehicle reached its battery, with an hourly breakdown.
 
+    `meter_id`: only the metering units of that meter, i.e. the vehicle's figures against that
+    meter for the time it was assigned to it in the window (shared time still judged as a
+    whole unit); with no such time the answer is insufficient_data, as for no assignment.
     Raises UnknownDeviceError when no current row or assignment knows the vehicle.
     """
     around = build_units(await spans_around(db, vehicle_id, window))
-    units = [u for u in around if vehicle_id in u.vehicles]
+    units = [u for u in around if vehicle_id in u.vehicles and meter_id in (None, u.meter)]
     # An assignment in the window proves the vehicle exists; only otherwise ask (a round trip
     # less on the usual path).
     if not units and not await _known_vehicle(db, vehicle_id):
@@ -92,6 +96,7 @@ async def vehicle_performance(
     return {
         "window": window.as_json(),
         **fresh,
+        **({} if meter_id is None else {"meterId": meter_id}),
         **build_row(figures, ctx),
         "chargers": diagnosis,
         "hourly": hourly,

@@ -21,7 +21,10 @@ def parse_rfc3339(text: str, name: str) -> datetime:
         raise InvalidWindowError(f"--{name}: not an RFC 3339 timestamp: {text!r}") from exc
     if value.tzinfo is None:
         raise InvalidWindowError(f"--{name}: needs a UTC offset (e.g. {text}Z): {text!r}")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        raise InvalidWindowError(f"--{name}: out of range: {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,10 @@ class Window:
         if not hours > 0:
             raise InvalidWindowError(f"--hours must be > 0 (got {hours})")
         end = (now or datetime.now(UTC)).astimezone(UTC)
-        return cls(end - timedelta(hours=hours), end)
+        try:
+            return cls(end - timedelta(hours=hours), end)
+        except OverflowError:  # hours=1e9 and the like
+            raise InvalidWindowError(f"--hours out of range (got {hours:g})") from None
 
     @classmethod
     def parse(
