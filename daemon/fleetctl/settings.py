@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     api_token_file: Path | None = None
     api_tls_cert: Path | None = None
     api_tls_key: Path | None = None
+    # The longest window a /v1 report may cover (a longer one is a 400): bounds its cost.
+    api_max_window_days: float = Field(default=31.0, gt=0, le=3660)
     alert_interval_s: float = Field(default=600.0, gt=0, le=86_400)
     alert_window_hours: float = Field(default=24.0, gt=0, le=24 * 366)
     alert_offline_intervals: int = Field(default=10, ge=1)
@@ -192,6 +194,7 @@ class ServeConfig:
     token: str | None
     tls: ssl.SSLContext | None
     admin_url: str | None = None
+    max_window_days: float = 31.0
 
     def __repr__(self) -> str:  # never the token
         return f"ServeConfig(addr={self.addr!r}, token={'set' if self.token else None})"
@@ -216,6 +219,7 @@ class ServeConfig:
             token,
             _tls(settings),
             settings.admin_database_url,
+            settings.api_max_window_days,
         )
 
 

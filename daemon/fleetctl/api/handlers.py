@@ -1,18 +1,11 @@
 """The analytics HTTP API: read-only JSON, the same as `fleetctl --json`, as a route table.
 
-GET /v1/analytics/performance/{vehicleId}   ?hours= | ?start=&end=, minAcKwh=
-GET /v1/analytics/fleet                     ?hours= | ?start=&end=, sort=, minAcKwh=, chargers=true
-GET /v1/analytics/anomalies                 ?hours= | ?start=&end=, threshold=, minAcKwh=
-GET /v1/analytics/chargers                  ?hours= | ?start=&end=: fitted efficiency, standby
-GET /v1/current/{meters|vehicles}[/{id}]   /v1/current/all: every meter and vehicle
-GET /v1/assignments                         ?vehicleId=, open=true
-GET /v1/rejects                             ?since=, field=, limit=
-GET /v1/alerts                              open alerts and those resolved in the last 24 h
-POST /v1/assignments                        [{vehicleId, meterId, validFrom[, validTo]}, ...]:
-                                            all or nothing, as FLEET_ADMIN_DATABASE_URL
-
-Each route declares its parameters (ROUTES below): the server checks them before a handler
-runs, so a bad one is a 400 naming it. Unknown ids answer 404; both {"error": "..."}.
+Each row of the table (AnalyticsApi.table) is an Operation (fleetctl.api.contract: its
+parameter models, its answer model, its error statuses) and the handler that answers it. The
+server reads and checks the parameters through the models before a handler runs, so a bad one
+is a 400 naming it; unknown ids answer 404; both {"error": "..."}. The OpenAPI document at
+/v1/openapi.json is generated from the same table (fleetctl.api.openapi), and its page is
+/v1/docs. docs/api.md describes the contract.
 """
 
 from __future__ import annotations
@@ -20,175 +13,198 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from fleetctl.admin.assignment_import import import_periods, parse_json
-from fleetctl.admin.assignments import all_assignments, assignments
+from fleetctl.admin.assignments import list_assignments
 from fleetctl.alerts.store import list_alerts
 from fleetctl.analytics import (
-    CurrentKind,
     anomalies,
     chargers,
     current,
     fleet_report,
+    fleet_summary,
+    rejects,
     vehicle_performance,
 )
-from fleetctl.analytics.rejects import MAX_LIMIT, rejects
-from fleetctl.analytics.window import Window
-from fleetctl.params import DEFAULT_MIN_AC_KWH
+from fleetctl.analytics.pages import Page, now_of
+from fleetctl.api import params as p
+from fleetctl.api import schemas as s
+from fleetctl.api.contract import Handler, Operation
+from fleetctl.api.dashboard import static_dir
+from fleetctl.api.openapi import document
 from fleetdb.connect import create_pool
-from fleetsvc.web import (
-    BadRequestError,
-    Call,
-    Choice,
-    Flag,
-    ForbiddenError,
-    Handler,
-    Instant,
-    Integer,
-    Number,
-    Param,
-    Route,
-    Text,
-    json_response,
-)
+from fleetsvc.web import BadRequestError, ForbiddenError, Route, json_response
 
-MAX_HOURS = 87_600.0  # ten years; a maximum window is a setting to come (issue 23)
 BODY_TIMEOUT_S = 30.0  # a POST body trickled in slower than this is cut
+DEFAULT_REJECTS = 20  # newest payloads of /v1/rejects without a limit
 
-WINDOW = (
-    Param("hours", Number(0, MAX_HOURS, exclusive_minimum=True), description="the last H hours"),
-    Param("start", Instant(), description="window start (RFC 3339); with end or hours"),
-    Param("end", Instant(), description="window end (RFC 3339); default now"),
+# The table's rows without their handlers: what each route takes and answers.
+PERFORMANCE = Operation(
+    "GET",
+    "/v1/analytics/performance/{vehicleId}",
+    "one vehicle's billed AC, stored DC, efficiency and hourly breakdown",
+    s.Performance,
+    p.PerformanceQuery,
+    p.VehiclePath,
+    errors=(400, 404),
 )
-MIN_AC = Param(
-    "minAcKwh",
-    Number(0, 1e6),
-    default=DEFAULT_MIN_AC_KWH,
-    description="below this much billed AC energy a vehicle gets no verdict",
+FLEET = Operation(
+    "GET",
+    "/v1/analytics/fleet",
+    "every vehicle's efficiency and status, worst first, a page at a time",
+    s.Fleet,
+    p.FleetQuery,
 )
-DEVICE_ID = Text(max_length=200)
+FLEET_SUMMARY = Operation(
+    "GET",
+    "/v1/analytics/fleet/summary",
+    "the fleet's totals, counts per status and worst vehicles (no rows)",
+    s.FleetSummary,
+    p.FleetSummaryQuery,
+)
+ANOMALIES = Operation(
+    "GET",
+    "/v1/analytics/anomalies",
+    "vehicles below the threshold, and impossible readings",
+    s.Anomalies,
+    p.AnomaliesQuery,
+)
+CHARGERS = Operation(
+    "GET",
+    "/v1/analytics/chargers",
+    "each charger's fitted conversion efficiency and standby draw, worst first",
+    s.Chargers,
+    p.ChargersQuery,
+)
+CURRENT_ALL = Operation(
+    "GET",
+    "/v1/current/all",
+    "every meter's and vehicle's newest reading (meters first, by id), a page at a time",
+    s.CurrentAll,
+    p.CurrentQuery,
+)
+CURRENT_KIND = Operation(
+    "GET",
+    "/v1/current/{kind:meters|vehicles}",
+    "the newest reading of every meter or vehicle, by id, a page at a time",
+    s.CurrentKind,
+    p.CurrentQuery,
+    p.CurrentKindPath,
+)
+CURRENT_DEVICE = Operation(
+    "GET",
+    "/v1/current/{kind:meters|vehicles}/{deviceId}",
+    "one device's newest reading",
+    s.CurrentDevices,
+    p.NoQuery,
+    p.CurrentDevicePath,
+    errors=(400, 404),
+)
+ALERTS = Operation(
+    "GET",
+    "/v1/alerts",
+    "open alerts and those resolved in the last 24 h, a page at a time",
+    s.Alerts,
+    p.AlertsQuery,
+)
+ASSIGNMENTS = Operation(
+    "GET",
+    "/v1/assignments",
+    "vehicle-meter assignments by vehicle and start, a page at a time",
+    s.Assignments,
+    p.AssignmentsQuery,
+)
+IMPORT = Operation(
+    "POST",
+    "/v1/assignments",
+    "import assignments in one transaction, all or nothing (FLEET_ADMIN_DATABASE_URL)",
+    s.Imported,
+    body=list[s.AssignmentIn],
+    errors=(400, 403),
+)
+REJECTS = Operation(
+    "GET",
+    "/v1/rejects",
+    "dead letters counted by field and rule, and the newest payloads a page at a time",
+    s.Rejects,
+    p.RejectsQuery,
+)
+OPENAPI = Operation(
+    "GET",
+    "/v1/openapi.json",
+    "this document (OpenAPI 3.1)",
+    None,
+    public=True,
+    content_type="application/json",
+)
+DOCS = Operation(
+    "GET",
+    "/v1/docs",
+    "this document as a page (Swagger UI)",
+    None,
+    public=True,
+    content_type="text/html",
+)
 
 
-def window_of(args: Any) -> Window:
-    """The report window of a call's hours/start/end (the CLI's rules: fleetctl Window)."""
-    start: datetime | None = args["start"]
-    end: datetime | None = args["end"]
-    return Window.parse(
-        hours=args["hours"],
-        start=start.isoformat() if start else None,
-        end=end.isoformat() if end else None,
-    )
+def _version() -> str:
+    try:
+        return version("fleet-telemetry")
+    except PackageNotFoundError:  # a source tree without an install
+        return "0"
 
 
 class AnalyticsApi:
     """The /v1 routes on a small pool of their own, opened on first use."""
 
     def __init__(
-        self, database_url: str, *, admin_url: str | None = None, pool_size: int = 2
+        self,
+        database_url: str,
+        *,
+        admin_url: str | None = None,
+        pool_size: int = 2,
+        limits: p.ApiLimits | None = None,
     ) -> None:
         self._url = database_url
         self._admin_url = admin_url
         self._pool_size = pool_size
+        self._limits = limits or p.ApiLimits()
         self._pool: asyncpg.Pool | None = None
         self._admin_pool: asyncpg.Pool | None = None
 
-    def routes(self) -> tuple[Route, ...]:
-        """The /v1 route table."""
-        kinds: tuple[CurrentKind, ...] = ("meters", "vehicles")
-        current_routes = tuple(
-            route
-            for kind in kinds
-            for route in (
-                Route("GET", f"/v1/current/{kind}", self.current(kind), summary=f"every {kind}"),
-                Route(
-                    "GET",
-                    f"/v1/current/{kind}/{{deviceId}}",
-                    self.current(kind),
-                    (Param("deviceId", DEVICE_ID, where="path"),),
-                    summary=f"one {kind[:-1]}'s newest reading",
-                    responses=(200, 404),
-                ),
-            )
-        )
+    def table(self) -> tuple[tuple[Operation, Handler], ...]:
+        """The /v1 route table: each operation and its handler."""
         return (
-            Route(
-                "GET",
-                "/v1/analytics/performance/{vehicleId}",
-                self.performance,
-                (Param("vehicleId", DEVICE_ID, where="path"), *WINDOW, MIN_AC),
-                summary="one vehicle's billed AC, stored DC and efficiency",
-                responses=(200, 400, 404),
-            ),
-            Route(
-                "GET",
-                "/v1/analytics/fleet",
-                self.fleet,
-                (
-                    *WINDOW,
-                    MIN_AC,
-                    Param(
-                        "sort",
-                        Choice(("efficiency", "vehicle", "loss", "ac")),
-                        default="efficiency",
-                    ),
-                    Param("chargers", Flag(), default=False, description="each row's charger"),
-                ),
-                summary="every vehicle's efficiency and status",
-                responses=(200, 400),
-            ),
-            Route(
-                "GET",
-                "/v1/analytics/anomalies",
-                self.anomalies,
-                (
-                    *WINDOW,
-                    MIN_AC,
-                    Param("threshold", Number(0, 1.5, exclusive_minimum=True), default=0.85),
-                ),
-                summary="vehicles below the threshold, impossible readings",
-                responses=(200, 400),
-            ),
-            Route(
-                "GET",
-                "/v1/analytics/chargers",
-                self.chargers,
-                WINDOW,
-                summary="fitted converter efficiency and standby per meter",
-                responses=(200, 400),
-            ),
-            Route("GET", "/v1/current/all", self.current("all"), summary="every meter and vehicle"),
-            *current_routes,
-            Route("GET", "/v1/alerts", self.alerts, summary="open and recently resolved alerts"),
-            Route(
-                "GET",
-                "/v1/assignments",
-                self.assignments,
-                (Param("vehicleId", DEVICE_ID), Param("open", Flag(), default=False)),
-                summary="vehicle-meter assignments",
-            ),
-            Route(
-                "POST",
-                "/v1/assignments",
-                self.import_assignments,
-                summary="import assignments, all or nothing",
-                responses=(200, 400, 403),
-            ),
-            Route(
-                "GET",
-                "/v1/rejects",
-                self.rejects,
-                (
-                    Param("since", Instant(), description="default 24 h ago"),
-                    Param("field", Text(max_length=100)),
-                    Param("limit", Integer(0, MAX_LIMIT), default=20),
-                ),
-                summary="dead letters by field and rule, the newest payloads",
-            ),
+            (PERFORMANCE, self.performance),
+            (FLEET, self.fleet),
+            (FLEET_SUMMARY, self.fleet_summary),
+            (ANOMALIES, self.anomalies),
+            (CHARGERS, self.chargers),
+            (CURRENT_ALL, self.current),
+            (CURRENT_KIND, self.current),
+            (CURRENT_DEVICE, self.current),
+            (ALERTS, self.alerts),
+            (ASSIGNMENTS, self.assignments),
+            (IMPORT, self.import_assignments),
+            (REJECTS, self.rejects),
+            (OPENAPI, self.openapi),
+            (DOCS, self.docs),
         )
+
+    def routes(self) -> tuple[Route, ...]:
+        """The server's routes of the table."""
+        return tuple(op.route(handler) for op, handler in self.table())
+
+    @cached_property
+    def openapi_document(self) -> dict[str, Any]:
+        """The OpenAPI document of the table (built once)."""
+        return document((op for op, _ in self.table()), version=_version(), limits=self._limits)
 
     async def close(self) -> None:
         """Close the pools that were opened."""
@@ -209,77 +225,104 @@ class AnalyticsApi:
             )
         return self._pool
 
-    async def performance(self, call: Call) -> web.StreamResponse:
+    async def performance(
+        self, _r: web.Request, q: p.PerformanceQuery, path: p.VehiclePath
+    ) -> web.StreamResponse:
         """GET /v1/analytics/performance/{vehicleId}."""
-        a = call.args
         body = await vehicle_performance(
-            await self.pool(), a["vehicleId"], window_of(a), min_ac_kwh=a["minAcKwh"]
+            await self.pool(),
+            path.vehicleId,
+            q.window(self._limits),
+            min_ac_kwh=q.minAcKwh,
+            meter_id=q.meterId,
         )
         return json_response(200, body)
 
-    async def fleet(self, call: Call) -> web.StreamResponse:
-        """GET /v1/analytics/fleet."""
-        a = call.args
+    async def fleet(self, _r: web.Request, q: p.FleetQuery, _p: None) -> web.StreamResponse:
+        """GET /v1/analytics/fleet: a page (with limit) or every vehicle."""
+        # A cursor carries the first page's "now": "the last 24 h" stays the same window.
+        now = now_of(q.cursor) or datetime.now(UTC)
         body = await fleet_report(
             await self.pool(),
-            window_of(a),
-            sort=a["sort"],
-            min_ac_kwh=a["minAcKwh"],
-            with_chargers=a["chargers"],
+            q.window(self._limits, now),
+            sort=q.sort,
+            min_ac_kwh=q.minAcKwh,
+            with_chargers=q.chargers,
+            page=Page(q.limit, q.cursor),
+            now=now,
         )
         return json_response(200, body)
 
-    async def anomalies(self, call: Call) -> web.StreamResponse:
+    async def fleet_summary(
+        self, _r: web.Request, q: p.FleetSummaryQuery, _p: None
+    ) -> web.StreamResponse:
+        """GET /v1/analytics/fleet/summary."""
+        body = await fleet_summary(
+            await self.pool(), q.window(self._limits), worst=q.worst, min_ac_kwh=q.minAcKwh
+        )
+        return json_response(200, body)
+
+    async def anomalies(self, _r: web.Request, q: p.AnomaliesQuery, _p: None) -> web.StreamResponse:
         """GET /v1/analytics/anomalies."""
-        a = call.args
         body = await anomalies(
-            await self.pool(), window_of(a), threshold=a["threshold"], min_ac_kwh=a["minAcKwh"]
+            await self.pool(),
+            q.window(self._limits),
+            threshold=q.threshold,
+            min_ac_kwh=q.minAcKwh,
         )
         return json_response(200, body)
 
-    async def chargers(self, call: Call) -> web.StreamResponse:
+    async def chargers(self, _r: web.Request, q: p.ChargersQuery, _p: None) -> web.StreamResponse:
         """GET /v1/analytics/chargers."""
-        return json_response(200, await chargers(await self.pool(), window_of(call.args)))
+        return json_response(200, await chargers(await self.pool(), q.window(self._limits)))
 
-    def current(self, kind: CurrentKind) -> Handler:
-        """GET /v1/current/{meters|vehicles}[/{deviceId}] and /v1/current/all."""
+    async def current(
+        self,
+        _r: web.Request,
+        q: p.CurrentQuery | p.NoQuery,
+        path: p.CurrentKindPath | p.CurrentDevicePath | None,
+    ) -> web.StreamResponse:
+        """GET /v1/current/all, /v1/current/{kind}[/{deviceId}]."""
+        kind = "all" if path is None else path.kind
+        device = path.deviceId if isinstance(path, p.CurrentDevicePath) else None
+        page = Page(q.limit, q.cursor) if isinstance(q, p.CurrentQuery) else None
+        body = await current(await self.pool(), kind, device, page=page)
+        return json_response(200, body)
 
-        async def handler(call: Call) -> web.StreamResponse:
-            body = await current(await self.pool(), kind, call.args.get("deviceId"))
-            return json_response(200, body)
-
-        return handler
-
-    async def alerts(self, _call: Call) -> web.StreamResponse:
+    async def alerts(self, _r: web.Request, q: p.AlertsQuery, _p: None) -> web.StreamResponse:
         """GET /v1/alerts."""
-        return json_response(200, await list_alerts(await self.pool()))
+        now = now_of(q.cursor) or datetime.now(UTC)
+        body = await list_alerts(await self.pool(), page=Page(q.limit, q.cursor), now=now)
+        return json_response(200, body)
 
-    async def assignments(self, call: Call) -> web.StreamResponse:
+    async def assignments(
+        self, _r: web.Request, q: p.AssignmentsQuery, _p: None
+    ) -> web.StreamResponse:
         """GET /v1/assignments: every assignment, or one vehicle's (?vehicleId=), or the open
         ones (?open=true)."""
-        db = await self.pool()
-        vehicle, open_only = call.args["vehicleId"], call.args["open"]
-        if vehicle:
-            rows = await assignments(db, vehicle)
-            if open_only:
-                rows = [r for r in rows if r["validTo"] is None]
-        else:
-            rows = await all_assignments(db, open_only=open_only)
-        return json_response(200, {"count": len(rows), "assignments": rows})
+        body = await list_assignments(
+            await self.pool(),
+            vehicle_id=q.vehicleId,
+            open_only=q.open,
+            page=Page(q.limit, q.cursor),
+        )
+        return json_response(200, body)
 
-    async def import_assignments(self, call: Call) -> web.StreamResponse:
+    async def import_assignments(
+        self, request: web.Request, _q: p.NoQuery, _p: None
+    ) -> web.StreamResponse:
         """POST /v1/assignments: a JSON list written in one transaction, all or nothing."""
         if not self._admin_url:
             raise ForbiddenError(
                 "assignment writes are off: set FLEET_ADMIN_DATABASE_URL (a fleet_admin login)"
             )
         try:
-            body = await asyncio.wait_for(call.request.read(), BODY_TIMEOUT_S)
+            body = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
         except TimeoutError:
             raise BadRequestError(f"body not received within {BODY_TIMEOUT_S:.0f} s") from None
         try:
             items = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise BadRequestError(f"body is not JSON: {exc}") from None
         periods = parse_json(items)
         if self._admin_pool is None:
@@ -288,9 +331,24 @@ class AnalyticsApi:
             )
         return json_response(200, await import_periods(self._admin_pool, periods))
 
-    async def rejects(self, call: Call) -> web.StreamResponse:
+    async def rejects(self, _r: web.Request, q: p.RejectsQuery, _p: None) -> web.StreamResponse:
         """GET /v1/rejects: dead letters counted by field and rule, the newest payloads."""
-        a = call.args
-        since = a["since"] or datetime.now(UTC) - timedelta(hours=24)
-        body = await rejects(await self.pool(), since=since, field=a["field"], limit=a["limit"])
+        now = now_of(q.cursor) or datetime.now(UTC)
+        body = await rejects(
+            await self.pool(),
+            since=q.since or now - timedelta(hours=24),
+            field=q.field,
+            limit=DEFAULT_REJECTS if q.limit is None else q.limit,
+            cursor=q.cursor,
+            now=now,
+        )
         return json_response(200, body)
+
+    async def openapi(self, _r: web.Request, _q: p.NoQuery, _p: None) -> web.StreamResponse:
+        """GET /v1/openapi.json (public: it describes, it holds no data)."""
+        return json_response(200, self.openapi_document)
+
+    async def docs(self, _r: web.Request, _q: p.NoQuery, _p: None) -> web.StreamResponse:
+        """GET /v1/docs: Swagger UI over /v1/openapi.json, from files vendored by
+        `make static` (no CDN)."""
+        return web.FileResponse(static_dir() / "docs.html")

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from fleetctl.alerts.store import fleet_metrics
 from fleetctl.api.dashboard import static_dir
 from fleetctl.api.handlers import AnalyticsApi
+from fleetctl.api.params import ApiLimits
 from fleetctl.errors import AnalyticsError, UnknownDeviceError
 from fleetctl.settings import ServeConfig
 from fleetdb.connect import TRANSIENT_ERRORS
@@ -77,7 +78,11 @@ class ApiService:
     """The HTTP server and its database pool; `run()` until `request_stop()`."""
 
     def __init__(self, config: ServeConfig) -> None:
-        self.api = AnalyticsApi(config.database_url, admin_url=config.admin_url)
+        self.api = AnalyticsApi(
+            config.database_url,
+            admin_url=config.admin_url,
+            limits=ApiLimits(max_window_days=config.max_window_days),
+        )
         self._health = HealthCache(self.api)
         page = static_dir() / "index.html"
 
