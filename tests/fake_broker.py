@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Literal, cast
 
 from fleet_harness import free_port
-from fleetd.mqtt import packets
+from fleetsvc.mqtt import packets
 
 Answer = Literal["hangup", "refuse", "accept", "close", "mute"]
 """hangup: close before CONNACK; refuse: CONNACK "unacceptable protocol version"; accept:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from fleetd.mqtt import packets
-from fleetd.mqtt.subscriber import BrokerAddress
+from fleetsvc.mqtt import packets
+from fleetsvc.mqtt.address import BrokerAddress
 
 log = structlog.get_logger("fleetsim.publisher")
 

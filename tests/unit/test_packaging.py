@@ -1,9 +1,9 @@
 """What a production host installs, and which package may import which: fleetd never imports
-fleetctl (fleetctl may use fleetd's validation and writer: no cycle), the shared packages import
-neither, and nothing installed for production imports the simulator, the test harness, the
-benchmark or paho-mqtt. Inside fleetctl, packages by job: the reports (analytics) import none of
-the others, alerts and admin build on analytics only, the HTTP API on analytics, alerts and admin,
-and only the CLI sees everything."""
+fleetctl (fleetctl may use fleetd's validation and writer: no cycle), the shared packages
+(fleetsvc: HTTP, the MQTT codec, logging) import neither, and nothing installed for production
+imports the simulator, the test harness, the benchmark or paho-mqtt. Inside fleetctl, packages
+by job: the reports (analytics) import none of the others, alerts and admin build on analytics
+only, the HTTP API on analytics, alerts and admin, and only the CLI sees everything."""
 
 from __future__ import annotations
 

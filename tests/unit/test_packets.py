@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetd.mqtt import packets
+from fleetsvc.mqtt import packets
 
 
 class TestVarint:

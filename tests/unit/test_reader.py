@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from fleetd.mqtt import packets
-from fleetd.mqtt.reader import Disconnect, PacketReader, PingResp, Publish, SubAck
+from fleetsvc.mqtt import packets
+from fleetsvc.mqtt.reader import Disconnect, PacketReader, PingResp, Publish, SubAck
 
 MIB = 1 << 20
 

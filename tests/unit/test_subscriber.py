@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from fleetd.ingest.acks import AckSequencer
 from fleetd.ingest.batcher import Batch, Envelope
 from fleetd.messages import Rejected
-from fleetd.mqtt import packets
 from fleetd.mqtt.subscriber import MqttSubscriber, _Connection
+from fleetsvc.mqtt import packets
 
 CONNACK_OK = b"\x20\x02\x00\x00"
 
@@ -328,7 +328,7 @@ def test_v3_delivers_and_acks_exactly_the_well_formed_qos1_publishes(
 def test_random_bytes_raise_nothing_but_protocol_errors(
     data: bytes, cuts: list[int], v5: bool
 ) -> None:
-    from fleetd.mqtt.reader import PacketReader, Publish  # noqa: PLC0415
+    from fleetsvc.mqtt.reader import PacketReader, Publish  # noqa: PLC0415
 
     reader = PacketReader(v5=v5, max_packet_bytes=64)
     bounds = [0, *sorted(c for c in cuts if c <= len(data)), len(data)]

@@ -20,7 +20,7 @@ import structlog
 import yarl
 
 from fleetctl.alerts.store import alert_json
-from fleetd.mqtt.packets import connect_packet, disconnect_packet, encode_varint
+from fleetsvc.mqtt.packets import connect_packet, disconnect_packet, encode_varint
 
 log = structlog.get_logger("fleetctl.alerts")
 

@@ -40,13 +40,13 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from fleetd.mqtt import liveness, packets
-from fleetd.mqtt.reader import Disconnect, PacketReader, Publish, SubAck
+from fleetd.mqtt import liveness
+from fleetsvc.mqtt import packets
+from fleetsvc.mqtt.address import BrokerAddress
+from fleetsvc.mqtt.reader import Disconnect, PacketReader, Publish, SubAck
 from fleetsvc.secrets import mask_url
 
 log = structlog.get_logger("fleetd.mqtt")
@@ -77,29 +77,6 @@ class _Mqtt5RefusedError(BrokerUnavailableError):
     def __init__(self, message: str, *, definitive: bool) -> None:
         super().__init__(message)
         self.definitive = definitive
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where and how to connect, parsed from FLEET_MQTT_URL."""
-
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        tls = parts.scheme == "mqtts"
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (8883 if tls else 1883),
-            tls=tls,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
 
 
 def split_urls(urls: str | Sequence[str]) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from fleetd.mqtt.packets import (
+from fleetsvc.mqtt.packets import (
     CONNACK,
     DISCONNECT,
     PACKET_TOO_LARGE,
