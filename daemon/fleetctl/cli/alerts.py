@@ -14,24 +14,22 @@ def alerts() -> None:
     """Open and recent alerts (`alerts run`: the evaluator)."""
 
 
-def show_alerts(r: dict[str, Any], _out: Output) -> str:
-    """Open alerts first, then those resolved in the last 24 h."""
+_ALERT_COLUMNS = (
+    render.Column("state", lambda a: a["state"]),
+    render.Column("kind", lambda a: a["kind"]),
+    render.Column("subject", lambda a: a["subject"]),
+    render.Column("value", lambda a: render.num(a["lastValue"], 3), right=True),
+    render.Column("opened", lambda a: a["openedAt"]),
+    render.Column("resolved", lambda a: a["resolvedAt"] or "", wide=True),
+)
+
+
+def show_alerts(r: dict[str, Any], out: Output) -> str:
+    """Open alerts first, then those resolved in the last 24 h (-o wide: when)."""
     if not r["alerts"]:
         return "no open or recent alerts"
-    cells = [
-        (
-            a["state"],
-            a["kind"],
-            a["subject"],
-            render.num(a["lastValue"], 3),
-            a["openedAt"],
-            a["resolvedAt"] or "",
-        )
-        for a in r["alerts"]
-    ]
     head = f"{r['open']} open ({', '.join(f'{n} {k}' for k, n in r['openByKind'].items())})"
-    cols = ("state", "kind", "subject", "value", "opened", "resolved")
-    return head + "\n" + render.table(cols, cells, right={3})
+    return head + "\n" + render.columns(r["alerts"], _ALERT_COLUMNS, wide=out.wide)
 
 
 @command(alerts, "list", role=Role.ANALYTICS, show=show_alerts)

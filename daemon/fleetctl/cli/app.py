@@ -50,9 +50,10 @@ coroutine."""
 
 @dataclass(frozen=True)
 class Output:
-    """How a table is drawn."""
+    """How a table is drawn: coloured on a terminal; 80 columns unless wide (-o wide)."""
 
     colour: bool
+    wide: bool = False
 
 
 Show = Callable[[Any, Output], str]
@@ -84,6 +85,7 @@ class App:
     config: Path | None = None
     database_url: str | None = None
     json: bool = False
+    wide: bool = False
     debug: bool = False
     _settings: Settings | None = field(default=None, repr=False)
 
@@ -107,14 +109,15 @@ class App:
             return check_database_url(self.database_url, "--database-url")
         return settings.database_for(role)
 
-    def emit(self, result: Any, show: Show, as_json: bool) -> None:
-        """Print the result as JSON or as `show`'s table."""
-        if as_json or self.json:
+    def emit(self, result: Any, show: Show, output: str | None) -> None:
+        """Print the result as JSON or as `show`'s table (`output`: the command's own -o)."""
+        if output == "json" or (output is None and self.json):
             text = json.dumps(result, indent=2)
         else:
             from fleetctl.settings import colour_wanted  # noqa: PLC0415
 
-            text = show(result, Output(colour=colour_wanted(sys.stdout.isatty())))
+            wide = output == "wide" or (output is None and self.wide)
+            text = show(result, Output(colour=colour_wanted(sys.stdout.isatty()), wide=wide))
         echo(text)
 
 
@@ -161,6 +164,8 @@ class NounGroup(click.Group):
 
 
 _JSON_HELP = "machine-readable JSON (also accepted before the command)"
+OUTPUTS = ("wide", "json")
+_OUTPUT_HELP = "wide: every column (the table fits 80 columns without); json: as --json"
 
 
 def _app() -> App:
@@ -181,15 +186,18 @@ def command(
 
     def register(plan: Callable[..., Job]) -> click.Command:
         @functools.wraps(plan)
-        def callback(json_output: bool, **params: Any) -> None:
+        def callback(json_output: bool, output: str | None, **params: Any) -> None:
             app = _app()
             job = _guarded(app, role, None, lambda: plan(**params))  # before connecting
             url: str = _guarded(app, role, None, lambda: app.database(role))
             result = _guarded(app, role, url, lambda: asyncio.run(_on_connection(url, job)))
-            app.emit(result, show, json_output)
+            app.emit(result, show, "json" if json_output else output)
 
-        json_option = click.Option(["--json", "json_output"], is_flag=True, help=_JSON_HELP)
-        return _add(group, name, role, plan=plan, callback=callback, extra=[json_option], also=also)
+        options: list[click.Parameter] = [
+            click.Option(["--json", "json_output"], is_flag=True, help=_JSON_HELP),
+            click.Option(["-o", "--output"], type=click.Choice(OUTPUTS), help=_OUTPUT_HELP),
+        ]
+        return _add(group, name, role, plan=plan, callback=callback, extra=options, also=also)
 
     return register
 
@@ -336,10 +344,17 @@ def _database_failure(exc: BaseException, role: Role | None, url: str | None) ->
     help="PostgreSQL URL for this command, whatever its role (default: the role's variable)",
 )
 @click.option("--json", "as_json", is_flag=True, help="machine-readable JSON output")
+@click.option("-o", "--output", type=click.Choice(OUTPUTS), help=_OUTPUT_HELP)
 @click.option("--debug", is_flag=True, help="on an error, the traceback instead of one line")
 @click.pass_context
 def root(
-    ctx: click.Context, config: Path | None, database_url: str | None, as_json: bool, debug: bool
+    ctx: click.Context,
+    *,
+    config: Path | None,
+    database_url: str | None,
+    as_json: bool,
+    output: str | None,
+    debug: bool,
 ) -> None:
     """AC->DC efficiency per vehicle, fleet reports, charger diagnosis, current state,
     alerts, dead letters and assignments; `fleetctl serve` is the same as an HTTP API.
@@ -355,4 +370,5 @@ def root(
     unreachable or refusing); 2 a bad setting or usage.
     """
     app = ctx.ensure_object(App)
-    app.config, app.database_url, app.json, app.debug = config, database_url, as_json, debug
+    app.config, app.database_url, app.debug = config, database_url, debug
+    app.json, app.wide = as_json or output == "json", output == "wide"

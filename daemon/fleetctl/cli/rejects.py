@@ -25,21 +25,26 @@ def _since(text: str | None) -> datetime:
     return instant(text, "since") or datetime.now(UTC) - timedelta(hours=24)
 
 
-def show_rejects(r: dict[str, Any], _out: Output) -> str:
-    """Counts by kind, field and rule, then the newest payloads."""
-    counts = [
-        (c["kind"], c["field"], c["rule"][:70], f"{c['count']:,}", c["newest"]) for c in r["counts"]
-    ]
+def show_rejects(r: dict[str, Any], out: Output) -> str:
+    """Counts by kind, field and rule, then the newest payloads (-o wide: whole rules, when the
+    newest came, whole payloads)."""
+    cols = (
+        render.Column("kind", lambda c: c["kind"]),
+        render.Column("field", lambda c: c["field"]),
+        render.Column("rule", lambda c: render.clip(c["rule"], 44, out.wide)),
+        render.Column("count", lambda c: f"{c['count']:,}", right=True),
+        render.Column("newest", lambda c: c["newest"], wide=True),
+    )
     lines = [
         f"{r['total']:,} rejected messages since {r['since']}",
-        render.table(("kind", "field", "rule", "count", "newest"), counts, right={3}),
+        render.columns(r["counts"], cols, wide=out.wide),
     ]
     if r["newest"]:
         lines += ["", "newest:"]
-        lines += [
-            f"  {m['receivedAt']}  {m['topic']}  {m['reason']}\n    {m['payload'][:200]!r}"
-            for m in r["newest"]
-        ]
+        for m in r["newest"]:
+            lines.append(render.clip(f"  {m['receivedAt']}  {m['topic']}", 80, out.wide))
+            lines.append(render.clip(f"    {m['reason']}", 80, out.wide))
+            lines.append(render.clip(f"    {m['payload'][:200]!r}", 80, out.wide))
     return "\n".join(lines)
 
 

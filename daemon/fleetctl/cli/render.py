@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 _COLOURS = {
@@ -66,3 +67,26 @@ def _line(cells: Sequence[str], widths: list[int], right: set[int]) -> str:
 def percent(value: float | None) -> str:
     """A percentage cell."""
     return "-" if value is None else f"{value:.1f} %"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: its header, its cell of a row, numbers to the right, and whether
+    only `-o wide` shows it (the default table fits 80 columns)."""
+
+    header: str
+    cell: Callable[[Any], str]
+    right: bool = False
+    wide: bool = False
+
+
+def columns(rows: Sequence[Any], cols: Sequence[Column], *, wide: bool) -> str:
+    """The table of `rows` in the columns shown at this width."""
+    shown = [c for c in cols if wide or not c.wide]
+    cells = [[c.cell(r) for c in shown] for r in rows]
+    return table([c.header for c in shown], cells, {i for i, c in enumerate(shown) if c.right})
+
+
+def clip(text: str, width: int, wide: bool) -> str:
+    """`text` cut to `width` characters (with an ellipsis) unless wide."""
+    return text if wide or len(text) <= width else text[: width - 1] + "…"

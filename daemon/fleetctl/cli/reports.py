@@ -25,28 +25,38 @@ def _first(limit: int | None) -> int | None:
     return limit
 
 
-def show_vehicle_rows(rows: list[dict[str, Any]], colour: bool) -> str:
-    """One line per vehicle: the fleet report's and anomalies' table."""
-    headers = (
-        *("vehicle", "meter", "AC kWh", "DC kWh", "loss kWh", "efficiency", "status"),
-        *("temp avg", "coverage", "shared"),
+def _meters(r: dict[str, Any]) -> str:
+    return ",".join(dict.fromkeys(m["meterId"] for m in r["meters"])) or "-"
+
+
+def _vehicle_columns(colour: bool) -> tuple[render.Column, ...]:
+    return (
+        render.Column("vehicle", lambda r: r["vehicleId"]),
+        render.Column("meter", _meters),
+        render.Column("AC kWh", lambda r: render.num(r["totalAcKwh"]), right=True),
+        render.Column("DC kWh", lambda r: render.num(r["totalDcKwh"]), right=True),
+        render.Column("loss kWh", lambda r: render.num(r["lossKwh"]), right=True, wide=True),
+        render.Column("eff.", lambda r: render.percent(r["efficiencyPercent"]), right=True),
+        render.Column("status", lambda r: render.status(r["status"], colour)),
+        render.Column(
+            "temp avg", lambda r: render.num(r["batteryTemp"]["avg"], 1), right=True, wide=True
+        ),
+        render.Column(
+            "coverage",
+            lambda r: render.percent(r["coveragePercent"]["vehicle"]),
+            right=True,
+            wide=True,
+        ),
+        render.Column(
+            "shared", lambda r: ",".join(r["sharedWith"]) if r["meterShared"] else "", wide=True
+        ),
     )
-    cells = [
-        (
-            r["vehicleId"],
-            ",".join(dict.fromkeys(m["meterId"] for m in r["meters"])) or "-",
-            render.num(r["totalAcKwh"]),
-            render.num(r["totalDcKwh"]),
-            render.num(r["lossKwh"]),
-            render.percent(r["efficiencyPercent"]),
-            render.status(r["status"], colour),
-            render.num(r["batteryTemp"]["avg"], 1),
-            render.percent(r["coveragePercent"]["vehicle"]),
-            ",".join(r["sharedWith"]) if r["meterShared"] else "",
-        )
-        for r in rows
-    ]
-    return render.table(headers, cells, right={2, 3, 4, 5, 7, 8})
+
+
+def show_vehicle_rows(rows: list[dict[str, Any]], out: Output) -> str:
+    """One line per vehicle: the fleet report's and anomalies' table (-o wide: loss,
+    temperature, coverage, shared meters)."""
+    return render.columns(rows, _vehicle_columns(out.colour), wide=out.wide)
 
 
 def show_performance(r: dict[str, Any], out: Output) -> str:
@@ -54,24 +64,30 @@ def show_performance(r: dict[str, Any], out: Output) -> str:
     colour = out.colour
     lines = [
         f"{r['vehicleId']}  {r['window']['start']} → {r['window']['end']}",
-        f"  status      {render.status(r['status'], colour)}: {r['message']}",
+        f"  status      {render.status(r['status'], colour)}",
+        f"              {r['message']}",
         f"  efficiency  {render.percent(r['efficiencyPercent'])}  "
         f"(AC {render.num(r['totalAcKwh'])} kWh, DC {render.num(r['totalDcKwh'])} kWh, "
         f"loss {render.num(r['lossKwh'])} kWh)",
         "  meters      "
-        + (", ".join(f"{m['meterId']} [{m['from']} → {m['to']})" for m in r["meters"]) or "none"),
+        + (
+            "\n              ".join(
+                f"{m['meterId']} [{m['from']} → {m['to']})" for m in r["meters"]
+            )
+            or "none"
+        ),
     ]
     if r["meterShared"]:
-        lines.append(
-            f"  shared      meter also fed {', '.join(r['sharedWith'])}: site-level figures "
-            f"(this vehicle's own DC: {render.num(r['vehicleDcKwh'])} kWh)"
-        )
+        lines += [
+            f"  shared      meter also fed {', '.join(r['sharedWith'])}: site-level figures",
+            f"              (this vehicle's own DC: {render.num(r['vehicleDcKwh'])} kWh)",
+        ]
     for c in r.get("chargers", ()):
-        lines.append(
-            f"  charger     {c['meterId']}: converter {render.num(c['conversionEfficiency'], 3)}"
-            f", standby {render.num(c['standbyW'], 1)} W over {c['fit']['chargingHours']} h of"
-            f" charging: {render.status(c['status'], colour)}"
-        )
+        lines += [
+            f"  charger     {c['meterId']}: {render.status(c['status'], colour)}",
+            f"              converter {render.num(c['conversionEfficiency'], 3)}, standby "
+            f"{render.num(c['standbyW'], 1)} W over {c['fit']['chargingHours']} h of charging",
+        ]
     bt, soc = r["batteryTemp"], r["soc"]
     lines += [
         f"  battery     temp avg {render.num(bt['avg'], 1)} °C (min {render.num(bt['min'], 1)},"
@@ -116,17 +132,18 @@ def show_fleet(r: dict[str, Any], out: Output) -> str:
         f"{render.status(k, out.colour)} {v}" for k, v in r["statusCounts"].items() if v
     )
     age = r["dataAgeSeconds"]
+    kwh = 3 if out.wide else 1  # fleet totals run to six digits before the point
     lines = [
         f"Fleet {r['window']['start']} → {r['window']['end']}: {t['vehicles']} vehicles, "
         f"{t['meters']} meters",
         f"  efficiency {render.percent(t['efficiencyPercent'])} "
-        f"(AC {render.num(t['totalAcKwh'])} kWh, DC {render.num(t['totalDcKwh'])} kWh, "
-        f"loss {render.num(t['lossKwh'])} kWh)",
+        f"(AC {render.num(t['totalAcKwh'], kwh)} kWh, DC {render.num(t['totalDcKwh'], kwh)} kWh, "
+        f"loss {render.num(t['lossKwh'], kwh)} kWh)",
         f"  {counts or 'no vehicles'}",
         f"  newest reading {r['newestReadingAt'] or '-'}"
         + (f" ({age:,.0f} s ago)" if age is not None else ""),
         "",
-        show_vehicle_rows(r["vehicles"], out.colour),
+        show_vehicle_rows(r["vehicles"], out),
     ]
     if len(r["vehicles"]) < t["vehicles"]:
         lines.append(f"... {t['vehicles'] - len(r['vehicles'])} more (--limit)")
@@ -167,12 +184,12 @@ def show_anomalies(r: dict[str, Any], out: Output) -> str:
         f"{r['count']} vehicles below {r['threshold'] * 100:.1f} % "
         f"({r['window']['start']} → {r['window']['end']})"
     )
-    lines = [head, show_vehicle_rows(r["vehicles"], out.colour)]
+    lines = [head, show_vehicle_rows(r["vehicles"], out)]
     if r["meterErrors"]:
         lines += [
             "",
             "Impossible efficiency (> 100 %): check meter or assignment",
-            show_vehicle_rows(r["meterErrors"], out.colour),
+            show_vehicle_rows(r["meterErrors"], out),
         ]
     return "\n".join(lines)
 
@@ -189,28 +206,28 @@ def anomalies(window: Window, min_ac_kwh: float, threshold: float) -> Job:
     return lambda conn: report(conn, window, threshold=threshold, min_ac_kwh=min_ac_kwh)
 
 
-def show_chargers(r: dict[str, Any], _out: Output) -> str:
-    """Counts per status and the fit, then one line per charger."""
+_CHARGER_COLUMNS = (
+    render.Column("meter", lambda c: c["meterId"]),
+    render.Column("status", lambda c: c["status"]),
+    render.Column("eta", lambda c: render.num(c["conversionEfficiency"], 3), right=True),
+    render.Column("standby W", lambda c: render.num(c["standbyW"], 1), right=True),
+    render.Column("charging h", lambda c: str(c["fit"]["chargingHours"]), right=True),
+    render.Column("rmse Wh", lambda c: render.num(c["fit"]["rmseWh"], 2), right=True, wide=True),
+    render.Column("billed", lambda c: render.num(c["billed"]["efficiency"], 3), right=True),
+    render.Column("vehicles", lambda c: ", ".join(c["vehicles"]), wide=True),
+)
+
+
+def show_chargers(r: dict[str, Any], out: Output) -> str:
+    """Counts per status and the fit, then one line per charger (-o wide: fit error and the
+    vehicles it fed)."""
     counts = ", ".join(f"{n} {s}" for s, n in r["statusCounts"].items() if n)
     head = (
-        f"{r['count']} chargers ({counts}), {r['window']['start']} → {r['window']['end']}\n"
-        f"fit: {r['model']}"
+        f"{r['count']} chargers, {r['window']['start']} → {r['window']['end']}\n"
+        f"  {counts or 'none'}\n"
+        f"  fit: {render.clip(r['model'], 73, out.wide)}"
     )
-    cells = [
-        (
-            c["meterId"],
-            c["status"],
-            render.num(c["conversionEfficiency"], 3),
-            render.num(c["standbyW"], 1),
-            str(c["fit"]["chargingHours"]),
-            render.num(c["fit"]["rmseWh"], 2),
-            render.num(c["billed"]["efficiency"], 3),
-            ", ".join(c["vehicles"]),
-        )
-        for c in r["chargers"]
-    ]
-    cols = ("meter", "status", "eta", "standby W", "charging h", "rmse Wh", "billed", "vehicles")
-    return head + "\n" + render.table(cols, cells, right={2, 3, 4, 5, 6})
+    return head + "\n" + render.columns(r["chargers"], _CHARGER_COLUMNS, wide=out.wide)
 
 
 @command(root, "chargers", role=Role.ANALYTICS, show=show_chargers)
