@@ -238,7 +238,7 @@ class DevicePath(BaseModel):
 class VehiclePath(DevicePath):
     """/v1/analytics/performance/{vehicleId}."""
 
-    vehicleId: DeviceId  # noqa: N815
+    vehicleId: DeviceId = Field(examples=["VEHICLE-00001"])  # noqa: N815
 
 
 class CurrentKindPath(DevicePath):
@@ -250,7 +250,7 @@ class CurrentKindPath(DevicePath):
 class CurrentDevicePath(CurrentKindPath):
     """/v1/current/{kind}/{deviceId}."""
 
-    deviceId: DeviceId  # noqa: N815
+    deviceId: DeviceId = Field(examples=["VEHICLE-00001", "METER-00001"])  # noqa: N815
 
 
 class ApiLimits(BaseModel):
