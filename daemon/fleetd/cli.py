@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fleetd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if "database_url" not in settings.model_fields_set:
+        # Set nowhere: the default may be some other service's database on this host.
+        print(
+            f"fleetd: warning: FLEET_DATABASE_URL is not set: using {settings.database_url}",
+            file=sys.stderr,
+        )
     if args.command == "check-config":
         print(json.dumps(settings.masked(), indent=2))
         return 0

@@ -60,10 +60,23 @@ async def hook() -> AsyncIterator[Hook]:
 
 def _retained(broker: MosquittoServer) -> dict[str, dict[str, object]]:
     out = subprocess.run(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", "fleet/alerts/#",
-         "-v", "--retained-only", "-W", "2"],
-        capture_output=True, text=True, check=False,
-    ).stdout  # fmt: skip
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(broker.port),
+            "-t",
+            "fleet/alerts/#",
+            "-v",
+            "--retained-only",
+            "-W",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     found = {}
     for line in out.splitlines():
         topic, _, payload = line.partition(" ")
@@ -85,8 +98,12 @@ async def test_alerts_open_once_resolve_and_are_delivered(
         faulty = {(f"charger_{band}", m) for m, band in bands if band != "normal"}
         assert {a for a in first.opened if a[0].startswith("charger_")} == faulty
         # The billed ratio flags those chargers' vehicles too; nothing else is wrong.
-        assert {k for k, _ in first.opened} <= {"charger_critical", "charger_degraded",
-                                                "billed_critical", "billed_degraded"}  # fmt: skip
+        assert {k for k, _ in first.opened} <= {
+            "charger_critical",
+            "charger_degraded",
+            "billed_critical",
+            "billed_degraded",
+        }
         assert first.resolved == []
         # Again, and after a "restart" (a new connection): nothing fires twice.
         assert (await evaluate(conn, config, END)).opened == []

@@ -23,9 +23,17 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".test-artifacts"
 END = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
 # Background networking off: this machine's closed network refuses it, many times a start.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--virtual-time-budget=15000"]  # fmt: skip
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=15000",
+]
 
 
 def _chromium(profile: Path, *args: str) -> str:
@@ -33,8 +41,11 @@ def _chromium(profile: Path, *args: str) -> str:
     assert exe, "Debian's chromium is missing: `make test` installs it (apt-get install chromium)"
     result = subprocess.run(
         [exe, *FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -42,8 +53,7 @@ def _chromium(profile: Path, *args: str) -> str:
 async def test_dashboard_shows_the_fleet(
     database_url: str, analytics_url: str, admin_url: str, tmp_path: Path
 ) -> None:
-    cfg = FleetConfig(meters=12, vehicles=12, seed=4, degraded_fraction=0.2,
-                      critical_fraction=0.1)  # fmt: skip
+    cfg = FleetConfig(meters=12, vehicles=12, seed=4, degraded_fraction=0.2, critical_fraction=0.1)
     await backfill_direct(database_url, cfg, END - timedelta(hours=25), END)
     conn = await connect(admin_url)
     try:
@@ -63,8 +73,9 @@ async def test_dashboard_shows_the_fleet(
         dom = await asyncio.to_thread(_chromium, tmp_path / "profile", "--dump-dom", url)
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "dashboard.png"
-        await asyncio.to_thread(_chromium, tmp_path / "profile2", "--window-size=1280,900",
-                                f"--screenshot={shot}", url)  # fmt: skip
+        await asyncio.to_thread(
+            _chromium, tmp_path / "profile2", "--window-size=1280,900", f"--screenshot={shot}", url
+        )
     assert 'data-loaded="true"' in dom, dom[-3000:]
     assert '<span id="error" role="alert"></span>' in dom
     assert "12 vehicles" in dom

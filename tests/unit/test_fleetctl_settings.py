@@ -189,9 +189,9 @@ def test_fleetd_warns_about_an_unknown_variable_too() -> None:
         text=True,
         check=True,
     )
-    assert out.stderr == (
+    assert out.stderr.splitlines()[0] == (
         "fleetd: warning: unknown variable FLEET_DATABSE_URL is ignored "
-        "(did you mean FLEET_DATABASE_URL?)\n"
+        "(did you mean FLEET_DATABASE_URL?)"
     )
 
 
@@ -205,3 +205,18 @@ def test_a_listening_address_and_a_port_out_of_range_are_one_line(
     with pytest.raises(ConfigError, match=r"FLEET_DATABASE_URL .* has a bad port") as bad:
         load_fleetd_settings(None)
     assert "pw" not in str(bad.value)
+
+
+def test_fleetd_says_which_database_it_uses_when_none_is_set() -> None:
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "fleetd"), "check-config"],
+        env={"PATH": "/usr/bin:/bin", "FLEET_DATABASE_URL_": "typo"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stderr.splitlines()[:2] == [
+        "fleetd: warning: unknown variable FLEET_DATABASE_URL_ is ignored "
+        "(did you mean FLEET_DATABASE_URL?)",
+        "fleetd: warning: FLEET_DATABASE_URL is not set: using postgresql://127.0.0.1:5432/fleet",
+    ]
