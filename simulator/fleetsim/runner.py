@@ -297,10 +297,14 @@ class _Paced:
                 await asyncio.wait_for(self._stop.wait(), delay)
 
 
+def format_status(rate: float, sent: int, acked: int, errors: int, sim_time: datetime) -> str:
+    """One status line that fits an 80-column terminal up to 10^8 messages."""
+    return f"{rate:7,.0f}/s  sent {sent:,}  acked {acked:,}  err {errors:,}  {rfc3339_s(sim_time)}"
+
+
 def status_line(summary: Summary, pub: MqttPublisher, sim_time: datetime) -> None:
-    """The live status line on stderr (for a TTY): rate, sent, acked, errors, simulated time."""
-    sys.stderr.write(
-        f"\r{summary.msg_per_s:9,.0f} msg/s  sent {pub.sent:,}  acked {pub.acked:,}"
-        f"  errors {pub.errors}  sim {rfc3339_s(sim_time)}   "
-    )
+    """The live status line on stderr (for a TTY): rate, sent, acked, errors, simulated time,
+    rewritten in place (erased to the end, so a shorter line leaves nothing behind)."""
+    line = format_status(summary.msg_per_s, pub.sent, pub.acked, pub.errors, sim_time)
+    sys.stderr.write(f"\r{line}\033[K")
     sys.stderr.flush()

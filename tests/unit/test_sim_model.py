@@ -12,6 +12,7 @@ import pytest
 from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
 from fleetsim.faults import FaultConfig, FaultInjector, make_invalid
 from fleetsim.model import BANDS, Fleet, FleetConfig, device_id
+from fleetsim.runner import format_status
 from fleetsim.truth import Truth
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -198,3 +199,12 @@ def test_fault_rates_are_roughly_met_and_deterministic() -> None:
     truth2, out2 = run()
     assert out2 == out
     assert truth2.invalid == truth.invalid
+
+
+def test_the_live_status_line_fits_80_columns() -> None:
+    """fleet-sim's live line is rewritten in place: wider than the terminal, it would wrap and
+    scroll (issue 24)."""
+    line = format_status(
+        123_456.0, 99_999_999, 99_999_999, 99_999, datetime(2026, 11, 20, tzinfo=UTC)
+    )
+    assert len(line) < 80, line
