@@ -1,4 +1,4 @@
-"""MQTT packet encoding/decoding used by the subscriber."""
+"""MQTT packet encoding/decoding: the shared codec of fleetd, alert delivery and the simulator."""
 
 from __future__ import annotations
 
@@ -12,9 +12,15 @@ class TestVarint:
 
     @pytest.mark.parametrize(
         ("value", "encoded"),
-        [(0, b"\x00"), (127, b"\x7f"), (128, b"\x80\x01"), (16383, b"\xff\x7f"),
-         (16384, b"\x80\x80\x01"), (268_435_455, b"\xff\xff\xff\x7f")],
-    )  # fmt: skip
+        [
+            (0, b"\x00"),
+            (127, b"\x7f"),
+            (128, b"\x80\x01"),
+            (16383, b"\xff\x7f"),
+            (16384, b"\x80\x80\x01"),
+            (268_435_455, b"\xff\xff\xff\x7f"),
+        ],
+    )
     def test_round_trip(self, value: int, encoded: bytes) -> None:
         assert packets.encode_varint(value) == encoded
         assert packets.decode_varint(encoded, 0) == (value, len(encoded))
@@ -64,3 +70,37 @@ def test_connack() -> None:
     assert ack.code == 0
     assert packets.connack_reason(0x86, v5=True) == "bad username or password"
     assert packets.connack_reason(5, v5=False) == "not authorised"
+
+
+class TestPublish:
+    """PUBLISH as the publishers send it: QoS 1 with a packet id, QoS 0 without, retain."""
+
+    def test_qos1_retained(self) -> None:
+        pkt = packets.publish_packet("a/b", b"xy", packet_id=0x0102, retain=True)
+        assert pkt == b"\x33\x09\x00\x03a/b\x01\x02xy"
+
+    def test_qos0_has_no_packet_id(self) -> None:
+        assert packets.publish_packet("a/b", b"xy", qos=0) == b"\x30\x07\x00\x03a/bxy"
+
+    def test_v5_has_empty_properties(self) -> None:
+        pkt = packets.publish_packet("a/b", b"", packet_id=1, v5=True)
+        assert pkt == b"\x32\x08\x00\x03a/b\x00\x01\x00"
+
+    def test_a_long_payload_has_a_multi_byte_length(self) -> None:
+        pkt = packets.publish_packet("t", b"z" * 200, packet_id=1)
+        assert pkt[:3] == b"\x32\xcd\x01"  # 3 + 2 + 200 = 205
+
+    @pytest.mark.parametrize(("qos", "packet_id"), [(1, 0), (1, 65536), (2, 1)])
+    def test_what_it_cannot_send(self, qos: int, packet_id: int) -> None:
+        with pytest.raises(ValueError):
+            packets.publish_packet("t", b"", packet_id=packet_id, qos=qos)
+
+
+def test_clean_connect_for_a_publisher() -> None:
+    pkt = packets.connect_packet("p", keepalive_s=60, v5=False, clean=True)
+    assert pkt[9] == 0x02
+
+
+def test_puback_reason() -> None:
+    assert packets.puback_reason(0x10) == "no matching subscribers"
+    assert packets.puback_reason(0x87) == "not authorised"

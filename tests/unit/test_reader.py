@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from fleetsvc.mqtt import packets
-from fleetsvc.mqtt.reader import Disconnect, PacketReader, PingResp, Publish, SubAck
+from fleetsvc.mqtt.reader import Disconnect, PacketReader, PingResp, PubAck, Publish, SubAck
 
 MIB = 1 << 20
 
@@ -24,9 +24,15 @@ def props(*items: bytes) -> bytes:
 
 
 def publish(
-    topic: str | bytes, payload: bytes, *, qos: int = 1, mid: int = 7, v5: bool = False,
-    properties: bytes = b"\x00", flags: int | None = None,
-) -> bytes:  # fmt: skip
+    topic: str | bytes,
+    payload: bytes,
+    *,
+    qos: int = 1,
+    mid: int = 7,
+    v5: bool = False,
+    properties: bytes = b"\x00",
+    flags: int | None = None,
+) -> bytes:
     raw = topic.encode() if isinstance(topic, str) else topic
     body = struct.pack("!H", len(raw)) + raw + (struct.pack("!H", mid) if qos else b"")
     body += (properties if v5 else b"") + payload
@@ -49,29 +55,51 @@ def read_all(
 
 
 GOOD = [
-    ("v3 QoS 1 publish", False, publish("meters/M1/telemetry", b"{}"),
-     Publish("meters/M1/telemetry", b"{}", 7, 1)),
+    (
+        "v3 QoS 1 publish",
+        False,
+        publish("meters/M1/telemetry", b"{}"),
+        Publish("meters/M1/telemetry", b"{}", 7, 1),
+    ),
     ("v3 QoS 0 publish", False, publish("a/b", b"x", qos=0), Publish("a/b", b"x", 0, 0)),
     ("v3 retained, dup", False, publish("a/b", b"x", flags=0x0B), Publish("a/b", b"x", 7, 1)),
-    ("v5 publish with properties", True,
-     publish("a/b", b"x", v5=True, properties=props(b"\x01\x01", b"\x26\x00\x01k\x00\x01v",
-                                                     b"\x0b\x05", b"\x0b\x06")),
-     Publish("a/b", b"x", 7, 1)),
+    (
+        "v5 publish with properties",
+        True,
+        publish(
+            "a/b",
+            b"x",
+            v5=True,
+            properties=props(b"\x01\x01", b"\x26\x00\x01k\x00\x01v", b"\x0b\x05", b"\x0b\x06"),
+        ),
+        Publish("a/b", b"x", 7, 1),
+    ),
     ("v5 publish, empty payload", True, publish("a/b", b"", v5=True), Publish("a/b", b"", 7, 1)),
     ("v3 CONNACK", False, b"\x20\x02\x01\x00", packets.ConnAck(True, 0)),
-    ("v5 CONNACK with Server Keep Alive", True,
-     pkt(0x20, b"\x00\x00" + props(b"\x13\x00\x0f", b"\x21\x00\x0a")),
-     packets.ConnAck(False, 0, 15)),
+    (
+        "v5 CONNACK with Server Keep Alive",
+        True,
+        pkt(0x20, b"\x00\x00" + props(b"\x13\x00\x0f", b"\x21\x00\x0a")),
+        packets.ConnAck(False, 0, 15),
+    ),
     ("v3-only broker refusing v5", True, b"\x20\x02\x00\x01", packets.ConnAck(False, 1)),
     ("v3 SUBACK", False, b"\x90\x04\x00\x01\x01\x80", SubAck(1, (1, 0x80))),
-    ("v5 SUBACK", True, pkt(0x90, b"\x00\x01" + props(b"\x1f\x00\x02ok") + b"\x01\x01"),
-     SubAck(1, (1, 1))),
+    (
+        "v5 SUBACK",
+        True,
+        pkt(0x90, b"\x00\x01" + props(b"\x1f\x00\x02ok") + b"\x01\x01"),
+        SubAck(1, (1, 1)),
+    ),
     ("PINGRESP", False, b"\xd0\x00", PingResp()),
     ("v3 DISCONNECT", False, b"\xe0\x00", Disconnect(0)),
-    ("v5 DISCONNECT, taken over", True, pkt(0xE0, b"\x8e" + props(b"\x1f\x00\x03dup")),
-     Disconnect(0x8E, "dup")),
+    (
+        "v5 DISCONNECT, taken over",
+        True,
+        pkt(0xE0, b"\x8e" + props(b"\x1f\x00\x03dup")),
+        Disconnect(0x8E, "dup"),
+    ),
     ("v5 DISCONNECT, no body", True, b"\xe0\x00", Disconnect(0)),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -110,19 +138,39 @@ BAD = [
     ("SUBACK without codes", False, b"\x90\x02\x00\x01", "SUBACK of 2 bytes"),
     ("SUBACK bad code", False, b"\x90\x03\x00\x01\x05", "return codes"),
     ("v3 DISCONNECT with a body", False, b"\xe0\x01\x00", "DISCONNECT with a 1-byte body"),
-    ("v5 properties overrun", True, publish("a/b", b"", v5=True, properties=b"\x05\x01"),
-     "overrun"),
-    ("v5 unknown property", True, publish("a/b", b"x", v5=True, properties=props(b"\x7f\x00")),
-     "property 0x7f"),
-    ("v5 topic alias", True, publish("a/b", b"x", v5=True, properties=props(b"\x23\x00\x01")),
-     "property 0x23"),
-    ("v5 repeated property", True,
-     publish("a/b", b"x", v5=True, properties=props(b"\x01\x00", b"\x01\x01")), "repeats"),
-    ("v5 string property overruns", True,
-     publish("a/b", b"x", v5=True, properties=props(b"\x03\x00\x09ab")), "overruns"),
+    (
+        "v5 properties overrun",
+        True,
+        publish("a/b", b"", v5=True, properties=b"\x05\x01"),
+        "overrun",
+    ),
+    (
+        "v5 unknown property",
+        True,
+        publish("a/b", b"x", v5=True, properties=props(b"\x7f\x00")),
+        "property 0x7f",
+    ),
+    (
+        "v5 topic alias",
+        True,
+        publish("a/b", b"x", v5=True, properties=props(b"\x23\x00\x01")),
+        "property 0x23",
+    ),
+    (
+        "v5 repeated property",
+        True,
+        publish("a/b", b"x", v5=True, properties=props(b"\x01\x00", b"\x01\x01")),
+        "repeats",
+    ),
+    (
+        "v5 string property overruns",
+        True,
+        publish("a/b", b"x", v5=True, properties=props(b"\x03\x00\x09ab")),
+        "overruns",
+    ),
     ("v5 CONNACK properties short", True, pkt(0x20, b"\x00\x00\x03\x13\x00"), "do not fill"),
     ("control packet over the size limit", False, b"\x20\xff\xff\xff\x7f", "maximum packet size"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("v5", "data", "message"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
@@ -137,8 +185,12 @@ def test_untrustworthy_packets_raise_a_protocol_error(v5: bool, data: bytes, mes
 
 
 def test_reason_codes_for_disconnect() -> None:
-    for data, code in ((b"\x60\x00", packets.PROTOCOL_ERROR), (b"\x21\x02\x00\x00", 0x81),
-                       (b"\x20\xff\xff\x7f", packets.PACKET_TOO_LARGE)):  # fmt: skip
+    cases = (
+        (b"\x60\x00", packets.PROTOCOL_ERROR),
+        (b"\x21\x02\x00\x00", 0x81),
+        (b"\x20\xff\xff\x7f", packets.PACKET_TOO_LARGE),
+    )
+    for data, code in cases:
         reader = PacketReader(v5=True, max_packet_bytes=MIB)
         reader.feed(data)
         with pytest.raises(packets.ProtocolError) as info:
@@ -180,3 +232,68 @@ def test_disconnect_packet_reason_codes() -> None:
     assert packets.disconnect_packet(0x81, v5=True) == b"\xe0\x01\x81"
     assert packets.disconnect_packet(0x81, v5=False) == b"\xe0\x00"
     assert packets.disconnect_packet(0, v5=True) == b"\xe0\x00"
+
+
+# The publisher's role: what alert delivery and the simulator read from the broker.
+GOOD_FOR_A_PUBLISHER = [
+    ("v3 PUBACK", False, b"\x40\x02\x12\x34", PubAck(0x1234)),
+    ("v5 PUBACK, success", True, b"\x40\x02\x00\x01", PubAck(1)),
+    ("v5 PUBACK, no subscribers", True, b"\x40\x03\x00\x01\x10", PubAck(1, 0x10)),
+    (
+        "v5 PUBACK, refused with a reason string",
+        True,
+        pkt(0x40, b"\x00\x02\x87" + props(b"\x1f\x00\x02no")),
+        PubAck(2, 0x87),
+    ),
+    ("v5 CONNACK", True, b"\x20\x03\x00\x00\x00", packets.ConnAck(False, 0)),
+    ("v3 DISCONNECT", False, b"\xe0\x00", Disconnect(0)),
+]
+BAD_FOR_A_PUBLISHER = [
+    ("a PUBLISH", False, publish("a/b", b"x"), "unexpected PUBLISH"),
+    ("a SUBACK", False, b"\x90\x03\x00\x01\x01", "unexpected SUBACK"),
+    ("v3 PUBACK with a reason code", False, b"\x40\x03\x00\x01\x00", "PUBACK of 3 bytes"),
+    ("PUBACK without its packet id", True, b"\x40\x01\x00", "PUBACK of 1 bytes"),
+    ("PUBACK for packet id 0", False, b"\x40\x02\x00\x00", "packet id 0"),
+    ("PUBACK reserved flags", False, b"\x42\x02\x00\x01", "reserved flags"),
+    ("v5 PUBACK unknown reason", True, b"\x40\x03\x00\x01\x05", "reason code 0x05"),
+    (
+        "v5 PUBACK property not allowed",
+        True,
+        pkt(0x40, b"\x00\x01\x00" + props(b"\x01\x00")),
+        "property 0x01",
+    ),
+    ("v5 PUBACK properties overrun", True, b"\x40\x05\x00\x01\x00\x05\x1f", "do not fill"),
+    ("a PUBACK over the size limit", False, b"\x40\xff\xff\x7f", "maximum packet size"),
+]
+
+
+@pytest.mark.parametrize(
+    ("v5", "data", "expected"),
+    [c[1:] for c in GOOD_FOR_A_PUBLISHER],
+    ids=[c[0] for c in GOOD_FOR_A_PUBLISHER],
+)
+@pytest.mark.parametrize("chunk", [0, 1])
+def test_a_publisher_reads_its_acks_however_split(
+    v5: bool, data: bytes, expected: object, chunk: int
+) -> None:
+    reader = PacketReader(v5=v5, max_packet_bytes=MIB, role="publisher")
+    pieces = [data] if not chunk else [data[i : i + chunk] for i in range(len(data))]
+    out = []
+    for piece in [*pieces, b"\xd0\x00"]:
+        reader.feed(piece)
+        while (p := reader.next()) is not None:
+            out.append(p)
+    assert out == [expected, PingResp()]
+
+
+@pytest.mark.parametrize(
+    ("v5", "data", "message"),
+    [c[1:] for c in BAD_FOR_A_PUBLISHER],
+    ids=[c[0] for c in BAD_FOR_A_PUBLISHER],
+)
+def test_a_publisher_refuses_what_it_cannot_trust(v5: bool, data: bytes, message: str) -> None:
+    reader = PacketReader(v5=v5, max_packet_bytes=1024, role="publisher")
+    reader.feed(b"\x40\x02\x00\x07" + data)
+    assert reader.next() == PubAck(7)
+    with pytest.raises(packets.ProtocolError, match=message):
+        reader.next()

@@ -178,9 +178,14 @@ async def test_server_keep_alive_replaces_ours() -> None:
 
 # --- property tests -----------------------------------------------------------------------------
 
-# PINGRESP, SUBACK granted, SUBACK refused, DISCONNECT, a second CONNACK, an unexpected PUBACK
-_CONTROL_PACKETS = [b"\xd0\x00", b"\x90\x03\x00\x01\x01", b"\x90\x03\x00\x01\x80", b"\xe0\x00",
-                    b"\x20\x02\x00\x00", b"\x40\x02\x00\x01"]  # fmt: skip
+_CONTROL_PACKETS = [
+    b"\xd0\x00",  # PINGRESP
+    b"\x90\x03\x00\x01\x01",  # SUBACK granted
+    b"\x90\x03\x00\x01\x80",  # SUBACK refused
+    b"\xe0\x00",  # DISCONNECT
+    b"\x20\x02\x00\x00",  # a second CONNACK
+    b"\x40\x02\x00\x01",  # an unexpected PUBACK
+]
 _TOPICS = st.sampled_from([b"meters/M1/telemetry", b"v/1", b"a", b"a/+", b"", b"\xff", b"x\x00"])
 
 

@@ -9,10 +9,8 @@ import asyncio
 import base64
 import json
 import ssl
-import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import asyncpg
@@ -20,13 +18,14 @@ import structlog
 import yarl
 
 from fleetctl.alerts.store import alert_json
-from fleetsvc.mqtt.packets import connect_packet, disconnect_packet, encode_varint
+from fleetsvc.mqtt.publisher import Publisher, PublishError
 
 log = structlog.get_logger("fleetctl.alerts")
 
 BACKOFF_S = 5.0
 MAX_BACKOFF_S = 300.0
 TIMEOUT_S = 10.0
+CLIENT_ID = "fleetctl-alerts"
 _DUE = """
 SELECT d.id AS delivery_id, d.event, d.channel, d.idempotency_key, d.attempts, a.*
   FROM fleet_alert_deliveries d JOIN fleet_alerts a ON a.id = d.alert_id
@@ -41,76 +40,27 @@ def topic_of(kind: str, subject: str) -> str:
     return f"fleet/alerts/{kind}/{subject.replace('/', '_').replace('+', '_').replace('#', '_')}"
 
 
-def _publish(packet_id: int, topic: str, payload: bytes) -> bytes:
-    t = topic.encode()
-    body = struct.pack("!H", len(t)) + t + struct.pack("!H", packet_id) + payload
-    return bytes([0x33]) + encode_varint(len(body)) + body  # PUBLISH, QoS 1, retain
-
-
-async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    first = (await reader.readexactly(1))[0]
-    length, shift = 0, 0
-    while True:
-        b = (await reader.readexactly(1))[0]
-        length |= (b & 0x7F) << shift
-        if not b & 0x80:
-            break
-        shift += 7
-    return first, await reader.readexactly(length)
-
-
 _FAILURES = (
     OSError,
     ConnectionError,
     TimeoutError,
     ValueError,
-    asyncio.IncompleteReadError,
     ssl.SSLError,
     aiohttp.ClientError,
+    PublishError,
 )
-
-
-async def _open(
-    host: str | None, port: int, *, tls: bool
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    context = ssl.create_default_context() if tls else None
-    return await asyncio.wait_for(
-        asyncio.open_connection(host or "127.0.0.1", port, ssl=context), TIMEOUT_S
-    )
 
 
 async def mqtt_publish(url: str | None, messages: list[tuple[str, bytes]]) -> None:
     """Publish retained QoS 1 messages (an empty payload clears a topic's retained message)
-    and wait for every PUBACK. Raises on any failure."""
+    and wait for every PUBACK. Raises on any failure (PublishError names how many messages
+    were not acknowledged)."""
     if not url:
         raise ConnectionError("FLEET_ALERT_MQTT_URL is not set")
-    parts = urlsplit(url)
-    tls = parts.scheme == "mqtts"
-    reader, writer = await _open(parts.hostname, parts.port or (8883 if tls else 1883), tls=tls)
-    try:
-        user = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
-        writer.write(
-            connect_packet(
-                "fleetctl-alerts", keepalive_s=60, v5=False, username=user, password=password
-            )
-        )
-        first, body = await asyncio.wait_for(_read_packet(reader), TIMEOUT_S)
-        if first >> 4 != 2 or len(body) < 2 or body[1] != 0:
-            raise ConnectionError(f"broker refused the connection (CONNACK {body.hex()})")
-        pending = set()
-        for i, (topic, payload) in enumerate(messages, 1):
-            writer.write(_publish(i, topic, payload))
-            pending.add(i)
-        await writer.drain()
-        while pending:
-            first, body = await asyncio.wait_for(_read_packet(reader), TIMEOUT_S)
-            if first >> 4 == 4 and len(body) >= 2:  # PUBACK
-                pending.discard(struct.unpack("!H", body[:2])[0])
-        writer.write(disconnect_packet(0, v5=False))
-        await writer.drain()
-    finally:
-        writer.close()
+    publisher = Publisher(url, client_id=CLIENT_ID, connect_timeout_s=TIMEOUT_S)
+    async with publisher:
+        await publisher.publish(messages, retain=True)
+        await publisher.wait_acked(TIMEOUT_S)
 
 
 def webhook_session() -> aiohttp.ClientSession:

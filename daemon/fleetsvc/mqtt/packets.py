@@ -1,8 +1,8 @@
-"""The MQTT 3.1.1 / 5.0 packets a QoS 1 subscriber needs, encoded and decoded by hand.
+"""The MQTT 3.1.1 / 5.0 packets our clients send, encoded by hand.
 
-Only what fleetd uses: CONNECT/CONNACK, SUBSCRIBE/SUBACK, PUBLISH in, PUBACK out,
-PINGREQ/PINGRESP, DISCONNECT. Pure functions over bytes, so they are unit-tested directly;
-`reader.py` frames and checks what the broker sends.
+Only what fleet-telemetry uses: CONNECT, SUBSCRIBE, PUBLISH and PUBACK (both ways), PINGREQ,
+DISCONNECT. Pure functions over bytes, so they are unit-tested directly; `reader.py` frames and
+checks what the broker sends.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def decode_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, i
     raise ProtocolError("variable byte integer longer than 4 bytes")
 
 
-def _string(s: str | bytes) -> bytes:
+def mqtt_string(s: str | bytes) -> bytes:
+    """A UTF-8 string (or binary data) with its two-byte length, as MQTT encodes both."""
     raw = s.encode() if isinstance(s, str) else s
     return _U16.pack(len(raw)) + raw
 
@@ -73,22 +74,25 @@ def connect_packet(
     session_expiry_s: int = 0,
     receive_maximum: int = 65535,
     maximum_packet_bytes: int = 0,
+    clean: bool = False,
 ) -> bytes:
-    """CONNECT for a durable session: clean session/start off, fixed client id. In v5 a
+    """CONNECT. By default for a durable session (clean session/start off, a fixed client id:
+    fleetd); `clean=True` for a client that keeps no state at the broker (a publisher). In v5 a
     non-zero `maximum_packet_bytes` asks the broker to send nothing larger."""
     flags = (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
-    body = bytearray(_string("MQTT"))
+    flags |= 0x02 if clean else 0
+    body = bytearray(mqtt_string("MQTT"))
     body += bytes([5 if v5 else 4, flags]) + _U16.pack(keepalive_s)
     if v5:
         props = b"\x11" + struct.pack("!I", session_expiry_s) + b"\x21" + _U16.pack(receive_maximum)
         if maximum_packet_bytes:
             props += b"\x27" + struct.pack("!I", maximum_packet_bytes)
         body += encode_varint(len(props)) + props
-    body += _string(client_id)
+    body += mqtt_string(client_id)
     if username is not None:
-        body += _string(username)
+        body += mqtt_string(username)
     if password is not None:
-        body += _string(password)
+        body += mqtt_string(password)
     return _packet(CONNECT << 4, bytes(body))
 
 
@@ -98,7 +102,7 @@ def subscribe_packet(packet_id: int, filters: tuple[str, ...], *, v5: bool, qos:
     if v5:
         body += b"\x00"  # no properties
     for f in filters:
-        body += _string(f) + bytes([qos])
+        body += mqtt_string(f) + bytes([qos])
     return _packet((SUBSCRIBE << 4) | 0x02, bytes(body))
 
 
@@ -107,6 +111,29 @@ def disconnect_packet(reason_code: int, *, v5: bool) -> bytes:
     if not v5 or reason_code == 0:
         return DISCONNECT_PACKET
     return bytes([DISCONNECT << 4, 1, reason_code])
+
+
+def publish_first_byte(*, qos: int, retain: bool = False, dup: bool = False) -> int:
+    """The fixed header's first byte of a PUBLISH."""
+    return (PUBLISH << 4) | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
+
+
+def publish_packet(
+    topic: str,
+    payload: bytes,
+    *,
+    packet_id: int = 0,
+    qos: int = 1,
+    retain: bool = False,
+    v5: bool = False,
+) -> bytes:
+    """PUBLISH (QoS 0: no packet id; QoS 1: `packet_id` 1..65535); v5 with no properties."""
+    if qos not in (0, 1):
+        raise ValueError(f"QoS {qos}: only 0 and 1 are supported")
+    if qos and not 0 < packet_id < 65536:
+        raise ValueError(f"packet id {packet_id} out of 1..65535")
+    body = mqtt_string(topic) + (_U16.pack(packet_id) if qos else b"") + (b"\x00" if v5 else b"")
+    return _packet(publish_first_byte(qos=qos, retain=retain), body + payload)
 
 
 def puback_packet(packet_id: int) -> bytes:
@@ -130,10 +157,37 @@ def parse_connack(body: bytes) -> ConnAck:
 
 def connack_reason(code: int, *, v5: bool) -> str:
     """Human text for a refused CONNACK."""
-    v3 = {1: "unacceptable protocol version", 2: "client id rejected", 3: "server unavailable",
-          4: "bad username or password", 5: "not authorised"}  # fmt: skip
-    v5_codes = {0x01: "unacceptable protocol version (the broker speaks MQTT 3.1.1)",
-                0x84: "unsupported protocol version", 0x85: "client id not valid",
-                0x86: "bad username or password", 0x87: "not authorised",
-                0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned"}  # fmt: skip
+    v3 = {
+        1: "unacceptable protocol version",
+        2: "client id rejected",
+        3: "server unavailable",
+        4: "bad username or password",
+        5: "not authorised",
+    }
+    v5_codes = {
+        0x01: "unacceptable protocol version (the broker speaks MQTT 3.1.1)",
+        0x84: "unsupported protocol version",
+        0x85: "client id not valid",
+        0x86: "bad username or password",
+        0x87: "not authorised",
+        0x88: "server unavailable",
+        0x89: "server busy",
+        0x8A: "banned",
+    }
     return (v5_codes if v5 else v3).get(code, f"code {code:#x}")
+
+
+def puback_reason(code: int) -> str:
+    """Human text for an MQTT 5 PUBACK reason code (>= 0x80: the broker refused the message)."""
+    codes = {
+        0x00: "success",
+        0x10: "no matching subscribers",
+        0x80: "unspecified error",
+        0x83: "implementation specific error",
+        0x87: "not authorised",
+        0x90: "topic name invalid",
+        0x91: "packet identifier in use",
+        0x97: "quota exceeded",
+        0x99: "payload format invalid",
+    }
+    return codes.get(code, f"code {code:#x}")

@@ -1,11 +1,15 @@
-"""An incremental reader of what an MQTT broker sends a subscriber: bytes in, checked packets out.
+"""An incremental reader of what an MQTT broker sends a client: bytes in, checked packets out.
 
 Pure (no I/O, no clock): `feed()` appends whatever the socket gave, `next()` returns one whole
 packet or None until more bytes arrive. Nothing from the broker is trusted: every length is
-checked against the packet that holds it, reserved flags and packet types a client never
-receives are refused, and a packet larger than `max_packet_bytes` is never buffered. Any of
-these raises `ProtocolError` (and keeps raising it: the stream has lost its framing), which the
-subscriber answers with DISCONNECT and a reconnect.
+checked against the packet that holds it, reserved flags and packet types the client's role
+never receives are refused, and a packet larger than `max_packet_bytes` is never buffered. Any
+of these raises `ProtocolError` (and keeps raising it: the stream has lost its framing), which
+the client answers with DISCONNECT.
+
+Two roles. A subscriber (fleetd) receives CONNACK, SUBACK, PUBLISH, PINGRESP and DISCONNECT; a
+publisher (alert delivery, the simulator) CONNACK, PUBACK, PINGRESP and DISCONNECT, and a
+PUBLISH is a protocol error for it (it subscribes to nothing).
 
 One exception to "refuse": a PUBLISH that is only too large is well framed, and refusing it would
 make the broker redeliver it on every reconnect forever (MQTT 3.1.1 has no way to tell the broker
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from fleetsvc.mqtt.packets import (
     CONNACK,
@@ -25,41 +29,90 @@ from fleetsvc.mqtt.packets import (
     PACKET_TOO_LARGE,
     PINGRESP,
     PROTOCOL_ERROR,
+    PUBACK,
     PUBLISH,
     SUBACK,
     ConnAck,
     ProtocolError,
 )
 
-_NAMES = {0: "reserved type 0", 1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK",
-          5: "PUBREC", 6: "PUBREL", 7: "PUBCOMP", 8: "SUBSCRIBE", 9: "SUBACK",
-          10: "UNSUBSCRIBE", 11: "UNSUBACK", 12: "PINGREQ", 13: "PINGRESP", 14: "DISCONNECT",
-          15: "AUTH"}  # fmt: skip
-_CONTROL = frozenset({CONNACK, SUBACK, PINGRESP, DISCONNECT})
+# Packet type names for errors, indexed by type (MQTT 2.1.2).
+_NAMES = (
+    "reserved type 0",
+    "CONNECT",
+    "CONNACK",
+    "PUBLISH",
+    "PUBACK",
+    "PUBREC",
+    "PUBREL",
+    "PUBCOMP",
+    "SUBSCRIBE",
+    "SUBACK",
+    "UNSUBSCRIBE",
+    "UNSUBACK",
+    "PINGREQ",
+    "PINGRESP",
+    "DISCONNECT",
+    "AUTH",
+)
+Role = Literal["subscriber", "publisher"]
+# The packets other than PUBLISH each role may receive.
+_CONTROL: dict[Role, frozenset[int]] = {
+    "subscriber": frozenset({CONNACK, SUBACK, PINGRESP, DISCONNECT}),
+    "publisher": frozenset({CONNACK, PUBACK, PINGRESP, DISCONNECT}),
+}
 
 # MQTT 5 property identifiers -> value type (MQTT 5.0 section 2.2.2.2).
 _BYTE, _TWO, _FOUR, _VARINT, _UTF8, _BINARY, _PAIR = range(7)
 _PROPERTY_TYPES = {
-    0x01: _BYTE, 0x02: _FOUR, 0x03: _UTF8, 0x08: _UTF8, 0x09: _BINARY, 0x0B: _VARINT,
-    0x11: _FOUR, 0x12: _UTF8, 0x13: _TWO, 0x15: _UTF8, 0x16: _BINARY, 0x17: _BYTE,
-    0x18: _FOUR, 0x19: _BYTE, 0x1A: _UTF8, 0x1C: _UTF8, 0x1F: _UTF8, 0x21: _TWO, 0x22: _TWO,
-    0x23: _TWO, 0x24: _BYTE, 0x25: _BYTE, 0x26: _PAIR, 0x27: _FOUR, 0x28: _BYTE, 0x29: _BYTE,
-    0x2A: _BYTE,
-}  # fmt: skip
+    0x01: _BYTE,  # Payload Format Indicator
+    0x02: _FOUR,  # Message Expiry Interval
+    0x03: _UTF8,  # Content Type
+    0x08: _UTF8,  # Response Topic
+    0x09: _BINARY,  # Correlation Data
+    0x0B: _VARINT,  # Subscription Identifier
+    0x11: _FOUR,  # Session Expiry Interval
+    0x12: _UTF8,  # Assigned Client Identifier
+    0x13: _TWO,  # Server Keep Alive
+    0x15: _UTF8,  # Authentication Method
+    0x16: _BINARY,  # Authentication Data
+    0x17: _BYTE,  # Request Problem Information
+    0x18: _FOUR,  # Will Delay Interval
+    0x19: _BYTE,  # Request Response Information
+    0x1A: _UTF8,  # Response Information
+    0x1C: _UTF8,  # Server Reference
+    0x1F: _UTF8,  # Reason String
+    0x21: _TWO,  # Receive Maximum
+    0x22: _TWO,  # Topic Alias Maximum
+    0x23: _TWO,  # Topic Alias
+    0x24: _BYTE,  # Maximum QoS
+    0x25: _BYTE,  # Retain Available
+    0x26: _PAIR,  # User Property
+    0x27: _FOUR,  # Maximum Packet Size
+    0x28: _BYTE,  # Wildcard Subscription Available
+    0x29: _BYTE,  # Subscription Identifier Available
+    0x2A: _BYTE,  # Shared Subscription Available
+}
 # Which properties each packet may carry. Topic Alias (0x23) is absent from PUBLISH: we never
 # announce a Topic Alias Maximum, so a broker must not use aliases toward us.
 _ALLOWED_PROPERTIES = {
     PUBLISH: frozenset({0x01, 0x02, 0x03, 0x08, 0x09, 0x0B, 0x26}),
-    CONNACK: frozenset({0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, 0x24,
-                        0x25, 0x26, 0x27, 0x28, 0x29, 0x2A}),
+    # 0x24-0x2A: Maximum QoS ... Shared Subscription Available
+    CONNACK: frozenset(
+        {0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, *range(0x24, 0x2B)}
+    ),
     SUBACK: frozenset({0x1F, 0x26}),
+    PUBACK: frozenset({0x1F, 0x26}),
     DISCONNECT: frozenset({0x11, 0x1C, 0x1F, 0x26}),
-}  # fmt: skip
+}
 _REPEATABLE = frozenset({0x0B, 0x26})
 _SERVER_KEEP_ALIVE, _REASON_STRING = 0x13, 0x1F
 _SUBACK_CODES_V3 = frozenset({0x00, 0x01, 0x02, 0x80})
-_SUBACK_CODES_V5 = frozenset({0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1,
-                              0xA2})  # fmt: skip
+_SUBACK_CODES_V5 = frozenset(
+    {0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2}
+)
+# MQTT 5 PUBACK reason codes (3.4.2.1); 0x10 "no matching subscribers" is a success.
+_PUBACK_CODES_V5 = frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99})
 _U16 = struct.Struct("!H")
 
 
@@ -72,6 +125,14 @@ class Publish(NamedTuple):
     packet_id: int  # 0 for QoS 0
     qos: int
     size: int = 0
+
+
+class PubAck(NamedTuple):
+    """The broker has our QoS 1 message `packet_id`; in MQTT 5 a `reason_code` >= 0x80 says it
+    refused it (0 in MQTT 3.1.1, which cannot refuse)."""
+
+    packet_id: int
+    reason_code: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,15 +152,19 @@ class PingResp:
     pass
 
 
-Packet = Publish | ConnAck | SubAck | Disconnect | PingResp
+Packet = Publish | PubAck | ConnAck | SubAck | Disconnect | PingResp
 
 
 class PacketReader:
-    """Frames and checks the broker's byte stream for one connection."""
+    """Frames and checks the broker's byte stream for one connection of a client in `role`."""
 
-    def __init__(self, *, v5: bool, max_packet_bytes: int) -> None:
+    def __init__(self, *, v5: bool, max_packet_bytes: int, role: Role = "subscriber") -> None:
         self.v5 = v5
         self.max_packet_bytes = max_packet_bytes
+        self._control = _CONTROL[role]
+        # The PUBLISH packet type where a PUBLISH is welcome, else a type no packet has: the
+        # subscriber's hot path compares with it exactly as it compared with PUBLISH before.
+        self._publish_kind = PUBLISH if role == "subscriber" else -1
         self._buf = bytearray()
         self._pos = 0  # bytes of _buf already returned as packets
         self._skip = 0  # bytes of an oversized PUBLISH still to arrive and be dropped
@@ -138,7 +203,7 @@ class PacketReader:
             return None
         first = buf[pos]
         kind, flags = first >> 4, first & 0x0F
-        if kind == PUBLISH:
+        if kind == self._publish_kind:
             qos = (flags >> 1) & 0x03
             if qos == 3:
                 raise ProtocolError("PUBLISH with QoS 3")
@@ -146,7 +211,7 @@ class PacketReader:
                 raise ProtocolError("PUBLISH with QoS 2 on a QoS 1 subscription", PROTOCOL_ERROR)
             if qos == 0 and flags & 0x08:
                 raise ProtocolError("QoS 0 PUBLISH with the DUP flag set")
-        elif kind not in _CONTROL:
+        elif kind not in self._control:
             raise ProtocolError(f"unexpected {_NAMES[kind]} packet from the broker", PROTOCOL_ERROR)
         elif flags:
             raise ProtocolError(f"{_NAMES[kind]} with reserved flags {flags:#x}")
@@ -180,6 +245,8 @@ class PacketReader:
         self._pos = end
         if kind == PUBLISH:
             return self._publish(i, end, flags)
+        if kind == PUBACK:
+            return self._puback(i, end)
         body = bytes(buf[i:end])
         if kind == CONNACK:
             return self._connack(body)
@@ -252,6 +319,28 @@ class PacketReader:
         self._pos = min(end, n)
         self._skip = end - self._pos
         return Publish(topic, b"", mid, qos, size)
+
+    # --- PUBACK (a publisher's) -----------------------------------------------------------
+
+    def _puback(self, i: int, end: int) -> PubAck:
+        buf = self._buf
+        length = end - i
+        if length < 2 or (not self.v5 and length != 2):
+            raise ProtocolError(f"PUBACK of {length} bytes")
+        packet_id = (buf[i] << 8) | buf[i + 1]
+        if not packet_id:
+            raise ProtocolError("PUBACK for packet id 0")
+        if length == 2:
+            return PubAck(packet_id)
+        code = buf[i + 2]
+        if code not in _PUBACK_CODES_V5:
+            raise ProtocolError(f"PUBACK with reason code {code:#04x}")
+        if length > 3:
+            size, p = _varint(buf, i + 3, end, "PUBACK property length")
+            if p + size != end:
+                raise ProtocolError("PUBACK properties do not fill the packet")
+            _properties(buf, p, end, PUBACK)
+        return PubAck(packet_id, code)
 
     # --- control packets ----------------------------------------------------------------------
 
