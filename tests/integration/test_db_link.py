@@ -258,6 +258,8 @@ async def test_a_silently_cut_database_link_loses_nothing_and_is_noticed_and_rec
         f"{healthy_again - restore_mono:.1f} s after the link returned"
     )
     assert noticed - cut_mono <= NOTICED_WITHIN_S + MARGIN_S, reason
+    # The reason says what happened: the kernel gave up on the socket, or the write timed out.
+    assert "Connection timed out" in reason or "no answer within" in reason, reason
     assert lingering == 0
     # Each writer reconnected after the link returned, and soon.
     connects = [e for e in _events(log, "database_writer_connected") if _wall(e) > cut_wall]

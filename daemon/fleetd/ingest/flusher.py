@@ -245,11 +245,16 @@ class Flusher:
 
 def _reason(exc: BaseException) -> str:
     """`Class: message`, with the OS error underneath when the message alone says little
-    ("connection was closed in the middle of operation")."""
+    ("connection was closed in the middle of operation", or a transaction's exit on a closed
+    connection after the socket timed out)."""
     text = f"{exc.__class__.__name__}: {exc}".rstrip(": ")
-    cause = exc.__cause__
-    if isinstance(cause, OSError) and str(cause):
-        text += f" ({cause.__class__.__name__}: {cause})"
+    seen: set[int] = set()
+    below = exc.__cause__ or exc.__context__
+    while below is not None and id(below) not in seen:
+        seen.add(id(below))
+        if isinstance(below, OSError) and str(below):
+            return f"{text} ({below.__class__.__name__}: {below})"
+        below = below.__cause__ or below.__context__
     return text
 
 
