@@ -419,7 +419,7 @@ async def test_fleetctl_serve_refuses_bad_parameters_and_foreign_hosts(
         status, body = await get_json(port, "/v1/current/all", headers={"Host": "rebind.example"})
         assert status == 400
         status, headers, _ = await get(port, "/")
-        assert status == 200
+        assert (status, headers["Content-Type"]) == (200, "text/html; charset=utf-8")
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
 

@@ -87,7 +87,7 @@ class ApiService:
         page = static_dir() / "index.html"
 
         async def index(_call: Call) -> web.StreamResponse:
-            return web.FileResponse(page)
+            return web.FileResponse(page, headers={"Content-Type": "text/html; charset=utf-8"})
 
         self.server = HttpServer(
             config.addr,

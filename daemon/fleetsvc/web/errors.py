@@ -1,6 +1,6 @@
-"""One mapping from errors to HTTP answers, as a middleware: every failure a route can have
-becomes `{"error": "<one line>"}` with its status, and anything unforeseen a 500 that names
-nothing (the traceback goes to the log, never to the caller)."""
+"""One mapping from errors to HTTP answers (used by the server's one middleware): every
+failure a route can have becomes `{"error": "<one line>"}` with its status, and anything
+unforeseen a 500 that names nothing (the traceback goes to the log, never to the caller)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Mapping
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from fleetsvc.web.responses import json_response
 
@@ -67,30 +66,24 @@ def _status_of(exc: Exception, statuses: Mapping[type[Exception], int]) -> int |
     return None
 
 
-def error_middleware(server: str, statuses: Mapping[type[Exception], int]) -> Middleware:
-    """The middleware mapping errors to answers. `statuses` adds the application's own
+def error_response(
+    request: web.Request, exc: Exception, server: str, statuses: Mapping[type[Exception], int]
+) -> web.Response:
+    """The answer to an exception a request raised. `statuses` adds the application's own
     exception classes (e.g. an unknown device -> 404); their text must be fit to show."""
-
-    @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except HttpError as exc:
-            return json_response(exc.status, {"error": exc.message}, headers=exc.headers)
-        except web.HTTPException as exc:  # the router's 404 and 405, static files' 403
-            headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-            if exc.status == 404:
-                body = {"error": "not found", "path": request.path}
-            elif exc.status == 405:
-                body = {"error": f"method {request.method} not allowed"}
-            else:
-                body = {"error": exc.reason.lower()}
-            return json_response(exc.status, body, headers=headers)
-        except Exception as exc:
-            status = _status_of(exc, statuses)
-            if status is None:
-                log.exception("http_handler_failed", server=server, path=request.path)
-                return json_response(500, {"error": "internal error (logged by the server)"})
-            return json_response(status, {"error": one_line(exc)})
-
-    return errors
+    if isinstance(exc, HttpError):
+        return json_response(exc.status, {"error": exc.message}, headers=exc.headers)
+    if isinstance(exc, web.HTTPException):  # the router's 404 and 405, static files' 403
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        if exc.status == 404:
+            body = {"error": "not found", "path": request.path}
+        elif exc.status == 405:
+            body = {"error": f"method {request.method} not allowed"}
+        else:
+            body = {"error": exc.reason.lower()}
+        return json_response(exc.status, body, headers=headers)
+    status = _status_of(exc, statuses)
+    if status is None:
+        log.exception("http_handler_failed", server=server, path=request.path)
+        return json_response(500, {"error": "internal error (logged by the server)"})
+    return json_response(status, {"error": one_line(exc)})

@@ -19,11 +19,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 
+from fleetsvc.web.security import HEADERS
+
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn (4096 on current kernels)
 RECEIVE_BUFFER_BYTES = 4 * 1024  # the kernel doubles it for its own bookkeeping
 _BUSY = b'{"error":"too many connections"}\n'
 BUSY_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"X-Content-Type-Options: nosniff\r\n"
     b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s" % (len(_BUSY), _BUSY)
 )
 
@@ -79,7 +82,9 @@ class _Handler(web.RequestHandler):
         else:
             error = "malformed HTTP request"
         body = b'{"error":"%s"}\n' % error.encode()
-        response = web.Response(status=status, body=body, content_type="application/json")
+        response = web.Response(
+            status=status, body=body, content_type="application/json", headers=HEADERS
+        )
         response.force_close()
         return response
 

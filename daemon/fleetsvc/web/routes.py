@@ -55,8 +55,10 @@ class Route:
         """The aiohttp handler: parameters read and checked, then the route's handler."""
 
         async def endpoint(request: web.Request) -> web.StreamResponse:
-            args = read_params(self.params, request.match_info, request.query)
+            args = read_params(self.params, request.match_info, request.query) if params else {}
             return await self.handler(Call(request, args))
+
+        params = self.params
 
         return endpoint
 

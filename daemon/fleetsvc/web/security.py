@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Collection
+import mimetypes
+from collections.abc import Callable, Collection
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
 
 from fleetsvc.web.errors import BadRequestError, UnauthorizedError
 
@@ -47,22 +47,21 @@ def host_name(header: str) -> str:
     return header.rsplit(":", 1)[0].lower() if header.count(":") == 1 else header.lower()
 
 
-def access_middleware(
+def access_check(
     allowed: Collection[str] | None,
     token: str | None,
     public: Collection[web.AbstractResource],
-) -> Middleware | None:
-    """Who gets an answer, in one middleware (each one more is a coroutine per request):
-    with `allowed`, the Host must be one of those names or a loopback address (aiohttp's parser
-    already refuses an HTTP/1.1 request without Host); with a `token`, every route but the
-    public ones needs `Authorization: Bearer <token>` (compared in constant time), unknown
-    paths too, so they reveal nothing. None when there is nothing to check."""
+) -> Callable[[web.Request], None] | None:
+    """Who gets an answer: with `allowed`, the Host must be one of those names or a loopback
+    address (aiohttp's parser already refuses an HTTP/1.1 request without Host); with a
+    `token`, every route but the public ones needs `Authorization: Bearer <token>` (compared
+    in constant time), unknown paths too, so they reveal nothing. The check raises an
+    HttpError; None when there is nothing to check."""
     if allowed is None and token is None:
         return None
     expected = token.encode() if token else None
 
-    @web.middleware
-    async def access(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def check(request: web.Request) -> None:
         if allowed is not None:
             value = request.headers.get(hdrs.HOST, "").strip()
             if not value:
@@ -81,19 +80,23 @@ def access_middleware(
                     "missing or wrong bearer token (Authorization: Bearer <FLEET_API_TOKEN>)",
                     headers=CHALLENGE,
                 )
-        return await handler(request)
 
-    return access
+    return check
 
 
-async def add_headers(_request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the browser-facing headers, no caching unless a route said, and
-    UTF-8 named on text files (the static handler guesses the type from the system's
-    mime.types, which may still say application/javascript: RFC 9239 says text/javascript)."""
+def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The browser-facing headers, no caching unless a route said, and for a file its type
+    named from its path with UTF-8 on text (so the static handler does not guess it from the
+    system's mime.types, which may still say application/javascript: RFC 9239 says
+    text/javascript)."""
     response.headers.update(HEADERS)
     response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
-    if isinstance(response, web.FileResponse):  # only files have a guessed type
-        if response.content_type == "application/javascript":
-            response.content_type = "text/javascript"
-        if response.content_type.startswith("text/") and response.charset is None:
-            response.charset = "utf-8"
+    if isinstance(response, web.FileResponse) and hdrs.CONTENT_TYPE not in response.headers:
+        kind = mimetypes.guess_type(request.path)[0]
+        if kind is not None:  # else the file's own name decides, in aiohttp
+            response.content_type = _JAVASCRIPT.get(kind, kind)
+            if kind.startswith("text/") or kind in _JAVASCRIPT:
+                response.charset = "utf-8"
+
+
+_JAVASCRIPT = {"application/javascript": "text/javascript"}

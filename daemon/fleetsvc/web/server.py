@@ -18,10 +18,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from fleetsvc.web.errors import error_middleware
 from fleetsvc.web.listener import CappedSite, listen_socket
+from fleetsvc.web.middleware import guard
 from fleetsvc.web.routes import Route, add_routes
-from fleetsvc.web.security import access_middleware, add_headers, is_loopback
+from fleetsvc.web.security import access_check, is_loopback
 
 log = structlog.get_logger("fleet.http")
 
@@ -92,21 +92,20 @@ class HttpServer:
         self._closers.append(closer)
 
     def app(self, host: str) -> web.Application:
-        """The aiohttp application: routes, static directories and the middlewares, outermost
-        first: errors -> access (Host allow-list, token)."""
+        """The aiohttp application: routes, static directories and the one middleware (access,
+        errors, headers)."""
         public: set[web.AbstractResource] = set()
         allowed: frozenset[str] | None = (
             None if self._token or not is_loopback(host) else frozenset()
         )
-        middlewares = [error_middleware(self.name, self._error_statuses)]
-        access = access_middleware(allowed, self._token, public)
-        if access is not None:
-            middlewares.append(access)
-        app = web.Application(middlewares=middlewares, client_max_size=self._max_body_bytes)
+        access = access_check(allowed, self._token, public)
+        app = web.Application(
+            middlewares=[guard(self.name, self._error_statuses, access)],
+            client_max_size=self._max_body_bytes,
+        )
         public |= add_routes(app, self.routes)
         for prefix, directory in self._static.items():
             public.add(app.router.add_static(prefix, directory, follow_symlinks=False))
-        app.on_response_prepare.append(add_headers)
         return app
 
     async def run(self) -> None:
