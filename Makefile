@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 AEDES := tests/brokers/aedes
 AEDES_STAMP := $(AEDES)/node_modules/.installed
 
-.PHONY: test lint typecheck pytest rules static demo bench bench-quick sysdeps bench-sysdeps brokers venv clean
+.PHONY: test lint typecheck pytest rules static demo bench bench-quick demo-sysdeps sysdeps \
+	bench-sysdeps brokers venv clean
 
 venv: $(STAMP)
 
@@ -24,25 +25,25 @@ $(STAMP): pyproject.toml simulator/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' -e ./simulator
 	@touch $(STAMP)
 
-# PostgreSQL (initdb, pg_ctl, postgres), Mosquitto, nats-server (a three-node MQTT cluster for
-# the failover test), Node.js (for the aedes test broker) and
-# promtool (Debian's prometheus, for the alert rules), Chromium (the dashboard's test) and ip +
-# iptables (the tests that cut links inside network namespaces) and wrk (the bench's HTTP stage)
-# must exist; install them when root.
-sysdeps:
+# System packages, each as PACKAGE:COMMAND (the command proves the package is there; found on
+# PATH, in /usr/sbin, /sbin or /usr/lib/postgresql/*/bin). Missing ones are installed when root,
+# else the exact apt-get command is printed. `make demo` needs only the first list: PostgreSQL,
+# Mosquitto and Node.js + npm (the dashboard's assets). `make test` adds mosquitto_sub, openssl
+# (TLS tests), promtool (Debian's prometheus, the alert rules), Chromium (the dashboard's test),
+# wrk (the bench's HTTP stage), ip + iptables (links cut inside network namespaces) and
+# nats-server (a three-node MQTT cluster for the failover test); `make bench` adds RabbitMQ.
+DEMO_SYSDEPS := postgresql:initdb mosquitto:mosquitto nodejs:node npm:npm
+TEST_SYSDEPS := mosquitto-clients:mosquitto_sub openssl:openssl prometheus:promtool \
+	chromium:chromium wrk:wrk iproute2:ip iptables:iptables nats-server:nats-server
+BENCH_SYSDEPS := rabbitmq-server:rabbitmq-server
+
+define install_missing
 	@missing=""; \
-	 { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || missing="$$missing postgresql"; \
-	 { command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } || missing="$$missing mosquitto"; \
-	 command -v mosquitto_sub >/dev/null || missing="$$missing mosquitto-clients"; \
-	 command -v node >/dev/null || missing="$$missing nodejs"; \
-	 command -v npm >/dev/null || missing="$$missing npm"; \
-	 command -v openssl >/dev/null || missing="$$missing openssl"; \
-	 command -v promtool >/dev/null || missing="$$missing prometheus"; \
-	 command -v chromium >/dev/null || missing="$$missing chromium"; \
-	 command -v wrk >/dev/null || missing="$$missing wrk"; \
-	 { command -v ip >/dev/null || test -x /usr/sbin/ip || test -x /sbin/ip; } || missing="$$missing iproute2"; \
-	 { command -v iptables >/dev/null || test -x /usr/sbin/iptables; } || missing="$$missing iptables"; \
-	 { command -v nats-server >/dev/null || test -x /usr/sbin/nats-server; } || missing="$$missing nats-server"; \
+	 for dep in $(1); do \
+	   pkg=$${dep%%:*}; cmd=$${dep#*:}; \
+	   command -v $$cmd >/dev/null || test -x /usr/sbin/$$cmd || test -x /sbin/$$cmd \
+	     || ls /usr/lib/postgresql/*/bin/$$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	 done; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ]; then \
 	     echo "installing:$$missing"; \
@@ -52,6 +53,13 @@ sysdeps:
 	     echo "run: sudo apt-get install -y$$missing"; exit 1; \
 	   fi; \
 	 fi
+endef
+
+demo-sysdeps:
+	$(call install_missing,$(DEMO_SYSDEPS))
+
+sysdeps: demo-sysdeps
+	$(call install_missing,$(TEST_SYSDEPS))
 
 # The dashboard's charting library and the API docs page's Swagger UI, from npm
 # (web/package-lock.json) into the package: vendored at build time, never fetched from a CDN at
@@ -61,7 +69,7 @@ VENDOR := daemon/fleetctl/api/static/vendor
 SWAGGER := web/node_modules/swagger-ui-dist
 static: $(VENDOR)/uPlot.iife.min.js $(VENDOR)/swagger-ui-bundle.js
 
-$(VENDOR)/uPlot.iife.min.js $(VENDOR)/swagger-ui-bundle.js &: web/package.json web/package-lock.json | sysdeps
+$(VENDOR)/uPlot.iife.min.js $(VENDOR)/swagger-ui-bundle.js &: web/package.json web/package-lock.json | demo-sysdeps
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error --prefix web
 	mkdir -p $(VENDOR)
 	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
@@ -70,7 +78,7 @@ $(VENDOR)/uPlot.iife.min.js $(VENDOR)/swagger-ui-bundle.js &: web/package.json w
 # aedes from npm: the second MQTT broker implementation the ingest tests run against.
 brokers: $(AEDES_STAMP)
 
-$(AEDES_STAMP): $(AEDES)/package.json $(AEDES)/package-lock.json | sysdeps
+$(AEDES_STAMP): $(AEDES)/package.json $(AEDES)/package-lock.json | demo-sysdeps
 	npm ci --no-audit --no-fund --loglevel=error --prefix $(AEDES)
 	@touch $@
 
@@ -91,19 +99,12 @@ rules: sysdeps
 	promtool check rules config/prometheus/fleet-rules.yml
 	cd config/prometheus && promtool test rules fleet-rules.test.yml
 
-demo: venv sysdeps static
-	$(BIN)/python -m fleet_harness.demo
+demo: venv demo-sysdeps static
+	$(BIN)/python -m fleetsim.demo
 
 # The bench's small-window stage runs a private RabbitMQ (its MQTT plugin ships with it).
 bench-sysdeps: sysdeps
-	@command -v rabbitmq-server >/dev/null || test -x /usr/sbin/rabbitmq-server || { \
-	   if [ "$$(id -u)" = 0 ]; then \
-	     echo "installing: rabbitmq-server"; \
-	     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server; \
-	   else \
-	     echo "missing system package: rabbitmq-server"; \
-	     echo "run: sudo apt-get install -y rabbitmq-server"; exit 1; \
-	   fi; }
+	$(call install_missing,$(BENCH_SYSDEPS))
 
 bench: venv bench-sysdeps
 	$(BIN)/python -m fleetsim.bench --json bench-results.json

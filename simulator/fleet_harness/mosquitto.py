@@ -116,6 +116,10 @@ class MosquittoServer(ThrowawayServer):
             [find_mosquitto(), "-c", str(self._conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Like PostgreSQL's pg_ctl (setsid): a Ctrl-C at the terminal reaches the program
+            # that owns the broker, which stops it in order (the demo: simulator, fleetd, then
+            # the broker), instead of killing it under its clients.
+            process_group=0,
         )
         try:
             wait_for_port(self.port)

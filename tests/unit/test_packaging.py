@@ -3,7 +3,9 @@ fleetctl (fleetctl may use fleetd's validation and writer: no cycle), the shared
 (fleetsvc: HTTP, the MQTT codec, logging) import neither, and nothing installed for production
 imports the simulator, the test harness, the benchmark or paho-mqtt. Inside fleetctl, packages
 by job: the reports (analytics) import none of the others, alerts and admin build on analytics
-only, the HTTP API on analytics, alerts and admin, and only the CLI sees everything."""
+only, the HTTP API on analytics, alerts and admin, and only the CLI sees everything. The test
+harness (throwaway servers) imports none of the project's packages: the demo and the benchmark,
+which run the apps, live in fleetsim."""
 
 from __future__ import annotations
 
@@ -51,10 +53,10 @@ def _modules(path: Path) -> set[str]:
     return names
 
 
-def _imports(package: str) -> dict[str, set[str]]:
-    """Top-level names each module of daemon/<package> imports."""
+def _imports(package: str, root: str = "daemon") -> dict[str, set[str]]:
+    """Top-level names each module of <root>/<package> imports."""
     found: dict[str, set[str]] = {}
-    for path in sorted((REPO / "daemon" / package).rglob("*.py")):
+    for path in sorted((REPO / root / package).rglob("*.py")):
         names: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -79,6 +81,13 @@ def test_the_production_distribution_holds_only_fleetd_fleetctl_and_what_they_sh
 def test_production_code_imports_nothing_it_does_not_ship(package: str) -> None:
     for module, names in _imports(package).items():
         assert not names & {*NOT_IN_PRODUCTION, *FORBIDDEN[package]}, module
+
+
+def test_the_harness_holds_only_throwaway_servers() -> None:
+    """fleet_harness starts PostgreSQL, brokers and network namespaces from the machine's
+    binaries (asyncpg and paho-mqtt to talk to them); it needs none of the apps' code."""
+    for module, names in _imports("fleet_harness", root="simulator").items():
+        assert not names & {*PRODUCTION, "fleetsim"}, module
 
 
 @pytest.mark.parametrize("job", sorted(FLEETCTL_FORBIDDEN))
