@@ -25,6 +25,7 @@ from fleetd.metrics import Metrics
 from fleetd.mqtt.subscriber import MqttSubscriber
 from fleetd.ops import health
 from fleetd.settings import Settings
+from fleetd.summary import SUMMARY_INTERVAL_S, Waiting, summary_loop
 
 log = structlog.get_logger("fleetd")
 
@@ -34,8 +35,15 @@ SHUTDOWN_GRACE_S = 8.0  # systemd and tests expect exit within 10 s of SIGTERM
 class Daemon:
     """Subscribe, validate, batch, write, ack. `run()` until `request_stop()`."""
 
-    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        summary_interval_s: float = SUMMARY_INTERVAL_S,
+    ) -> None:
         self.settings = settings
+        self.summary_interval_s = summary_interval_s
         self.metrics = metrics or Metrics()
         self.counters = Counters()
         self.ready = asyncio.Event()
@@ -116,6 +124,14 @@ class Daemon:
         """How long the oldest running flush has been in its transaction (0 when none)."""
         return self.flushing.oldest_age_s(now)
 
+    def waiting(self) -> Waiting:
+        """Messages not acked yet (buffered or in a running transaction) and the oldest's age:
+        the oldest buffered message's wait, or the oldest transaction's, its messages being at
+        least that old."""
+        now = time.monotonic()
+        oldest = max(self.batcher.oldest_age_s(now), self.oldest_flush_age_s(now))
+        return Waiting(len(self.batcher) + self.in_flight, oldest)
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def request_stop(self) -> None:
@@ -134,18 +150,28 @@ class Daemon:
                 upkeep = tg.create_task(
                     maintenance_loop(self.settings, self.flusher), name="maintenance"
                 )
+                summary = tg.create_task(
+                    summary_loop(self.counters, self.waiting, interval_s=self.summary_interval_s),
+                    name="summary",
+                )
                 extra = [tg.create_task(c(self), name="companion") for c in self.companions]
                 await self._stopping.wait()
                 await self._shutdown(flush)
-                for task in (mqtt, upkeep, *extra):
+                for task in (mqtt, upkeep, summary, *extra):
                     task.cancel()
         finally:
             await self.flusher.close()
         c = self.counters
         log.info(
-            "stopped", received=c.received, written=c.written, rejected=c.rejected,
-            duplicates=c.duplicates, acked=c.acked, acks_skipped=c.acks_skipped, flushes=c.flushes,
-        )  # fmt: skip
+            "stopped",
+            received=c.received,
+            written=c.written,
+            rejected=c.rejected,
+            duplicates=c.duplicates,
+            acked=c.acked,
+            acks_skipped=c.acks_skipped,
+            flushes=c.flushes,
+        )
 
     async def maintain(self) -> None:
         """One round of hourly maintenance (partitions ahead, retention), now."""
@@ -195,7 +221,16 @@ class Daemon:
 
 
 def _loggable(settings: Settings) -> dict[str, object]:
-    keep = ("mqtt_url", "database_url", "client_id", "mqtt_protocol", "flush_interval_ms",
-            "flush_idle_ms", "batch_max_rows", "max_buffered_rows", "share_group")  # fmt: skip
+    keep = (
+        "mqtt_url",
+        "database_url",
+        "client_id",
+        "mqtt_protocol",
+        "flush_interval_ms",
+        "flush_idle_ms",
+        "batch_max_rows",
+        "max_buffered_rows",
+        "share_group",
+    )
     masked = settings.masked()
     return {k: masked[k] for k in keep}
