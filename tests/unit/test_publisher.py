@@ -239,3 +239,17 @@ async def test_qos0_needs_no_acks() -> None:
             await pub.wait_acked(1)
         await asyncio.sleep(0.05)
         assert broker.publishes[0] == packets.publish_packet("fleet/alerts/k/D0", b'{"i":0}', qos=0)
+
+
+async def test_mqtt5_receive_maximum_bounds_the_window() -> None:
+    connack = b"\x20\x06\x00\x00\x03\x21\x00\x05"  # Receive Maximum 5
+    async with (
+        Broker(lambda _n, _pid: b"", connack=connack).serving() as broker,
+        Publisher(broker.url, client_id="t", v5=True, window=100) as pub,
+    ):
+        task = asyncio.create_task(pub.publish(messages(8)))
+        await asyncio.sleep(0.2)
+        assert (pub.window, pub.sent, pub.outstanding) == (5, 5, 5)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -80,7 +80,7 @@ GOOD = [
         "v5 CONNACK with Server Keep Alive",
         True,
         pkt(0x20, b"\x00\x00" + props(b"\x13\x00\x0f", b"\x21\x00\x0a")),
-        packets.ConnAck(False, 0, 15),
+        packets.ConnAck(False, 0, 15, 10),
     ),
     ("v3-only broker refusing v5", True, b"\x20\x02\x00\x01", packets.ConnAck(False, 1)),
     ("v3 SUBACK", False, b"\x90\x04\x00\x01\x01\x80", SubAck(1, (1, 0x80))),
@@ -246,6 +246,12 @@ GOOD_FOR_A_PUBLISHER = [
         PubAck(2, 0x87),
     ),
     ("v5 CONNACK", True, b"\x20\x03\x00\x00\x00", packets.ConnAck(False, 0)),
+    (
+        "v5 CONNACK with Receive Maximum",
+        True,
+        pkt(0x20, b"\x00\x00" + props(b"\x21\x00\x14")),
+        packets.ConnAck(False, 0, None, 20),
+    ),
     ("v3 DISCONNECT", False, b"\xe0\x00", Disconnect(0)),
 ]
 BAD_FOR_A_PUBLISHER = [

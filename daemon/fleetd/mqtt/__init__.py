@@ -1,1 +1,2 @@
-"""MQTT side of fleetd: a lean asyncio subscriber of our own, acked after commit."""
+"""MQTT side of fleetd: a lean asyncio subscriber of our own, acked after commit (its codec is
+the shared fleetsvc.mqtt)."""

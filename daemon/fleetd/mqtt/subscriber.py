@@ -5,8 +5,9 @@ drops messages when its queue is full; paho-mqtt has manual acks, but its read p
 ~38 us per message with MQTT 3.1.1 and ~76 us with MQTT 5 here (one recv() per header byte, a
 threading.Condition and property objects per message), which alone caps the daemon near 13-26k
 messages/s. A subscriber needs few packets (CONNECT, SUBSCRIBE, PUBLISH in, PUBACK out, ping),
-so this module speaks them directly (`packets.py` builds, `reader.py` frames and checks): whole
-socket reads are parsed in one pass and the PUBACKs of a committed batch leave in one write.
+so this module speaks them with the shared codec (`fleetsvc.mqtt`: `packets` builds, `reader`
+frames and checks): whole socket reads are parsed in one pass and the PUBACKs of a committed
+batch leave in one write.
 Anything the reader cannot trust ends the connection with DISCONNECT (reason 0x81 in MQTT 5)
 and a reconnect, never an exception on the event loop.
 

@@ -143,16 +143,12 @@ def puback_packet(packet_id: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ConnAck:
+    """A CONNACK, as the reader returns it."""
+
     session_present: bool
     code: int  # 0 = accepted (v3 return code / v5 reason code)
     server_keepalive_s: int | None = None  # MQTT 5 Server Keep Alive: overrides ours
-
-
-def parse_connack(body: bytes) -> ConnAck:
-    """CONNACK variable header (the simulator's publisher; fleetd reads it in reader.py)."""
-    if len(body) < 2:
-        raise ProtocolError("short CONNACK")
-    return ConnAck(bool(body[0] & 0x01), body[1])
+    receive_maximum: int | None = None  # MQTT 5: QoS 1 messages we may have unacked at once
 
 
 def connack_reason(code: int, *, v5: bool) -> str:

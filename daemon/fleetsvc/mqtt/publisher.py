@@ -172,6 +172,11 @@ class Publisher:
             self._abort()
             reason = packets.connack_reason(ack.code, v5=self.v5)
             raise ConnectError(f"broker refused the connection: {reason}", code=ack.code)
+        # MQTT 5: the broker's Receive Maximum bounds our window, its Server Keep Alive our pings.
+        if ack.receive_maximum is not None:
+            self.window = min(self.window, ack.receive_maximum)
+        if ack.server_keepalive_s is not None:
+            self.keepalive_s = ack.server_keepalive_s
         self._room.set()
         if self.keepalive_s:
             self._ping = asyncio.create_task(self._keepalive(), name="mqtt-publisher-ping")

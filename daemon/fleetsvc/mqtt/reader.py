@@ -106,7 +106,7 @@ _ALLOWED_PROPERTIES = {
     DISCONNECT: frozenset({0x11, 0x1C, 0x1F, 0x26}),
 }
 _REPEATABLE = frozenset({0x0B, 0x26})
-_SERVER_KEEP_ALIVE, _REASON_STRING = 0x13, 0x1F
+_SERVER_KEEP_ALIVE, _REASON_STRING, _RECEIVE_MAXIMUM = 0x13, 0x1F, 0x21
 _SUBACK_CODES_V3 = frozenset({0x00, 0x01, 0x02, 0x80})
 _SUBACK_CODES_V5 = frozenset(
     {0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2}
@@ -350,7 +350,7 @@ class PacketReader:
             raise ProtocolError(f"CONNACK of {len(body)} bytes")
         if body[0] & 0xFE:
             raise ProtocolError(f"CONNACK with reserved flags {body[0]:#x}")
-        keepalive = None
+        keepalive = receive_maximum = None
         if self.v5 and len(body) > 2:
             length, p = _varint(body, 2, len(body), "CONNACK property length")
             if p + length != len(body):
@@ -358,7 +358,11 @@ class PacketReader:
             props = _properties(body, p, p + length, CONNACK)
             value = props.get(_SERVER_KEEP_ALIVE)
             keepalive = value if isinstance(value, int) else None
-        return ConnAck(bool(body[0] & 0x01), body[1], keepalive)
+            value = props.get(_RECEIVE_MAXIMUM)
+            receive_maximum = value if isinstance(value, int) else None
+            if receive_maximum == 0:
+                raise ProtocolError("CONNACK with Receive Maximum 0", PROTOCOL_ERROR)
+        return ConnAck(bool(body[0] & 0x01), body[1], keepalive, receive_maximum)
 
     def _suback(self, body: bytes) -> SubAck:
         if len(body) < 3:
