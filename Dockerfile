@@ -1,4 +1,14 @@
 # fleetd (and fleet-sim, fleetctl) in one image. Build: docker build -t fleet-telemetry .
+
+# The dashboard's assets (uPlot, Swagger UI) from web/'s npm lock, by the same step as `make
+# static` and the wheel's build hook (web/assets.py); only the files reach the image, not Node.
+FROM node:20-slim AS assets
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends python3 \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY web/package.json web/package-lock.json web/assets.py ./web/
+RUN python3 web/assets.py
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,10 +20,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Only what the wheels need (sql/ ships inside the first as fleetdb/sql, so `fleetd migrate` works).
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md hatch_build.py ./
+COPY web/package.json web/package-lock.json web/assets.py ./web/
 COPY daemon ./daemon
 COPY simulator ./simulator
 COPY sql ./sql
+# Present, so the build hook has nothing to do (this stage has no npm).
+COPY --from=assets /src/daemon/fleetctl/api/static/vendor ./daemon/fleetctl/api/static/vendor
 # fleet-telemetry (fleetd, fleetctl) and, for compose's simulator service, fleet-sim. A production
 # host installs only the first: pip install .
 RUN pip install . ./simulator && rm -rf /src

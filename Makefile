@@ -63,17 +63,14 @@ sysdeps: demo-sysdeps
 
 # The dashboard's charting library and the API docs page's Swagger UI, from npm
 # (web/package-lock.json) into the package: vendored at build time, never fetched from a CDN at
-# run time. No install scripts: the files are used as published (swagger-ui-dist's only script
-# is a usage-analytics ping).
+# run time, never committed. web/assets.py does it (npm ci, copy); the wheel's build hook
+# (hatch_build.py) runs the same step when the files are missing, so `pip install .` from a
+# clean clone ships them too.
 VENDOR := daemon/fleetctl/api/static/vendor
-SWAGGER := web/node_modules/swagger-ui-dist
 static: $(VENDOR)/uPlot.iife.min.js $(VENDOR)/swagger-ui-bundle.js
 
-$(VENDOR)/uPlot.iife.min.js $(VENDOR)/swagger-ui-bundle.js &: web/package.json web/package-lock.json | demo-sysdeps
-	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error --prefix web
-	mkdir -p $(VENDOR)
-	cp web/node_modules/uplot/dist/uPlot.iife.min.js web/node_modules/uplot/dist/uPlot.min.css $(VENDOR)/
-	cp $(SWAGGER)/swagger-ui-bundle.js $(SWAGGER)/swagger-ui.css $(VENDOR)/
+$(VENDOR)/uPlot.iife.min.js $(VENDOR)/swagger-ui-bundle.js &: web/package.json web/package-lock.json web/assets.py | demo-sysdeps
+	$(PYTHON) web/assets.py
 
 # aedes from npm: the second MQTT broker implementation the ingest tests run against.
 brokers: $(AEDES_STAMP)

@@ -10,6 +10,7 @@ which run the apps, live in fleetsim."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 import tomllib
@@ -104,10 +105,29 @@ def test_fleetctl_packages_import_only_what_their_job_needs(job: str) -> None:
 
 
 def test_the_dashboard_assets_ship_inside_the_api_package() -> None:
+    """Made by the build hook when missing (the wheel of a clean clone:
+    tests/integration/test_wheel_install.py), shipped in the wheel and the sdist."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
-    wheel = project["tool"]["hatch"]["build"]["targets"]["wheel"]
-    assert wheel["artifacts"] == ["daemon/fleetctl/api/static/vendor/*"]
+    build = project["tool"]["hatch"]["build"]
+    assert build["artifacts"] == ["daemon/fleetctl/api/static/vendor/*"]
+    assert "custom" in build["hooks"]
+    assert (REPO / "hatch_build.py").is_file()
     assert (REPO / "daemon" / "fleetctl" / "api" / "static" / "index.html").is_file()
+
+
+def test_without_npm_the_asset_build_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    spec = importlib.util.spec_from_file_location("web_assets", REPO / "web" / "assets.py")
+    assert spec is not None
+    assert spec.loader is not None
+    assets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(assets)
+    names = ["uPlot.iife.min.js", "uPlot.min.css", "swagger-ui-bundle.js", "swagger-ui.css"]
+    assert assets.missing(tmp_path) == names
+    monkeypatch.setattr(assets.shutil, "which", lambda _name: None)
+    with pytest.raises(assets.AssetsError, match=r"npm is needed .* apt-get install -y npm"):
+        assets.build(tmp_path)
 
 
 def test_the_cli_starts_without_the_reports_or_the_settings() -> None:

@@ -1,7 +1,8 @@
 """The dashboard page `fleetctl serve` answers at /: static files shipped in the package
-(fleetctl/api/static), the charting library vendored there by `make static` from npm (web/), so
-nothing is fetched from a CDN at run time. The files are served by aiohttp's static handler
-(which keeps paths inside the directory)."""
+(fleetctl/api/static), the charting library vendored there at build time from npm
+(web/assets.py, run by the wheel's build hook and `make static`), so nothing is fetched from a
+CDN at run time. The files are served by aiohttp's static handler (which keeps paths inside
+the directory)."""
 
 from __future__ import annotations
 

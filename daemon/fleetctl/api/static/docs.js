@@ -1,4 +1,4 @@
-// The API's docs page (/v1/docs): Swagger UI over /v1/openapi.json, vendored by `make static`.
+// The API's docs page (/v1/docs): Swagger UI over /v1/openapi.json, vendored at build time.
 // "Authorize" takes the bearer token for "Try it out"; it is kept in this page only.
 "use strict";
 
