@@ -22,13 +22,17 @@ from importlib.metadata import version
 from typing import NoReturn
 
 import asyncpg
+import structlog
 
 from fleetsim.direct import DirectSummary, backfill_direct
+from fleetsim.errors import SimError, database_error
 from fleetsim.model import floor_time, rfc3339_s
 from fleetsim.publisher import PublisherError
 from fleetsim.runner import DEFAULT_MQTT_URL, SimOptions, Summary, run_sim, status_line
 
 # ----------------------------------------------------------------------------- command line
+
+DEBUG_HELP = "on an error, the traceback instead of one line"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,9 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The `fleet-sim` argument parser."""
     parser = _Parser(prog="fleet-sim", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('fleet-sim')}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    # --debug after the command too; SUPPRESS so the command's default does not undo it.
+    debug = _Parser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="publish live telemetry")
+    run = sub.add_parser("run", help="publish live telemetry", parents=[debug])
     _fleet_args(run)
     _mqtt_args(run)
     t = run.add_argument_group("time")
@@ -105,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "backfill",
         help="D days of history as fast as possible (--direct: COPY into PostgreSQL, "
         "BYPASSING fleetd)",
+        parents=[debug],
     )
     _fleet_args(back)
     _mqtt_args(back)
@@ -229,22 +238,47 @@ async def _main_async(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `fleet-sim` console script."""
+    """Entry point of the `fleet-sim` console script. Exit codes: 0 done (or stopped by a
+    signal), 1 a server away or refusing, 2 a bad option, 130 interrupted twice."""
     args = build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return asyncio.run(_main_async(args))
-    except ValueError as exc:
-        print(f"fleet-sim: error: {exc}", file=sys.stderr)
-        return 2
-    except PublisherError as exc:
-        print(f"fleet-sim: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        print(f"fleet-sim: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:
+        if args.debug:
+            raise
+        code, line = _one_line(exc, args)
+        print(f"fleet-sim: {line}", file=sys.stderr)
+        return code
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("fleet-sim: interrupted", file=sys.stderr)
         return 130
+
+
+def _log_to_stderr() -> None:
+    """The publisher's events (a lost connection, a reconnect) as lines on stderr: stdout
+    carries --json. The stream is looked up per line (a test may swap it)."""
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+    )
+
+
+def _one_line(exc: Exception, args: argparse.Namespace) -> tuple[int, str]:
+    """(exit code, message) for an error: what the operator can act on, on one line."""
+    if isinstance(exc, ValueError):
+        return 2, f"error: {exc}"
+    if isinstance(exc, SimError | PublisherError):
+        return 1, str(exc)
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) and args.database_url:
+        return 1, str(database_error(args.database_url, exc))
+    if isinstance(exc, OSError | TimeoutError):
+        return 1, f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+    return 1, f"unexpected {exc.__class__.__name__}: {exc} (--debug shows the traceback)"
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ import asyncpg
 
 from fleetdb.partitions import PartitionCache
 from fleetdb.rollups import LEVELS, Kind, Level, ceil_to, floor_to, upsert_sql
+from fleetsim.errors import database_error
 from fleetsim.model import MICRO, Fleet, FleetConfig
+from fleetsvc.secrets import mask_url
 
 METER_COLUMNS = ("meter_id", "ts", "kwh_consumed_ac", "voltage", "received_at")
 VEHICLE_COLUMNS = ("vehicle_id", "ts", "soc", "kwh_delivered_dc", "battery_temp", "received_at")
@@ -112,11 +114,17 @@ class DirectSummary:
 
 
 async def _connect(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(
-        url,
-        timeout=10,
-        server_settings={"application_name": "fleet-sim-direct", "timezone": "UTC"},
-    )
+    """A connection, or SimError naming the database when it is away or refuses us."""
+    try:
+        return await asyncpg.connect(
+            url,
+            timeout=10,
+            server_settings={"application_name": "fleet-sim-direct", "timezone": "UTC"},
+        )
+    except ValueError as exc:  # asyncpg's ClientConfigurationError: the URL itself
+        raise ValueError(f"--database-url {mask_url(url)}: {exc}") from exc
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise database_error(url, exc) from exc
 
 
 async def write_assignments(conn: asyncpg.Connection, fleet: Fleet, valid_from: datetime) -> int:

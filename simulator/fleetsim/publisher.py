@@ -160,6 +160,13 @@ class MqttPublisher:
                 with contextlib.suppress(OSError):
                     await p.close()
 
+    async def abort(self) -> None:
+        """Close every connection without waiting for acknowledgements (after a failure:
+        close() would reconnect to wait for them, for max_reconnect_s more per connection)."""
+        for p in self._links:
+            with contextlib.suppress(OSError):
+                await p.close()
+
     async def _reconnect(self, i: int, lost: ConnectionLostError) -> None:
         """Replace connection `i` by a new one with the same client id, with backoff, and
         resend what the lost one left unacknowledged; PublisherError after max_reconnect_s."""

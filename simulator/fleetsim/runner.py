@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from fleetsim.direct import write_assignments_url
+from fleetsim.errors import check_mqtt_url
 from fleetsim.faults import FaultConfig, FaultInjector, Outgoing
 from fleetsim.model import Fleet, FleetConfig, floor_time, rfc3339_s
 from fleetsim.publisher import MqttPublisher
@@ -100,6 +102,10 @@ class SimOptions:
             raise ValueError("--connections must be >= 1")
         if not self.realtime and self.sim_hours is None and self.duration_s is None:
             raise ValueError("an unpaced run needs --sim-hours")
+        check_mqtt_url(self.mqtt_url)
+        if self.truth_path is not None and not Path(self.truth_path).parent.is_dir():
+            # Found now, not after the whole run when the file is written.
+            raise ValueError(f"--truth {self.truth_path}: no such directory")
 
 
 @dataclass
@@ -220,6 +226,7 @@ async def run_sim(
 
     status_task = asyncio.create_task(status_loop()) if on_status else None
     pacer: _Pacer = _Paced(pub, stop, options, start) if options.realtime else _AsFast(pub)
+    failed = True
     try:
         k = 0
         while (ticks is None or k < ticks) and not stop.is_set():
@@ -231,12 +238,14 @@ async def run_sim(
             summary.end = start + timedelta(seconds=k * interval)
         summary.interrupted = stop.is_set() and (ticks is None or k < ticks)
         await pub.publish(injector.flush())
+        failed = False
     finally:
         if status_task is not None:
             status_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await status_task
-        await pub.close()
+        # After a failure (the broker gone for good), waiting for acks would only repeat it.
+        await (pub.abort() if failed else pub.close())
         refresh()
     if options.truth_path:
         truth.write(
