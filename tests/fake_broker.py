@@ -13,8 +13,9 @@ from typing import Literal, cast
 from fleet_harness import free_port
 from fleetsvc.mqtt import packets
 
-Answer = Literal["hangup", "refuse", "accept", "close", "mute"]
-"""hangup: close before CONNACK; refuse: CONNACK "unacceptable protocol version"; accept:
+Answer = Literal["hangup", "refuse", "deny", "accept", "close", "mute"]
+"""hangup: close before CONNACK; refuse: CONNACK "unacceptable protocol version"; deny: CONNACK
+"not authorised" (0x87, 3.1.1: 0x05), as Mosquitto answers a wrong password; accept:
 CONNACK, SUBACK, PINGRESP; close: CONNACK then close at once; mute: CONNACK, SUBACK, then
 nothing more (the socket stays open and the kernel keeps acknowledging)."""
 
@@ -57,6 +58,10 @@ class ScriptedNode:
             return
         if what == "refuse":
             writer.write(b"\x20\x03\x00\x84\x00" if v5 else b"\x20\x02\x00\x01")
+            await writer.drain()
+            return
+        if what == "deny":
+            writer.write(b"\x20\x03\x00\x87\x00" if v5 else b"\x20\x02\x00\x05")
             await writer.drain()
             return
         writer.write(b"\x20\x03\x00\x00\x00" if v5 else b"\x20\x02\x00\x00")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from fleetd.ops.health import check, summary
+from fleetd.ops.health import blocked, check, summary
 
 if TYPE_CHECKING:
     from fleetd.service import Daemon
@@ -122,19 +122,26 @@ async def notifier_task(daemon: Daemon, notifier: SystemdNotifier | None = None)
     interval = watchdog_interval()
     stopping_sent = False
     try:
-        while not (daemon.ready.is_set() and daemon.flusher.healthy):
+        # Ready once working, or once waiting on what only an operator can fix (a login
+        # refused, the schema not migrated): the start is over either way, and systemd's start
+        # timeout and restarts would only repeat it. STATUS= names the cause.
+        while not (daemon.ready.is_set() and daemon.flusher.healthy) and not blocked(daemon):
             if daemon.stopping:
                 break
             await asyncio.sleep(TICK_S / 5)
         if not daemon.stopping:
-            notifier.ready(summary(daemon))
+            waiting = blocked(daemon)
+            notifier.ready(f"waiting: {'; '.join(waiting)}" if waiting else summary(daemon))
             log.info("systemd_ready", watchdog_interval_s=interval)
         next_ping = next_status = 0.0
         while not daemon.stopping:
             now = time.monotonic()
             health = check(daemon, now)
             # Unhealthy: no ping. systemd restarts us after WatchdogSec unless we recover.
-            if interval is not None and now >= next_ping and health.ok:
+            # Refused (a login, the schema): pinged, as a restart cannot fix it and fleetd
+            # retries by itself; the cause is in STATUS=, /healthz and the log.
+            alive = health.ok or bool(health.details.get("waiting_for_operator"))
+            if interval is not None and now >= next_ping and alive:
                 notifier.watchdog()
                 next_ping = now + interval
             if now >= next_status:

@@ -142,9 +142,11 @@ class Daemon:
         """Start up, run until request_stop(), then shut down: stop reading, flush, ack,
         disconnect."""
         log.info("starting", **_loggable(self.settings))
-        await self._startup()
         try:
             async with asyncio.TaskGroup() as tg:
+                # First, so /healthz answers (with the cause) while start-up waits.
+                extra = [tg.create_task(c(self), name="companion") for c in self.companions]
+                await self._startup()
                 mqtt = tg.create_task(self.mqtt.run(self.ready), name="mqtt")
                 flush = tg.create_task(self.flushing.run(), name="flush")
                 upkeep = tg.create_task(
@@ -154,7 +156,6 @@ class Daemon:
                     summary_loop(self.counters, self.waiting, interval_s=self.summary_interval_s),
                     name="summary",
                 )
-                extra = [tg.create_task(c(self), name="companion") for c in self.companions]
                 await self._stopping.wait()
                 await self._shutdown(flush)
                 for task in (mqtt, upkeep, summary, *extra):
@@ -178,17 +179,9 @@ class Daemon:
         await maintain(self.settings, self.flusher)
 
     async def _startup(self) -> None:
-        """Wait for the database (partitions for today and ahead) before subscribing."""
-        attempt = 0
-        while not self._stopping.is_set():
-            try:
-                await self.flusher.ensure_ahead()
-                return
-            except Exception as exc:
-                attempt += 1
-                if attempt == 1:
-                    log.warning("database_unavailable", error=f"{exc.__class__.__name__}: {exc}")
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+        """Wait for the database (schema current, partitions for today and ahead) before
+        subscribing; what it refuses is retried slowly, named in /healthz and the log."""
+        await self.flusher.start(self._stopping)
 
     async def _shutdown(self, flush: asyncio.Task[None]) -> None:
         """Stop intake, give the buffered messages SHUTDOWN_GRACE_S to commit and be acked, then

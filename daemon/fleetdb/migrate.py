@@ -10,11 +10,16 @@ from pathlib import Path
 
 import asyncpg
 
+from fleetdb.refusals import MissingPrivilegeError, SchemaOutdatedError
+
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x666C656574  # "fleet": one migrator at a time across daemons
 # A migration may fill a new table from all stored history (009 builds two rollup levels from
 # 201 M readings in minutes): no statement timeout of a daemon's connection applies to it.
 _MIGRATION_TIMEOUT_S = 24 * 3600.0
+_IN_A_FLEET_ROLE = """SELECT coalesce(bool_or(pg_has_role(r, 'MEMBER')), false)
+    FROM unnest(ARRAY['fleet_ingest', 'fleet_analytics', 'fleet_admin']) AS r
+    WHERE to_regrole(r) IS NOT NULL"""
 
 
 @dataclass(frozen=True)
@@ -89,3 +94,25 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied
+
+
+async def check_schema(conn: asyncpg.Connection, directory: Path | None = None) -> list[str]:
+    """Compare the applied migrations with the ones shipped here: SchemaOutdatedError naming
+    the first missing one (never migrated, an older backup restored, an upgrade without
+    `fleetd migrate`); else the applied versions this code does not know (a newer release
+    migrated the database: usually compatible, worth a warning). Three small reads, for any
+    login (013 grants them)."""
+    shipped = load_migrations(directory)
+    if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        raise SchemaOutdatedError("no migration applied")
+    if not await conn.fetchval("SELECT has_table_privilege('schema_migrations', 'SELECT')"):
+        if not await conn.fetchval(_IN_A_FLEET_ROLE):
+            raise MissingPrivilegeError("the login is in none of the fleet_* roles")
+        # Readable by every login since 013: a database that refuses it predates 013.
+        raise SchemaOutdatedError("schema_migrations not readable: migrations from 013 on missing")
+    applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    missing = [m.name for m in shipped if m.version not in applied]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise SchemaOutdatedError(f"{missing[0]}{more} not applied")
+    return sorted(applied - {m.version for m in shipped})

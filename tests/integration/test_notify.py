@@ -113,11 +113,13 @@ def _fake_daemon(*, flush_interval_ms: int = 200) -> SimpleNamespace:
         ready=ready,
         stopping=False,
         flusher=SimpleNamespace(
-            healthy=True, last_error=None, connected_writers=1, replication=None
+            healthy=True, last_error=None, connected_writers=1, replication=None, problem=None
         ),
         mqtt=SimpleNamespace(
             connected=True,
             url="mqtt://127.0.0.1:1883",
+            last_error=None,
+            refusal=None,
             silent_s=lambda now=None: None,  # the broker answers its pings
             silence_s=lambda now=None: 0.0,
         ),

@@ -61,6 +61,54 @@ def _always(answer: Answer) -> Callable[[int, int], Answer]:
     return lambda _level, _n: answer
 
 
+async def test_a_refusal_from_every_node_waits_for_the_operator_slowly(
+    backoffs: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow: list[int] = []
+
+    def recorded(rounds: int) -> float:
+        slow.append(rounds)
+        return 0.01
+
+    monkeypatch.setattr(subscriber_module, "refused_backoff_s", recorded)
+    fixed = False
+    async with (
+        ScriptedNode(lambda _l, _n: "accept" if fixed else "deny").serving() as a,
+        ScriptedNode(lambda _l, _n: "accept" if fixed else "deny").serving() as b,
+    ):
+        sub = MqttSubscriber(url=[a.url, b.url], client_id="c", on_message=lambda *_: None)
+        with structlog.testing.capture_logs() as logs:
+            async with _running(sub):
+                await _until(lambda: len(slow) >= 3)
+                assert sub.refusal is not None
+                assert "check the user and password in FLEET_MQTT_URL" in sub.refusal
+                assert "s3cret" not in (sub.last_error or "")
+                fixed = True  # the operator fixed the password file: picked up by itself
+                await _until(sub.subscribed.is_set)
+                assert sub.refusal is None
+    # Node a alone refusing was not yet the operator's: the slow backoff began once b refused too.
+    assert backoffs[:1] == [1]
+    assert slow[:3] == [1, 1, 2]
+    refused = _events(logs, "broker_refused")
+    assert refused[0]["every_node"] is False
+    assert refused[1]["every_node"] is True
+    assert len(refused) == 2  # each node's first; then at most one a minute
+
+
+async def test_one_refusing_node_is_passed_over(backoffs: list[int]) -> None:
+    async with (
+        ScriptedNode(_always("deny")).serving() as hiccup,
+        ScriptedNode(_always("accept")).serving() as healthy,
+    ):
+        sub = MqttSubscriber(
+            url=[hiccup.url, healthy.url], client_id="c", on_message=lambda *_: None
+        )
+        async with _running(sub):
+            await _until(sub.subscribed.is_set)
+            assert sub.refusal is None
+            assert sub.last_error is None
+
+
 def test_split_urls_takes_a_list_or_commas() -> None:
     assert split_urls("mqtt://a:1, mqtt://b:2,") == ("mqtt://a:1", "mqtt://b:2")
     assert split_urls(["mqtt://a:1"]) == ("mqtt://a:1",)

@@ -10,6 +10,7 @@ held a writer for a minute after the link came back).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -23,8 +24,11 @@ from fleetd.ingest.batcher import Batch, Envelope
 from fleetd.ingest.writer import WriteResult, write_batch
 from fleetd.messages import MeterReading, Rejected, VehicleReading
 from fleetd.metrics import Metrics
+from fleetd.waiting import Reminder, refused_backoff_s
 from fleetdb.connect import TRANSIENT_ERRORS, connect_writer, terminate_if_late
+from fleetdb.migrate import check_schema
 from fleetdb.partitions import PartitionCache
+from fleetdb.refusals import Refusal, refusal
 from fleetdb.replication import Replication, replication
 
 log = structlog.get_logger("fleetd.db")
@@ -49,6 +53,15 @@ REPLICATION_CHECK_S = 60.0
 RETRY_ERRORS: tuple[type[BaseException], ...] = (
     *TRANSIENT_ERRORS,
     asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
+# A refusal (fleetdb.refusals: the login refused, no such database, a privilege missing, the
+# schema older than this fleetd) is retried slowly (fleetd.waiting says why).
+# How long start-up waits between tries of an unreachable database (as before the rework).
+STARTUP_BACKOFF_MAX_S = 5.0
+VARIABLE = "FLEET_DATABASE_URL"
+PRIVILEGE_FIX = (
+    f"make the login of {VARIABLE} a member of fleet_ingest (GRANT fleet_ingest TO <login>); "
+    "after an upgrade, run `fleetd migrate` as the schema owner"
 )
 
 
@@ -89,6 +102,9 @@ class Flusher:
         self.last_attempt_ok = True  # False from a failed write until the next commit
         self.last_success_mono = 0.0
         self.last_error: str | None = None
+        self.problem: Refusal | None = None  # what the database refuses, until it stops
+        self._reminder = Reminder()
+        self._newer_warned = False
         self.replication: Replication | None = None  # of the server written to last
         self._replication_checked_mono = 0.0
 
@@ -104,6 +120,7 @@ class Flusher:
         slot.conn = None
         conn = await connect_writer(self._dsn, write_timeout_s=self.write_timeout_s)
         try:
+            self._note_newer(await self._bounded(conn, check_schema(conn)))
             state = await self._bounded(conn, replication(conn))
             log.info(
                 "database_writer_connected",
@@ -118,6 +135,16 @@ class Flusher:
             raise
         slot.conn = conn
         return conn
+
+    def _note_newer(self, versions: list[str]) -> None:
+        if versions and not self._newer_warned:
+            # Migrations are additive so far: an older fleetd usually still works. Said once.
+            log.warning(
+                "database_schema_newer",
+                unknown_migrations=versions,
+                hint="a newer release migrated this database: upgrade fleetd to match it",
+            )
+            self._newer_warned = True
 
     def _note_replication(self, state: Replication) -> None:
         """Log and export what the server written to says about synchronous replication, at
@@ -159,14 +186,40 @@ class Flusher:
     def _set_health(self, healthy: bool, error: str | None = None) -> None:
         if healthy != self.healthy:
             if healthy:
-                log.info("database_available")
+                log.info("database_available", after_s=round(self._reminder.lasted_s(), 1))
             else:
-                log.warning("database_unavailable", error=error)
                 self._metrics.db_reconnects.inc()
             self.healthy = healthy
             if self._on_state is not None:
                 self._on_state(healthy)
+        if healthy:
+            self._reminder.clear()
+            self.problem = None
+        elif self._reminder.due():  # at its start, then at most once a minute
+            for_s = round(self._reminder.lasted_s())
+            if self.problem is not None:
+                log.error(
+                    "database_refused", cause=self.problem.cause, fix=self.problem.fix, for_s=for_s
+                )
+            else:
+                log.warning("database_unavailable", error=error, for_s=for_s)
         self.last_error = error
+
+    def _failed(self, exc: BaseException) -> float | None:
+        """Record a failed try; the backoff scale for the next one (None: not ours to retry).
+        A refusal is recorded as the problem, with its own slow backoff."""
+        if isinstance(exc, RETRY_ERRORS):
+            self.problem = None
+            self._metrics.db_errors.labels("transient").inc()
+            self._set_health(False, _reason(exc))
+            return 0.0
+        found = refusal(exc, variable=VARIABLE, privilege_fix=PRIVILEGE_FIX)
+        if found is None:
+            return None
+        self.problem = found
+        self._metrics.db_errors.labels("refused").inc()
+        self._set_health(False, str(found))
+        return 1.0
 
     async def write(self, batch: Batch) -> WriteResult:
         """Commit `batch`, retrying transient failures forever with capped, jittered backoff."""
@@ -179,13 +232,14 @@ class Flusher:
                 try:
                     conn = await self._connection(slot)
                     result = await self._bounded(conn, self._write_isolating(conn, batch.envelopes))
-                except RETRY_ERRORS as exc:
+                except Exception as exc:
+                    refused = self._failed(exc)
+                    if refused is None:
+                        raise
                     attempt += 1
                     self.last_attempt_ok = False
-                    self._metrics.db_errors.labels("transient").inc()
-                    self._set_health(False, _reason(exc))
                     _terminate(slot)
-                    backoff = min(MAX_BACKOFF_S, random.uniform(0.5, 1.0) * 0.2 * 2**attempt)
+                    backoff = retry_delay_s(attempt, refused=bool(refused), cap_s=MAX_BACKOFF_S)
                     await asyncio.sleep(max(0.0, backoff - (loop.time() - started)))
                     continue
                 self._set_health(True)
@@ -196,6 +250,23 @@ class Flusher:
         finally:
             self._idle.put_nowait(slot)
 
+    async def start(self, stopping: asyncio.Event) -> None:
+        """Wait until a writer connects, finds the schema current and creates today's
+        partitions and those ahead; retry what fails (a refusal slowly), until `stopping`."""
+        attempt = 0
+        while not stopping.is_set():
+            try:
+                await self.ensure_ahead()
+                return
+            except Exception as exc:
+                refused = self._failed(exc)
+                if refused is None:  # not a database error we know: said, and tried again
+                    self._set_health(False, _reason(exc))
+                attempt += 1
+                delay = retry_delay_s(attempt, refused=bool(refused), cap_s=STARTUP_BACKOFF_MAX_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=delay)
+
     async def ensure_ahead(self) -> None:
         """Create partitions for today and the days ahead (hourly maintenance)."""
         slot = await self._idle.get()
@@ -203,7 +274,7 @@ class Flusher:
             try:
                 conn = await self._connection(slot)
                 await self._bounded(conn, self._partitions.ensure_ahead(conn))
-            except RETRY_ERRORS:
+            except Exception:
                 _terminate(slot)
                 raise
             self._set_health(True)
@@ -241,6 +312,14 @@ class Flusher:
                 left.vehicles_total + right.vehicles_total,
                 left.rejects + right.rejects,
             )
+
+
+def retry_delay_s(attempt: int, *, refused: bool, cap_s: float) -> float:
+    """Jittered delay before try `attempt` + 1 (from 1): capped at `cap_s` for an unreachable
+    database, minutes for a refusal (fleetd.waiting)."""
+    if refused:
+        return refused_backoff_s(attempt)
+    return min(cap_s, random.uniform(0.5, 1.0) * 0.2 * 2.0**attempt)
 
 
 def _reason(exc: BaseException) -> str:

@@ -22,6 +22,12 @@ Brokers: FLEET_MQTT_URL may name several nodes of one cluster (comma-separated).
 connect or a lost connection moves to the next node; the backoff keeps growing across the list
 (a whole cluster down is not hammered node after node).
 
+Refusals: a CONNACK refusing our credentials or client id (3.1.1: 0x02, 0x04, 0x05; MQTT 5:
+0x85, 0x86, 0x87, 0x8A) or a SUBACK refusing the filters is the operator's to fix. One node
+refusing may be its auth backend in a hiccup, so the next node is tried as after any failure;
+once every node of the list refused in a row, the refusal is `refusal` (cause: fix, shown by
+/healthz) and retries slow down to minutes (fleetd.waiting). A subscription resets it.
+
 Liveness (`liveness.py`): a PINGREQ every half keepalive; unanswered past its deadline the link
 is "silent" (`silent_s()`, which /healthz reports) and after 1.5 x keepalive without a packet it
 is aborted and fleetd reconnects, as the broker gives up on us at that point too.
@@ -45,6 +51,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from fleetd.mqtt import liveness
+from fleetd.waiting import Reminder, refused_backoff_s
 from fleetsvc.mqtt import packets
 from fleetsvc.mqtt.address import BrokerAddress
 from fleetsvc.mqtt.reader import Disconnect, PacketReader, Publish, SubAck
@@ -69,6 +76,35 @@ STABLE_CONNECTION_S = 30.0
 
 class BrokerUnavailableError(Exception):
     """The broker refused or dropped the connection."""
+
+
+class BrokerRefusedError(BrokerUnavailableError):
+    """The broker refused our credentials, client id or subscription: `fix` says what to do."""
+
+    def __init__(self, message: str, *, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+_CREDENTIALS_FIX = "check the user and password in FLEET_MQTT_URL"
+# Mosquitto answers a wrong password with "not authorised" (0x05, 0x87), not 0x04/0x86.
+_AUTHORISED_FIX = (
+    "check the user and password in FLEET_MQTT_URL, and that the broker lets this user "
+    "connect (its password file, ACL or ban list)"
+)
+_REFUSALS = {  # (MQTT 5?, CONNACK code) -> the fix
+    (False, 0x02): "check FLEET_CLIENT_ID (the broker refuses it as a client id)",
+    (False, 0x04): _CREDENTIALS_FIX,
+    (False, 0x05): _AUTHORISED_FIX,
+    (True, 0x85): "check FLEET_CLIENT_ID (the broker refuses it as a client id)",
+    (True, 0x86): _CREDENTIALS_FIX,
+    (True, 0x87): _AUTHORISED_FIX,
+    (True, 0x8A): _AUTHORISED_FIX,
+}
+_SUBSCRIBE_FIX = (
+    "let FLEET_MQTT_URL's user read meters/+/telemetry and vehicles/+/telemetry in the "
+    "broker's ACL (config/mosquitto.acl)"
+)
 
 
 class _Mqtt5RefusedError(BrokerUnavailableError):
@@ -110,6 +146,7 @@ class _Connection(asyncio.Protocol):
         self.ping_sent: float | None = None  # the oldest PINGREQ not answered yet
         self.keepalive_s = owner.keepalive_s
         self.failed = False  # ended by a broker DISCONNECT, a protocol error or a refusal
+        self.refused: BrokerRefusedError | None = None  # the SUBACK refused our filters
         self.silent = False  # aborted by us: nothing heard for 1.5 x keepalive
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -189,6 +226,10 @@ class MqttSubscriber:
         self.reconnects = 0
         self.received = 0
         self.subscribed = asyncio.Event()
+        self.last_error: str | None = None  # why the last try failed, until a connection
+        self.refusal: str | None = None  # "cause: fix" once every node refused in a row
+        self._refused_in_a_row = 0
+        self._reminder = Reminder()
         self._conn: _Connection | None = None
         self._paused = False
         self._closing = False
@@ -221,23 +262,51 @@ class MqttSubscriber:
                 conn = await self._connect_negotiated(self._node)
             except BrokerUnavailableError as exc:
                 attempt += 1
-                # Each node's first failure of an outage is worth a warning; the retries of a
-                # long outage (every 30 s at most) only at debug level.
-                (log.warning if attempt <= len(self._nodes) else log.debug)(
-                    "broker_unavailable",
-                    url=self._nodes_masked[self._node],
-                    error=str(exc),
-                    attempt=attempt,
-                )
+                delay_s = self._unavailable(exc, attempt, first_s=1.0)
                 self._next_node()
-                await asyncio.sleep(_backoff_s(attempt, first_s=1.0))
+                await asyncio.sleep(delay_s)
                 continue
+            self.last_error = None
             await self._serve(conn, ready)
             if self.closing:
                 return
             attempt = self._after_loss(conn, attempt)
+            delay_s = _backoff_s(attempt, first_s=0.5)
+            if conn.refused is not None:
+                delay_s = self._unavailable(conn.refused, attempt, first_s=0.5)
             self._next_node()
-            await asyncio.sleep(_backoff_s(attempt, first_s=0.5))
+            await asyncio.sleep(delay_s)
+
+    def _unavailable(self, exc: BrokerUnavailableError, attempt: int, *, first_s: float) -> float:
+        """Record and log a failed try on the current node; the delay before the next one."""
+        url = self._nodes_masked[self._node]
+        refused = exc if isinstance(exc, BrokerRefusedError) else None
+        self._refused_in_a_row = self._refused_in_a_row + 1 if refused else 0
+        rounds = self._refused_in_a_row // len(self._nodes)  # every node refused, how often
+        self.refusal = f"{refused}: {refused.fix}" if refused and rounds else None
+        self.last_error = f"{url}: {exc}" + (f": {refused.fix}" if refused else "")
+        # Each node's first failure of an outage is worth a line, then one a minute at most.
+        if self._reminder.due() or attempt <= len(self._nodes):
+            if refused is not None:
+                log.error(
+                    "broker_refused",
+                    url=url,
+                    reason=str(refused),
+                    fix=refused.fix,
+                    every_node=bool(rounds),
+                    attempt=attempt,
+                )
+            else:
+                log.warning(
+                    "broker_unavailable",
+                    url=url,
+                    error=str(exc),
+                    attempt=attempt,
+                    for_s=round(self._reminder.lasted_s()),
+                )
+        if self.refusal is not None:
+            return refused_backoff_s(rounds)
+        return _backoff_s(attempt, first_s=first_s)
 
     async def _serve(self, conn: _Connection, ready: asyncio.Event | None) -> None:
         """Keep one connection alive (pings, deadlines) until it is lost."""
@@ -451,6 +520,11 @@ class MqttSubscriber:
         if connack.code != 0:
             conn.transport.abort()
             reason = packets.connack_reason(connack.code, v5=v5)
+            fix = _REFUSALS.get((v5, connack.code))
+            if fix is not None:
+                raise BrokerRefusedError(
+                    f"connection refused: {reason} ({connack.code:#04x})", fix=fix
+                )
             if v5 and connack.code in (
                 packets.UNACCEPTABLE_PROTOCOL_V3,
                 packets.UNSUPPORTED_PROTOCOL_V5,
@@ -609,8 +683,15 @@ class MqttSubscriber:
         elif isinstance(pkt, SubAck):
             if any(code >= 0x80 for code in pkt.codes):
                 log.error("subscription_refused", filters=self.topic_filters, codes=pkt.codes)
+                codes = ", ".join(f"{c:#x}" for c in pkt.codes)
+                conn.refused = BrokerRefusedError(
+                    f"subscription refused ({codes})", fix=_SUBSCRIBE_FIX
+                )
                 self._fail(conn, 0)
                 return
+            self._refused_in_a_row = 0
+            self.refusal = None
+            self._reminder.clear()
             self.subscribed.set()
         elif isinstance(pkt, Disconnect):
             if pkt.reason_code == packets.SESSION_TAKEN_OVER:

@@ -41,12 +41,17 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
     """
     now = time.monotonic() if now is None else now
     reasons: list[str] = []
-    if not daemon.mqtt.connected:
-        reasons.append("broker disconnected")
+    if daemon.mqtt.refusal is not None:
+        reasons.append(f"broker refused: {daemon.mqtt.refusal}")
+    elif not daemon.mqtt.connected:
+        error = daemon.mqtt.last_error
+        reasons.append("broker disconnected" + (f": {error}" if error else ""))
     silent = daemon.mqtt.silent_s(now)
     if silent is not None:
         reasons.append(f"broker silent for {silent:.0f} s")
-    if not daemon.flusher.healthy:
+    if daemon.flusher.problem is not None:
+        reasons.append(f"database refused: {daemon.flusher.problem}")
+    elif not daemon.flusher.healthy:
         error = daemon.flusher.last_error
         reasons.append("database unreachable" + (f": {error}" if error else ""))
     if not daemon.last_flush_ok:
@@ -71,6 +76,8 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
         "broker_url": daemon.mqtt.url,
         "broker_silence_s": round(daemon.mqtt.silence_s(now), 1),
         "database_reachable": daemon.flusher.healthy,
+        # Causes no retry fixes (a login refused, the schema not migrated): the operator's.
+        "waiting_for_operator": blocked(daemon),
         "database_writers_connected": daemon.flusher.connected_writers,
         # Whether a failover can lose acked readings (None until a writer has asked).
         "synchronous_replication": (
@@ -87,6 +94,13 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
         "acks_skipped": c.acks_skipped,
     }
     return Health(not reasons, reasons, details)
+
+
+def blocked(daemon: Daemon) -> list[str]:
+    """What the database or the broker refuses (cause: fix), which fleetd keeps retrying slowly
+    and no restart fixes; [] when nothing is refused."""
+    found = [daemon.flusher.problem, daemon.mqtt.refusal]
+    return [str(p) for p in found if p is not None]
 
 
 def summary(daemon: Daemon) -> str:
