@@ -1,4 +1,11 @@
-"""`fleetd run | migrate | check-config`."""
+"""`fleetd run | migrate | check-config`.
+
+Exit codes: 0 ok; 1 interrupted, or a bug (its traceback); 2 a bad setting or usage, or the
+ops address (FLEET_HTTP_ADDR) taken; 3 the database unreachable (migrate); 4 the database
+refused (migrate: the login, a privilege, no such database). Each error is one line naming
+the fix; `--debug` shows the traceback instead. `fleetd run` does not exit on what the
+database or broker refuses: it retries slowly and says why (fleetd.waiting).
+"""
 
 from __future__ import annotations
 
@@ -17,10 +24,18 @@ from fleetd.settings import ConfigError, Settings, environment_warnings, load_se
 from fleetdb.connect import TRANSIENT_ERRORS, connect
 from fleetdb.migrate import migrate
 from fleetdb.partitions import PartitionCache
+from fleetdb.refusals import refusal
 from fleetsvc.logging import configure_logging
+from fleetsvc.web.server import BindError
 
+EXIT_ERROR = 1
 EXIT_CONFIG = 2
 EXIT_STARTUP = 3
+EXIT_REFUSED = 4
+MIGRATE_PRIVILEGE_FIX = (
+    "run `fleetd migrate` as the schema owner (the login that owns the tables; on a new "
+    "database, one that may create in its public schema)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", type=Path, help="TOML file; FLEET_* environment overrides it")
+        p.add_argument(
+            "--debug", action="store_true", help="on an error, the traceback instead of one line"
+        )
     return parser
 
 
@@ -103,8 +121,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
         return asyncio.run(_run(settings))
-    except TRANSIENT_ERRORS as exc:
-        print(f"fleetd: database unreachable: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
     except KeyboardInterrupt:
-        return 1
+        return EXIT_ERROR
+    except Exception as exc:
+        failure = None if args.debug else one_line(exc)
+        if failure is None:
+            raise
+        code, line = failure
+        print(f"fleetd: {line}", file=sys.stderr)
+        return code
+
+
+def one_line(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, one line) for an error an operator can act on; None for a bug."""
+    while isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: its first failure
+        exc = exc.exceptions[0]
+    if isinstance(exc, BindError):
+        return EXIT_CONFIG, (
+            f"FLEET_HTTP_ADDR: {exc}: stop what listens there, or set FLEET_HTTP_ADDR to a free "
+            "host:port (or off)"
+        )
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return EXIT_STARTUP, f"database unreachable: {exc.__class__.__name__}: {exc}"
+    found = refusal(exc, variable="FLEET_DATABASE_URL", privilege_fix=MIGRATE_PRIVILEGE_FIX)
+    if found is not None:
+        return EXIT_REFUSED, str(found)
+    return None

@@ -77,6 +77,18 @@ def test_unit_verifies(tmp_path: Path, unit_path: Path) -> None:
     assert ours == [], ours
 
 
+@pytest.mark.parametrize("unit_path", [UNIT, API_UNIT, ALERTS_UNIT], ids=lambda p: p.name)
+def test_a_bad_setting_is_not_restarted(unit_path: Path) -> None:
+    """Exit 2 (a bad setting, an address taken, the wrong login for the job) is not retried by
+    systemd every 2 s: the unit fails with the one line in the journal."""
+    from fleetctl.cli.app import EXIT_CONFIG as FLEETCTL_EXIT_CONFIG  # noqa: PLC0415
+    from fleetd.cli import EXIT_CONFIG  # noqa: PLC0415
+
+    service = _parse(unit_path.read_text())["Service"]
+    assert service["Restart"] == ["on-failure"]
+    assert service["RestartPreventExitStatus"] == [str(EXIT_CONFIG)] == [str(FLEETCTL_EXIT_CONFIG)]
+
+
 def test_api_unit_runs_fleetctl_serve_hardened() -> None:
     service = _parse(API_UNIT.read_text())["Service"]
     assert service["ExecStart"] == [INSTALLED_BIN + "fleetctl serve"]

@@ -26,7 +26,9 @@ from fleetctl.api.params import ApiLimits
 from fleetctl.errors import AnalyticsError, UnknownDeviceError
 from fleetctl.settings import ServeConfig
 from fleetdb.connect import TRANSIENT_ERRORS
+from fleetsvc.settings_fields import ConfigError
 from fleetsvc.web import Call, HttpServer, Route, json_response
+from fleetsvc.web.server import BindError
 
 log = structlog.get_logger("fleetctl.serve")
 
@@ -135,10 +137,17 @@ class ApiService:
 
 
 async def serve(config: ServeConfig) -> int:
-    """Run the API until SIGTERM/SIGINT; the exit code."""
+    """Run the API until SIGTERM/SIGINT; the exit code. An address it cannot listen on is a
+    ConfigError (one line, exit 2, which the unit does not restart: a port taken stays taken)."""
     service = ApiService(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.request_stop)
-    await service.run()
+    try:
+        await service.run()
+    except BindError as exc:
+        raise ConfigError(
+            f"FLEET_API_ADDR: {exc}: stop what listens there, or set FLEET_API_ADDR (or --addr) "
+            "to a free host:port"
+        ) from exc
     return 0

@@ -32,7 +32,6 @@ IDLE_TIMEOUT_S = 5.0  # before the first request and between keep-alive requests
 MAX_CONNECTIONS = 2500  # 2,000 clients and room for a scraper and health checks
 MAX_BODY_BYTES = 1 << 20
 SHUTDOWN_GRACE_S = 2.0  # requests in progress at shutdown get this long
-BIND_RETRY_S = 5.0
 DISABLED = ("", "off", "none", "disabled")
 
 
@@ -109,8 +108,9 @@ class HttpServer:
         return app
 
     async def run(self) -> None:
-        """Serve until cancelled. A port already in use is logged and retried, so the process
-        it belongs to keeps doing its main job."""
+        """Serve until cancelled. An address it cannot listen on (a port in use) raises
+        BindError at once: a service that cannot serve says so and exits, rather than look
+        up to systemd while nobody can reach it."""
         bind = parse_addr(self.addr)
         if bind is None:
             return
@@ -132,7 +132,7 @@ class HttpServer:
         )
         await runner.setup()
         try:
-            sock = await self._bind(host, port)
+            sock = self._bind(host, port)
             self.site = CappedSite(
                 runner,
                 sock,
@@ -159,10 +159,12 @@ class HttpServer:
                 with contextlib.suppress(Exception):
                     await closer()
 
-    async def _bind(self, host: str, port: int) -> socket.socket:
-        while True:
-            try:
-                return listen_socket(host, port)
-            except OSError as exc:
-                log.error("http_bind_failed", server=self.name, addr=self.addr, error=str(exc))  # noqa: TRY400
-                await asyncio.sleep(BIND_RETRY_S)
+    def _bind(self, host: str, port: int) -> socket.socket:
+        try:
+            return listen_socket(host, port)
+        except OSError as exc:
+            raise BindError(f"cannot listen on {self.addr}: {exc.strerror or exc}") from exc
+
+
+class BindError(OSError):
+    """The server's address cannot be listened on (in use, not this host's, not allowed)."""
