@@ -41,11 +41,15 @@ class VehicleReading:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A message that failed validation, kept with the reason (field and rule)."""
+    """A message that failed validation, kept with the reason (field, rule and the value or ids
+    that broke it) and its group: `field` and `rule` without values, ids or offsets, stored
+    with the reject so that one broken firmware is counted as one group, not one per device."""
 
     topic: str
     payload: bytes
     reason: str
+    field: str
+    rule: str
 
 
 Decoded = MeterReading | VehicleReading | Rejected
@@ -89,15 +93,19 @@ _MESSAGES = {
 }
 
 
-def _describe(exc: ValidationError) -> str:
-    """`field: rule (got value)` for each error, e.g. `soc: must be <= 100 (got 120)`."""
+def _describe(topic: str, payload: bytes, exc: ValidationError) -> Rejected:
+    """`field: rule (got value)` for each error, e.g. `soc: must be <= 100 (got 120)`; grouped
+    by the first error's field and rule."""
     parts: list[str] = []
+    groups: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
         kind = err["type"]
         field = ".".join(str(p) for p in err["loc"]) or "payload"
         if kind == "json_invalid":
+            # The parser's message names a line and column: the reason keeps it, the rule not.
             ctx = err.get("ctx") or {}
             parts.append(f"payload: not valid JSON ({ctx.get('error', err['msg'])})")
+            groups.append(("payload", "not valid JSON"))
             continue
         rule = _MESSAGES.get(kind)
         if rule is None:
@@ -112,7 +120,8 @@ def _describe(exc: ValidationError) -> str:
         got = err.get("input")
         suffix = f" (got {got!r})" if kind != "missing" and _short(got) else ""
         parts.append(f"{field}: {rule}{suffix}")
-    return "; ".join(parts)
+        groups.append((field, rule))
+    return Rejected(topic, payload, "; ".join(parts), *groups[0])
 
 
 def _short(value: Any) -> bool:
@@ -144,48 +153,48 @@ def decode(
     """Validate one message. `now` is the receive time (UTC), used for the future/past bounds."""
     levels = topic.split("/")
     if len(levels) != 3 or levels[2] != "telemetry" or levels[0] not in ("meters", "vehicles"):
-        return Rejected(
-            topic, payload, "topic: must be meters/{id}/telemetry or vehicles/{id}/telemetry"
-        )
+        rule = "must be meters/{id}/telemetry or vehicles/{id}/telemetry"
+        return Rejected(topic, payload, f"topic: {rule}", "topic", rule)
     device_id = levels[1]
     if device_id not in _VALID_IDS and not _check_id(device_id):
-        return Rejected(topic, payload, "topic: device id must match [A-Za-z0-9_.:-]{1,64}")
+        rule = "device id must match [A-Za-z0-9_.:-]{1,64}"
+        return Rejected(topic, payload, f"topic: {rule}", "topic", rule)
     if len(payload) > MAX_PAYLOAD_BYTES:
-        return Rejected(
-            topic, payload, f"payload: {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}"
-        )
+        reason = f"payload: {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}"
+        return Rejected(topic, payload, reason, "payload", f"larger than {MAX_PAYLOAD_BYTES} bytes")
     try:
         payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Rejected(topic, payload, f"payload: not UTF-8 (byte {exc.start})")
+        reason = f"payload: not UTF-8 (byte {exc.start})"
+        return Rejected(topic, payload, reason, "payload", "not UTF-8")
 
     model = MeterPayload if levels[0] == "meters" else VehiclePayload
     try:
         msg = model.model_validate_json(payload)
     except ValidationError as exc:
-        return Rejected(topic, payload, _describe(exc))
+        return _describe(topic, payload, exc)
 
     ts = msg.timestamp
     if ts.utcoffset():
         ts = ts.astimezone(UTC)
     if ts > now + max_future:
-        ahead = (ts - now).total_seconds()
-        return Rejected(
-            topic,
-            payload,
-            f"timestamp: {ahead:.0f}s in the future (limit {max_future.total_seconds():.0f}s)",
-        )
+        ahead, limit = (ts - now).total_seconds(), max_future.total_seconds()
+        reason = f"timestamp: {ahead:.0f}s in the future (limit {limit:.0f}s)"
+        rule = f"more than {limit:.0f}s in the future"
+        return Rejected(topic, payload, reason, "timestamp", rule)
     if ts < now - max_past:
-        return Rejected(topic, payload, f"timestamp: older than {max_past.days} days")
+        rule = f"older than {max_past.days} days"
+        return Rejected(topic, payload, f"timestamp: {rule}", "timestamp", rule)
 
     if isinstance(msg, MeterPayload):
         if msg.meterId != device_id:
-            return Rejected(
-                topic, payload, f"meterId: {msg.meterId!r} does not match topic id {device_id!r}"
-            )
+            return _mismatch(topic, payload, "meterId", msg.meterId, device_id)
         return MeterReading(device_id, ts, msg.kwhConsumedAc, msg.voltage)
     if msg.vehicleId != device_id:
-        return Rejected(
-            topic, payload, f"vehicleId: {msg.vehicleId!r} does not match topic id {device_id!r}"
-        )
+        return _mismatch(topic, payload, "vehicleId", msg.vehicleId, device_id)
     return VehicleReading(device_id, ts, msg.soc, msg.kwhDeliveredDc, msg.batteryTemp)
+
+
+def _mismatch(topic: str, payload: bytes, field: str, body_id: str, topic_id: str) -> Rejected:
+    reason = f"{field}: {body_id!r} does not match topic id {topic_id!r}"
+    return Rejected(topic, payload, reason, field, "does not match the topic's id")

@@ -92,7 +92,7 @@ async def test_ingest_role_writes_a_batch_and_nothing_more(
         (VehicleReading("V-1", day + timedelta(minutes=i), 50.0 + i, 1.0, 25.0), now)
         for i in range(3)
     ]
-    rejects = [(Rejected("meters/M-1/telemetry", b"{bad", "not JSON"), now)]
+    rejects = [(Rejected("meters/M-1/telemetry", b"{bad", "payload: x", "payload", "x"), now)]
     result = await write_batch(ingest, meters, vehicles, rejects)
     assert (result.meters_inserted, result.vehicles_inserted, result.rejects) == (3, 3, 1)
     # Second batch in the same hour, newer readings: the rollup and current UPDATE paths,

@@ -100,9 +100,18 @@ REJECTS = {
         {
             "kind": "vehicles",
             "field": "timestamp",
-            "rule": "timestamp: more than 300 s in the future (clock skew or a bad firmware)",
+            "rule": "more than 300s in the future (clock skew or a bad firmware)",
             "count": 12_000,
+            "firstSeen": "2026-11-19T11:00:00.123456Z",
+            "lastSeen": "2026-11-20T10:59:59.123456Z",
             "newest": "2026-11-20T10:59:59.123456Z",
+            "example": {
+                "id": 7,
+                "receivedAt": "2026-11-20T10:59:59.123456Z",
+                "deviceId": "VEHICLE-00042-WITH-A-PRODUCTION-SIZED-ID",
+                "topic": "vehicles/VEHICLE-00042-WITH-A-PRODUCTION-SIZED-ID/telemetry",
+                "reason": "timestamp: 31449600s in the future (limit 300s)",
+            },
         }
     ],
     "newest": [

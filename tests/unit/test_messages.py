@@ -50,30 +50,87 @@ class TestValidReadings:
 
 
 @pytest.mark.parametrize(
-    ("topic", "payload", "reason"),
+    ("topic", "payload", "reason", "group"),
     [
-        ("meters/M1/telemetry", b"\xc3\x28", "payload: not UTF-8"),
-        ("meters/M1/telemetry", b"", "payload: not valid JSON"),
-        ("meters/M1/telemetry", b"null", "payload: must be a JSON object"),
-        ("meters/M1/telemetry", meter(voltage=None), "voltage: must be a number"),
-        ("meters/M1/telemetry", meter(kwhConsumedAc=-0.001), "kwhConsumedAc: must be >= 0"),
-        ("meters/M1/telemetry", meter(kwhConsumedAc=1e6), "kwhConsumedAc: must be <= 100000"),
-        ("meters/M1/telemetry", meter(voltage=-1), "voltage: must be > 0"),
-        ("meters/M1/telemetry", meter(timestamp="2026-11-23"), "timestamp: must be RFC 3339"),
-        ("meters/M1/telemetry", meter(timestamp="2026-11-23T12:05:01Z"), "1s in the future"),
-        ("meters/M1/telemetry", meter(timestamp="1990-01-01T00:00:00Z"), "timestamp: older than"),
-        ("meters/M1/telemetry", meter(meterId=7), "meterId: must be a string"),
-        ("meters/M1/telemetry", b" " * 8193, "payload: 8193 bytes exceeds 8192"),
-        ("meters/M1/status", meter(), "topic: must be"),
-        ("meters//telemetry", meter(meterId=""), "topic: device id must match"),
+        ("meters/M1/telemetry", b"\xc3\x28", "payload: not UTF-8", ("payload", "not UTF-8")),
+        ("meters/M1/telemetry", b"", "payload: not valid JSON", ("payload", "not valid JSON")),
+        ("meters/M1/telemetry", b'{"a": 1', "line 1 column 7", ("payload", "not valid JSON")),
+        ("meters/M1/telemetry", b"null", "payload: must be a JSON object", None),
+        ("meters/M1/telemetry", meter(voltage=None), "voltage: must be a number", None),
+        ("meters/M1/telemetry", meter(kwhConsumedAc=-0.001), "kwhConsumedAc: must be >= 0", None),
+        ("meters/M1/telemetry", meter(kwhConsumedAc=1e6), "kwhConsumedAc: must be <= 100000", None),
+        (
+            "meters/M1/telemetry",
+            meter(voltage=-1),
+            "voltage: must be > 0",
+            ("voltage", "must be > 0.0"),
+        ),
+        ("meters/M1/telemetry", meter(timestamp="2026-11-23"), "timestamp: must be RFC 3339", None),
+        (
+            "meters/M1/telemetry",
+            meter(timestamp="2026-11-23T12:05:01Z"),
+            "1s in the future",
+            ("timestamp", "more than 300s in the future"),
+        ),
+        (
+            "meters/M1/telemetry",
+            meter(timestamp="1990-01-01T00:00:00Z"),
+            "timestamp: older than",
+            ("timestamp", "older than 3650 days"),
+        ),
+        ("meters/M1/telemetry", meter(meterId=7), "meterId: must be a string", None),
+        (
+            "meters/M1/telemetry",
+            meter(meterId="M2"),
+            "meterId: 'M2' does not match topic id 'M1'",
+            ("meterId", "does not match the topic's id"),
+        ),
+        (
+            "meters/M1/telemetry",
+            b" " * 8193,
+            "payload: 8193 bytes exceeds 8192",
+            ("payload", "larger than 8192 bytes"),
+        ),
+        ("meters/M1/status", meter(), "topic: must be", None),
+        ("meters//telemetry", meter(meterId=""), "topic: device id must match", None),
     ],
 )
-def test_invalid_input_is_rejected_with_reason(topic: str, payload: bytes, reason: str) -> None:
+def test_invalid_input_is_rejected_with_reason(
+    topic: str, payload: bytes, reason: str, group: tuple[str, str] | None
+) -> None:
     r = decode(topic, payload, NOW)
     assert isinstance(r, Rejected)
     assert reason in r.reason
     assert r.payload == payload
     assert r.topic == topic
+    # The group is the reason's field and rule without the value, id or offset it quotes.
+    assert r.reason.startswith(f"{r.field}: ")
+    assert (r.field, r.rule) == (group or (r.field, r.rule))
+    assert "got" not in r.rule
+    assert "M1" not in r.rule
+    assert "M2" not in r.rule
+
+
+def test_rejects_of_one_rule_are_one_group_whatever_the_values() -> None:
+    """Ids, values and parser offsets stay in the reason, never in the group."""
+    rejects = []
+    for i in range(1, 4):
+        good = {"vehicleId": f"V{i}", "soc": 1, "kwhDeliveredDc": 1, "batteryTemp": 1}
+        good["timestamp"] = "2026-11-23T11:59:00Z"
+        for body in (
+            json.dumps(good | {"vehicleId": f"XV{i}"}).encode(),
+            json.dumps(good).encode()[: 20 + i],
+            json.dumps(good | {"soc": 100 + i}).encode(),
+        ):
+            r = decode(f"vehicles/V{i}/telemetry", body, NOW)
+            assert isinstance(r, Rejected)
+            rejects.append(r)
+    assert len({r.reason for r in rejects}) == 9
+    assert {(r.field, r.rule) for r in rejects} == {
+        ("vehicleId", "does not match the topic's id"),
+        ("payload", "not valid JSON"),
+        ("soc", "must be <= 100.0"),
+    }
 
 
 def test_several_errors_are_all_reported() -> None:
@@ -82,3 +139,4 @@ def test_several_errors_are_all_reported() -> None:
     r = decode("vehicles/V1/telemetry", json.dumps(body).encode(), NOW)
     assert isinstance(r, Rejected)
     assert r.reason == "soc: must be <= 100.0 (got 101); batteryTemp: must be <= 150.0 (got 200)"
+    assert (r.field, r.rule) == ("soc", "must be <= 100.0")

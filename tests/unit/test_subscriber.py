@@ -114,7 +114,9 @@ async def test_nothing_is_acked_before_connack() -> None:
 
 
 def _batch(*mids: int, generation: int = 1) -> Batch:
-    return Batch([Envelope(Rejected("t", b"", "r"), None, 0.0, m, 1, generation) for m in mids])  # type: ignore[arg-type]
+    return Batch(
+        [Envelope(Rejected("t", b"", "r", "f", "r"), None, 0.0, m, 1, generation) for m in mids]
+    )  # type: ignore[arg-type]
 
 
 class TestAckSequencer:

@@ -62,8 +62,7 @@ async def _replay(
                 if isinstance(item, Rejected):
                     outcome = f"still rejected: {item.reason}"
                     totals["stillRejected"] += 1
-                    field = item.reason.split(":", 1)[0]
-                    reasons[field] = reasons.get(field, 0) + 1
+                    reasons[item.field] = reasons.get(item.field, 0) + 1
                 else:
                     await partitions.ensure(conn, [item.ts.date()])  # type: ignore[arg-type]
                     outcome = await _store(conn, item, row["received_at"])

@@ -6,6 +6,8 @@ import base64
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from fleetctl.analytics.energy import DB
 from fleetctl.analytics.pages import decode, fingerprint, instant_of, key_of, next_cursor
 from fleetctl.analytics.window import iso
@@ -13,26 +15,62 @@ from fleetctl.errors import InvalidRequestError
 
 MAX_LIMIT = 1000
 
-# Reasons start with the field they name ("soc: must be <= 100 (got 150)"): counted by that
-# field and by the rule without the value it quotes, so one broken firmware is one line.
+# Grouped by what broke: the field and rule fleetd stored with each reject (sql/013), without
+# the values, ids and offsets its reason quotes; a reject stored before those columns existed
+# is grouped by the same words, read from its reason. One example per group: the last stored.
 _COUNTS_SQL = """
-SELECT split_part(topic, '/', 1) AS kind, split_part(reason, ':', 1) AS field,
-       regexp_replace(reason, ' \\(got .*\\)$', '') AS rule, count(*) AS n,
-       max(received_at) AS newest
-  FROM rejected_messages
- WHERE received_at >= $1 AND ($2::text IS NULL OR split_part(reason, ':', 1) = $2)
- GROUP BY 1, 2, 3
+WITH r AS (
+    SELECT id, received_at,
+           CASE WHEN split_part(topic, '/', 1) IN ('meters', 'vehicles')
+                THEN split_part(topic, '/', 1) ELSE 'other' END AS kind,
+           coalesce(field, fleet_reject_field(reason)) AS field,
+           coalesce(rule, fleet_reject_rule(reason)) AS rule
+      FROM rejected_messages
+     WHERE received_at >= $1),
+g AS (
+    SELECT kind, field, rule, count(*) AS n, min(received_at) AS first_seen,
+           max(received_at) AS last_seen, max(id) AS example_id
+      FROM r
+     WHERE $2::text IS NULL OR field = $2
+     GROUP BY kind, field, rule)
+SELECT g.*, x.received_at AS example_at, x.topic AS example_topic, x.reason AS example_reason
+  FROM g JOIN rejected_messages AS x ON x.id = g.example_id
  ORDER BY n DESC, kind, field, rule
 """
 # Newest first, ties by id: a unique order, so a page ends exactly where the next begins.
 _NEWEST_SQL = """
 SELECT id, received_at, topic, reason, payload
   FROM rejected_messages
- WHERE received_at >= $1 AND ($2::text IS NULL OR split_part(reason, ':', 1) = $2)
+ WHERE received_at >= $1 AND ($2::text IS NULL OR coalesce(field, fleet_reject_field(reason)) = $2)
    AND ($4::timestamptz IS NULL OR (received_at, id) < ($4, $5::bigint))
  ORDER BY received_at DESC, id DESC
  LIMIT $3
 """
+
+
+def _group(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "kind": r["kind"],
+        "field": r["field"],
+        "rule": r["rule"],
+        "count": r["n"],
+        "firstSeen": iso(r["first_seen"]),
+        "lastSeen": iso(r["last_seen"]),
+        "newest": iso(r["last_seen"]),  # the answer's name before firstSeen/lastSeen
+        "example": {
+            "id": r["example_id"],
+            "receivedAt": iso(r["example_at"]),
+            "deviceId": _device_of(r["example_topic"]),
+            "topic": r["example_topic"],
+            "reason": r["example_reason"],
+        },
+    }
+
+
+def _device_of(topic: str) -> str | None:
+    """The device id a telemetry topic names (None for a topic of another shape)."""
+    levels = topic.split("/")
+    return levels[1] if len(levels) == 3 and levels[1] else None
 
 
 def _payload(raw: bytes) -> dict[str, str]:
@@ -51,7 +89,8 @@ async def rejects(
     cursor: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Counts of rejected messages by kind, field and rule since `since`, and the newest
+    """Rejected messages since `since` grouped by kind, field and rule (count, first and last
+    seen, the newest as an example with its device id and reason), and the newest
     `limit` of them with their payloads (as text, or base64 when not UTF-8); `nextCursor`
     leads to the `limit` after them (None when there are no more). `now`: the instant a
     default `since` was taken from, kept in the cursor for the next pages."""
@@ -76,16 +115,7 @@ async def rejects(
         "since": iso(since),
         "field": field,
         "total": sum(r["n"] for r in counts),
-        "counts": [
-            {
-                "kind": r["kind"],
-                "field": r["field"],
-                "rule": r["rule"],
-                "count": r["n"],
-                "newest": iso(r["newest"]),
-            }
-            for r in counts
-        ],
+        "counts": [_group(r) for r in counts],
         "newest": [
             {
                 "id": r["id"],

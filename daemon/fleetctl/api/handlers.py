@@ -131,7 +131,8 @@ IMPORT = Operation(
 REJECTS = Operation(
     "GET",
     "/v1/rejects",
-    "dead letters counted by field and rule, and the newest payloads a page at a time",
+    "dead letters grouped by kind, field and rule (count, first and last seen, an example), "
+    "and the newest payloads a page at a time",
     s.Rejects,
     p.RejectsQuery,
 )

@@ -354,14 +354,29 @@ class Imported(_Out):
     vehicles: int
 
 
-class RejectCount(_Out):
-    """Rejects of one kind, field and rule."""
+class RejectExample(_Out):
+    """One reject of a group, as it was stored: the last one."""
 
-    kind: str
+    id: int
+    receivedAt: Stamp
+    deviceId: str | None = Field(
+        description="the device the topic names (None: not a device topic)"
+    )
+    topic: str
+    reason: str = Field(description="the whole reason, with the values that broke the rule")
+
+
+class RejectCount(_Out):
+    """Rejects of one kind, field and rule (the rule without values, ids or offsets)."""
+
+    kind: Literal["meters", "vehicles", "other"]
     field: str
     rule: str
     count: int
-    newest: Stamp
+    firstSeen: Stamp
+    lastSeen: Stamp
+    newest: Stamp = Field(description="as lastSeen (its name before firstSeen and lastSeen)")
+    example: RejectExample
 
 
 class Reject(_Out):

@@ -358,7 +358,10 @@ def _as_reject(env: Envelope, exc: Exception) -> Envelope:
     item = env.item
     kind = "meters" if isinstance(item, MeterReading) else "vehicles"
     device = item.meter_id if isinstance(item, MeterReading) else getattr(item, "vehicle_id", "?")
-    reject = Rejected(f"{kind}/{device}/telemetry", repr(item).encode(), f"database: {exc}")
+    topic, reason = f"{kind}/{device}/telemetry", f"database: {exc}"
+    # The message may quote the value: the rule is the error's kind (e.g. NumericValueOutOfRange).
+    rule = f"refused: {type(exc).__name__}"
+    reject = Rejected(topic, repr(item).encode(), reason, "database", rule)
     return Envelope(reject, env.received_at, env.received_mono, env.mid, env.qos, env.generation)
 
 

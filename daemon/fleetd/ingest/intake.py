@@ -76,7 +76,7 @@ class Intake:
         item = decode(topic, payload, now, max_future=self._max_future, max_past=self._max_past)
         self._counters.received += 1
         if isinstance(item, Rejected):
-            self._counters.reject(topic, item.reason.split(":", 1)[0])
+            self._counters.reject(topic, item.field)
         else:
             self._counters.valid += 1
         self._buffer(Envelope(item, now, mono, mid, qos, generation))
@@ -89,7 +89,7 @@ class Intake:
         )
         self._counters.received += 1
         self._counters.reject(topic, "packet")
-        reject = Rejected(topic, b"", reason)
+        reject = Rejected(topic, b"", reason, "packet", "exceeds FLEET_MQTT_MAX_PACKET_BYTES")
         self._buffer(Envelope(reject, datetime.now(UTC), time.monotonic(), mid, qos, generation))
 
     def on_new_connection(self, generation: int) -> None:

@@ -106,8 +106,9 @@ ON CONFLICT (vehicle_id) DO UPDATE
 """
 
 INSERT_REJECTS = """
-INSERT INTO rejected_messages (received_at, topic, payload, reason, payload_sha256)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::bytea[], $4::text[], $5::bytea[])
+INSERT INTO rejected_messages (received_at, topic, payload, reason, payload_sha256, field, rule)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::bytea[], $4::text[], $5::bytea[],
+                     $6::text[], $7::text[])
 ON CONFLICT DO NOTHING
 """
 
@@ -262,6 +263,8 @@ async def write_batch(
                 [j.payload for j, _ in rejects],
                 [j.reason for j, _ in rejects],
                 [hashlib.sha256(j.payload).digest() for j, _ in rejects],
+                [j.field for j, _ in rejects],
+                [j.rule for j, _ in rejects],
             )
     return WriteResult(
         meters_inserted + late_m_inserted,
