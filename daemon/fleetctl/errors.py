@@ -11,6 +11,10 @@ class UnknownDeviceError(AnalyticsError, LookupError):
     """No reading, current row or assignment knows this device id."""
 
 
+class NeverSeenError(AnalyticsError):
+    """An assignment names a vehicle or meter that never reported (refused with strict)."""
+
+
 class AssignmentConflictError(AnalyticsError):
     """The requested assignment would give a vehicle two meters at the same instant."""
 

@@ -355,7 +355,8 @@ async def test_assignments_over_http_need_the_admin_login(
     ) as port:
         assert (await post_json(port, "/v1/assignments", body))[0] == 401
         assert await post_json(port, "/v1/assignments", body, headers=auth) == (
-            200, {"imported": 3, "vehicles": 3},
+            200, {"imported": 3, "unchanged": 0, "vehicles": 3,
+                  "neverSeen": {"vehicles": ["V1", "V2", "V3"], "meters": ["M1", "M2", "M3"]}},
         )  # fmt: skip
         status, answer = await post_json(port, "/v1/assignments", "{nope", headers=auth)
         assert (status, answer["error"][:16]) == (400, "body is not JSON")

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from fleetctl.admin.assignments import insert_period
+from fleetctl.admin.assignments import Conn, insert_period, never_seen, never_seen_error
 from fleetctl.analytics.energy import DB
 from fleetctl.analytics.window import iso, parse_rfc3339
 from fleetctl.errors import AnalyticsError, AssignmentConflictError
@@ -119,22 +119,51 @@ def _no_overlap_within(periods: list[Period]) -> list[Period]:
     return periods
 
 
-async def import_periods(db: DB, periods: list[Period]) -> dict[str, Any]:
+async def import_periods(db: DB, periods: list[Period], *, strict: bool = False) -> dict[str, Any]:
     """Write every period in one transaction, all or nothing; AssignmentImportError names the first
-    line the database refuses (an overlap with a stored assignment)."""
+    line the database refuses (an overlap with a stored assignment). A period already stored as
+    is counts as `unchanged`, so importing a file again changes nothing and succeeds.
+    `neverSeen` names the ids that never reported; `strict` refuses the import if there are any
+    (NeverSeenError naming the first line)."""
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            return await _import(conn, periods)
-    return await _import(db, periods)
+            return await _import(conn, periods, strict)
+    return await _import(db, periods, strict)
 
 
-async def _import(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, periods: list[Period]
-) -> dict[str, Any]:
+async def _import(conn: Conn, periods: list[Period], strict: bool) -> dict[str, Any]:
+    written: list[Period] = []
     async with conn.transaction():
+        unseen = await never_seen(
+            conn, (p.vehicle_id for p in periods), (p.meter_id for p in periods)
+        )
+        if strict:
+            _refuse(periods, unseen)
         for p in sorted(periods, key=lambda p: (p.vehicle_id, p.valid_from)):
             try:
-                await insert_period(conn, p.vehicle_id, p.meter_id, p.valid_from, p.valid_to)
+                row = await insert_period(conn, p.vehicle_id, p.meter_id, p.valid_from, p.valid_to)
             except AssignmentConflictError as exc:
                 raise AssignmentImportError(f"{p.where}: {exc}") from exc
-    return {"imported": len(periods), "vehicles": len({p.vehicle_id for p in periods})}
+            if row["changed"]:
+                written.append(p)
+    return {
+        "imported": len(written),
+        "unchanged": len(periods) - len(written),
+        "vehicles": len({p.vehicle_id for p in written}),
+        "neverSeen": unseen,
+    }
+
+
+def _refuse(periods: list[Period], unseen: dict[str, list[str]]) -> None:
+    """With strict: NeverSeenError naming the first line with an id that never reported."""
+    vehicles, meters = set(unseen["vehicles"]), set(unseen["meters"])
+    for p in periods:
+        name = (
+            f"vehicle {p.vehicle_id}"
+            if p.vehicle_id in vehicles
+            else f"meter {p.meter_id}"
+            if p.meter_id in meters
+            else None
+        )
+        if name is not None:
+            raise never_seen_error(f"{p.where}: {name}", len(vehicles) + len(meters) - 1)

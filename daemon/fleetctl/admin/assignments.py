@@ -1,7 +1,12 @@
-"""Vehicle → meter assignments over time: assign (closing the previous one), unassign, history."""
+"""Vehicle → meter assignments over time: assign (closing the previous one), unassign, history.
+
+Writing one again is a no-op ("unchanged"), so a file imported twice changes nothing. An id
+that never reported is named (`neverSeen`): a typo would otherwise count a vehicle in the fleet
+that has no data; `strict` refuses it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +15,22 @@ import asyncpg
 from fleetctl.analytics.energy import DB
 from fleetctl.analytics.pages import Page, decode, fingerprint, instant_of, key_of, next_cursor
 from fleetctl.analytics.window import iso
-from fleetctl.errors import AnalyticsError, AssignmentConflictError
+from fleetctl.errors import AnalyticsError, AssignmentConflictError, NeverSeenError
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+# A device that ever stored a reading has a current row: fleetd moves it in the transaction
+# that stores the reading (late ones and replays too), and current rows are never deleted. So
+# "no current row" is "never reported", answered by one index probe per id (the history would
+# be one per id and daily partition).
+_NEVER_SEEN_SQL = {
+    "vehicles": """SELECT u.id FROM unnest($1::text[]) AS u(id)
+                    WHERE NOT EXISTS (SELECT FROM vehicle_current c WHERE c.vehicle_id = u.id)
+                    ORDER BY u.id""",
+    "meters": """SELECT u.id FROM unnest($1::text[]) AS u(id)
+                  WHERE NOT EXISTS (SELECT FROM meter_current c WHERE c.meter_id = u.id)
+                  ORDER BY u.id""",
+}
 
 
 def _json(row: asyncpg.Record) -> dict[str, Any]:
@@ -23,34 +43,63 @@ def _json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 async def assign(
-    db: DB, vehicle_id: str, meter_id: str, valid_from: datetime | None = None
+    db: DB,
+    vehicle_id: str,
+    meter_id: str,
+    valid_from: datetime | None = None,
+    *,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Assign the vehicle to the meter from `valid_from` (default now) on, open-ended.
 
     The open assignment that started before `valid_from` is closed at `valid_from`. An
     assignment that starts at or after `valid_from` is never rewritten: that is a conflict the
     operator must resolve, reported as AssignmentConflictError. Re-assigning the meter the
-    vehicle already has is a no-op.
+    vehicle already has, or the same period again, is a no-op (`changed` False). `neverSeen`
+    names the ids that never reported; with `strict` they are refused (NeverSeenError).
     """
     start = (valid_from or datetime.now(UTC)).astimezone(UTC)
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            return await _assign(conn, vehicle_id, meter_id, start)
-    return await _assign(db, vehicle_id, meter_id, start)
+            return await _assign(conn, vehicle_id, meter_id, start, strict)
+    return await _assign(db, vehicle_id, meter_id, start, strict)
 
 
 async def _assign(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
-    vehicle_id: str,
-    meter_id: str,
-    start: datetime,
+    conn: Conn, vehicle_id: str, meter_id: str, start: datetime, strict: bool
 ) -> dict[str, Any]:
     async with conn.transaction():
-        return await insert_period(conn, vehicle_id, meter_id, start, None)
+        unseen = await never_seen(conn, [vehicle_id], [meter_id])
+        names = [f"vehicle {v}" for v in unseen["vehicles"]]
+        names += [f"meter {m}" for m in unseen["meters"]]
+        if strict and names:
+            raise never_seen_error(names[0], len(names) - 1)
+        return {**await insert_period(conn, vehicle_id, meter_id, start, None), "neverSeen": unseen}
+
+
+async def never_seen(
+    conn: Conn, vehicles: Iterable[str], meters: Iterable[str]
+) -> dict[str, list[str]]:
+    """The ids among `vehicles` and `meters` that never reported (no reading stored, so no
+    current row), sorted: {"vehicles": [...], "meters": [...]}."""
+    wanted = {"vehicles": sorted(set(vehicles)), "meters": sorted(set(meters))}
+    return {
+        kind: [r["id"] for r in await conn.fetch(_NEVER_SEEN_SQL[kind], ids)] if ids else []
+        for kind, ids in wanted.items()
+    }
+
+
+def never_seen_error(subject: str, others: int) -> NeverSeenError:
+    """The refusal of `subject` ("vehicle V9", "line 7: meter M9") and `others` more ids."""
+    more = f" (and {others} more)" if others else ""
+    return NeverSeenError(
+        f"{subject} has never reported{more}: check the id, or leave out --strict to assign "
+        "it before its first reading"
+    )
 
 
 async def insert_period(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    conn: Conn,
     vehicle_id: str,
     meter_id: str,
     start: datetime,
@@ -58,12 +107,24 @@ async def insert_period(
 ) -> dict[str, Any]:
     """Inside the caller's transaction: the period [start, end) of vehicle -> meter.
 
-    Open-ended (`end` None): as assign() (the open assignment is closed at `start`; a later
-    one is a conflict; the same meter again is a no-op). Closed: inserted as is. Either way the
-    database refuses two meters for one vehicle at one instant (AssignmentConflictError).
+    The same period again is a no-op (`changed` False). Open-ended (`end` None): as assign()
+    (the open assignment is closed at `start`; a later one is a conflict; the same meter again
+    is a no-op). Closed: inserted as is. Either way the database refuses two meters for one
+    vehicle at one instant (AssignmentConflictError).
     """
     # Two concurrent assigns of one vehicle would both close the same open row.
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('assign:' || $1))", vehicle_id)
+    same = await conn.fetchrow(
+        """SELECT * FROM vehicle_meter_assignments
+            WHERE vehicle_id = $1 AND meter_id = $2 AND valid_from = $3
+              AND valid_to IS NOT DISTINCT FROM $4""",
+        vehicle_id,
+        meter_id,
+        start,
+        end,
+    )
+    if same is not None:  # written before (the same file imported again): nothing to do
+        return {**_json(same), "changed": False}
     if end is None:
         later = await conn.fetchrow(
             """SELECT * FROM vehicle_meter_assignments

@@ -123,8 +123,10 @@ ASSIGNMENTS = Operation(
 IMPORT = Operation(
     "POST",
     "/v1/assignments",
-    "import assignments in one transaction, all or nothing (FLEET_ADMIN_DATABASE_URL)",
+    "import assignments in one transaction, all or nothing; those already stored are "
+    "unchanged, ids that never reported named (refused with strict=true)",
     s.Imported,
+    p.ImportQuery,
     body=list[s.AssignmentIn],
     errors=(400, 403),
 )
@@ -310,9 +312,11 @@ class AnalyticsApi:
         return json_response(200, body)
 
     async def import_assignments(
-        self, request: web.Request, _q: p.NoQuery, _p: None
+        self, request: web.Request, q: p.ImportQuery, _p: None
     ) -> web.StreamResponse:
-        """POST /v1/assignments: a JSON list written in one transaction, all or nothing."""
+        """POST /v1/assignments: a JSON list written in one transaction, all or nothing (as
+        `fleetctl assign --file`: the same again is unchanged, ?strict=true refuses ids that
+        never reported)."""
         if not self._admin_url:
             raise ForbiddenError(
                 "assignment writes are off: set FLEET_ADMIN_DATABASE_URL (a fleet_admin login)"
@@ -330,7 +334,8 @@ class AnalyticsApi:
             self._admin_pool = await create_pool(
                 self._admin_url, min_size=0, max_size=1, application_name="fleetctl-admin"
             )
-        return json_response(200, await import_periods(self._admin_pool, periods))
+        imported = await import_periods(self._admin_pool, periods, strict=q.strict)
+        return json_response(200, imported)
 
     async def rejects(self, _r: web.Request, q: p.RejectsQuery, _p: None) -> web.StreamResponse:
         """GET /v1/rejects: dead letters counted by field and rule, the newest payloads."""

@@ -213,6 +213,16 @@ class AssignmentsQuery(PageQuery):
     open: Flag = Field(False, description="only assignments still open")
 
 
+class ImportQuery(Query):
+    """POST /v1/assignments."""
+
+    strict: Flag = Field(
+        False,
+        description="refuse the import (400) if an id never reported; without it they are "
+        "imported and named in neverSeen",
+    )
+
+
 class RejectsQuery(PageQuery):
     """GET /v1/rejects."""
 

@@ -347,11 +347,21 @@ class AssignmentIn(BaseModel):
     validTo: str | None = Field(None, json_schema_extra={"format": "date-time"})
 
 
+class NeverSeen(_Out):
+    """Ids of an assignment that never reported (no reading stored): a typo, or a device not
+    installed yet."""
+
+    vehicles: list[str]
+    meters: list[str]
+
+
 class Imported(_Out):
     """POST /v1/assignments: what was written, in one transaction."""
 
-    imported: int
-    vehicles: int
+    imported: int = Field(description="assignments written")
+    unchanged: int = Field(description="assignments already stored as they are (no-ops)")
+    vehicles: int = Field(description="vehicles of the assignments written")
+    neverSeen: NeverSeen
 
 
 class RejectExample(_Out):

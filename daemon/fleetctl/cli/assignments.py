@@ -3,8 +3,9 @@ and `fleetctl unassign`). Writes need the admin login (FLEET_ADMIN_DATABASE_URL)
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +14,9 @@ from fleetctl.cli.app import Job, NounGroup, Output, command, root
 from fleetctl.cli.options import instant
 from fleetctl.errors import AnalyticsError
 from fleetctl.roles import Role
+
+if TYPE_CHECKING:
+    import asyncpg
 
 
 @root.group("assignments", cls=NounGroup, default="list")
@@ -36,11 +40,35 @@ def list_(vehicle_id: str) -> Job:
 
 
 def show_assign(r: dict[str, Any], _out: Output) -> str:
-    """One line: the assignment made, or the file imported."""
+    """One line: the assignment made, or the file imported (and what was there already)."""
     if "imported" in r:
-        return f"imported {r['imported']} assignments of {r['vehicles']} vehicles"
-    verb = "assigned" if r["changed"] else "already assigned"
+        if not r["imported"] and r["unchanged"]:
+            return f"nothing imported: all {r['unchanged']} assignments already present (unchanged)"
+        unchanged = f"; {r['unchanged']} unchanged (already present)" if r["unchanged"] else ""
+        return f"imported {r['imported']} assignments of {r['vehicles']} vehicles{unchanged}"
+    verb = "assigned" if r["changed"] else "already assigned (unchanged)"
     return f"{r['vehicleId']} {verb} to {r['meterId']} from {r['validFrom']}"
+
+
+def _warn_never_seen(unseen: dict[str, list[str]]) -> None:
+    """One warning line per kind of id that never reported (the first ten named)."""
+    for kind, ids in unseen.items():
+        if ids:
+            shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+            click.echo(
+                f"fleetctl: warning: {len(ids)} {kind[:-1] if len(ids) == 1 else kind} never "
+                f"reported (no reading stored): {shown}; --strict refuses them",
+                err=True,
+            )
+
+
+def _warning(job: Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]]) -> Job:
+    async def run(conn: asyncpg.Connection) -> dict[str, Any]:
+        result = await job(conn)
+        _warn_never_seen(result["neverSeen"])
+        return result
+
+    return run
 
 
 @command(root, "assign", role=Role.ADMIN, show=show_assign, also=((assignments, "add"),))
@@ -50,12 +78,23 @@ def show_assign(r: dict[str, Any], _out: Output) -> str:
 @click.option(
     "--file",
     help="CSV with a header vehicle_id,meter_id,valid_from[,valid_to]: imported in one "
-    "transaction, all or nothing, errors named by line",
+    "transaction, all or nothing, errors named by line; lines already stored are unchanged",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="refuse ids that never reported (without it: a warning, and they are assigned)",
 )
 def assign(
-    vehicle_id: str | None, meter_id: str | None, valid_from: str | None, file: str | None
+    vehicle_id: str | None,
+    meter_id: str | None,
+    valid_from: str | None,
+    file: str | None,
+    strict: bool,
 ) -> Job:
-    """Assign a vehicle to a meter from a time on, or import a CSV file."""
+    """Assign a vehicle to a meter from a time on, or import a CSV file; the same assignment
+    again changes nothing. Ids that never reported are named in a warning (refused with
+    --strict)."""
     if file and (vehicle_id or meter_id or valid_from):
         raise AnalyticsError("assign takes either --file or VEHICLE METER [--from], not both")
     if file:
@@ -66,13 +105,13 @@ def assign(
         except (OSError, UnicodeDecodeError) as exc:
             raise AnalyticsError(f"{file}: {exc}") from exc
         periods = parse_csv(text)
-        return lambda conn: import_periods(conn, periods)
+        return _warning(lambda conn: import_periods(conn, periods, strict=strict))
     if not (vehicle_id and meter_id):
         raise AnalyticsError("assign needs VEHICLE METER, or --file F.csv")
     from fleetctl.admin.assignments import assign as run  # noqa: PLC0415
 
     start = instant(valid_from, "from")
-    return lambda conn: run(conn, vehicle_id, meter_id, start)
+    return _warning(lambda conn: run(conn, vehicle_id, meter_id, start, strict=strict))
 
 
 def show_unassign(r: dict[str, Any], _out: Output) -> str:
