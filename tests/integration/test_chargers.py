@@ -21,6 +21,7 @@ from fleetsim.direct import backfill_direct
 from fleetsim.model import Fleet, FleetConfig
 
 pytestmark = pytest.mark.integration
+REASONS_UNSURE = ("few_charging_hours", "few_hours", "collinear", "interval_too_wide")
 
 DAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=4)
 
@@ -38,11 +39,38 @@ async def test_diagnosis_matches_the_simulated_chargers(database_url: str) -> No
     assert got["faulty"] > 10
     assert got["recall"] == 1.0
     assert got["precision"] >= 0.99
+    # Every judged charger has its intervals, and they hold the truth (300 × 2 figures at
+    # 95 %: a handful may miss).
+    assert got["withInterval"] == got["judged"]
+    assert got["etaCoverage"] >= 0.95
+    assert got["standbyCoverage"] >= 0.9
+    assert got["negativeStandby"] == 0
     # Worst first.
     order = [r["status"] for r in report["chargers"]]
     assert order == sorted(
         order, key=["critical", "degraded", "meter_error", "optimal", "insufficient_data"].index
     )
+
+
+async def test_short_windows_give_physical_fits_and_no_false_alarm(database_url: str) -> None:
+    """3 h from the simulator's start, when most vehicles charge every minute of it (the
+    fit cannot tell standby from conversion loss): no negative standby, no efficiency above 1,
+    no false critical, and what is not sure says why."""
+    cfg = FleetConfig(meters=200, vehicles=200, seed=25)
+    await backfill_direct(database_url, cfg, DAY, DAY + timedelta(hours=3))
+    report = await _report(database_url, Window(DAY, DAY + timedelta(hours=3)))
+    got = score(report, Fleet(cfg))
+    assert got["chargers"] == 200
+    assert got["negativeStandby"] == 0
+    assert got["efficiencyAbove1"] == 0
+    assert got["falseCritical"] == 0
+    assert got["precision"] == 1.0
+    assert got["reasons"]
+    for r in report["chargers"]:  # type: ignore[attr-defined]
+        assert (r["status"] == "insufficient_data") == (r["reason"] in REASONS_UNSURE), r
+        if r["ci95"]:
+            lo, hi = r["ci95"]["conversionEfficiency"]
+            assert 0 <= lo <= r["conversionEfficiency"] <= hi <= 1
 
 
 async def test_diagnosis_reads_compacted_days_the_same(database_url: str) -> None:

@@ -82,6 +82,8 @@ async def test_dashboard_shows_the_fleet(
     assert 'data-status="optimal"' in dom
     # The worst chargers first: the critical ones the model drew lead the table.
     assert dom.count('<tr class="critical" data-meter=') >= 1
+    assert "data-ci=" in dom  # the fit's 95 % interval shown
+    assert "η 95 %" in dom
     assert 'data-points="24"' in dom  # one vehicle's hourly chart, 24 hours
     assert "<canvas" in dom  # drawn by uPlot, vendored (no CDN)
     assert 'data-kind="charger_critical"' in dom

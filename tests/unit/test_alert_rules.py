@@ -6,12 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from fleetctl.alerts.rules import KINDS, RULES, Evidence, Wanted, wanted
+from fleetctl.analytics.chargers import status_of
 
 
-def _charger(eta: float | None, status: str = "optimal") -> dict[str, Any]:
+def _charger(eta: float | None, status: str | None = None) -> dict[str, Any]:
     return {
         "meterId": "M1",
-        "status": status,
+        "status": status or status_of(eta, 5),
         "conversionEfficiency": eta,
         "standbyW": 50.0,
         "fit": {"chargingHours": 5},
@@ -35,6 +36,16 @@ def test_charger_bands_open_at_the_threshold_and_clear_past_the_margin() -> None
     assert _kinds([_charger(0.755)], [], [], was) == {"charger_critical"}
     assert _kinds([_charger(0.765)], [], [], was) == {"charger_degraded"}
     assert _kinds([_charger(None, "insufficient_data")], [], [], was) == set()
+
+
+def test_charger_alerts_open_only_on_a_sure_status() -> None:
+    """An interval that spans two bands (insufficient_data) opens nothing, but does not close
+    what a sure fit opened while η̂ stays in the band."""
+    unsure = _charger(0.70, "insufficient_data")
+    assert _kinds([unsure], [], [], []) == set()
+    assert _kinds([unsure], [], [], [("charger_critical", "M1")]) == {"charger_critical"}
+    assert _kinds([_charger(0.80, "insufficient_data")], [], [], []) == set()
+    assert _kinds([_charger(1.0, "meter_error")], [], [], [("charger_degraded", "M1")]) == set()
 
 
 def _vehicle(**kw: Any) -> dict[str, Any]:

@@ -70,8 +70,11 @@ CHARGERS = {
         {
             "meterId": f"METER-{i:05d}",
             "status": "insufficient_data",
+            "reason": "interval_too_wide",
             "conversionEfficiency": 0.912,
-            "standbyW": 123.4,
+            "standbyW": 1234.4,
+            "boundActive": "efficiency",
+            "ci95": {"conversionEfficiency": [0.6123, 1.0], "standbyW": [0.0, 4211.35]},
             "fit": {"chargingHours": 24, "rmseWh": 12.34},
             "billed": {"efficiency": 0.871},
             "vehicles": [f"VEHICLE-{i:05d}", f"VEHICLE-{i + 1:05d}"],
@@ -171,6 +174,17 @@ PERFORMANCE = {
 TABLES: list[tuple[str, Callable[[Any, Output], str], Any]] = [
     ("performance", show_performance, PERFORMANCE),
     ("fleet", show_fleet, FLEET),
+    (
+        "fleet --chargers",
+        show_fleet,
+        {
+            **FLEET,
+            "vehicles": [
+                {**v, "charger": {**CHARGERS["chargers"][0], "meterId": f"METER-{i:05d}"}}
+                for i, v in enumerate(FLEET["vehicles"], 10_001)  # type: ignore[call-overload]
+            ],
+        },
+    ),
     ("anomalies", show_anomalies, ANOMALIES),
     ("chargers", show_chargers, CHARGERS),
     ("alerts", show_alerts, ALERTS),
@@ -198,5 +212,9 @@ def test_wide_shows_every_column(
         assert "coverage" not in narrow
     if name == "chargers":
         assert "VEHICLE-00002" in wide
+        assert "interval_too_wide" in wide
+    if name in ("chargers", "fleet --chargers", "performance"):
+        assert "0.612-1.000" in narrow
+        assert "0.0-4,211.4" in narrow
     if name == "rejects":
         assert "(clock skew or a bad firmware)" in wide

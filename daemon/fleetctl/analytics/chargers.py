@@ -12,11 +12,20 @@ the meter for the whole hour, Δt_h the time the meter reported (its readings ×
 Hourly rollups are the data: exact sums that a day's fit reads as 24 points per meter without
 touching a raw reading, and because the model is linear an hour mixing charging and idle
 minutes obeys it just as a minute does. Hours in which a meter's assignment changes are left
-out (their DC cannot be attributed), and so are a window's partial edge hours.
+out (their DC cannot be attributed), and so are a window's partial edge hours and the hours
+that lost a reading (fewer than 3600 / interval_s) of a vehicle, or of a meter while it
+charged: their DC and AC no longer cover the same minutes (a vehicle with no reading at all
+in an hour is taken as asleep: no DC).
 
-η̂ gets a status (≥ 85 % optimal, ≥ 75 % degraded, else critical; above 100 % meter_error)
-once the meter saw at least MIN_CHARGING_HOURS hours with charging; before that, and when the
-two columns cannot be told apart, insufficient_data.
+The fit is bounded to what a charger can be (η in (0, 1], standby ≥ 0; `boundActive` names
+the parameter pinned at its bound) and carries 95 % intervals from its residuals
+(fleetctl.analytics.charger_fit). A status (≥ 85 % optimal, ≥ 75 % degraded, else critical)
+is given only when it is sure: η's interval lies inside one band, or is narrower than
+`max_interval` (then η̂ decides). Otherwise insufficient_data with its `reason`: fewer than
+MIN_CHARGING_HOURS hours with charging, fewer than 3 usable hours (no residual left),
+charging and standby collinear (the same load every hour), or an interval too wide.
+meter_error when the data cannot come from a charger: η surely above 1 or standby surely
+negative (a wrong meter or assignment).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fleetctl.analytics.charger_fit import BOUND_NAMES, CONFIDENCE, Fits, fit_many
 from fleetctl.analytics.energy import DB
 from fleetctl.analytics.hourly import Hourly, fleet_hourly, unix_s
 from fleetctl.analytics.status import DEGRADED_MIN_PERCENT, OPTIMAL_MIN_PERCENT
@@ -34,28 +44,63 @@ from fleetctl.analytics.units import OVERLAPPING
 from fleetctl.analytics.window import Window, iso
 
 MIN_CHARGING_HOURS = 2
+MAX_INTERVAL = 0.02
+"""A 95 % interval of η at most this wide (0.02: ± 1 point) earns a status from η̂ even when
+it crosses a band's edge."""
 
 MESSAGES = {
     "optimal": "Converter efficiency normal",
     "degraded": "Converter losing more than 15% of the energy: schedule a check",
     "critical": "Converter losing more than 25% of the energy: inspect now",
-    "meter_error": "Fitted efficiency above 100%: meter or assignment is wrong",
-    "insufficient_data": f"Fewer than {MIN_CHARGING_HOURS} hours of charging in the window",
+    "meter_error": "Not what a charger can do (efficiency above 100% or negative standby): "
+    "meter or assignment is wrong",
+}
+REASONS = {
+    "few_charging_hours": f"Fewer than {MIN_CHARGING_HOURS} hours of charging in the window",
+    "few_hours": "Fewer than 3 usable hours: no residual left to judge the fit",
+    "collinear": "Charging and standby cannot be told apart (the same load every hour): "
+    "use a longer window",
+    "interval_too_wide": "Efficiency too uncertain to judge (its 95% interval spans two "
+    "bands): use a longer window",
+    "efficiency_above_1": "Fitted efficiency surely above 100%",
+    "negative_standby": "Fitted standby draw surely negative",
 }
 _ORDER = {"critical": 0, "degraded": 1, "meter_error": 2, "optimal": 3, "insufficient_data": 4}
 
 
 def status_of(eta: float | None, charging_hours: int) -> str:
-    """The status of a fitted conversion efficiency."""
+    """The band of an efficiency (a point figure with no interval: the bands alone)."""
     if eta is None or charging_hours < MIN_CHARGING_HOURS:
         return "insufficient_data"
     if eta > 1.0:
         return "meter_error"
+    return _band(eta)
+
+
+def _band(eta: float) -> str:
     if eta * 100 >= OPTIMAL_MIN_PERCENT:
         return "optimal"
     if eta * 100 >= DEGRADED_MIN_PERCENT:
         return "degraded"
     return "critical"
+
+
+def judge(f: Fits, i: int, max_interval: float = MAX_INTERVAL) -> tuple[str, str | None]:
+    """(status, reason) of meter i's fit: a band only when its interval is sure of it."""
+    if f.charging[i] < MIN_CHARGING_HOURS:
+        return "insufficient_data", "few_charging_hours"
+    if not f.solvable[i]:
+        return "insufficient_data", "collinear"
+    if f.points[i] < 3:
+        return "insufficient_data", "few_hours"
+    if f.above_one[i]:
+        return "meter_error", "efficiency_above_1"
+    if f.below_zero[i]:
+        return "meter_error", "negative_standby"
+    lo, hi = float(f.eta_lo[i]), float(f.eta_hi[i])
+    if _band(lo) == _band(hi) or hi - lo <= max_interval:
+        return _band(1 / float(f.beta[i])), None
+    return "insufficient_data", "collinear" if f.collinear[i] else "interval_too_wide"
 
 
 def _index(names: list[str], index: dict[str, int]) -> npt.NDArray[np.int64]:
@@ -64,22 +109,37 @@ def _index(names: list[str], index: dict[str, int]) -> npt.NDArray[np.int64]:
     return np.fromiter((get(n, len(index)) for n in names), dtype=np.int64, count=len(names))
 
 
-def _verdict(
-    fit: tuple[float, float, float] | None, points: int, charging: int, ac_kwh: float, dc_kwh: float
-) -> dict[str, Any]:
-    """The figures of one fitted charger (fit = (1/η, standby kW, rms residual kWh))."""
-    eta = 1 / fit[0] if fit is not None and fit[0] > 0 else None
-    status = status_of(eta, charging)
-    good = fit is not None and eta is not None
+def _floor(v: float, digits: int) -> float:
+    return float(np.floor(v * 10**digits) / 10**digits)
+
+
+def _ceil(v: float, digits: int) -> float:
+    return float(np.ceil(v * 10**digits) / 10**digits)
+
+
+def _verdict(f: Fits, i: int, ac_kwh: float, dc_kwh: float, max_interval: float) -> dict[str, Any]:
+    """The figures of meter i's fit (rounded outwards: an interval never shrinks)."""
+    status, reason = judge(f, i, max_interval)
+    fitted = bool(f.solvable[i]) and f.charging[i] > 0
+    eta = 1 / float(f.beta[i]) if fitted else None
+    interval = None
+    if fitted and f.eta_lo[i] == f.eta_lo[i]:  # not NaN
+        interval = {
+            "conversionEfficiency": [_floor(f.eta_lo[i], 4), _ceil(f.eta_hi[i], 4)],
+            "standbyW": [_floor(f.standby_lo[i] * 1000, 1), _ceil(f.standby_hi[i] * 1000, 1)],
+        }
     return {
         "status": status,
-        "message": MESSAGES[status],
+        "reason": reason,
+        "message": MESSAGES[status] if reason is None else REASONS[reason],
         "conversionEfficiency": None if eta is None else round(eta, 4),
-        "standbyW": round(fit[1] * 1000, 1) if good and fit else None,
+        "standbyW": round(float(f.standby[i]) * 1000, 1) if fitted else None,
+        "boundActive": BOUND_NAMES[int(f.bound[i])] if fitted else None,
+        "ci95": interval,
         "fit": {
-            "hours": points,
-            "chargingHours": charging,
-            "rmseWh": round(fit[2] * 1000, 2) if good and fit else None,
+            "hours": int(f.points[i]),
+            "chargingHours": int(f.charging[i]),
+            "rmseWh": round(float(f.rmse[i]) * 1000, 2) if fitted else None,
         },
         "billed": {
             "acKwh": round(ac_kwh, 6),
@@ -89,35 +149,26 @@ def _verdict(
     }
 
 
-def fit_points(points: list[tuple[float, float, float]]) -> dict[str, Any]:
+def fit_points(
+    points: list[tuple[float, float, float]], *, max_interval: float = MAX_INTERVAL
+) -> dict[str, Any]:
     """The charger figures of one metering unit from its (DC kWh, hours reported, AC kWh)
     points, one per usable whole hour (fleetctl.analytics.vehicle: a vehicle's own report)."""
-    if not points:
-        return _verdict(None, 0, 0, 0.0, 0.0)
-    x, t, y = (np.asarray(c, dtype=np.float64) for c in zip(*points, strict=True))
-    charging = int((x > 0).sum())
-    fit = _fit(x, t, y) if charging else None
-    return _verdict(fit, len(points), charging, float(y.sum()), float(x.sum()))
-
-
-def _fit(
-    x: npt.NDArray[np.float64], t: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
-) -> tuple[float, float, float] | None:
-    """(a, b, rms residual) of y = a x + b t by least squares, or None if x and t cannot be
-    told apart."""
-    sxx, sxt, stt = float(x @ x), float(x @ t), float(t @ t)
-    sxy, sty = float(x @ y), float(t @ y)
-    det = sxx * stt - sxt * sxt
-    if det <= 1e-12 * max(sxx * stt, 1e-30):
-        return None
-    a = (sxy * stt - sty * sxt) / det
-    b = (sty * sxx - sxy * sxt) / det
-    resid = y - a * x - b * t
-    return a, b, float(np.sqrt(float(resid @ resid) / max(len(y) - 2, 1)))
+    cols = [np.asarray([c], dtype=np.float64) for c in zip(*points, strict=True)] or [
+        np.zeros((1, 0)) for _ in range(3)
+    ]
+    x, t, y = cols
+    f = fit_many(x, t, y, np.ones(x.shape, dtype=bool))
+    return _verdict(f, 0, float(y.sum()), float(x.sum()), max_interval)
 
 
 def diagnose(
-    meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: int
+    meters: Hourly,
+    vehicles: Hourly,
+    spans: list[Any],
+    interval_s: int,
+    *,
+    max_interval: float = MAX_INTERVAL,
 ) -> list[dict[str, Any]]:
     """One row per meter that reported in the window (pure: testable without a database).
     Vectorised over (meter, hour) points: a day of 10,000 meters is 240,000 of them."""
@@ -135,6 +186,7 @@ def diagnose(
     np.add.at(n, m_key, meters.n)
     dc = np.zeros(size)
     excluded = np.zeros(size, dtype=bool)
+    nominal = 3600 // interval_s
     fed: dict[str, set[str]] = defaultdict(set)
     by_vehicle: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
     for r in spans:
@@ -157,56 +209,55 @@ def diagnose(
         key = meter * width + (v_hour - h0) // 3600
         ok = inside & (key < size)
         np.add.at(dc, key[ok], v_kwh[ok])
-        # The assignment changes inside these hours: their DC cannot be attributed.
+        # The assignment changes inside these hours: their DC cannot be attributed. And a
+        # vehicle's missing reading takes its DC from the hour but not its meter's AC.
         excluded[key[overlap & (key < size)]] = True
-    use = (n > 0) & ~excluded
+        excluded[key[ok & (vehicles.n < nominal)]] = True
+    # A meter's missing reading is standby time lost (Δt counts the readings), but while
+    # charging it is also DC / η of AC the vehicle's readings still hold: such hours go too.
+    use = (n > 0) & ~excluded & ~((n < nominal) & (dc > 0))
     x, y = np.where(use, dc, 0.0), np.where(use, ac, 0.0)
     t = np.where(use, n * interval_s / 3600, 0.0)
     shape = (len(m_index), width)
     x2, y2, t2, use2 = x.reshape(shape), y.reshape(shape), t.reshape(shape), use.reshape(shape)
-    sxx, sxt, stt = (x2 * x2).sum(1), (x2 * t2).sum(1), (t2 * t2).sum(1)
-    sxy, sty = (x2 * y2).sum(1), (t2 * y2).sum(1)
-    det = sxx * stt - sxt * sxt
-    solvable = det > 1e-12 * np.maximum(sxx * stt, 1e-30)
-    safe = np.where(solvable, det, 1.0)
-    a = (sxy * stt - sty * sxt) / safe
-    b = (sty * sxx - sxy * sxt) / safe
-    resid = np.where(use2, y2 - a[:, None] * x2 - b[:, None] * t2, 0.0)
-    points = use2.sum(1)
-    rmse = np.sqrt((resid * resid).sum(1) / np.maximum(points - 2, 1))
-    charging = (use2 & (x2 > 0)).sum(1)
-    fitted = solvable & (charging > 0) & (a > 0)
-    names = list(m_index)
+    f = fit_many(x2, t2, y2, use2)
+    ac_sum, dc_sum = y2.sum(1), x2.sum(1)
     rows: list[dict[str, Any]] = []
-    for i, meter_id in enumerate(names):
-        if not points[i]:
+    for i, meter_id in enumerate(m_index):
+        if not f.points[i]:
             continue
-        fit = (float(a[i]), float(b[i]), float(rmse[i])) if fitted[i] else None
         rows.append(
             {
                 "meterId": meter_id,
                 "vehicles": sorted(fed.get(meter_id, ())),
-                **_verdict(
-                    fit, int(points[i]), int(charging[i]), float(y2[i].sum()), float(x2[i].sum())
-                ),
+                **_verdict(f, i, float(ac_sum[i]), float(dc_sum[i]), max_interval),
             }
         )
     rows.sort(key=lambda r: (_ORDER[r["status"]], r["conversionEfficiency"] or 9.0, r["meterId"]))
     return rows
 
 
-async def chargers(db: DB, window: Window, *, interval_s: int = 60) -> dict[str, Any]:
+async def chargers(
+    db: DB, window: Window, *, interval_s: int = 60, max_interval: float = MAX_INTERVAL
+) -> dict[str, Any]:
     """Every charger's fitted conversion efficiency and standby draw, worst first."""
     meters = await fleet_hourly(db, "meter", window.start, window.end)
     vehicles = await fleet_hourly(db, "vehicle", window.start, window.end)
     spans = await db.fetch(OVERLAPPING, window.start, window.end)
-    rows = diagnose(meters, vehicles, list(spans), interval_s)
+    rows = diagnose(meters, vehicles, list(spans), interval_s, max_interval=max_interval)
     counts = dict.fromkeys(_ORDER, 0)
     for r in rows:
         counts[r["status"]] += 1
     return {
         "window": {"start": iso(window.start), "end": iso(window.end)},
-        "model": "AC_h = DC_h / eta + P_standby * dt_h, least squares over whole UTC hours",
+        "model": "AC_h = DC_h / eta + P_standby * dt_h, least squares over whole UTC hours,"
+        " bounded to 0 < eta <= 1 and P_standby >= 0",
+        "interval": {
+            "level": CONFIDENCE,
+            "method": "t on the unconstrained fit's residuals, eta from 1/eta's interval,"
+            " cut to the physical range",
+            "maxWidthForStatus": max_interval,
+        },
         "count": len(rows),
         "statusCounts": counts,
         "chargers": rows,

@@ -247,11 +247,15 @@ async def fleet_report(
         diagnosis = {
             c["meterId"]: c for c in (await chargers(db, window, interval_s=interval_s))["chargers"]
         }
-        keep = ("meterId", "status", "conversionEfficiency", "standbyW", "fit")
         for r in rows:
             c = diagnosis.get(r["meters"][-1]["meterId"]) if r["meters"] else None
-            r["charger"] = None if c is None else {k: c[k] for k in keep}
+            r["charger"] = None if c is None else {k: c[k] for k in _ROW_CHARGER}
     return {**head, "vehicles": rows, "nextCursor": next_page}
+
+
+# What a fleet row carries of its charger's diagnosis (`chargers=true`).
+_ROW_CHARGER: tuple[str, ...] = ("meterId", "status", "reason", "conversionEfficiency")
+_ROW_CHARGER += ("standbyW", "boundActive", "ci95", "fit")
 
 
 async def fleet_summary(

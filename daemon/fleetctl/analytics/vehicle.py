@@ -115,8 +115,9 @@ def _chargers(
 ) -> list[dict[str, Any]]:
     """The charger diagnosis (analytics.chargers) of each metering unit the vehicle used, from
     the hourly energies the report read anyway: whole hours inside the unit's time in which no
-    span of the unit starts or ends."""
+    span of the unit starts or ends, and that lost no reading."""
     out = []
+    nominal = 3600 // interval_s
     for i, u in enumerate(units):
         spans = [k for k, o in enumerate(owner) if o == i]
         segs = [vehicle_segs[k] for k in spans]
@@ -133,7 +134,11 @@ def _chargers(
             meter = ac_h.get((i, hour))
             if meter is None or not meter.readings:
                 continue
-            dc = sum((dc_h[(k, hour)].kwh for k in spans if (k, hour) in dc_h), _ZERO)
+            mine = [dc_h[(k, hour)] for k in spans if (k, hour) in dc_h]
+            dc = sum((e.kwh for e in mine), _ZERO)
+            # Hours that lost a reading: as analytics.chargers.diagnose leaves them out.
+            if any(e.readings < nominal for e in mine) or (meter.readings < nominal and dc > 0):
+                continue
             points.append((float(dc), meter.readings * interval_s / 3600, float(meter.kwh)))
         out.append(
             {"meterId": u.meter, "from": iso(u.start), "to": iso(u.end), **fit_points(points)}

@@ -81,12 +81,40 @@ class ChargerFit(_Out):
     rmseWh: float | None
 
 
+Reason = Literal[
+    "few_charging_hours",
+    "few_hours",
+    "collinear",
+    "interval_too_wide",
+    "efficiency_above_1",
+    "negative_standby",
+]
+Range = tuple[float, float]
+
+
+class ChargerInterval(_Out):
+    """95 % intervals [low, high] of the two fitted figures."""
+
+    conversionEfficiency: Range
+    standbyW: Range
+
+
 class ChargerCore(_Out):
-    """A charger's fitted conversion efficiency and standby draw."""
+    """A charger's fitted conversion efficiency and standby draw (bounded: 0 < η ≤ 1, standby
+    ≥ 0), their 95 % intervals, and a status only when the interval is sure of it."""
 
     status: Status
-    conversionEfficiency: float | None
-    standbyW: float | None
+    reason: Reason | None = Field(
+        description="why insufficient_data or meter_error; null with a band"
+    )
+    conversionEfficiency: float | None = Field(ge=0, le=1)
+    standbyW: float | None = Field(ge=0)
+    boundActive: Literal["standby", "efficiency", "both"] | None = Field(
+        description="the parameter the bounded fit pinned at its bound"
+    )
+    ci95: ChargerInterval | None = Field(
+        description="null without one: no fit, fewer than 3 hours, or data no charger makes"
+    )
     fit: ChargerFit
 
 
@@ -248,11 +276,20 @@ class ChargerStatusCounts(_Out):
     insufficient_data: int
 
 
+class IntervalMethod(_Out):
+    """How the intervals are made, and how narrow one must be to decide across a band edge."""
+
+    level: float
+    method: str
+    maxWidthForStatus: float
+
+
 class Chargers(_Out):
     """GET /v1/analytics/chargers."""
 
     window: WindowOut
     model: str
+    interval: IntervalMethod
     count: int
     statusCounts: ChargerStatusCounts
     chargers: list[Charger]

@@ -3,6 +3,7 @@ as the analytics login (a fleet_analytics role or a read replica)."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -84,9 +85,14 @@ def show_performance(r: dict[str, Any], out: Output) -> str:
         ]
     for c in r.get("chargers", ()):
         lines += [
-            f"  charger     {c['meterId']}: {render.status(c['status'], colour)}",
-            f"              converter {render.num(c['conversionEfficiency'], 3)}, standby "
-            f"{render.num(c['standbyW'], 1)} W over {c['fit']['chargingHours']} h of charging",
+            f"  charger     {c['meterId']}: {render.status(c['status'], colour)}"
+            + (f" ({c['reason']})" if c.get("reason") else ""),
+            f"              converter {render.num(c['conversionEfficiency'], 3)} "
+            f"(95 %: {_ci(c, 'conversionEfficiency', 3)}),",
+            f"              standby {render.num(c['standbyW'], 1)} W "
+            f"(95 %: {_ci(c, 'standbyW', 1)})",
+            f"              over {c['fit']['chargingHours']} h of charging"
+            + (f"; {c['boundActive']} at its bound" if c.get("boundActive") else ""),
         ]
     bt, soc = r["batteryTemp"], r["soc"]
     lines += [
@@ -147,6 +153,13 @@ def show_fleet(r: dict[str, Any], out: Output) -> str:
     ]
     if len(r["vehicles"]) < t["vehicles"]:
         lines.append(f"... {t['vehicles'] - len(r['vehicles'])} more (--limit)")
+    with_charger = [v for v in r["vehicles"] if v.get("charger")]
+    if with_charger:
+        lines += [
+            "",
+            "Their chargers (the meter each used last): fitted efficiency and standby, 95 %",
+            render.columns(with_charger, _ROW_CHARGER_COLUMNS, wide=out.wide),
+        ]
     return "\n".join(lines)
 
 
@@ -206,21 +219,54 @@ def anomalies(window: Window, min_ac_kwh: float, threshold: float) -> Job:
     return lambda conn: report(conn, window, threshold=threshold, min_ac_kwh=min_ac_kwh)
 
 
+def _ci(c: dict[str, Any], key: str, digits: int) -> str:
+    """A charger's 95 % interval of `key` as 'low-high', rounded outwards; '-' without one."""
+    ci = c.get("ci95")
+    if not ci:
+        return "-"
+    lo, hi = ci[key]
+    scale = 10**digits
+    return (
+        f"{math.floor(lo * scale) / scale:,.{digits}f}-{math.ceil(hi * scale) / scale:,.{digits}f}"
+    )
+
+
 _CHARGER_COLUMNS = (
     render.Column("meter", lambda c: c["meterId"]),
     render.Column("status", lambda c: c["status"]),
     render.Column("eta", lambda c: render.num(c["conversionEfficiency"], 3), right=True),
+    render.Column("eta 95 %", lambda c: _ci(c, "conversionEfficiency", 3), right=True),
     render.Column("standby W", lambda c: render.num(c["standbyW"], 1), right=True),
-    render.Column("charging h", lambda c: str(c["fit"]["chargingHours"]), right=True),
+    render.Column("standby 95 %", lambda c: _ci(c, "standbyW", 1), right=True),
+    render.Column("reason", lambda c: c.get("reason") or "", wide=True),
+    render.Column("bound", lambda c: c.get("boundActive") or "", wide=True),
+    render.Column("charging h", lambda c: str(c["fit"]["chargingHours"]), right=True, wide=True),
     render.Column("rmse Wh", lambda c: render.num(c["fit"]["rmseWh"], 2), right=True, wide=True),
-    render.Column("billed", lambda c: render.num(c["billed"]["efficiency"], 3), right=True),
+    render.Column(
+        "billed", lambda c: render.num(c["billed"]["efficiency"], 3), right=True, wide=True
+    ),
     render.Column("vehicles", lambda c: ", ".join(c["vehicles"]), wide=True),
+)
+_ROW_CHARGER_COLUMNS = (
+    render.Column("vehicle", lambda r: r["vehicleId"]),
+    render.Column("charger", lambda r: r["charger"]["meterId"]),
+    render.Column("status", lambda r: r["charger"]["status"]),
+    render.Column(
+        "eta", lambda r: render.num(r["charger"]["conversionEfficiency"], 3), right=True, wide=True
+    ),
+    render.Column("eta 95 %", lambda r: _ci(r["charger"], "conversionEfficiency", 3), right=True),
+    render.Column(
+        "standby W", lambda r: render.num(r["charger"]["standbyW"], 1), right=True, wide=True
+    ),
+    render.Column("standby 95 %", lambda r: _ci(r["charger"], "standbyW", 1), right=True),
+    render.Column("reason", lambda r: r["charger"].get("reason") or "", wide=True),
 )
 
 
 def show_chargers(r: dict[str, Any], out: Output) -> str:
-    """Counts per status and the fit, then one line per charger (-o wide: fit error and the
-    vehicles it fed)."""
+    """Counts per status and the fit, then one line per charger with its 95 % intervals (-o
+    wide: the reason of insufficient_data, the bound, charging hours, fit error, billed ratio
+    and the vehicles it fed)."""
     counts = ", ".join(f"{n} {s}" for s, n in r["statusCounts"].items() if n)
     head = (
         f"{r['count']} chargers, {r['window']['start']} → {r['window']['end']}\n"

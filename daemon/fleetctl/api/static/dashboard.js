@@ -49,14 +49,28 @@ function showStatus(fleet) {
     fleet.window.start + " → " + fleet.window.end + " · " + fleet.totals.vehicles + " vehicles";
 }
 
+// A 95 % interval "low–high", rounded outwards so the shown one never shrinks.
+function interval(ci, key, digits) {
+  if (!ci) return "–";
+  const scale = 10 ** digits;
+  const [lo, hi] = ci[key];
+  return (Math.floor(lo * scale) / scale).toFixed(digits) + "–" +
+    (Math.ceil(hi * scale) / scale).toFixed(digits);
+}
+
 function showChargers(report) {
   const body = document.querySelector("#chargers tbody");
   body.replaceChildren();
   for (const c of report.chargers.slice(0, 10)) {
     const tr = el("tr", null, c.status);
     tr.dataset.meter = c.meterId;
-    for (const v of [c.meterId, c.status, num(c.conversionEfficiency, 3), num(c.standbyW, 1),
-                     c.fit.chargingHours, num(c.billed.efficiency, 3)]) tr.append(el("td", v));
+    // A status without a sure interval says why (too few charging hours, collinear, ...).
+    const status = c.reason ? c.status + " (" + c.reason.replaceAll("_", " ") + ")" : c.status;
+    for (const v of [c.meterId, status, num(c.conversionEfficiency, 3),
+                     interval(c.ci95, "conversionEfficiency", 3), num(c.standbyW, 1),
+                     interval(c.ci95, "standbyW", 1), c.fit.chargingHours,
+                     num(c.billed.efficiency, 3)]) tr.append(el("td", v));
+    if (c.ci95) tr.dataset.ci = c.ci95.conversionEfficiency.join(",");
     body.append(tr);
   }
 }
