@@ -126,7 +126,7 @@ def diagnosis_stage(*, quick: bool, say: Any = print) -> dict[str, Any]:
 def diagnosis_lines(d: dict[str, Any]) -> list[str]:
     """The bench table's section for the diagnosis."""
     lines = [
-        f"11 charger diagnosis against the truth ({d['meters']:,} chargers, {d['days']} days;"
+        f"12 charger diagnosis against the truth ({d['meters']:,} chargers, {d['days']} days;"
         " windows tiled):"
     ]
     for name, results in d["variants"].items():
@@ -155,3 +155,18 @@ def _pct(v: float | None) -> str:
 
 def _f(v: float | None, digits: int = 4) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m fleetsim.bench.diagnosis [--quick]: this section on its own."""
+    import argparse  # noqa: PLC0415 (only the command line needs it)
+
+    parser = argparse.ArgumentParser(prog="fleetsim.bench.diagnosis", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="300 chargers, 2 days, no 7 d")
+    args = parser.parse_args(argv)
+    print("\n".join(diagnosis_lines(diagnosis_stage(quick=args.quick))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -42,6 +42,7 @@ from fleetdb.migrate import migrate
 from fleetdb.partitions import PartitionCache
 from fleetdb.rollups import rollup_tables
 from fleetsim.bench.baseline import drain_per_message
+from fleetsim.bench.diagnosis import diagnosis_lines, diagnosis_stage
 from fleetsim.bench.http_stage import http_stage
 from fleetsim.bench.http_stage import table_lines as http_table_lines
 from fleetsim.bench.mqtt_sessions import create_session, drop_session
@@ -618,6 +619,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         _say(f"[{total}/{total}] queries on {args.query_days} days x 10,000 + 10,000 devices")
         results["queries"] = await query_stage(args.query_days, Path(args.cache_dir), _say)
+    _say("diagnosis: the charger fit on 3 h, 24 h (and 7 d) windows against the truth")
+    results["diagnosis"] = diagnosis_stage(quick=args.quick, say=_say)
     drain = results["fleetdDrain"]["perS"]
     results["ratios"] = {
         "fleetdVsBrokerCeiling": drain / results["brokerCeilingPerS"],
@@ -722,10 +725,16 @@ def _table(r: dict[str, Any]) -> str:
                          f"{d['etaWithin001']:>7.1%} / {d['standbyWithin5W']:.1%}")  # fmt: skip
             lines.append(f"{'    degraded + critical: recall / precision':<58}"
                          f"{d['recall']:>7.1%} / {d['precision']:.1%}")  # fmt: skip
+            lines.append(
+                f"{'    95 % intervals: coverage of eta / standby':<58}"
+                f"{d['etaCoverage'] or 0:>7.1%} / {d['standbyCoverage'] or 0:.1%}"
+            )
     else:
         lines.append("8 queries: skipped (--quick or --no-queries)")
     if r.get("http"):
         lines.extend(http_table_lines(r["http"]))
+    if r.get("diagnosis"):
+        lines.extend(diagnosis_lines(r["diagnosis"]))
     return "\n".join(lines)
 
 
