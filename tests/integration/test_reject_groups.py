@@ -1,6 +1,6 @@
 """Dead letters grouped by what broke (issue 24): one broken firmware is one group, whatever
 device ids, values and parser offsets its reasons quote; the same groups for rejects stored
-before fleetd stored their field and rule (sql/013)."""
+before fleetd stored their field and rule (sql/014)."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def _rejected() -> list[Rejected]:
 async def test_a_reject_stored_without_its_group_is_grouped_as_fleetd_groups_it_today(
     db: asyncpg.Connection,
 ) -> None:
-    """sql/013's reading of an old reason gives the field and rule fleetd stores now, rule by
+    """sql/014's reading of an old reason gives the field and rule fleetd stores now, rule by
     rule: a reject from before the migration (or from an older fleetd) joins its group."""
     for r in _rejected():
         field, rule = await db.fetchrow(
@@ -84,7 +84,7 @@ async def test_one_broken_firmware_is_one_group_with_an_example(
 ) -> None:
     """79 vehicles whose firmware writes a wrong id, 40 truncated payloads of every length and
     two out-of-range socs: three groups (count, first and last seen, the last one as an
-    example); rows stored before sql/013 (no field or rule) join the same groups."""
+    example); rows stored before sql/014 (no field or rule) join the same groups."""
     rejects: list[tuple[Rejected, datetime]] = []
     for i in range(79):
         r = decode(f"vehicles/V{i}/telemetry", _vehicle(vehicleId=f"X{i}"), NOW)

@@ -15,7 +15,7 @@ from fleetctl.errors import InvalidRequestError
 
 MAX_LIMIT = 1000
 
-# Grouped by what broke: the field and rule fleetd stored with each reject (sql/013), without
+# Grouped by what broke: the field and rule fleetd stored with each reject (sql/014), without
 # the values, ids and offsets its reason quotes; a reject stored before those columns existed
 # is grouped by the same words, read from its reason. One example per group: the last stored.
 _COUNTS_SQL = """
