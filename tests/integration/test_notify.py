@@ -120,6 +120,7 @@ def _fake_daemon(*, flush_interval_ms: int = 200) -> SimpleNamespace:
             url="mqtt://127.0.0.1:1883",
             last_error=None,
             refusal=None,
+            generation=1,
             silent_s=lambda now=None: None,  # the broker answers its pings
             silence_s=lambda now=None: 0.0,
         ),
@@ -266,3 +267,31 @@ def test_watchdog_interval() -> None:
     assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": pid}) == 1.0
     # Meant for another process (we inherited the environment): not ours to ping.
     assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}) is None
+
+
+async def test_ready_and_pinged_while_a_refusal_waits_for_the_operator(
+    listener: Listener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A refused login at start: no 300 s "activating" and restart loop; STATUS= says why, and
+    # the watchdog is fed (a restart cannot fix it), until the operator fixes it.
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    daemon = _fake_daemon()
+    daemon.ready.clear()
+    daemon.flusher.healthy = False
+    daemon.flusher.problem = "the database refused the login (...): check the user and password"
+    task = asyncio.create_task(
+        notifier_task(daemon, SystemdNotifier(str(tmp_path / "notify.sock")))  # type: ignore[arg-type]
+    )
+    try:
+        await listener.wait_for("READY=1", within=5)
+        assert "STATUS=waiting: the database refused the login" in "\n".join(listener.fields())
+        assert await _pings_in(listener, 0.6) >= 3
+        # An outage, not a refusal: no pings (systemd restarts a daemon that stays unhealthy).
+        daemon.flusher.problem = None
+        await asyncio.sleep(0.2)
+        assert await _pings_in(listener, 0.6) == 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

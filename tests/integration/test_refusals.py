@@ -133,6 +133,7 @@ async def test_an_unmigrated_database_is_named_and_fleetd_resumes_once_migrated(
         assert not health.ok
         reasons = " ".join(health.reasons)
         assert "run `fleetd migrate` as the schema owner" in reasons, reasons
+        assert "broker not connected yet" in health.reasons  # not tried before the database
         assert health.details["waiting_for_operator"]
         # The operator migrates while fleetd runs: it resumes by itself, subscribed.
         conn = await connect(empty_database)

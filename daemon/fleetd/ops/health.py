@@ -45,7 +45,12 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
         reasons.append(f"broker refused: {daemon.mqtt.refusal}")
     elif not daemon.mqtt.connected:
         error = daemon.mqtt.last_error
-        reasons.append("broker disconnected" + (f": {error}" if error else ""))
+        if error:
+            reasons.append(f"broker disconnected: {error}")
+        elif not daemon.mqtt.generation:  # start-up waits for the database first
+            reasons.append("broker not connected yet")
+        else:
+            reasons.append("broker disconnected")
     silent = daemon.mqtt.silent_s(now)
     if silent is not None:
         reasons.append(f"broker silent for {silent:.0f} s")
