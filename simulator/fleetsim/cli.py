@@ -64,6 +64,13 @@ def _fleet_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--interval", type=int, default=60, help="seconds between readings (60)")
     g.add_argument("--degraded-fraction", type=float, default=0.05, help="eta 0.76-0.84")
     g.add_argument("--critical-fraction", type=float, default=0.01, help="eta 0.60-0.74")
+    g.add_argument(
+        "--wrong-assignments",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N vehicles registered to a meter they do not charge at (named in the truth)",
+    )
 
 
 def _mqtt_args(p: argparse.ArgumentParser) -> None:
@@ -153,6 +160,7 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         duplicate_rate=args.duplicate_rate,
         out_of_order_rate=args.out_of_order_rate,
         clock_skew_s=args.clock_skew_s,
+        wrong_assignments=args.wrong_assignments,
     )
     if args.command == "run":
         opts.speed = args.speed

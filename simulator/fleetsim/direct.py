@@ -134,7 +134,7 @@ async def write_assignments(conn: asyncpg.Connection, fleet: Fleet, valid_from: 
     status = await conn.execute(
         INSERT_ASSIGNMENTS,
         fleet.vehicle_ids,
-        [fleet.meter_ids[m] for m in fleet.vehicle_meter],
+        [fleet.meter_ids[m] for m in fleet.registered_meter],
         valid_from,
     )
     return int(status.split()[-1])

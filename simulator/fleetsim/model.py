@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from fleetsim.wrong_assignments import registered_meters
+
 # Charger efficiency bands (AC -> DC). Fleet operators look for the degraded and critical ones.
 BANDS: dict[str, tuple[float, float]] = {
     "normal": (0.86, 0.94),
@@ -79,6 +81,7 @@ class FleetConfig:
     critical_fraction: float = 0.01
     charging_at_start: float = 0.6
     clock_skew_s: int = 0
+    wrong_assignments: int = 0  # vehicles registered to a meter they do not charge at
 
     def check(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -100,6 +103,10 @@ class FleetConfig:
             raise ValueError("--degraded-fraction + --critical-fraction must be <= 1")
         if self.clock_skew_s < 0:
             raise ValueError("--clock-skew-s must be >= 0")
+        if not 0 <= self.wrong_assignments <= self.vehicles or (
+            self.wrong_assignments and self.meters < 2
+        ):
+            raise ValueError("--wrong-assignments must be between 0 and --vehicles (2+ meters)")
 
 
 def assign_bands(meters: int, seed: int, degraded: float, critical: float) -> list[str]:
@@ -147,6 +154,14 @@ class Fleet:
         self.vehicle_meter = [
             (i // c.vehicles_per_meter) % max(c.meters, 1) for i in range(c.vehicles)
         ]
+        # What the simulator writes as each vehicle's assignment (the truth file names the
+        # vehicles whose registered meter is not vehicle_meter's).
+        self.registered_meter = registered_meters(
+            lambda purpose, j: device_rng(c.seed, purpose, j),
+            self.vehicle_meter,
+            c.meters,
+            c.wrong_assignments,
+        )
         self.meter_band = assign_bands(c.meters, c.seed, c.degraded_fraction, c.critical_fraction)
         self.meter_skew = skew_offsets(c.seed, "meter", c.meters, c.clock_skew_s)
         self.vehicle_skew = skew_offsets(c.seed, "vehicle", c.vehicles, c.clock_skew_s)

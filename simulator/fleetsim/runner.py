@@ -60,6 +60,7 @@ class SimOptions:
     duplicate_rate: float = 0.0
     out_of_order_rate: float = 0.0
     clock_skew_s: int = 0
+    wrong_assignments: int = 0
 
     def fleet_config(self) -> FleetConfig:
         """The model's part of the options."""
@@ -72,6 +73,7 @@ class SimOptions:
             degraded_fraction=self.degraded_fraction,
             critical_fraction=self.critical_fraction,
             clock_skew_s=self.clock_skew_s,
+            wrong_assignments=self.wrong_assignments,
         )
 
     def fault_config(self) -> FaultConfig:

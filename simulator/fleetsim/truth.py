@@ -78,6 +78,8 @@ class Truth:
             m = f.vehicle_meter[j]
             vehicles[vid] = {
                 "meterId": f.meter_ids[m],
+                # The meter written as its assignment (differs for --wrong-assignments).
+                "registeredMeterId": f.meter_ids[f.registered_meter[j]],
                 "efficiency": f.meter_eff[m],
                 "band": f.meter_band[m],
                 "dcKwh": kwh_text(self.vehicle_total(j)),
@@ -92,6 +94,15 @@ class Truth:
             "start": rfc3339_s(start),
             "end": rfc3339_s(end),
             "vehiclesPerMeter": f.config.vehicles_per_meter,
+            "wrongAssignments": [
+                {
+                    "vehicleId": vid,
+                    "registeredMeterId": f.meter_ids[f.registered_meter[j]],
+                    "meterId": f.meter_ids[f.vehicle_meter[j]],
+                }
+                for j, vid in enumerate(f.vehicle_ids)
+                if f.registered_meter[j] != f.vehicle_meter[j]
+            ],
             "meters": meters,
             "vehicles": vehicles,
             "published": {
