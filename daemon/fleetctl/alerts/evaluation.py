@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 
 from fleetctl.alerts.rules import wanted
+from fleetctl.analytics.assignment_check import assignment_check
 from fleetctl.analytics.chargers import chargers
 from fleetctl.analytics.fleet import fleet_report
 from fleetctl.analytics.window import Window
@@ -76,6 +77,7 @@ async def evaluate(
     window = Window(now - timedelta(hours=config.window_h), now)
     diagnosis = await chargers(conn, window, interval_s=config.reading_interval_s)
     fleet = await fleet_report(conn, window, interval_s=config.reading_interval_s)
+    check = await assignment_check(conn, window, interval_s=config.reading_interval_s, every=True)
     limit = config.offline_intervals * config.reading_interval_s
     offline = [(r[0], r[1], r[2]) for r in await conn.fetch(_OFFLINE, now, float(limit))]
     charging = [
@@ -91,7 +93,14 @@ async def evaluate(
         open_now = {(r["kind"], r["subject"]): r["id"] for r in rows}
         want = {
             (w.kind, w.subject): w
-            for w in wanted(diagnosis["chargers"], fleet["vehicles"], offline, open_now, charging)
+            for w in wanted(
+                diagnosis["chargers"],
+                fleet["vehicles"],
+                offline,
+                open_now,
+                charging,
+                assignments=check["vehicles"],
+            )
         }
         opened, resolved = [], []
         for key, w in want.items():

@@ -32,6 +32,7 @@ from fleetctl.analytics import (
     rejects,
     vehicle_performance,
 )
+from fleetctl.analytics.assignment_check import assignment_check
 from fleetctl.analytics.pages import Page, now_of
 from fleetctl.api import params as p
 from fleetctl.api import schemas as s
@@ -120,6 +121,14 @@ ASSIGNMENTS = Operation(
     s.Assignments,
     p.AssignmentsQuery,
 )
+ASSIGNMENT_CHECK = Operation(
+    "GET",
+    "/v1/assignments/check",
+    "vehicles whose charging hours do not line up with their meter's AC, with the meter "
+    "that fits best",
+    s.AssignmentCheck,
+    p.AssignmentCheckQuery,
+)
 IMPORT = Operation(
     "POST",
     "/v1/assignments",
@@ -194,6 +203,7 @@ class AnalyticsApi:
             (CURRENT_DEVICE, self.current),
             (ALERTS, self.alerts),
             (ASSIGNMENTS, self.assignments),
+            (ASSIGNMENT_CHECK, self.assignment_check),
             (IMPORT, self.import_assignments),
             (REJECTS, self.rejects),
             (OPENAPI, self.openapi),
@@ -309,6 +319,13 @@ class AnalyticsApi:
             open_only=q.open,
             page=Page(q.limit, q.cursor),
         )
+        return json_response(200, body)
+
+    async def assignment_check(
+        self, _r: web.Request, q: p.AssignmentCheckQuery, _p: None
+    ) -> web.StreamResponse:
+        """GET /v1/assignments/check."""
+        body = await assignment_check(await self.pool(), q.window(self._limits), every=q.all)
         return json_response(200, body)
 
     async def import_assignments(

@@ -98,8 +98,8 @@ class Query(BaseModel):
         return out
 
 
-class WindowQuery(Query):
-    """A report window: `hours` ending now (default 24), or `start`/`end`."""
+class TimeWindowQuery(Query):
+    """A window: `hours` ending now (default 24), or `start`/`end`."""
 
     hours: float | None = Field(
         None, gt=0, le=MAX_HOURS, description="the window's length in hours (default 24)"
@@ -114,12 +114,6 @@ class WindowQuery(Query):
         validation_alias=AliasChoices("end", "endDate"),
         description="the window's end (exclusive), RFC 3339; default now "
         "(`endDate` is accepted as an alias)",
-    )
-    minAcKwh: float = Field(  # noqa: N815 (the API's camelCase name)
-        0.1,
-        ge=0,
-        le=1_000_000,
-        description="below this AC energy a vehicle is insufficient_data",
     )
 
     def window(self, limits: ApiLimits, now: datetime | None = None) -> Window:
@@ -143,6 +137,17 @@ class WindowQuery(Query):
                 "(FLEET_API_MAX_WINDOW_DAYS): ask for a shorter one"
             )
         return Window(begin, stop)
+
+
+class WindowQuery(TimeWindowQuery):
+    """A report window and the AC energy below which a vehicle is not judged."""
+
+    minAcKwh: float = Field(  # noqa: N815 (the API's camelCase name)
+        0.1,
+        ge=0,
+        le=1_000_000,
+        description="below this AC energy a vehicle is insufficient_data",
+    )
 
 
 class PageQuery(Query):
@@ -196,6 +201,14 @@ class AnomaliesQuery(WindowQuery):
 
 class ChargersQuery(WindowQuery):
     """GET /v1/analytics/chargers."""
+
+
+class AssignmentCheckQuery(TimeWindowQuery):
+    """GET /v1/assignments/check."""
+
+    all: Flag = Field(
+        False, description="list every vehicle, not only the suspect and unassigned ones"
+    )
 
 
 class CurrentQuery(PageQuery):

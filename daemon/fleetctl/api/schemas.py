@@ -295,6 +295,65 @@ class Chargers(_Out):
     chargers: list[Charger]
 
 
+class AssignmentFit(_Out):
+    """AC beyond the meter's standby against the vehicle's DC, by least squares."""
+
+    conversionEfficiency: float | None
+    standbyW: float | None
+    relativeError: float | None
+    plausible: bool
+    withOtherVehicles: bool
+
+
+class AssignmentSide(_Out):
+    """How one meter's hourly AC lines up with the vehicle's hourly DC."""
+
+    meterId: str | None
+    hours: int
+    chargingHours: int
+    chargingHoursWithoutAc: int
+    acHoursWithoutDc: int
+    fit: AssignmentFit
+
+
+class BestMeter(AssignmentSide):
+    """The meter whose AC fits the vehicle's DC best, and its signature overlap."""
+
+    jaccard: float
+
+
+class AssignmentVerdict(_Out):
+    """One vehicle of GET /v1/assignments/check."""
+
+    vehicleId: str
+    status: Literal["suspect", "unassigned", "ok", "insufficient_data"]
+    message: str
+    meterId: str | None
+    suggestedMeterId: str | None
+    chargingHours: int
+    assigned: AssignmentSide
+    best: BestMeter | None
+
+
+class AssignmentStatusCounts(_Out):
+    """Vehicles per verdict."""
+
+    suspect: int
+    unassigned: int
+    ok: int
+    insufficient_data: int
+
+
+class AssignmentCheck(_Out):
+    """GET /v1/assignments/check."""
+
+    window: WindowOut
+    model: str
+    count: int
+    statusCounts: AssignmentStatusCounts
+    vehicles: list[AssignmentVerdict]
+
+
 class DeviceState(_Out):
     """A device's newest reading."""
 

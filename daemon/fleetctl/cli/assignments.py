@@ -11,12 +11,14 @@ import click
 
 from fleetctl.cli import render
 from fleetctl.cli.app import Job, NounGroup, Output, command, root
-from fleetctl.cli.options import instant
+from fleetctl.cli.options import instant, time_window_options
 from fleetctl.errors import AnalyticsError
 from fleetctl.roles import Role
 
 if TYPE_CHECKING:
     import asyncpg
+
+    from fleetctl.analytics.window import Window
 
 
 @root.group("assignments", cls=NounGroup, default="list")
@@ -128,3 +130,54 @@ def unassign(vehicle_id: str, at: str | None) -> Job:
 
     end = instant(at, "at")
     return lambda conn: run(conn, vehicle_id, end)
+
+
+def _side(s: dict[str, Any] | None) -> str:
+    if s is None:
+        return "-"
+    err = s["fit"]["relativeError"]
+    return f"{s['chargingHoursWithoutAc']}/{s['chargingHours']} h, err {render.num(err, 2)}"
+
+
+_CHECK_COLUMNS = (
+    render.Column("vehicle", lambda r: r["vehicleId"]),
+    render.Column("status", lambda r: r["status"]),
+    render.Column("meter", lambda r: r["meterId"] or "-"),
+    render.Column("suggested", lambda r: r["suggestedMeterId"] or "-"),
+    render.Column("no AC", lambda r: _side(r["assigned"])),
+    render.Column("AC no DC", lambda r: str(r["assigned"]["acHoursWithoutDc"]), wide=True),
+    render.Column("best", lambda r: (r["best"] or {}).get("meterId") or "-", wide=True),
+    render.Column("best fit", lambda r: _side(r["best"]), wide=True),
+)
+
+
+def show_check(r: dict[str, Any], out: Output) -> str:
+    """Counts per verdict, then the vehicles listed: charging hours without AC at the assigned
+    meter out of the charging hours, and the fit's relative error (-o wide: the best meter's)."""
+    counts = ", ".join(f"{n} {s}" for s, n in r["statusCounts"].items() if n)
+    head = (
+        f"{r['count']} vehicles, {r['window']['start']} → {r['window']['end']}\n"
+        f"  {counts or 'none'}"
+    )
+    if not r["vehicles"]:
+        return head + "\n  no assignment looks wrong"
+    return head + "\n" + render.columns(r["vehicles"], _CHECK_COLUMNS, wide=out.wide)
+
+
+@command(assignments, "check", role=Role.ANALYTICS, show=show_check)
+@time_window_options
+@click.option("--all", "every", is_flag=True, help="every vehicle, not only the suspect ones")
+@click.option("--limit", type=int, help="only the first N rows (the table and --json)")
+def check(window: Window, every: bool, limit: int | None) -> Job:
+    """Vehicles whose charging hours do not line up with their meter's AC, and the meter that
+    fits best (read-only)."""
+    if limit is not None and limit < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--limit")
+    from fleetctl.analytics.assignment_check import assignment_check  # noqa: PLC0415
+
+    async def job(conn: Any) -> Any:
+        r = await assignment_check(conn, window, every=every)
+        r["vehicles"] = r["vehicles"][:limit]  # the counts still cover every vehicle
+        return r
+
+    return job

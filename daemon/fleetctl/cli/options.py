@@ -13,10 +13,13 @@ from fleetctl.params import DEFAULT_MIN_AC_KWH
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_WINDOW = (
+_TIME = (
     click.Option(["--hours"], type=float, help="window of H hours ending now (default 24)"),
     click.Option(["--start"], help="window start, RFC 3339 (e.g. 2026-11-23T00:00:00Z)"),
     click.Option(["--end"], help="window end, RFC 3339, exclusive (default now)"),
+)
+_WINDOW = (
+    *_TIME,
     click.Option(
         ["--min-ac-kwh"],
         type=float,
@@ -30,6 +33,15 @@ _WINDOW = (
 def window_options(plan: F) -> F:
     """--hours | --start/--end and --min-ac-kwh; the function gets `window` (a Window, checked
     before connecting: a bad one is a one-line error, exit 1) and `min_ac_kwh`."""
+    return _with_window(plan, _WINDOW)
+
+
+def time_window_options(plan: F) -> F:
+    """--hours | --start/--end only (a report that judges no AC threshold): `window`."""
+    return _with_window(plan, _TIME)
+
+
+def _with_window(plan: F, options: tuple[click.Option, ...]) -> F:
 
     @functools.wraps(plan)
     def with_window(*, hours: float | None, start: str | None, end: str | None, **kw: Any) -> Any:
@@ -39,7 +51,7 @@ def window_options(plan: F) -> F:
 
     # Click reads a function's options from __click_params__, last decorator first.
     own = list(getattr(plan, "__click_params__", []))
-    with_window.__dict__["__click_params__"] = [*own, *reversed(_WINDOW)]
+    with_window.__dict__["__click_params__"] = [*own, *reversed(options)]
     return with_window  # type: ignore[return-value]  # same options, plus the window's
 
 

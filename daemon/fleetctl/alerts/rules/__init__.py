@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from fleetctl.alerts.rules.assignment_suspect import AssignmentSuspect
 from fleetctl.alerts.rules.base import Evidence, Rule, Wanted
 from fleetctl.alerts.rules.billed_efficiency import BilledEfficiency
 from fleetctl.alerts.rules.charger_efficiency import ChargerEfficiency
@@ -20,7 +21,13 @@ from fleetctl.alerts.rules.soc_stalled import SocStalled
 
 __all__ = ["KINDS", "RULES", "Evidence", "Rule", "Wanted", "wanted"]
 
-RULES: tuple[Rule, ...] = (ChargerEfficiency(), BilledEfficiency(), SocStalled(), DeviceOffline())
+RULES: tuple[Rule, ...] = (
+    ChargerEfficiency(),
+    BilledEfficiency(),
+    SocStalled(),
+    DeviceOffline(),
+    AssignmentSuspect(),
+)
 KINDS = tuple(kind for rule in RULES for kind in rule.kinds)
 
 
@@ -31,9 +38,16 @@ def wanted(
     was_open: Iterable[tuple[str, str]],
     charging: Iterable[tuple[str, float, float, float]] = (),
     *,
+    assignments: Iterable[dict[str, Any]] = (),
     rules: Iterable[Rule] = RULES,
 ) -> list[Wanted]:
     """The alerts that should be open (see base.Evidence for what each argument holds)."""
-    seen = Evidence(chargers=chargers, vehicles=vehicles, offline=offline, charging=charging)
+    seen = Evidence(
+        chargers=chargers,
+        vehicles=vehicles,
+        offline=offline,
+        charging=charging,
+        assignments=assignments,
+    )
     was = set(was_open)
     return [w for rule in rules for w in rule.wanted(seen, was)]

@@ -32,12 +32,14 @@ class Evidence:
     """What one evaluation read. chargers: rows of fleetctl.analytics.chargers (fitted η̂ per
     meter); vehicles: rows of the fleet report (billed ratio, status); offline: (kind, device
     id, seconds since its newest reading) of devices past the offline limit; charging:
-    (vehicle, DC kWh, first SoC, last SoC) over its readings with DC in the last hour."""
+    (vehicle, DC kWh, first SoC, last SoC) over its readings with DC in the last hour;
+    assignments: rows of fleetctl.analytics.assignment_check (every vehicle's verdict)."""
 
     chargers: Iterable[dict[str, Any]] = ()
     vehicles: Iterable[dict[str, Any]] = ()
     offline: Iterable[tuple[str, str, float]] = ()
     charging: Iterable[tuple[str, float, float, float]] = ()
+    assignments: Iterable[dict[str, Any]] = ()
 
 
 class Rule(Protocol):
