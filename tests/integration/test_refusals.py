@@ -171,6 +171,21 @@ async def test_a_wrong_database_password_is_named_with_its_fix(
         assert "wrong" not in reasons  # the password is never shown
 
 
+async def test_a_login_in_no_fleet_role_is_told_to_join_fleet_ingest(
+    db: asyncpg.Connection, database_url: str, settings: Settings
+) -> None:
+    user = f"t_norole_{os.getpid()}"
+    await db.execute(f'CREATE ROLE "{user}" LOGIN')
+    try:
+        url = as_user(database_url, user)
+        async with _started(settings.model_copy(update={"database_url": url})) as daemon:
+            await _until(lambda: daemon.flusher.problem is not None, 20, "refusal not noticed")
+            text = str(daemon.flusher.problem)
+            assert "GRANT fleet_ingest TO" in text, text
+    finally:
+        await db.execute(f'DROP ROLE IF EXISTS "{user}"')
+
+
 async def test_wrong_broker_credentials_are_named_with_their_fix(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
