@@ -374,4 +374,7 @@ class AnalyticsApi:
     async def docs(self, _r: web.Request, _q: p.NoQuery, _p: None) -> web.StreamResponse:
         """GET /v1/docs: Swagger UI over /v1/openapi.json, from files vendored by
         `make static` (no CDN)."""
-        return web.FileResponse(static_dir() / "docs.html")
+        # Named here: the headers are added before aiohttp names a file's type itself.
+        return web.FileResponse(
+            static_dir() / "docs.html", headers={"Content-Type": "text/html; charset=utf-8"}
+        )
