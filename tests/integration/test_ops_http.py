@@ -12,6 +12,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -192,18 +193,24 @@ def fleetctl_serve(database_url: str, **extra_env: str) -> Iterator[int]:
         "FLEET_API_ADDR": f"127.0.0.1:{port}",
         "FLEET_LOG_FORMAT": "json",
     }
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "fleetctl"), "serve"],
-        env=env | extra_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        wait_for_port(port)
-        yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
-        SERVE_OUTPUT[:] = [out.decode()]
-        assert proc.returncode == 0, out.decode()
+    # A file, not a pipe: nobody reads a pipe until the end, and the access log would fill it.
+    with tempfile.TemporaryFile() as output:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "fleetctl"), "serve"],
+            env=env | extra_env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port)
+            yield port
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+            output.seek(0)
+            out = output.read().decode()
+            SERVE_OUTPUT[:] = [out]
+            assert proc.returncode == 0, out[-5000:]
 
 
 async def test_fleetctl_serve_answers_the_analytics_and_fleetd_does_not(
@@ -285,6 +292,34 @@ async def test_fleetctl_serve_asks_for_the_bearer_token_on_v1_only(analytics_url
         )
         assert (status, body["kind"]) == (200, "all")
     assert TOKEN not in SERVE_OUTPUT[0]
+
+
+async def test_fleetctl_serve_logs_one_json_line_per_request_without_the_token(
+    analytics_url: str,
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    targets = ("/healthz", "/v1/current/all?limit=2", f"/v1/current/all?token={TOKEN}", "/nope")
+    with fleetctl_serve(analytics_url, FLEET_API_TOKEN=TOKEN) as port:
+        statuses = [(await get(port, target, headers=auth))[0] for target in targets]
+        statuses.append((await get(port, "/v1/alerts"))[0])  # no token: 401
+    assert TOKEN not in SERVE_OUTPUT[0]
+    events = [json.loads(line) for line in SERVE_OUTPUT[0].splitlines() if line.startswith("{")]
+    access = [e for e in events if e["event"] == "http_access"]
+    assert [(e["method"], e["path"], e["status"]) for e in access] == [
+        ("GET", "/healthz", 200),
+        ("GET", "/v1/current/all", 200),
+        ("GET", "/v1/current/all", 400),  # token is not a parameter of the route
+        ("GET", "/nope", 404),
+        ("GET", "/v1/alerts", 401),
+    ]
+    assert statuses == [200, 200, 400, 404, 401]
+    assert [e["query"] for e in access[:3]] == [[], ["limit"], ["token"]]
+    for e in access:
+        assert e["level"] == "info"
+        assert e["server"] == "fleetctl-serve"
+        assert e["remote"] == "127.0.0.1"
+        assert e["bytes"] > 0
+        assert 0 <= e["duration_ms"] < 60_000
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 from aiohttp import web
 
 from fleetsvc.web import (
@@ -321,3 +323,46 @@ def test_addresses() -> None:
     assert parse_addr("") is None
     with pytest.raises(ValueError, match="host:port"):
         parse_addr("9108")
+
+
+class TestAccessLog:
+    """One `http_access` event per answered request, at the server's level, never a secret."""
+
+    async def test_one_event_per_request_with_no_token_and_no_query_value(self) -> None:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        with structlog.testing.capture_logs() as events:
+            async with serving(token=TOKEN) as server:
+                assert server.port
+                await request(server.port, "/healthz")
+                await request(server.port, f"/v1/window?hours=2&{TOKEN}=1&key={TOKEN}", **auth)
+                await request(server.port, "/v1/things/a%0Ab", **auth)
+                await request(server.port, f"/v1/things/{TOKEN[:30]}?{TOKEN[:20]}", **auth)
+                await request(server.port, f"/{TOKEN}")
+                await request(server.port, "/v1/window")
+        access = [e for e in events if e["event"] == "http_access"]
+        seen = [(e["path"], e["status"], e["log_level"]) for e in access]
+        expected = [
+            ("/healthz", 200, "info"),
+            ("/v1/window", 200, "info"),
+            ("/v1/things/a%0Ab", 400, "info"),  # as sent: no control character
+            (f"/v1/things/{TOKEN[:30]}", 200, "info"),
+            ("/***", 401, "info"),  # the server's token, wherever a client puts it
+            ("/v1/window", 401, "info"),
+        ]
+        assert seen == expected
+        assert access[1]["query"] == ["hours", "?", "key"]
+        assert access[3]["query"] == [TOKEN[:20]]  # a name, not the token
+        assert TOKEN not in repr(events)
+        assert {e["method"] for e in access} == {"GET"}
+        assert all(e["bytes"] > 0 and e["remote"] == "127.0.0.1" for e in access)
+
+    @pytest.mark.parametrize(("level", "expected"), [(logging.DEBUG, ["debug"]), (None, [])])
+    async def test_the_level_is_the_servers_choice(
+        self, level: int | None, expected: list[str]
+    ) -> None:
+        with structlog.testing.capture_logs() as events:
+            async with serving(access_log_level=level) as server:
+                assert server.port
+                await request(server.port, "/healthz")
+        levels = [e["log_level"] for e in events if e["event"] == "http_access"]
+        assert levels == expected

@@ -7,6 +7,7 @@ holds up ingest.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -32,6 +33,9 @@ class OpsHttpServer(HttpServer):
                 Route("GET", "/metrics", self._metrics, summary="Prometheus metrics"),
             ),
             name="fleetd-ops",
+            # Prometheus scrapes /metrics every few seconds and probes ask /healthz: at info
+            # they would drown the ingest lines. FLEET_LOG_LEVEL=debug shows them.
+            access_log_level=logging.DEBUG,
         )
 
     async def serve(self, _daemon: Daemon) -> None:

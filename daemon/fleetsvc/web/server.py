@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from fleetsvc.web.access_log import access_logger, enabling_logger
 from fleetsvc.web.listener import CappedSite, listen_socket
 from fleetsvc.web.middleware import guard
 from fleetsvc.web.routes import Route, add_routes
@@ -57,7 +58,8 @@ def _quiet_logger() -> logging.Logger:
 class HttpServer:
     """The routes of one process on one address. With a `token`, every route but the public
     ones needs `Authorization: Bearer <token>`; without one, only loopback Host names are
-    answered when listening on loopback. With `tls`, HTTPS only."""
+    answered when listening on loopback. With `tls`, HTTPS only. Each answered request is one
+    `http_access` line at `access_log_level` (fleetsvc.web.access_log; None: none)."""
 
     def __init__(
         self,
@@ -71,6 +73,7 @@ class HttpServer:
         error_statuses: Mapping[type[Exception], int] | None = None,
         max_connections: int = MAX_CONNECTIONS,
         max_body_bytes: int = MAX_BODY_BYTES,
+        access_log_level: int | None = logging.INFO,
     ) -> None:
         self.addr = addr
         self.name = name
@@ -81,6 +84,7 @@ class HttpServer:
         self._error_statuses = dict(error_statuses or {})
         self._max_connections = max_connections
         self._max_body_bytes = max_body_bytes
+        self._access_log_level = access_log_level
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.port: int | None = None
         self.site: CappedSite | None = None
@@ -124,6 +128,11 @@ class HttpServer:
             "max_field_size": MAX_FIELD_BYTES,
             "max_headers": MAX_HEADERS,
         }
+        if self._access_log_level is not None:
+            handler_args["access_log"] = enabling_logger()
+            handler_args["access_log_class"] = access_logger(
+                self.name, self._access_log_level, token=self._token
+            )
         runner = web.AppRunner(
             self.app(host),
             handle_signals=False,

@@ -71,7 +71,13 @@ def _fleetsvc(port: int) -> None:
     async def healthz(_call: Call) -> web.StreamResponse:
         return web.Response(body=BODY, content_type="application/json")
 
-    server = HttpServer(f"127.0.0.1:{port}", (Route("GET", "/healthz", healthz),), name="bench")
+    # No access log: the trivial servers it is compared with write none either.
+    server = HttpServer(
+        f"127.0.0.1:{port}",
+        (Route("GET", "/healthz", healthz),),
+        name="bench",
+        access_log_level=None,
+    )
     asyncio.run(server.run())
 
 
