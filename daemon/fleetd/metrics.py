@@ -31,6 +31,13 @@ class Metrics:
         self.duplicates = Counter(
             "fleet_duplicate_readings", "Readings already stored (redeliveries)", registry=r
         )
+        self.conflicts = Counter(
+            "fleet_conflicting_readings",
+            "Readings whose key was stored with other values: kept as conflict rejects, the "
+            "stored reading unchanged (first write wins)",
+            ["kind"],
+            registry=r,
+        )
         self.flush_duration = Histogram(
             "fleet_flush_duration_seconds",
             "Duration of one flush transaction",

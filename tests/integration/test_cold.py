@@ -204,11 +204,25 @@ async def test_late_readings_counted_once_and_merged(
         old_v = VehicleReading("J1", D2, 33.0, 0.7, 18.25)
         r = await write_batch(fleetd, [], [(old_v, D2)], [])
         assert (r.vehicles_inserted, r.duplicates) == (0, 1)
+        # The same key with another value: a conflict against the day's block.
+        other_v = VehicleReading("J1", D2, 33.5, 0.7, 18.25)
+        r = await write_batch(fleetd, [], [(other_v, D2)], [])
+        assert (r.vehicles_inserted, r.vehicle_conflicts, r.duplicates) == (0, 1, 0)
         r = await write_batch(fleetd, late_m, late_v, [])
         assert r.inserted == len(late_m) + len(late_v)
         assert await fleetd.fetchval("SELECT count(*) FROM vehicle_late") == len(late_v)
         r = await write_batch(fleetd, late_m, late_v, [])  # uploaded twice
-        assert r.inserted == 0
+        assert (r.inserted, r.conflicts) == (0, 0)
+        # ... and once corrected: a conflict against the late table.
+        fixed = MeterReading("JM", late_m[0][0].ts, 1.4, 230.5)
+        r = await write_batch(fleetd, [(fixed, D2)], [], [])
+        assert (r.inserted, r.meter_conflicts) == (0, 1)
+    async with _conn(database_url) as owner:
+        stored = await owner.fetch("SELECT stored FROM rejected_messages ORDER BY id")
+        assert [json.loads(s["stored"]) for s in stored] == [
+            {"soc": 33.0, "kwhDeliveredDc": 0.7, "batteryTemp": 18.25},
+            {"kwhConsumedAc": 1.3, "voltage": 230.5},
+        ]
     assert await reports(analytics_url) == truth  # counted from the moment they commit
 
     done = await _compact(ingest_url, D3.date())  # the merge

@@ -24,6 +24,7 @@ _PENDING_SQL = """
 SELECT id, received_at, topic, payload FROM rejected_messages
  WHERE received_at >= $1 AND id > $3
    AND (replay_outcome IS NULL OR replay_outcome LIKE 'still rejected%')
+   AND stored IS NULL  -- a conflict is valid and not stored on purpose: nothing to replay
  ORDER BY id
  LIMIT $2
  FOR UPDATE SKIP LOCKED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +40,7 @@ SELECT g.*, x.received_at AS example_at, x.topic AS example_topic, x.reason AS e
 """
 # Newest first, ties by id: a unique order, so a page ends exactly where the next begins.
 _NEWEST_SQL = """
-SELECT id, received_at, topic, reason, payload
+SELECT id, received_at, topic, reason, payload, stored
   FROM rejected_messages
  WHERE received_at >= $1 AND ($2::text IS NULL OR coalesce(field, fleet_reject_field(reason)) = $2)
    AND ($4::timestamptz IS NULL OR (received_at, id) < ($4, $5::bigint))
@@ -123,6 +124,8 @@ async def rejects(
                 "topic": r["topic"],
                 "reason": r["reason"],
                 **_payload(bytes(r["payload"])),
+                # A conflict (sql/015): the stored values; the payload is the reading received.
+                "stored": None if r["stored"] is None else json.loads(r["stored"]),
             }
             for r in newest
         ],

@@ -494,6 +494,12 @@ class Reject(_Out):
     reason: str
     payload: str
     payloadEncoding: Literal["utf-8", "base64"]
+    stored: dict[str, float] | None = Field(
+        None,
+        description="a conflict: the stored values of the reading's key, by payload field "
+        "(the payload is the reading received, which was not stored); null for a message "
+        "that failed validation",
+    )
 
 
 class Rejects(Paged):

@@ -304,14 +304,7 @@ class Flusher:
                 return await _write(conn, [_as_reject(envelopes[0], exc)])
             mid = len(envelopes) // 2
             left = await self._write_isolating(conn, envelopes[:mid])
-            right = await self._write_isolating(conn, envelopes[mid:])
-            return WriteResult(
-                left.meters_inserted + right.meters_inserted,
-                left.vehicles_inserted + right.vehicles_inserted,
-                left.meters_total + right.meters_total,
-                left.vehicles_total + right.vehicles_total,
-                left.rejects + right.rejects,
-            )
+            return left + await self._write_isolating(conn, envelopes[mid:])
 
 
 def retry_delay_s(attempt: int, *, refused: bool, cap_s: float) -> float:

@@ -92,6 +92,7 @@ class FlushLoop:
         c.flushes += 1
         c.written += result.inserted
         c.duplicates += result.duplicates
+        c.conflicts += result.conflicts
         c.acked += acked
         c.acks_skipped += skipped
         self.last_commit_mono = committed
@@ -100,8 +101,12 @@ class FlushLoop:
             self._metrics.acks_skipped.inc(skipped)
         log.debug(
             "flushed", rows=len(batch), inserted=result.inserted, duplicates=result.duplicates,
-            rejects=result.rejects, ms=round((committed - started) * 1000, 1), acked=acked,
+            conflicts=result.conflicts, rejects=result.rejects,
+            ms=round((committed - started) * 1000, 1), acked=acked,
         )  # fmt: skip
+        if result.conflicts:
+            # Kept for an operator (fleetctl rejects); the stored readings did not change.
+            log.warning("readings_conflict_with_stored", conflicts=result.conflicts)
         self._on_committed()
 
     def _record_metrics(self, batch: Batch, result: WriteResult, started: float) -> None:
@@ -132,5 +137,8 @@ class FlushLoop:
             m.messages_received.labels(kind.rstrip("s")).inc(n)
         self._counters.rejected_by_field.clear()
         m.duplicates.inc(result.duplicates)
+        if result.conflicts:
+            m.conflicts.labels("meter").inc(result.meter_conflicts)
+            m.conflicts.labels("vehicle").inc(result.vehicle_conflicts)
         m.buffer_depth.set(len(self._batcher))
         m.oldest_unacked_age.set(self._batcher.oldest_age_s())

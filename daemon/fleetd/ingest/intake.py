@@ -26,6 +26,7 @@ class Counters:
     rejected: int = 0
     written: int = 0
     duplicates: int = 0
+    conflicts: int = 0  # readings whose key was stored with other values (kept as rejects)
     flushes: int = 0
     acked: int = 0
     acks_skipped: int = 0

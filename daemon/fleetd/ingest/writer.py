@@ -2,7 +2,8 @@
 RETURNING rows feed every rollup level (so only really-new rows are counted), an upsert of the
 newest reading per device into the current tables (never moving back in time), and the rejects.
 Readings of days that are compacted or being compacted go to the late tables instead
-(fleetdb.cold.late), still exactly once.
+(fleetdb.cold.late), still exactly once. A reading whose key is stored with other values is
+kept as a conflict reject in the same transaction (fleetd.ingest.conflicts).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from fleetd.ingest.conflicts import Conflict, compare_with_block, find_stored, kind_of
+from fleetd.ingest.conflicts import store as store_conflicts
 from fleetd.messages import MeterReading, Rejected, VehicleReading
 from fleetdb.cold.late import closed_days, stored_in_blocks
 from fleetdb.rollups import LEVELS, Kind, upsert_sql
@@ -27,17 +30,29 @@ def _rolls(kind: Kind) -> str:
 
 # float8 -> numeric(12,6) in SQL: PostgreSQL converts with 15 significant digits, so the JSON
 # number "2.345678" (parsed to the nearest double) is stored as exactly 2.345678.
+# Rows are inserted in key order, ties in arrival order (ordinality): of two versions of one
+# key in a batch, the first received is stored. The second column lists (1-based) the readings
+# not inserted, only when there are any: the subquery is evaluated only then (an InitPlan is
+# run on first use), so a batch without duplicates pays nothing for conflict detection. A
+# reading equal to one inserted by this statement is a plain duplicate and left out.
 INSERT_METERS = f"""
 WITH ins AS (
     INSERT INTO meter_readings (meter_id, ts, kwh_consumed_ac, voltage, received_at)
     SELECT m, t, k::numeric(12,6), v, r
     FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::real[], $5::timestamptz[])
-         AS u(m, t, k, v, r)
-    ORDER BY m COLLATE "C", t
+         WITH ORDINALITY AS u(m, t, k, v, r, o)
+    ORDER BY m COLLATE "C", t, o
     ON CONFLICT DO NOTHING
-    RETURNING meter_id, ts, kwh_consumed_ac
+    RETURNING meter_id, ts, kwh_consumed_ac, voltage
 ){_rolls("meter")}
-SELECT count(*) FROM ins
+SELECT count(*), CASE WHEN count(*) < cardinality($1::text[]) THEN (
+    SELECT array_agg(o)
+      FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::real[])
+           WITH ORDINALITY AS d(m, t, k, v, o)
+     WHERE NOT EXISTS (SELECT FROM ins WHERE ins.meter_id = d.m AND ins.ts = d.t
+                          AND ins.kwh_consumed_ac = d.k::numeric(12,6) AND ins.voltage = d.v)
+) END
+FROM ins
 """
 
 INSERT_VEHICLES = f"""
@@ -45,12 +60,20 @@ WITH ins AS (
     INSERT INTO vehicle_readings (vehicle_id, ts, soc, kwh_delivered_dc, battery_temp, received_at)
     SELECT i, t, s, k::numeric(12,6), b, r
     FROM unnest($1::text[], $2::timestamptz[], $3::real[], $4::float8[], $5::real[],
-                $6::timestamptz[]) AS u(i, t, s, k, b, r)
-    ORDER BY i COLLATE "C", t
+                $6::timestamptz[]) WITH ORDINALITY AS u(i, t, s, k, b, r, o)
+    ORDER BY i COLLATE "C", t, o
     ON CONFLICT DO NOTHING
     RETURNING vehicle_id, ts, soc, kwh_delivered_dc, battery_temp
 ){_rolls("vehicle")}
-SELECT count(*) FROM ins
+SELECT count(*), CASE WHEN count(*) < cardinality($1::text[]) THEN (
+    SELECT array_agg(o)
+      FROM unnest($1::text[], $2::timestamptz[], $3::real[], $4::float8[], $5::real[])
+           WITH ORDINALITY AS d(i, t, s, k, b, o)
+     WHERE NOT EXISTS (SELECT FROM ins WHERE ins.vehicle_id = d.i AND ins.ts = d.t
+                          AND ins.soc = d.s AND ins.kwh_delivered_dc = d.k::numeric(12,6)
+                          AND ins.battery_temp = d.b)
+) END
+FROM ins
 """
 
 # A reading of a day that is no longer open, unless stored already: the raw partitions still
@@ -115,21 +138,40 @@ ON CONFLICT DO NOTHING
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What one committed flush did. duplicates = readings that were already stored."""
+    """What one committed flush did. duplicates = readings that were already stored with the
+    same values; conflicts = readings whose key was stored with other values (kept as
+    rejects, the stored value unchanged), newly kept by this flush."""
 
     meters_inserted: int
     vehicles_inserted: int
     meters_total: int
     vehicles_total: int
     rejects: int
+    meter_conflicts: int = 0
+    vehicle_conflicts: int = 0
 
     @property
     def inserted(self) -> int:
         return self.meters_inserted + self.vehicles_inserted
 
     @property
+    def conflicts(self) -> int:
+        return self.meter_conflicts + self.vehicle_conflicts
+
+    @property
     def duplicates(self) -> int:
-        return self.meters_total + self.vehicles_total - self.inserted
+        return self.meters_total + self.vehicles_total - self.inserted - self.conflicts
+
+    def __add__(self, other: WriteResult) -> WriteResult:
+        return WriteResult(
+            self.meters_inserted + other.meters_inserted,
+            self.vehicles_inserted + other.vehicles_inserted,
+            self.meters_total + other.meters_total,
+            self.vehicles_total + other.vehicles_total,
+            self.rejects + other.rejects,
+            self.meter_conflicts + other.meter_conflicts,
+            self.vehicle_conflicts + other.vehicle_conflicts,
+        )
 
 
 R = TypeVar("R", MeterReading, VehicleReading)
@@ -193,12 +235,22 @@ async def _not_in_blocks(
     kind: Kind,
     late: list[tuple[R, datetime]],
     closed: dict[date, str],
+    conflicts: list[Conflict],
 ) -> list[tuple[R, datetime]]:
+    """The late readings not stored in a compacted day's blocks; those stored there with
+    other values are added to `conflicts`."""
     cold = [(_device(r), r.ts) for r, _ in late if closed[r.ts.date()] == "compacted"]
     if not cold:
         return late
     stored = await stored_in_blocks(conn, kind, cold)
-    return [(r, t) for r, t in late if (_device(r), r.ts) not in stored]
+    rest = []
+    for r, t in late:
+        twin = stored.get((_device(r), r.ts))
+        if twin is None:
+            rest.append((r, t))
+        elif (c := compare_with_block(r, t, *twin)) is not None:
+            conflicts.append(c)
+    return rest
 
 
 async def _write_late(
@@ -206,15 +258,49 @@ async def _write_late(
     meters: list[tuple[MeterReading, datetime]],
     vehicles: list[tuple[VehicleReading, datetime]],
     closed: dict[date, str],
+    conflicts: list[Conflict],
 ) -> tuple[int, int]:
-    meters = await _not_in_blocks(conn, "meter", meters, closed)
-    vehicles = await _not_in_blocks(conn, "vehicle", vehicles, closed)
+    """Readings of closed days into the late tables, unless stored already (a conflict when
+    stored with other values: in the blocks, the raw partitions of a `compacting` day, or
+    the late table itself). A rare path: conflicts are looked for whenever one was not
+    inserted."""
+    meters = await _not_in_blocks(conn, "meter", meters, closed, conflicts)
+    vehicles = await _not_in_blocks(conn, "vehicle", vehicles, closed, conflicts)
     m = v = 0
     if meters:
         m = await conn.fetchval(INSERT_METERS_LATE, *_with_received(_meter_cols, meters))
+        if m < len(meters):
+            conflicts += await find_stored(conn, "meter", meters)
+            conflicts += await find_stored(conn, "meter", meters, late=True)
     if vehicles:
         v = await conn.fetchval(INSERT_VEHICLES_LATE, *_with_received(_vehicle_cols, vehicles))
+        if v < len(vehicles):
+            conflicts += await find_stored(conn, "vehicle", vehicles)
+            conflicts += await find_stored(conn, "vehicle", vehicles, late=True)
     return m, v
+
+
+async def _insert(
+    conn: asyncpg.Connection,
+    sql: str,
+    pairs: Sequence[tuple[R, datetime]],
+    params: tuple[list[Any], ...],
+    conflicts: list[Conflict],
+) -> int:
+    """One history INSERT; the readings it did not insert are checked for conflicts."""
+    row = await conn.fetchrow(sql, *params)  # an aggregate: always one row
+    inserted, missed = (0, None) if row is None else (row[0], row[1])
+    if missed:
+        kind = kind_of(pairs[0][0])
+        conflicts += await find_stored(conn, kind, [pairs[i - 1] for i in missed])
+    return int(inserted)
+
+
+async def _store_conflicts(conn: asyncpg.Connection, conflicts: list[Conflict]) -> tuple[int, int]:
+    """Keep the conflicts as rejects; the new ones of each kind."""
+    meters = [c for c in conflicts if c.kind == "meter"]
+    vehicles = [c for c in conflicts if c.kind == "vehicle"]
+    return await store_conflicts(conn, meters), await store_conflicts(conn, vehicles)
 
 
 async def write_batch(
@@ -230,6 +316,7 @@ async def write_batch(
     late_m_inserted = late_v_inserted = meters_inserted = vehicles_inserted = 0
     totals = (len(meters), len(vehicles))
     every_m, every_v = meters, vehicles
+    conflicts: list[Conflict] = []
     # Per reading on the hot path: one datetime comparison; date() only for the rare old ones.
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     old = {r.ts.date() for r, _ in meters if r.ts < midnight}
@@ -239,19 +326,19 @@ async def write_batch(
         if closed:
             meters, late_m = _split(meters, closed)
             vehicles, late_v = _split(vehicles, closed)
-            late_m_inserted, late_v_inserted = await _write_late(conn, late_m, late_v, closed)
-        if meters:
-            meters_inserted = await conn.fetchval(
-                INSERT_METERS, *_with_received(_meter_cols, meters)
+            late_m_inserted, late_v_inserted = await _write_late(
+                conn, late_m, late_v, closed, conflicts
             )
+        if meters:
+            params = _with_received(_meter_cols, meters)
+            meters_inserted = await _insert(conn, INSERT_METERS, meters, params, conflicts)
         if every_m:
             # Late readings too: the hot row may move forward (a device back after days).
             latest_m = _newest(every_m)
             await conn.execute(UPSERT_METER_CURRENT, *_meter_cols(latest_m))
         if vehicles:
-            vehicles_inserted = await conn.fetchval(
-                INSERT_VEHICLES, *_with_received(_vehicle_cols, vehicles)
-            )
+            params = _with_received(_vehicle_cols, vehicles)
+            vehicles_inserted = await _insert(conn, INSERT_VEHICLES, vehicles, params, conflicts)
         if every_v:
             latest_v = _newest(every_v)
             await conn.execute(UPSERT_VEHICLE_CURRENT, *_vehicle_cols(latest_v))
@@ -266,9 +353,12 @@ async def write_batch(
                 [j.field for j, _ in rejects],
                 [j.rule for j, _ in rejects],
             )
+        # In the batch's transaction: a conflict is kept exactly when its batch commits.
+        kept = await _store_conflicts(conn, conflicts) if conflicts else (0, 0)
     return WriteResult(
         meters_inserted + late_m_inserted,
         vehicles_inserted + late_v_inserted,
         *totals,
         len(rejects),
+        *kept,
     )

@@ -95,6 +95,7 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
         "written": c.written,
         "rejected": c.rejected,
         "duplicates": c.duplicates,
+        "conflicts": c.conflicts,
         "acked": c.acked,
         "acks_skipped": c.acks_skipped,
     }

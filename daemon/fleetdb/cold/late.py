@@ -4,9 +4,10 @@ A writer locks (shared) every day of its batch before today and reads those days
 the same transaction (fleet_lock_days). Readings of open days go the usual way. The others
 are inserted into *_late unless stored already: in the raw partitions (a `compacting` day, still
 there) or in the day's blocks (a `compacted` day: decoded here, ~1 ms per block), and *_late's
-own key drops a repeat of a late reading. Compaction changes a day's state, and merges late
-readings, under the exclusive lock of the day, so what a writer checked stays true until it
-commits.
+own key drops a repeat of a late reading. A stored one with other values is a conflict
+(fleetd.ingest.conflicts), found in the same three places. Compaction changes a day's state,
+and merges late readings, under the exclusive lock of the day, so what a writer checked stays
+true until it commits.
 """
 
 from __future__ import annotations
@@ -30,10 +31,15 @@ async def closed_days(conn: asyncpg.Connection, days: Iterable[date]) -> dict[da
     return {r[0]: r[1] for r in rows if r[1] != "open"}
 
 
+# A reading as a block holds it: kWh in millionths, then the layout's real columns.
+BlockValues = tuple[int, tuple[float, ...]]
+
+
 async def stored_in_blocks(
     conn: asyncpg.Connection, kind: Kind, keys: Iterable[tuple[str, datetime]]
-) -> set[tuple[str, datetime]]:
-    """Which (device, ts) of compacted days are in their blocks already."""
+) -> dict[tuple[str, datetime], BlockValues]:
+    """Which (device, ts) of compacted days are in their blocks already, with their values
+    (a reading received again is a duplicate, or a conflict when its values differ)."""
     # numpy (~20 MB, ~0.1 s) only once fleetd meets a late reading of a compacted day.
     from fleetdb.cold import blocks  # noqa: PLC0415
 
@@ -41,7 +47,7 @@ async def stored_in_blocks(
     for dev, ts in keys:
         day = ts.date()
         wanted.setdefault((day, (ts - day_start(day)) // HOUR), []).append((dev, ts))
-    found: set[tuple[str, datetime]] = set()
+    found: dict[tuple[str, datetime], BlockValues] = {}
     for (day, hour), items in wanted.items():
         loaded = await blocks.load(conn, kind, day, hour, {group_of(d) for d, _ in items})
         base = day_start(day) + hour * HOUR
@@ -53,6 +59,8 @@ async def stored_in_blocks(
             if span is None:
                 continue
             us = (ts - base) // HOUR.resolution
-            if (b.ts_us[span[0] : span[1]] == us).any():
-                found.add((dev, ts))
+            hits = (b.ts_us[span[0] : span[1]] == us).nonzero()[0]
+            if len(hits):
+                at = span[0] + int(hits[0])
+                found[(dev, ts)] = (int(b.kwh_u[at]), tuple(float(f[at]) for f in b.floats))
     return found
