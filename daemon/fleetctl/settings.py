@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     alert_interval_s: float = Field(default=600.0, gt=0, le=86_400)
     alert_window_hours: float = Field(default=24.0, gt=0, le=24 * 366)
     alert_offline_intervals: int = Field(default=10, ge=1)
+    # soc_stalled opens only after this many consecutive evaluations saw it (replayed data and
+    # one odd hour must not page).
+    alert_soc_stalled_evaluations: int = Field(default=3, ge=1, le=1000)
     alert_mqtt_url: MqttUrl | None = None
     # Comma-separated in the environment, a list in the file.
     alert_webhooks: Annotated[tuple[str, ...], NoDecode] = ()
@@ -144,6 +147,7 @@ class Settings(BaseSettings):
             interval_s=self.alert_interval_s,
             window_h=self.alert_window_hours,
             offline_intervals=self.alert_offline_intervals,
+            soc_stalled_evaluations=self.alert_soc_stalled_evaluations,
             channels=mqtt + self.alert_webhooks,
         )
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fleetctl.alerts.rules import KINDS, RULES, Evidence, Wanted, wanted
+from fleetctl.alerts.rules.soc_stalled import SocStalled
 from fleetctl.analytics.chargers import status_of
 
 
@@ -66,15 +67,32 @@ def test_vehicle_conditions() -> None:
 
 
 def test_charging_without_soc_progress() -> None:
-    def kinds(rows: list[tuple[str, float, float, float]], was: list[tuple[str, str]]) -> set[str]:
+    def kinds(
+        rows: list[tuple[str, float, float, float, int]], was: list[tuple[str, str]]
+    ) -> set[str]:
         return _kinds([], [], [], was, rows)
 
-    assert kinds([("V1", 5.0, 50.0, 58.0)], []) == set()
-    assert kinds([("V1", 5.0, 50.0, 50.0)], []) == {"soc_stalled"}
-    assert kinds([("V1", 0.2, 50.0, 50.0)], []) == set()  # a trickle says nothing
+    assert kinds([("V1", 5.0, 50.0, 58.0, 0)], []) == set()
+    assert kinds([("V1", 5.0, 50.0, 50.0, 0)], []) == {"soc_stalled"}
+    assert kinds([("V1", 0.2, 50.0, 50.0, 0)], []) == set()  # a trickle says nothing
     was = [("soc_stalled", "V1")]
-    assert kinds([("V1", 5.0, 50.0, 50.3)], was) == {"soc_stalled"}
-    assert kinds([("V1", 5.0, 50.0, 51.0)], was) == set()
+    assert kinds([("V1", 5.0, 50.0, 50.3, 0)], was) == {"soc_stalled"}
+    assert kinds([("V1", 5.0, 50.0, 51.0, 0)], was) == set()
+
+
+def test_soc_stalled_does_not_judge_a_mixed_series() -> None:
+    """SoC falling while DC flows in: two series under one id (an overlapping replay). Such an
+    hour neither opens an alert nor resolves an open one."""
+    mixed = [("V1", 5.0, 50.0, 30.0, 7)]
+    assert _kinds([], [], [], [], mixed) == set()
+    assert _kinds([], [], [], [("soc_stalled", "V1")], mixed) == {"soc_stalled"}
+
+
+def test_soc_stalled_asks_for_consecutive_evaluations() -> None:
+    [w] = wanted([], [], [], [], [("V1", 5.0, 50.0, 50.0, 0)])
+    assert w.evaluations == 3
+    [w] = wanted([], [], [], [], [("V1", 5.0, 50.0, 50.0, 0)], rules=[SocStalled(5)])
+    assert w.evaluations == 5
 
 
 def test_offline_devices() -> None:

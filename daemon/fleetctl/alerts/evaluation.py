@@ -4,7 +4,9 @@ delivered through an outbox (fleetctl.alerts.delivery).
 One evaluation, in one transaction under an advisory lock: the reports (charger diagnosis,
 fleet report, devices past the offline limit) give the alerts that should be open
 (fleetctl.alerts.rules, with hysteresis); an alert that should be open and is not opens (and
-queues its 'open' deliveries), one that is open and should not resolves (and queues 'resolve').
+queues its 'open' deliveries) once its condition held for the evaluations its rule asks
+(fleet_alert_pending counts them), one that is open and should not resolves (and queues
+'resolve').
 The open set lives in the database, so a restarted evaluator neither fires twice nor forgets.
 """
 
@@ -19,7 +21,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
-from fleetctl.alerts.rules import wanted
+from fleetctl.alerts.rules import RULES, Rule, wanted
+from fleetctl.alerts.rules.soc_stalled import EVALUATIONS, SOC_DROP_PCT, SocStalled
 from fleetctl.analytics.assignment_check import assignment_check
 from fleetctl.analytics.chargers import chargers
 from fleetctl.analytics.fleet import fleet_report
@@ -38,14 +41,25 @@ SELECT 'vehicle', vehicle_id, extract(epoch FROM $1 - ts)::float8 FROM vehicle_c
 """
 
 
-# Each vehicle's readings with DC in the last hour: their energy and the SoC of the first and
-# last of them (a vehicle that charged, then drove, ends its hour lower: only the charging
-# readings say whether SoC follows DC).
+# Each vehicle's readings with DC in the last hour, ordered by their own timestamps (not by
+# arrival): their energy, the SoC of the first and last of them (a vehicle that charged, then
+# drove, ends its hour lower: only the charging readings say whether SoC follows DC), and how
+# often SoC fell between two consecutive ones by more than $3 (a mixed series: soc_stalled).
 _CHARGING = """
 SELECT vehicle_id, sum(kwh_delivered_dc), (array_agg(soc ORDER BY ts))[1],
-       (array_agg(soc ORDER BY ts DESC))[1]
-  FROM vehicle_readings WHERE ts >= $1 AND ts < $2 AND kwh_delivered_dc > 0
+       (array_agg(soc ORDER BY ts DESC))[1], count(*) FILTER (WHERE step < -$3::real)::int
+  FROM (SELECT vehicle_id, ts, soc, kwh_delivered_dc,
+               soc - lag(soc) OVER (PARTITION BY vehicle_id ORDER BY ts) AS step
+          FROM vehicle_readings WHERE ts >= $1 AND ts < $2 AND kwh_delivered_dc > 0) c
  GROUP BY vehicle_id
+"""
+
+# A condition counted once more by this evaluation (see sql/016); its count after.
+_PENDING = """
+INSERT INTO fleet_alert_pending AS p (kind, subject, evaluations, first_seen_at, last_seen_at)
+VALUES ($1, $2, 1, $3, $3)
+ON CONFLICT (kind, subject) DO UPDATE SET evaluations = p.evaluations + 1, last_seen_at = $3
+RETURNING evaluations
 """
 
 
@@ -57,6 +71,7 @@ class AlertConfig:
     window_h: float = 24.0
     offline_intervals: int = 10
     reading_interval_s: int = 60
+    soc_stalled_evaluations: int = EVALUATIONS
     channels: tuple[str, ...] = ()  # "mqtt" and/or webhook URLs
 
 
@@ -81,8 +96,8 @@ async def evaluate(
     limit = config.offline_intervals * config.reading_interval_s
     offline = [(r[0], r[1], r[2]) for r in await conn.fetch(_OFFLINE, now, float(limit))]
     charging = [
-        (r[0], float(r[1]), r[2], r[3])
-        for r in await conn.fetch(_CHARGING, now - timedelta(hours=1), now)
+        (r[0], float(r[1]), r[2], r[3], r[4])
+        for r in await conn.fetch(_CHARGING, now - timedelta(hours=1), now, SOC_DROP_PCT)
     ]
     async with conn.transaction():
         if not await conn.fetchval(_LOCK):
@@ -100,20 +115,35 @@ async def evaluate(
                 open_now,
                 charging,
                 assignments=check["vehicles"],
+                rules=_rules(config),
             )
         }
+        # Conditions not seen now start counting again (sql/016).
+        await conn.execute(
+            """DELETE FROM fleet_alert_pending
+                WHERE (kind, subject) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))""",
+            [k for k, _ in want],
+            [s for _, s in want],
+        )
         opened, resolved = [], []
         for key, w in want.items():
             if key in open_now:
                 await conn.execute(
-                    "UPDATE fleet_alerts SET last_value = $2, last_seen_at = $3, details = $4"
-                    " WHERE id = $1",
+                    "UPDATE fleet_alerts SET last_value = coalesce($2, last_value),"
+                    " last_seen_at = $3, details = $4 WHERE id = $1",
                     open_now[key],
                     w.value,
                     now,
                     json.dumps(w.details),
                 )
                 continue
+            if w.evaluations > 1:
+                seen = await conn.fetchval(_PENDING, w.kind, w.subject, now)
+                if seen < w.evaluations:
+                    continue
+                await conn.execute(
+                    "DELETE FROM fleet_alert_pending WHERE kind = $1 AND subject = $2", *key
+                )
             alert_id = await conn.fetchval(
                 """INSERT INTO fleet_alerts (kind, subject, opened_at, last_value, last_seen_at,
                                              details)
@@ -146,6 +176,14 @@ async def evaluate(
                 resolved.append(key)
                 await _queue(conn, alert_id, "resolve", config.channels)
     return Outcome(opened, resolved, len(want))
+
+
+def _rules(config: AlertConfig) -> tuple[Rule, ...]:
+    """The registry's rules, soc_stalled with the configured number of evaluations."""
+    return tuple(
+        SocStalled(config.soc_stalled_evaluations) if isinstance(r, SocStalled) else r
+        for r in RULES
+    )
 
 
 async def _queue(

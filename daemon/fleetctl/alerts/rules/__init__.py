@@ -36,7 +36,7 @@ def wanted(
     vehicles: Iterable[dict[str, Any]],
     offline: Iterable[tuple[str, str, float]],
     was_open: Iterable[tuple[str, str]],
-    charging: Iterable[tuple[str, float, float, float]] = (),
+    charging: Iterable[tuple[str, float, float, float, int]] = (),
     *,
     assignments: Iterable[dict[str, Any]] = (),
     rules: Iterable[Rule] = RULES,

@@ -25,6 +25,8 @@ class Wanted:
     subject: str
     value: float | None
     details: dict[str, Any] = field(default_factory=dict)
+    # Consecutive evaluations the condition must hold before the alert opens (1: at once).
+    evaluations: int = 1
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,15 @@ class Evidence:
     """What one evaluation read. chargers: rows of fleetctl.analytics.chargers (fitted η̂ per
     meter); vehicles: rows of the fleet report (billed ratio, status); offline: (kind, device
     id, seconds since its newest reading) of devices past the offline limit; charging:
-    (vehicle, DC kWh, first SoC, last SoC) over its readings with DC in the last hour;
-    assignments: rows of fleetctl.analytics.assignment_check (every vehicle's verdict)."""
+    (vehicle, DC kWh, first SoC, last SoC, SoC drops) over its readings with DC in the last
+    hour ordered by their timestamps (drops: consecutive ones where SoC fell by more than
+    soc_stalled.SOC_DROP_PCT); assignments: rows of
+    fleetctl.analytics.assignment_check (every vehicle's verdict)."""
 
     chargers: Iterable[dict[str, Any]] = ()
     vehicles: Iterable[dict[str, Any]] = ()
     offline: Iterable[tuple[str, str, float]] = ()
-    charging: Iterable[tuple[str, float, float, float]] = ()
+    charging: Iterable[tuple[str, float, float, float, int]] = ()
     assignments: Iterable[dict[str, Any]] = ()
 
 
