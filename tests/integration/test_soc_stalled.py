@@ -12,7 +12,7 @@ import pytest
 
 from fleetctl.alerts.evaluation import _CHARGING, AlertConfig, evaluate
 from fleetd.ingest.writer import write_batch
-from fleetd.messages import VehicleReading, decode
+from fleetd.messages import MeterReading, VehicleReading, decode
 from fleetdb.connect import connect
 from fleetsim.model import VEHICLE, Fleet, FleetConfig
 
@@ -23,15 +23,19 @@ CFG = FleetConfig(meters=30, vehicles=30, seed=7, charging_at_start=1.0)
 
 
 async def _run(db: asyncpg.Connection, start: datetime, end: datetime) -> None:
-    """One simulator run's vehicle readings, written as fleetd writes them."""
-    batch: list[tuple[VehicleReading, datetime]] = []
+    """One simulator run's readings, written as fleetd writes them."""
+    vehicles: list[tuple[VehicleReading, datetime]] = []
+    meters: list[tuple[MeterReading, datetime]] = []
     for _, msgs in Fleet(CFG).ticks(start, end):
         for kind, _, topic, payload, _, _ in msgs:
+            r = decode(topic, payload, end)
             if kind == VEHICLE:
-                r = decode(topic, payload, end)
                 assert isinstance(r, VehicleReading)
-                batch.append((r, end))
-    await write_batch(db, [], batch, [])
+                vehicles.append((r, end))
+            else:
+                assert isinstance(r, MeterReading)
+                meters.append((r, end))
+    await write_batch(db, meters, vehicles, [])
 
 
 async def test_overlapping_replays_open_no_soc_stalled(
