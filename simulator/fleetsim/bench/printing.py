@@ -1,0 +1,124 @@
+"""What the benchmark prints: progress lines on stderr while it runs, and the table of
+figures at the end (docs/performance.md shows one)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from typing import Any
+
+from fleetsim.bench.diagnosis import diagnosis_lines
+from fleetsim.bench.http_stage import table_lines as http_table_lines
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def table(r: dict[str, Any]) -> str:
+    def rate(v: float) -> str:
+        return f"{v:>10,.0f} /s"
+
+    d, rt = r["fleetdDrain"], r["ratios"]
+    lines = [
+        f"fleet-telemetry benchmark — {r['machine']['cpus']} CPUs, {r['machine']['platform']}, "
+        f"N = {r['n']:,} readings (10,000 + 10,000 devices)",
+        "",
+        f"{'what':<58}{'figure':>16}",
+        f"{'1 broker ceiling: mosquitto_sub drains N QoS 1':<58}{rate(r['brokerCeilingPerS'])}",
+        f"{'  simulator publishing N at QoS 1 (2 connections)':<58}"
+        f"{rate(r['simulatorPublishPerS'])}",
+        f"{'2 database ceiling: COPY, 2 connections':<58}{rate(r['copyCeilingPerS'])}",
+        f"{'  fleetd write path without MQTT (history+rollups+current)':<58}"
+        f"{rate(r['dualWriteCeilingPerS'])}",
+        f"{'    one 5,000-row batch in its transaction: p50 / max':<58}"
+        f"{r['batchCommitMs']['p50']:>5.0f} / {r['batchCommitMs']['max']:.0f} ms",
+        f"{'3 per-message baseline (txn per message, ack on arrival)':<58}"
+        f"{rate(r['baselinePerS'])}",
+        f"{'4 fleetd backlog drain (ack after commit)':<58}{rate(d['perS'])}",
+        f"{'    / broker ceiling':<58}{rt['fleetdVsBrokerCeiling']:>12.2f} x",
+        f"{'    / fleetd write path without MQTT':<58}{rt['fleetdVsDualWriteCeiling']:>12.2f} x",
+        f"{'    / COPY ceiling':<58}{rt['fleetdVsCopyCeiling']:>12.2f} x",
+        f"{'    / per-message baseline':<58}{rt['fleetdVsPerMessage']:>12.1f} x",
+        f"{'    fleetd CPU per reading / peak RSS':<58}"
+        f"{d['cpuUsPerReading']:>6.1f} µs {d['peakRssMb']:>5.0f} MB",
+    ]
+    for label, name in (("nominal", "5 nominal 333/s"), ("tenX", "  10x nominal 3,333/s")):
+        x = r[label]
+        lines.append(
+            f"{name + ': publish→commit p50 / p99 / max':<58}"
+            f"{x['p50Ms']:>5.0f} / {x['p99Ms']:.0f} / {x['maxMs']:.0f} ms"
+        )
+        lines.append(
+            f"{'    fleetd CPU (% of one core) / peak RSS':<58}"
+            f"{x['cpuPercent']:>6.1f} % {x['peakRssMb']:>5.0f} MB"
+        )
+    w = r.get("windows")
+    if w:
+        for window, cases in w.items():
+            line = f"{cases['idle']['perS']:>10,.0f} /s"
+            if "noIdle" in cases:
+                line += f"  (no idle flush: {cases['noIdle']['perS']:,.0f} /s)"
+            lines.append(f"{'6 strict broker window ' + window + ': backlog drain':<58}{line}")
+    else:
+        lines.append("6 strict broker windows: skipped (no rabbitmq-server)")
+    ab = r.get("ab")
+    if ab:
+        lines.append(f"  A/B against {ab['ref']} (median of {ab['rounds']} alternations):")
+        for key in ab["runs"]["this"][0]:
+            a = statistics.median(x[key] for x in ab["runs"]["this"])
+            b = statistics.median(x[key] for x in ab["runs"]["ref"])
+            lines.append(f"{'    ' + key + ': this / ref':<58}{a:>8,.1f} / {b:,.1f}")
+    s = r["storage"]
+    lines.append(
+        f"{'7 bytes per reading: history heap + indexes (+ rollups)':<58}"
+        f"{s['heapBytesPerReading']:.0f} + {s['indexBytesPerReading']:.0f} "
+        f"(+ {s['rollupBytesPerReading']:.0f}) B"
+    )
+    q = r.get("queries")
+    if q:
+        lines.append(f"8 queries on {q['days']} days ({q['readings']:,} readings), p50 / p99:")
+        for name, v in q["timings"].items():
+            lines.append(f"{'    ' + name:<58}{v['p50Ms']:>7.1f} / {v['p99Ms']:.1f} ms")
+        c = q.get("cold")
+        if c:
+            lines.append("9 cold tier (compacted days against open days):")
+            for state, s in (c["storage"] or {}).items():
+                lines.append(
+                    f"{'    ' + state + ' days: history + indexes (+ rollups) per reading':<58}"
+                    f"{s['bytesPerReading']:>6.2f} (+ {s['rollupBytesPerReading']:.2f}) B"
+                )
+            if c["compactionReadingsPerSecond"]:
+                lines.append(
+                    f"{'    compaction speed':<58}{rate(c['compactionReadingsPerSecond'])}"
+                )
+            for key, name in (
+                ("vehicleRatio", "vehicle 24 h"),
+                ("fleetMidHourRatio", "fleet 24 h, mid-hour edges"),
+                ("fleetAlignedRatio", "fleet 24 h, hour boundaries"),
+            ):
+                lines.append(f"{'    ' + name + ': compacted / open p50':<58}{c[key]:>12.2f} x")
+        d = q.get("chargerDiagnosis")
+        if d:
+            lines.append(
+                f"10 charger diagnosis, 24 h, {d['judged']:,} chargers that charged >= 2 h:"
+            )
+            lines.append(
+                f"{'    |eta - truth| <= 0.01 / standby within 5 W':<58}"
+                f"{d['etaWithin001']:>7.1%} / {d['standbyWithin5W']:.1%}"
+            )
+            lines.append(
+                f"{'    degraded + critical: recall / precision':<58}"
+                f"{d['recall']:>7.1%} / {d['precision']:.1%}"
+            )
+            lines.append(
+                f"{'    95 % intervals: coverage of eta / standby':<58}"
+                f"{d['etaCoverage'] or 0:>7.1%} / {d['standbyCoverage'] or 0:.1%}"
+            )
+    else:
+        lines.append("8 queries: skipped (--quick or --no-queries)")
+    if r.get("http"):
+        lines.extend(http_table_lines(r["http"]))
+    if r.get("diagnosis"):
+        lines.extend(diagnosis_lines(r["diagnosis"]))
+    return "\n".join(lines)
