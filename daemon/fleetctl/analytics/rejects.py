@@ -35,7 +35,12 @@ g AS (
      WHERE $2::text IS NULL OR field = $2
      GROUP BY kind, field, rule)
 SELECT g.*, x.received_at AS example_at, x.topic AS example_topic, x.reason AS example_reason
-  FROM g JOIN rejected_messages AS x ON x.id = g.example_id
+  FROM g
+  -- One primary-key probe per group (OFFSET 0 keeps the subquery from becoming a join): a
+  -- join let the planner, expecting thousands of groups, read the whole key for a handful
+  -- (0.23 of 0.82 s over 200,000 rejects).
+  CROSS JOIN LATERAL (SELECT received_at, topic, reason FROM rejected_messages
+                       WHERE id = g.example_id OFFSET 0) AS x
  ORDER BY n DESC, kind, field, rule
 """
 # Newest first, ties by id: a unique order, so a page ends exactly where the next begins.
