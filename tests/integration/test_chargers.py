@@ -118,6 +118,9 @@ async def test_cli_lists_chargers(
     args = ["--database-url", analytics_url]
     assert await asyncio.to_thread(main, [*args, "--json", "chargers", *window]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 6
+    wide_ok = [*args, "--json", "chargers", *window, "--max-interval", "0.5"]
+    assert await asyncio.to_thread(main, wide_ok) == 0
+    assert json.loads(capsys.readouterr().out)["interval"]["maxWidthForStatus"] == 0.5
     assert await asyncio.to_thread(main, [*args, "chargers", *window]) == 0
     table = capsys.readouterr().out
     assert "METER-00001" in table

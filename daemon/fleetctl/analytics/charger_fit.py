@@ -24,9 +24,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fleetctl.params import CHARGER_MAX_INTERVAL
+
 Arr = npt.NDArray[np.float64]
 
 CONFIDENCE = 0.95
+MAX_INTERVAL = CHARGER_MAX_INTERVAL  # `--max-interval`, `?maxInterval=`
 # Two-sided 95 %: Student t quantiles at 0.975 for 1..9 degrees of freedom.
 _T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622)
 _Z975 = 1.959963984540054

@@ -36,17 +36,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fleetctl.analytics.charger_fit import BOUND_NAMES, CONFIDENCE, Fits, fit_many
+from fleetctl.analytics.charger_fit import (
+    BOUND_NAMES,
+    CONFIDENCE,
+    MAX_INTERVAL,
+    Fits,
+    fit_many,
+)
 from fleetctl.analytics.energy import DB
 from fleetctl.analytics.hourly import Hourly, fleet_hourly, unix_s
 from fleetctl.analytics.status import DEGRADED_MIN_PERCENT, OPTIMAL_MIN_PERCENT
 from fleetctl.analytics.units import OVERLAPPING
 from fleetctl.analytics.window import Window, iso
+from fleetctl.errors import InvalidRequestError
 
 MIN_CHARGING_HOURS = 2
-MAX_INTERVAL = 0.02
-"""A 95 % interval of η at most this wide (0.02: ± 1 point) earns a status from η̂ even when
-it crosses a band's edge."""
 
 MESSAGES = {
     "optimal": "Converter efficiency normal",
@@ -240,7 +244,10 @@ def diagnose(
 async def chargers(
     db: DB, window: Window, *, interval_s: int = 60, max_interval: float = MAX_INTERVAL
 ) -> dict[str, Any]:
-    """Every charger's fitted conversion efficiency and standby draw, worst first."""
+    """Every charger's fitted conversion efficiency and standby draw, worst first.
+    `max_interval` in [0, 1] (InvalidRequestError otherwise)."""
+    if not 0 <= max_interval <= 1:
+        raise InvalidRequestError(f"max interval must be between 0 and 1, got {max_interval}")
     meters = await fleet_hourly(db, "meter", window.start, window.end)
     vehicles = await fleet_hourly(db, "vehicle", window.start, window.end)
     spans = await db.fetch(OVERLAPPING, window.start, window.end)

@@ -287,7 +287,10 @@ class AnalyticsApi:
 
     async def chargers(self, _r: web.Request, q: p.ChargersQuery, _p: None) -> web.StreamResponse:
         """GET /v1/analytics/chargers."""
-        return json_response(200, await chargers(await self.pool(), q.window(self._limits)))
+        report = await chargers(
+            await self.pool(), q.window(self._limits), max_interval=q.maxInterval
+        )
+        return json_response(200, report)
 
     async def current(
         self,

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from fleetctl.analytics.charger_fit import MAX_INTERVAL
 from fleetctl.analytics.pages import MAX_PAGE_ROWS
 from fleetctl.analytics.window import Window
 from fleetctl.errors import InvalidRequestError
@@ -201,6 +202,14 @@ class AnomaliesQuery(WindowQuery):
 
 class ChargersQuery(WindowQuery):
     """GET /v1/analytics/chargers."""
+
+    maxInterval: float = Field(  # noqa: N815
+        MAX_INTERVAL,
+        ge=0,
+        le=1,
+        description="a 95 % interval of the efficiency at most this wide earns a status "
+        "from the fitted value even when it crosses a band's edge",
+    )
 
 
 class AssignmentCheckQuery(TimeWindowQuery):

@@ -11,7 +11,7 @@ import click
 from fleetctl.cli import render
 from fleetctl.cli.app import Job, Output, command, root
 from fleetctl.cli.options import window_options
-from fleetctl.params import CURRENT_KINDS, SORT_KEYS
+from fleetctl.params import CHARGER_MAX_INTERVAL, CURRENT_KINDS, SORT_KEYS
 from fleetctl.roles import Role
 
 if TYPE_CHECKING:
@@ -279,14 +279,21 @@ def show_chargers(r: dict[str, Any], out: Output) -> str:
 @command(root, "chargers", role=Role.ANALYTICS, show=show_chargers)
 @window_options
 @click.option("--limit", type=int, help=_LIMIT_HELP)
-def chargers(window: Window, min_ac_kwh: float, limit: int | None) -> Job:
+@click.option(
+    "--max-interval",
+    type=click.FloatRange(0, 1),
+    default=CHARGER_MAX_INTERVAL,
+    show_default=True,
+    help="a 95 % interval of eta this narrow decides a status even across a band's edge",
+)
+def chargers(window: Window, min_ac_kwh: float, limit: int | None, max_interval: float) -> Job:
     """Each charger's fitted conversion efficiency and standby draw, worst first."""
     from fleetctl.analytics import chargers as report  # noqa: PLC0415
 
     first = _first(limit)
 
     async def job(conn: Any) -> Any:
-        r = await report(conn, window)
+        r = await report(conn, window, max_interval=max_interval)
         r["chargers"] = r["chargers"][:first]  # the counts still cover every charger
         return r
 
