@@ -9,9 +9,11 @@ every report's row; the choices they take are fleetctl.params (loaded without th
 
 from fleetctl.analytics.chargers import chargers
 from fleetctl.analytics.current import current
+from fleetctl.analytics.daily import fleet_daily
 from fleetctl.analytics.fleet import anomalies, fleet_report, fleet_summary
 from fleetctl.analytics.rejects import rejects
 from fleetctl.analytics.vehicle import vehicle_performance
+from fleetctl.analytics.vehicles import search_vehicles
 from fleetctl.analytics.window import Window
 from fleetctl.params import CURRENT_KINDS, SORT_KEYS, CurrentKind
 
@@ -23,8 +25,10 @@ __all__ = [
     "anomalies",
     "chargers",
     "current",
+    "fleet_daily",
     "fleet_report",
     "fleet_summary",
     "rejects",
+    "search_vehicles",
     "vehicle_performance",
 ]

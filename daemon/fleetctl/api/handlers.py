@@ -27,9 +27,11 @@ from fleetctl.analytics import (
     anomalies,
     chargers,
     current,
+    fleet_daily,
     fleet_report,
     fleet_summary,
     rejects,
+    search_vehicles,
     vehicle_performance,
 )
 from fleetctl.analytics.assignment_check import assignment_check
@@ -68,6 +70,13 @@ FLEET_SUMMARY = Operation(
     "the fleet's totals, counts per status and worst vehicles (no rows)",
     s.FleetSummary,
     p.FleetSummaryQuery,
+)
+FLEET_DAILY = Operation(
+    "GET",
+    "/v1/analytics/fleet/daily",
+    "the whole fleet's AC, DC and efficiency per UTC day (whole hours of the window)",
+    s.FleetDaily,
+    p.FleetDailyQuery,
 )
 ANOMALIES = Operation(
     "GET",
@@ -113,6 +122,13 @@ ALERTS = Operation(
     "open alerts and those resolved in the last 24 h, a page at a time",
     s.Alerts,
     p.AlertsQuery,
+)
+VEHICLES = Operation(
+    "GET",
+    "/v1/vehicles",
+    "vehicle ids starting with a prefix (any case), by id, a page at a time (type-ahead)",
+    s.Vehicles,
+    p.VehiclesQuery,
 )
 ASSIGNMENTS = Operation(
     "GET",
@@ -196,12 +212,14 @@ class AnalyticsApi:
             (PERFORMANCE, self.performance),
             (FLEET, self.fleet),
             (FLEET_SUMMARY, self.fleet_summary),
+            (FLEET_DAILY, self.fleet_daily),
             (ANOMALIES, self.anomalies),
             (CHARGERS, self.chargers),
             (CURRENT_ALL, self.current),
             (CURRENT_KIND, self.current),
             (CURRENT_DEVICE, self.current),
             (ALERTS, self.alerts),
+            (VEHICLES, self.vehicles),
             (ASSIGNMENTS, self.assignments),
             (ASSIGNMENT_CHECK, self.assignment_check),
             (IMPORT, self.import_assignments),
@@ -273,6 +291,20 @@ class AnalyticsApi:
         body = await fleet_summary(
             await self.pool(), q.window(self._limits), worst=q.worst, min_ac_kwh=q.minAcKwh
         )
+        return json_response(200, body)
+
+    async def fleet_daily(
+        self, _r: web.Request, q: p.FleetDailyQuery, _p: None
+    ) -> web.StreamResponse:
+        """GET /v1/analytics/fleet/daily."""
+        body = await fleet_daily(await self.pool(), q.window(self._limits), min_ac_kwh=q.minAcKwh)
+        return json_response(200, body)
+
+    async def vehicles(self, _r: web.Request, q: p.VehiclesQuery, _p: None) -> web.StreamResponse:
+        """GET /v1/vehicles?prefix=: the type-ahead's search."""
+        now = now_of(q.cursor) or datetime.now(UTC)
+        page = Page(q.limit, q.cursor)
+        body = await search_vehicles(await self.pool(), q.prefix, page=page, now=now)
         return json_response(200, body)
 
     async def anomalies(self, _r: web.Request, q: p.AnomaliesQuery, _p: None) -> web.StreamResponse:

@@ -220,6 +220,19 @@ class AssignmentCheckQuery(TimeWindowQuery):
     )
 
 
+class FleetDailyQuery(WindowQuery):
+    """GET /v1/analytics/fleet/daily."""
+
+
+class VehiclesQuery(PageQuery):
+    """GET /v1/vehicles: a type-ahead's search."""
+
+    prefix: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{0,64}$")] = Field(
+        "", description="the start of the id, any case (default: every vehicle)"
+    )
+    limit: int | None = Field(None, ge=1, le=1000, description="vehicles per page (default 20)")
+
+
 class CurrentQuery(PageQuery):
     """GET /v1/current/{kind} and /v1/current/all."""
 

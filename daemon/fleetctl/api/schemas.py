@@ -532,3 +532,38 @@ class Alerts(Paged):
     open: int
     openByKind: dict[str, int]
     alerts: list[Alert]
+
+
+class Day(_Out):
+    """One UTC day of the fleet's energy (its whole hours inside the window)."""
+
+    day: str = Field(json_schema_extra={"format": "date"})
+    start: Stamp = Field(json_schema_extra={"format": "date-time"})
+    end: Stamp = Field(json_schema_extra={"format": "date-time"})
+    acKwh: float
+    dcKwh: float
+    efficiency: float | None
+    efficiencyPercent: float | None
+    meterReadings: int
+    vehicleReadings: int
+
+
+class FleetDaily(Fresh):
+    """GET /v1/analytics/fleet/daily: Σ DC / Σ AC of the whole fleet per UTC day."""
+
+    window: WindowOut
+    days: list[Day]
+
+
+class VehicleFound(_Out):
+    """A vehicle whose id starts with the prefix."""
+
+    vehicleId: str
+    lastSeenAt: Stamp | None = Field(description="its newest reading; null: never reported")
+
+
+class Vehicles(Paged):
+    """GET /v1/vehicles."""
+
+    prefix: str
+    vehicles: list[VehicleFound]

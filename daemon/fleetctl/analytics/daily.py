@@ -1,0 +1,124 @@
+"""The fleet's energy per UTC day of a window: Σ AC of every meter, Σ DC of every vehicle, their
+ratio, and the readings counted, for a trend on the dashboard.
+
+Cheap by construction: open days are summed inside PostgreSQL from the 4-hour rollups (hourly
+ones at the window's edges), so 30 days of 10,000 devices per kind are a few aggregates over
+~1.8 M rollup rows and ~31 result rows, never per-device rows in Python; compacted days from
+their hourly summaries (64 per day and kind), late readings added, as every report does.
+
+Whole hours only: a partial hour at either edge of the window is left out (an hour is the
+finest step the summaries of compacted days keep). The ratio is the fleet's as a whole, over
+every meter and every vehicle that reported on the day: assignments are not applied (that is
+the fleet report's job, per vehicle), so a meter that feeds no vehicle of the fleet counts in
+AC too.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from fleetctl.analytics import cold
+from fleetctl.analytics.energy import DB
+from fleetctl.analytics.freshness import freshness
+from fleetctl.analytics.pieces import split
+from fleetctl.analytics.window import Window, iso
+from fleetdb.cold import summary_store
+from fleetdb.cold.layout import DAY, HOUR, day_start
+from fleetdb.rollups import FOUR_HOURS, HOURLY, Kind, Level
+
+_KINDS: tuple[Kind, ...] = ("meter", "vehicle")
+
+
+@dataclass
+class _Day:
+    """One kind's figures of one day: Σ kWh in micro-kWh and readings."""
+
+    kwh_u: int = 0
+    readings: int = 0
+
+
+def _sql(kind: Kind, level: Level) -> str:
+    col = level.column
+    return f"""
+SELECT (date_trunc('day', {col}, 'UTC') AT TIME ZONE 'UTC')::date,
+       (sum(kwh_sum) * 1000000)::int8, sum(readings)::int8
+  FROM {level.table(kind)} WHERE {col} >= $1 AND {col} < $2 GROUP BY 1"""
+
+
+def _whole_hours(window: Window) -> tuple[datetime, datetime]:
+    lo = window.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if lo < window.start:
+        lo += HOUR
+    hi = window.end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return lo, hi
+
+
+async def _open(db: DB, kind: Kind, start: datetime, end: datetime, out: dict[date, _Day]) -> None:
+    for piece in split(start, end, (HOURLY, FOUR_HOURS)):
+        assert piece.level is not None  # whole hours: no raw pieces
+        for day, kwh_u, n in await db.fetch(_sql(kind, piece.level), piece.start, piece.end):
+            out[day].kwh_u += kwh_u
+            out[day].readings += n
+
+
+async def _compacted(
+    db: DB, kind: Kind, start: datetime, end: datetime, out: dict[date, _Day]
+) -> None:
+    day = start.date()
+    while day_start(day) < end:
+        d0 = day_start(day)
+        h0 = max(0, (start - d0) // HOUR)
+        h1 = min(24, -((d0 - end) // HOUR))
+        for sm in (await summary_store.load(db, kind, day)).values():
+            out[day].kwh_u += int(sm.kwh[:, h0:h1].sum())
+            out[day].readings += int(sm.n[:, h0:h1].sum())
+        day += timedelta(days=1)
+
+
+async def _kind(db: DB, kind: Kind, lo: datetime, hi: datetime) -> dict[date, _Day]:
+    out: dict[date, _Day] = defaultdict(_Day)
+    p = await cold.plan(db, kind, lo, hi)
+    for is_cold, s, e in cold.runs(lo, hi, p.compacted):
+        await (_compacted if is_cold else _open)(db, kind, s, e, out)
+    if p.late:
+        for r in await cold.late_rows(db, kind, lo, hi):
+            day = r[1].astimezone(UTC).date()
+            out[day].kwh_u += r[2]
+            out[day].readings += 1
+    return out
+
+
+async def fleet_daily(db: DB, window: Window, *, min_ac_kwh: float = 0.1) -> dict[str, Any]:
+    """{"window", "newestReadingAt", "dataAgeSeconds", "days": [{"day", "start", "end",
+    "acKwh", "dcKwh", "efficiency", "efficiencyPercent", "meterReadings",
+    "vehicleReadings"}]}: every UTC day the window's whole hours touch, in order (a day
+    without data has zeros and a null efficiency). `efficiency` is null below `min_ac_kwh` of
+    AC, as a vehicle's is."""
+    lo, hi = _whole_hours(window)
+    days: list[dict[str, Any]] = []
+    if lo < hi:
+        meters = await _kind(db, "meter", lo, hi)
+        vehicles = await _kind(db, "vehicle", lo, hi)
+        day = lo.date()
+        while day_start(day) < hi:
+            ac, dc = meters.get(day, _Day()), vehicles.get(day, _Day())
+            ratio = dc.kwh_u / ac.kwh_u if ac.kwh_u >= min_ac_kwh * 1e6 and ac.kwh_u > 0 else None
+            days.append(
+                {
+                    "day": day.isoformat(),
+                    "start": iso(max(lo, day_start(day))),
+                    "end": iso(min(hi, day_start(day) + DAY)),
+                    "acKwh": ac.kwh_u / 1e6,
+                    "dcKwh": dc.kwh_u / 1e6,
+                    "efficiency": None if ratio is None else round(ratio, 6),
+                    "efficiencyPercent": None if ratio is None else round(ratio * 100, 2),
+                    "meterReadings": ac.readings,
+                    "vehicleReadings": dc.readings,
+                }
+            )
+            day += timedelta(days=1)
+    fresh = await freshness(db, datetime.now(UTC))
+    return {"window": window.as_json(), **fresh, "days": days}
