@@ -71,6 +71,21 @@ def _fleet_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="N vehicles registered to a meter they do not charge at (named in the truth)",
     )
+    g.add_argument(
+        "--sleep-vehicles",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N vehicles whose telematics sleep every night (MQTT only; named in the truth)",
+    )
+    g.add_argument("--sleep-hours", type=float, default=8.0, help="length of that sleep (8)")
+    g.add_argument(
+        "--replay-lag-s",
+        type=int,
+        default=0,
+        metavar="S",
+        help="also publish this fleet started S s later: overlapping runs (MQTT only)",
+    )
 
 
 def _mqtt_args(p: argparse.ArgumentParser) -> None:
@@ -161,6 +176,9 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         out_of_order_rate=args.out_of_order_rate,
         clock_skew_s=args.clock_skew_s,
         wrong_assignments=args.wrong_assignments,
+        sleep_vehicles=args.sleep_vehicles,
+        sleep_hours=args.sleep_hours,
+        replay_lag_s=args.replay_lag_s,
     )
     if args.command == "run":
         opts.speed = args.speed
@@ -217,6 +235,9 @@ async def _main_async(args: argparse.Namespace) -> int:
     if args.command == "backfill" and args.direct:
         if not args.database_url:
             raise ValueError("--direct needs --database-url or FLEET_DATABASE_URL")
+        if args.sleep_vehicles or args.replay_lag_s:
+            # COPY writes the model's state tick by tick, not the messages a run publishes.
+            raise ValueError("--sleep-vehicles and --replay-lag-s need MQTT (not --direct)")
         opts = options_from_args(args)  # checks --days, places the range ending at --end
         assert opts.start is not None
         print(

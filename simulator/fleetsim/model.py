@@ -23,9 +23,10 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from fleetsim.overlap import asleep_at, sleep_windows
 from fleetsim.wrong_assignments import registered_meters
 
 # Charger efficiency bands (AC -> DC). Fleet operators look for the degraded and critical ones.
@@ -82,6 +83,9 @@ class FleetConfig:
     charging_at_start: float = 0.6
     clock_skew_s: int = 0
     wrong_assignments: int = 0  # vehicles registered to a meter they do not charge at
+    sleep_vehicles: int = 0  # vehicles whose telematics sleep every night (fleetsim.overlap)
+    sleep_hours: float = 8.0
+    replay_lag_s: int = 0  # > 0: the same fleet started this much later, published beside
 
     def check(self) -> None:
         """Raise ValueError naming the first bad field."""
@@ -107,6 +111,12 @@ class FleetConfig:
             self.wrong_assignments and self.meters < 2
         ):
             raise ValueError("--wrong-assignments must be between 0 and --vehicles (2+ meters)")
+        if not 0 <= self.sleep_vehicles <= self.vehicles or not 0 < self.sleep_hours < 24:
+            raise ValueError("--sleep-vehicles must be 0..--vehicles, --sleep-hours in (0, 24)")
+        if self.replay_lag_s < 0 or (
+            self.replay_lag_s and self.replay_lag_s % self.interval_s == 0
+        ):
+            raise ValueError("--replay-lag-s must be >= 0 and not a multiple of --interval")
 
 
 def assign_bands(meters: int, seed: int, degraded: float, critical: float) -> list[str]:
@@ -162,6 +172,16 @@ class Fleet:
             c.meters,
             c.wrong_assignments,
         )
+        self.sleep = sleep_windows(
+            lambda purpose, j: device_rng(c.seed, purpose, j),
+            c.vehicles,
+            c.sleep_vehicles,
+            c.sleep_hours,
+        )
+        # The replayed run: this fleet again, started replay_lag_s after the first tick.
+        self.replay = Fleet(replace(c, replay_lag_s=0)) if c.replay_lag_s else None
+        self.first_ts: datetime | None = None
+        self.replay_from: datetime | None = None
         self.meter_band = assign_bands(c.meters, c.seed, c.degraded_fraction, c.critical_fraction)
         self.meter_skew = skew_offsets(c.seed, "meter", c.meters, c.clock_skew_s)
         self.vehicle_skew = skew_offsets(c.seed, "vehicle", c.vehicles, c.clock_skew_s)
@@ -326,6 +346,8 @@ class Fleet:
         interval ending at ts.
         """
         self.advance()
+        if self.first_ts is None:
+            self.first_ts = ts
         out: list[Message] = []
         stamp, hour = rfc3339_s(ts), hour_key(ts)
         skewed = self._stamps(ts, self.meter_skew)
@@ -342,7 +364,10 @@ class Fleet:
             stamp, hour = rfc3339_s(ts), hour_key(ts)
         skewed = self._stamps(ts, self.vehicle_skew)
         soc, temp = self.soc, self.temp
+        asleep = asleep_at(self.sleep, ts)
         for j, vid in enumerate(self.vehicle_ids):
+            if asleep and j in asleep:
+                continue
             micro = self.vehicle_dc[j]
             if skewed is not None:
                 stamp, hour = skewed[0][j], skewed[1][j]
@@ -352,6 +377,14 @@ class Fleet:
                 f'"batteryTemp":{temp[j]:.1f},"timestamp":"{stamp}"}}'
             )
             out.append((VEHICLE, j, self.vehicle_topics[j], payload.encode(), micro, hour))
+        if self.replay is not None:
+            lag = timedelta(seconds=self.config.replay_lag_s)
+            if ts >= self.first_ts + lag:
+                # Stamped off the interval grid by the lag's remainder: keys never clash.
+                shifted = ts + timedelta(seconds=self.config.replay_lag_s % self.config.interval_s)
+                if self.replay_from is None:
+                    self.replay_from = shifted
+                out.extend(self.replay.tick(shifted))
         return out
 
     def ticks(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, list[Message]]]:

@@ -61,6 +61,9 @@ class SimOptions:
     out_of_order_rate: float = 0.0
     clock_skew_s: int = 0
     wrong_assignments: int = 0
+    sleep_vehicles: int = 0
+    sleep_hours: float = 8.0
+    replay_lag_s: int = 0
 
     def fleet_config(self) -> FleetConfig:
         """The model's part of the options."""
@@ -74,6 +77,9 @@ class SimOptions:
             critical_fraction=self.critical_fraction,
             clock_skew_s=self.clock_skew_s,
             wrong_assignments=self.wrong_assignments,
+            sleep_vehicles=self.sleep_vehicles,
+            sleep_hours=self.sleep_hours,
+            replay_lag_s=self.replay_lag_s,
         )
 
     def fault_config(self) -> FaultConfig:

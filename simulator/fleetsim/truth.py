@@ -103,6 +103,22 @@ class Truth:
                 for j, vid in enumerate(f.vehicle_ids)
                 if f.registered_meter[j] != f.vehicle_meter[j]
             ],
+            # Vehicles whose telematics sleep each night: nothing published in the window.
+            "sleepWindows": [
+                {
+                    "vehicleId": f.vehicle_ids[j],
+                    "fromUtc": f"{start_min // 60 % 24:02d}:{start_min % 60:02d}",
+                    "hours": minutes / 60,
+                }
+                for j, (start_min, minutes) in sorted(f.sleep.items())
+            ],
+            # A replayed run of the same fleet published beside this one from `from` on: two
+            # series per id over the overlap (both counted in the sums above).
+            "replay": (
+                None
+                if f.replay_from is None
+                else {"lagS": f.config.replay_lag_s, "from": rfc3339_s(f.replay_from)}
+            ),
             "meters": meters,
             "vehicles": vehicles,
             "published": {
