@@ -7,6 +7,7 @@ import statistics
 import sys
 from typing import Any
 
+from fleetsim.bench.assignments import assignment_lines
 from fleetsim.bench.diagnosis import diagnosis_lines
 from fleetsim.bench.http_stage import table_lines as http_table_lines
 
@@ -121,4 +122,6 @@ def table(r: dict[str, Any]) -> str:
         lines.extend(http_table_lines(r["http"]))
     if r.get("diagnosis"):
         lines.extend(diagnosis_lines(r["diagnosis"]))
+    if r.get("assignments"):
+        lines.extend(assignment_lines(r["assignments"], (q or {}).get("assignmentCheck")))
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from fleetdb.cold import compact
 from fleetdb.cold.storage import storage
 from fleetdb.connect import connect, create_pool
 from fleetdb.migrate import migrate
+from fleetsim.bench.assignments import check_on_database
 from fleetsim.charger_eval import score
 from fleetsim.direct import backfill_direct
 from fleetsim.model import Fleet, FleetConfig
@@ -205,6 +206,11 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
             }
             # The diagnosis against the model's truth (the dataset is FleetConfig()'s fleet).
             diagnosis = score(await chargers(pool, now), Fleet(FleetConfig()))
+            conn = await connect(pg.url)
+            try:
+                assignment = await check_on_database(conn, now)
+            finally:
+                await conn.close()
         finally:
             await pool.close()
     t = {k: v["p50Ms"] for k, v in timings.items()}
@@ -225,4 +231,5 @@ async def query_stage(days: int, cache_dir: Path, say: Callable[[str], None]) ->
         "timings": timings,
         "cold": cold,
         "chargerDiagnosis": diagnosis,
+        "assignmentCheck": assignment,
     }

@@ -28,6 +28,7 @@ from typing import Any
 
 from fleet_harness import MosquittoServer, PostgresServer
 from fleet_harness.cleanup import unwind_on_sigterm
+from fleetsim.bench.assignments import assignment_stage
 from fleetsim.bench.databases import PG_SETTINGS
 from fleetsim.bench.diagnosis import diagnosis_stage
 from fleetsim.bench.printing import say, table
@@ -65,6 +66,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results["queries"] = await query_stage(args.query_days, Path(args.cache_dir), say)
     say("diagnosis: the charger fit on 3 h, 24 h (and 7 d) windows against the truth")
     results["diagnosis"] = diagnosis_stage(quick=args.quick, say=say)
+    results["assignments"] = assignment_stage(quick=args.quick, say=say)
     drain = results["fleetdDrain"]["perS"]
     results["ratios"] = {
         "fleetdVsBrokerCeiling": drain / results["brokerCeilingPerS"],
