@@ -115,6 +115,41 @@ def candidates(
     return out_i, out_j
 
 
+def fit_candidates(dc: F64, excess: F64, fed: F64, k: int = CANDIDATES) -> I64:
+    """For each vehicle, the `k` meters whose excess AC (meters x hours, beyond standby) its DC
+    (vehicles x hours) plus the DC of the meter's assigned vehicles (`fed`) fits best by least
+    squares, every pair from two matrix products per chunk of vehicles (sums over hours only;
+    which hours each side reported is left to the exact fit). What signatures miss on a shared
+    meter, whose drawing hours are the union of its vehicles', this finds."""
+    nv, nm = dc.shape[0], excess.shape[0]
+    k = min(k, nm)
+    out = np.zeros((nv, k), np.int64)
+    if nv == 0 or k == 0:
+        return out
+    y, e = excess.astype(np.float32), fed.astype(np.float32)
+    syy, see, sey = (y * y).sum(1), (e * e).sum(1), (e * y).sum(1)
+    lo_eta, hi_eta = ETA_RANGE
+    for lo in range(0, nv, _CHUNK):
+        x = dc[lo : lo + _CHUNK].astype(np.float32)
+        # x' = x + e: <x', y> and |x'|^2 per pair; the squared relative error of the fit is
+        # |y|^2 |x'|^2 / <x', y>^2 - 1, and eta = |x'|^2 / <x', y> must be plausible.
+        xy = x @ y.T
+        xy += sey
+        xx = x @ e.T
+        xx *= 2
+        xx += see
+        xx += (x * x).sum(1)[:, None]
+        ok = (xy > 0) & (xx >= lo_eta * xy) & (xx <= hi_eta * xy)
+        ratio = np.divide(xx * syy, xy * xy, out=np.full(xy.shape, np.inf, np.float32), where=ok)
+        top = (
+            np.argpartition(ratio, k - 1, axis=1)[:, :k]
+            if k < nm
+            else np.tile(np.arange(nm), (len(x), 1))
+        )
+        out[lo : lo + len(x)] = top
+    return out
+
+
 @dataclass
 class Figures:
     """Per (vehicle, meter choice): how the meter's AC lines up with the vehicle's DC."""
@@ -243,7 +278,11 @@ def judge(grid: Grid, *, k: int = CANDIDATES) -> list[dict[str, Any]]:
     fed = _assigned_dc(grid)
     charging = (grid.dc >= CHARGING_KWH) & (grid.vehicle_n > 0)
     drawing = (grid.ac - standby[:, None] * grid.meter_h >= AC_EXCESS_KWH) & (grid.meter_h > 0)
-    cand, jac = candidates(charging, drawing, k)
+    by_hours, _ = candidates(charging, drawing, k // 2)
+    excess = np.where(grid.meter_h > 0, grid.ac - standby[:, None] * grid.meter_h, 0.0)
+    by_fit = fit_candidates(np.where(grid.vehicle_n > 0, grid.dc, 0.0), excess, fed, k - k // 2)
+    cand = np.concatenate([by_hours, by_fit], axis=1)
+    jac = _jaccard(charging, drawing, cand)
     rows: list[dict[str, Any]] = []
     for lo in range(0, nv, _CHUNK):
         idx = np.arange(lo, min(nv, lo + _CHUNK))
@@ -291,6 +330,16 @@ def judge(grid: Grid, *, k: int = CANDIDATES) -> list[dict[str, Any]]:
     order = {s: i for i, s in enumerate(STATUSES)}
     rows.sort(key=lambda r: (order[r["status"]], r["vehicleId"]))
     return rows
+
+
+def _jaccard(charging: Bools, drawing: Bools, cand: I64) -> F64:
+    """The Jaccard index of each vehicle's charging hours with each of its candidates'."""
+    c = charging[:, None, :]
+    a = drawing[cand]
+    inter = (c & a).sum(-1)
+    union = (c | a).sum(-1)
+    out: F64 = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
+    return out
 
 
 def build_grid(meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: int) -> Grid:
