@@ -1,6 +1,7 @@
 """HTTP for fleetd's ops endpoint and `fleetctl serve`, on aiohttp: a route table with
-declared parameters, one error mapping, the token and Host checks, static files served by the
-library, and the limits a hostile client meets (see server.py and listener.py)."""
+parameters declared as pydantic models (params.py), one error mapping, the token and Host
+checks, static files served by the library, an access log, and the limits a hostile client
+meets (see server.py and listener.py)."""
 
 from fleetsvc.web.errors import (
     BadRequestError,
@@ -9,7 +10,7 @@ from fleetsvc.web.errors import (
     NotFoundError,
     UnauthorizedError,
 )
-from fleetsvc.web.params import Choice, Flag, Instant, Integer, Number, Param, Text
+from fleetsvc.web.params import Flag, Instant, PathParams, Query, Text, parse
 from fleetsvc.web.responses import json_response
 from fleetsvc.web.routes import Call, Handler, Route
 from fleetsvc.web.server import HttpServer, parse_addr
@@ -17,20 +18,19 @@ from fleetsvc.web.server import HttpServer, parse_addr
 __all__ = [
     "BadRequestError",
     "Call",
-    "Choice",
     "Flag",
     "ForbiddenError",
     "Handler",
     "HttpError",
     "HttpServer",
     "Instant",
-    "Integer",
     "NotFoundError",
-    "Number",
-    "Param",
+    "PathParams",
+    "Query",
     "Route",
     "Text",
     "UnauthorizedError",
     "json_response",
+    "parse",
     "parse_addr",
 ]

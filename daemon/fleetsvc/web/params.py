@@ -1,208 +1,209 @@
-"""Route parameters declared once, next to the route: each knows how to read its text and how
-to describe itself as a JSON Schema (so an OpenAPI document can be generated from the routes).
-A value out of its range is a 400 naming the parameter and the range, never a 500."""
+"""Route parameters declared once, as pydantic models: a route's query is a `Query` subclass,
+its path parameters a `PathParams` one. The server reads them through `parse()` before the
+handler runs, and an OpenAPI document can describe them from the same models (fleetctl's
+does), so the two cannot drift.
+
+The rules every route follows: a query parameter the route does not declare is refused, and so
+is one given twice; empty values count as absent; aliases (`AliasChoices`) are accepted, one of
+each set at most; every number is finite and inside its declared range; a refusal is one line
+naming every bad parameter and what it must be (a 400 through BadRequestError), never a 500."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, Protocol
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import annotated_types
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+from pydantic.fields import FieldInfo
 
 from fleetsvc.web.errors import BadRequestError
 
+MIN_YEAR, MAX_YEAR = 2000, 2200
+MAX_SHOWN_CHARS = 40
 # C0 controls, DEL and C1 controls: never part of an id, and NUL is refused by PostgreSQL.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-MAX_SHOWN_CHARS = 40
+
+M = TypeVar("M", bound=BaseModel)
 
 
-class Kind(Protocol):
-    """How a parameter's text becomes a value (ValueError with a reason otherwise)."""
-
-    def parse(self, text: str) -> Any:
-        """The value of `text`; raises ValueError whose text completes "<name> ..."."""
-
-    def schema(self) -> dict[str, Any]:
-        """The JSON Schema of the value."""
-
-
-@dataclass(frozen=True)
-class Number:
-    """A finite decimal number within [minimum, maximum] ((minimum, ...] when exclusive)."""
-
-    minimum: float
-    maximum: float
-    exclusive_minimum: bool = False
-
-    def parse(self, text: str) -> float:
-        """A float; NaN, infinities and out-of-range values are refused."""
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"must be a number in {self._range()}") from None
-        below = value <= self.minimum if self.exclusive_minimum else value < self.minimum
-        if not math.isfinite(value) or below or value > self.maximum:
-            raise ValueError(f"must be a number in {self._range()}")
+def _instant(value: object) -> object:
+    """RFC 3339 with an offset and a 'T', in the years MIN_YEAR..MAX_YEAR (pydantic alone would
+    take a bare date or epoch seconds, and years down to 1, whose arithmetic overflows)."""
+    if not isinstance(value, str):
         return value
-
-    def _range(self) -> str:
-        return f"{'(' if self.exclusive_minimum else '['}{self.minimum:g}, {self.maximum:g}]"
-
-    def schema(self) -> dict[str, Any]:
-        """number with its bounds."""
-        low = "exclusiveMinimum" if self.exclusive_minimum else "minimum"
-        return {"type": "number", low: self.minimum, "maximum": self.maximum}
-
-
-@dataclass(frozen=True)
-class Integer:
-    """A whole number within [minimum, maximum]."""
-
-    minimum: int
-    maximum: int
-
-    def parse(self, text: str) -> int:
-        """An int in range (digits only, an optional sign)."""
-        if not re.fullmatch(r"[+-]?\d{1,18}", text) or not (
-            self.minimum <= int(text) <= self.maximum
-        ):
-            raise ValueError(f"must be a whole number in [{self.minimum}, {self.maximum}]")
-        return int(text)
-
-    def schema(self) -> dict[str, Any]:
-        """integer with its bounds."""
-        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
+        raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-11-20T08:00:00Z")
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise ValueError(f"must be a time in the years {MIN_YEAR} to {MAX_YEAR}")
+    return parsed.astimezone(UTC)
 
 
-@dataclass(frozen=True)
-class Flag:
-    """`true` or `false`."""
-
-    def parse(self, text: str) -> bool:
-        """True for "true", False for "false"."""
-        if text not in ("true", "false"):
-            raise ValueError("must be true or false")
-        return text == "true"
-
-    def schema(self) -> dict[str, Any]:
-        """boolean."""
-        return {"type": "boolean"}
+def _flag(value: object) -> object:
+    """Only the words `true` and `false` (pydantic alone would also take yes, on, 1, ...)."""
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return value
 
 
-@dataclass(frozen=True)
-class Text:
-    """A printable string of at most `max_length` characters (ids, field names)."""
-
-    max_length: int = 200
-
-    def parse(self, text: str) -> str:
-        """`text` itself, unless empty, too long or holding control characters."""
-        if not text:
-            raise ValueError("must not be empty")
-        if len(text) > self.max_length:
-            raise ValueError(f"must be at most {self.max_length} characters")
-        if _CONTROL.search(text):
-            raise ValueError("must not contain control characters")
-        return text
-
-    def schema(self) -> dict[str, Any]:
-        """string with its length and no control characters."""
-        return {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": self.max_length,
-            "pattern": r"^[^\x00-\x1f\x7f-\x9f]*$",
-        }
+def printable(value: object) -> object:
+    """A BeforeValidator: a string with control characters is refused as such (before a
+    pattern would refuse it less clearly)."""
+    if isinstance(value, str) and _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
 
 
-@dataclass(frozen=True)
-class Choice:
-    """One of a fixed set of words."""
-
-    values: tuple[str, ...]
-
-    def parse(self, text: str) -> str:
-        """`text` when it is one of the values."""
-        if text not in self.values:
-            raise ValueError(f"must be one of {', '.join(self.values)}")
-        return text
-
-    def schema(self) -> dict[str, Any]:
-        """string enum."""
-        return {"type": "string", "enum": list(self.values)}
+Instant = Annotated[
+    datetime,
+    BeforeValidator(_instant),
+    Field(json_schema_extra={"format": "date-time"}),
+]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+# A printable string (ids, names) of 1 to 200 characters.
+Text = Annotated[
+    str,
+    BeforeValidator(printable),
+    StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$"),
+]
 
 
-@dataclass(frozen=True)
-class Instant:
-    """An RFC 3339 timestamp with an offset, its year within [min_year, max_year]."""
+class Query(BaseModel):
+    """Base of every route's query: unknown names, repeated names and bad values are refused."""
 
-    min_year: int = 2000
-    max_year: int = 2200
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    def parse(self, text: str) -> datetime:
-        """An aware datetime."""
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            value = None
-        if value is None or value.tzinfo is None or "T" not in text.upper():
-            raise ValueError(
-                "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-20T08:00:00Z"
-            ) from None
-        if not self.min_year <= value.year <= self.max_year:
-            raise ValueError(f"must be a time in the years {self.min_year} to {self.max_year}")
-        return value
-
-    def schema(self) -> dict[str, Any]:
-        """string, date-time."""
-        return {"type": "string", "format": "date-time"}
+    @classmethod
+    def names(cls) -> dict[str, str]:
+        """Every accepted query name -> the field it sets (aliases included)."""
+        out: dict[str, str] = {}
+        for field_name, info in cls.model_fields.items():
+            alias = info.validation_alias
+            if isinstance(alias, AliasChoices):
+                out.update({str(c): field_name for c in alias.choices})
+            else:
+                out[info.alias or field_name] = field_name
+        return out
 
 
-@dataclass(frozen=True)
-class Param:
-    """One parameter of a route: where it is, its kind, and what it means."""
+class PathParams(BaseModel):
+    """Base of a route's path parameters: one field per `{name}` of its path."""
 
-    name: str
-    kind: Kind
-    where: Literal["query", "path"] = "query"
-    required: bool = False
-    default: Any = None
-    description: str = ""
-
-    def read(self, text: str) -> Any:
-        """The value of `text`, or BadRequestError naming the parameter and what it must be."""
-        try:
-            return self.kind.parse(text)
-        except ValueError as exc:
-            shown = text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
-            raise BadRequestError(f"{self.name} {exc}, got {shown!r}") from None
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def read_params(
-    params: tuple[Param, ...], path: Mapping[str, str], query: Mapping[str, str]
-) -> dict[str, Any]:
-    """Every declared parameter's value (its default when absent); a required one missing, or
-    a query parameter given twice, is a BadRequestError."""
-    values: dict[str, Any] = {}
-    for p in params:
-        source = path if p.where == "path" else query
-        if p.where == "query" and len(getall(query, p.name)) > 1:
-            raise BadRequestError(f"{p.name} is given more than once")
-        text = source.get(p.name)
-        if text is None or (text == "" and p.where == "query"):
-            if p.required:
-                raise BadRequestError(f"{p.name} is required")
-            values[p.name] = p.default
-        else:
-            values[p.name] = p.read(text)
-    return values
-
-
-def getall(query: Mapping[str, str], name: str) -> list[str]:
-    """Every value of `name` in a multi-valued query mapping (one for a plain dict)."""
+def _values(query: Mapping[str, str], name: str) -> list[str]:
+    # aiohttp's MultiDict keeps a repeated name once per value; a plain dict cannot repeat.
     many = getattr(query, "getall", None)
-    if many is None:
-        return [query[name]] if name in query else []
-    return list(many(name, []))
+    return list(many(name, [])) if many is not None else [query[name]]
+
+
+def parse(model: type[M], query: Mapping[str, str]) -> M:
+    """`query` (a request's query or path parameters) as `model`, or BadRequestError with one
+    line naming every bad parameter. Empty values count as absent."""
+    known = model.names() if issubclass(model, Query) else {n: n for n in model.model_fields}
+    unknown = sorted(name for name in query if name not in known)
+    if unknown:
+        raise BadRequestError(
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
+            f" (this route takes {', '.join(sorted(known)) or 'none'})"
+        )
+    data: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for name in dict.fromkeys(query):
+        values = _values(query, name)
+        if len(values) > 1:
+            raise BadRequestError(f"{name} is given more than once")
+        if values[0] == "":
+            continue
+        field = known[name]
+        if field in seen:
+            raise BadRequestError(f"give {seen[field]} or {name}, not both")
+        seen[field] = name
+        data[name] = values[0]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequestError(_one_line(exc, model, data)) from None
+
+
+def _one_line(exc: ValidationError, model: type[BaseModel], data: Mapping[str, str]) -> str:
+    """'<name> <what it must be>, got <value>' for each bad parameter, on one line."""
+    fields = {name: model.model_fields.get(field) for name, field in _fields_by_name(model)}
+    parts = []
+    for err in exc.errors(include_url=False):
+        name = str(err["loc"][0]) if err["loc"] else "parameters"
+        text = data.get(name)
+        shown = "" if text is None else f", got {_shown(text)}"
+        parts.append(f"{name} {_reason(err, fields.get(name))}{shown}")
+    return "; ".join(parts)
+
+
+def _fields_by_name(model: type[BaseModel]) -> list[tuple[str, str]]:
+    if issubclass(model, Query):
+        return list(model.names().items())
+    return [(n, n) for n in model.model_fields]
+
+
+def _reason(err: Any, info: FieldInfo | None) -> str:
+    """What the parameter must be, from the error and the field's declared constraints."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    if kind == "literal_error":
+        return (
+            f"must be one of {ctx.get('expected', '').replace(' or ', ', ').replace(chr(39), '')}"
+        )
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx.get('pattern', '').strip('^$')}"
+    if kind in ("string_too_long", "string_too_short"):
+        return f"must be 1 to {_bounds(info)[2] or ''} characters"
+    if kind.startswith("bool"):
+        return "must be true or false"
+    low, low_open, high, high_open = _bounds(info)
+    if low is None or high is None:
+        return str(err["msg"]).lower()
+    span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    whole = info is not None and _is_int(info)
+    return f"must be a {'whole number' if whole else 'number'} in {span}"
+
+
+def _bounds(info: FieldInfo | None) -> tuple[Any, bool, Any, bool]:
+    low: Any = None
+    high: Any = None
+    low_open = high_open = False
+    for m in [] if info is None else info.metadata:
+        if isinstance(m, annotated_types.Gt):
+            low, low_open = m.gt, True
+        elif isinstance(m, annotated_types.Ge):
+            low = m.ge
+        elif isinstance(m, annotated_types.Lt):
+            high, high_open = m.lt, True
+        elif isinstance(m, annotated_types.Le):
+            high = m.le
+        elif isinstance(m, annotated_types.MaxLen):
+            high = m.max_length
+    return low, low_open, high, high_open
+
+
+def _is_int(info: FieldInfo) -> bool:
+    return "int" in str(info.annotation)
+
+
+def _shown(text: str) -> str:
+    short = text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
+    return repr(short)
