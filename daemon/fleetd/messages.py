@@ -1,10 +1,12 @@
-"""Decode and validate one MQTT message into a typed reading or a rejection with a reason.
+"""Decode and validate one MQTT message into typed readings or rejections with a reason.
 
-Pure functions, no I/O: the MQTT layer calls `decode()` for every message it receives.
+Pure functions, no I/O: the MQTT layer calls `decode_many()` for every message it receives (one
+reading, or a JSON array of them: a device flushing its offline buffer), `decode()` for one.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,10 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 MAX_PAYLOAD_BYTES = 8 * 1024
+# A JSON array of readings (a device's offline buffer, flushed at once): ~8,000 readings fit in
+# 1 MiB, FLEET_MQTT_MAX_PACKET_BYTES' default; each element is held to MAX_PAYLOAD_BYTES.
+MAX_ARRAY_PAYLOAD_BYTES = 1024 * 1024
+MAX_ARRAY_ITEMS = 10_000
 # numeric(12,6) holds < 1e6; anything near that per interval is a broken meter, not a reading.
 MAX_KWH_PER_READING = 100_000.0
 DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -198,3 +204,65 @@ def decode(
 def _mismatch(topic: str, payload: bytes, field: str, body_id: str, topic_id: str) -> Rejected:
     reason = f"{field}: {body_id!r} does not match topic id {topic_id!r}"
     return Rejected(topic, payload, reason, field, "does not match the topic's id")
+
+
+def decode_many(
+    topic: str,
+    payload: bytes,
+    now: datetime,
+    *,
+    max_future: timedelta = timedelta(minutes=5),
+    max_past: timedelta = timedelta(days=3650),
+) -> list[Decoded]:
+    """Validate one message: a reading, or a JSON array of readings for the topic's device, each
+    element validated on its own (a bad one is rejected with its index, the others stored). An
+    array that cannot be read as one (not JSON, empty, too large) is one reject."""
+    first = payload[:1]
+    if first in b" \t\r\n":  # b"" too
+        first = payload.lstrip()[:1]
+    if first != b"[":
+        return [decode(topic, payload, now, max_future=max_future, max_past=max_past)]
+    elements = _array(topic, payload)
+    if isinstance(elements, Rejected):
+        return [elements]
+    out: list[Decoded] = []
+    for index, element in enumerate(elements):
+        item = decode(topic, element, now, max_future=max_future, max_past=max_past)
+        if isinstance(item, Rejected):
+            # The reason names the element; the group (field, rule) is the element's own.
+            item = Rejected(
+                item.topic, element, f"item {index}: {item.reason}", item.field, item.rule
+            )
+        out.append(item)
+    return out
+
+
+def _array(topic: str, payload: bytes) -> list[bytes] | Rejected:
+    """The elements of a JSON array payload, each re-encoded as its own JSON document."""
+    if len(payload) > MAX_ARRAY_PAYLOAD_BYTES:
+        reason = f"payload: {len(payload)} bytes exceeds {MAX_ARRAY_PAYLOAD_BYTES}"
+        rule = f"array larger than {MAX_ARRAY_PAYLOAD_BYTES} bytes"
+        return Rejected(topic, payload, reason, "payload", rule)
+    try:
+        # NaN/Infinity stay strings, so the element's own validation names the field.
+        elements = json.loads(payload, parse_constant=str)
+    except UnicodeDecodeError as exc:
+        return Rejected(
+            topic, payload, f"payload: not UTF-8 (byte {exc.start})", "payload", "not UTF-8"
+        )
+    except ValueError as exc:  # json.JSONDecodeError
+        return Rejected(
+            topic, payload, f"payload: not valid JSON ({exc})", "payload", "not valid JSON"
+        )
+    except RecursionError:  # "[[[[..." deeper than the interpreter's stack
+        rule = "not valid JSON"
+        return Rejected(topic, payload, "payload: nested too deeply", "payload", rule)
+    if not isinstance(elements, list):  # whitespace then "[" is always an array; kept for mypy
+        return Rejected(topic, payload, "payload: not a JSON array", "payload", "not valid JSON")
+    if not elements:
+        return Rejected(topic, payload, "payload: an empty array", "payload", "an empty array")
+    if len(elements) > MAX_ARRAY_ITEMS:
+        reason = f"payload: {len(elements)} readings in one array exceed {MAX_ARRAY_ITEMS}"
+        rule = f"more than {MAX_ARRAY_ITEMS} readings in one array"
+        return Rejected(topic, payload, reason, "payload", rule)
+    return [json.dumps(e, separators=(",", ":")).encode() for e in elements]

@@ -1,5 +1,6 @@
-"""The ack rule: a message is acknowledged after the transaction holding it commits, in the
-order messages arrived, on the connection they arrived on."""
+"""The ack rule: a message is acknowledged after the transaction holding it commits (for a JSON
+array, the transactions holding all its elements), in the order messages arrived, on the
+connection they arrived on."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ class AckSequencer:
         ack = self._ack
         while self._next in self._committed:
             for env in self._committed.pop(self._next).envelopes:
+                if not env.last:
+                    # An array's element before its last: the message is acked with the last
+                    # element, whose batch is this one or a later one (released after this).
+                    continue
                 if ack(env.mid, env.qos, env.generation):
                     acked += 1
                 else:

@@ -14,7 +14,12 @@ from fleetd.messages import Decoded
 
 @dataclass(slots=True)
 class Envelope:
-    """A decoded message plus what is needed to store it and to ack it afterwards."""
+    """A decoded message plus what is needed to store it and to ack it afterwards.
+
+    A message holding a JSON array is one envelope per element, in order; only the last one
+    carries the ack (`last`), so the message is acked once the batch holding its last element
+    committed, and batches are acked in the order they were cut (fleetd.ingest.acks): by then
+    every earlier element has committed too, however the elements were split across batches."""
 
     item: Decoded
     received_at: datetime
@@ -22,6 +27,7 @@ class Envelope:
     mid: int
     qos: int
     generation: int
+    last: bool = True
 
 
 @dataclass(slots=True)

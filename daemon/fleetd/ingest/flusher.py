@@ -355,7 +355,9 @@ def _as_reject(env: Envelope, exc: Exception) -> Envelope:
     # The message may quote the value: the rule is the error's kind (e.g. NumericValueOutOfRange).
     rule = f"refused: {type(exc).__name__}"
     reject = Rejected(topic, repr(item).encode(), reason, "database", rule)
-    return Envelope(reject, env.received_at, env.received_mono, env.mid, env.qos, env.generation)
+    return Envelope(
+        reject, env.received_at, env.received_mono, env.mid, env.qos, env.generation, env.last
+    )
 
 
 async def _write(conn: asyncpg.Connection, envelopes: list[Envelope]) -> WriteResult:

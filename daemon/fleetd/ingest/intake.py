@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from fleetd.ingest.batcher import Batcher, Envelope
-from fleetd.messages import Rejected, decode
+from fleetd.messages import Rejected, decode_many
 
 log = structlog.get_logger("fleetd")
 
@@ -74,13 +74,18 @@ class Intake:
             # share it, which saves a datetime per message at 2 ms resolution.
             self._clock_mono, self._clock = mono, datetime.now(UTC)
         now = self._clock
-        item = decode(topic, payload, now, max_future=self._max_future, max_past=self._max_past)
-        self._counters.received += 1
-        if isinstance(item, Rejected):
-            self._counters.reject(topic, item.field)
-        else:
-            self._counters.valid += 1
-        self._buffer(Envelope(item, now, mono, mid, qos, generation))
+        items = decode_many(
+            topic, payload, now, max_future=self._max_future, max_past=self._max_past
+        )
+        last = len(items) - 1
+        for i, item in enumerate(items):
+            # Counted per reading: received = written + duplicates + rejected, arrays or not.
+            self._counters.received += 1
+            if isinstance(item, Rejected):
+                self._counters.reject(topic, item.field)
+            else:
+                self._counters.valid += 1
+            self._buffer(Envelope(item, now, mono, mid, qos, generation, i == last))
 
     def on_oversized(self, topic: str, size: int, mid: int, qos: int, generation: int) -> None:
         """A PUBLISH over the size limit, payload unread: kept as a reject and acked after
