@@ -138,7 +138,7 @@ def _invalid_cases(now: datetime) -> list[tuple[str, bytes, str]]:
     return [
         (mt, b"\xff\xfe\x00", "payload: not UTF-8"),
         (mt, b"{not json", "payload: not valid JSON"),
-        (mt, b"[1, 2, 3]", "payload: must be a JSON object"),
+        (mt, b"\"a string\"", "payload: must be a JSON object"),  # an array: test_array_ingest
         (mt, json.dumps(no_id).encode(), "voltage: is required"),
         (mt, m(kwhConsumedAc="1.0"), "kwhConsumedAc: must be a number"),
         (mt, m(voltage=True), "voltage: must be a number"),
