@@ -35,6 +35,7 @@ from fleetctl.analytics import (
     vehicle_performance,
 )
 from fleetctl.analytics.assignment_check import assignment_check
+from fleetctl.analytics.daily import DayCache
 from fleetctl.analytics.pages import Page, now_of
 from fleetctl.api import params as p
 from fleetctl.api import schemas as s
@@ -205,6 +206,7 @@ class AnalyticsApi:
         self._limits = limits or p.ApiLimits()
         self._pool: asyncpg.Pool | None = None
         self._admin_pool: asyncpg.Pool | None = None
+        self._day_cache = DayCache()  # closed days of /v1/analytics/fleet/daily
 
     def table(self) -> tuple[tuple[Operation, Handler], ...]:
         """The /v1 route table: each operation and its handler."""
@@ -297,7 +299,12 @@ class AnalyticsApi:
         self, _r: web.Request, q: p.FleetDailyQuery, _p: None
     ) -> web.StreamResponse:
         """GET /v1/analytics/fleet/daily."""
-        body = await fleet_daily(await self.pool(), q.window(self._limits), min_ac_kwh=q.minAcKwh)
+        body = await fleet_daily(
+            await self.pool(),
+            q.window(self._limits),
+            min_ac_kwh=q.minAcKwh,
+            cache=self._day_cache,
+        )
         return json_response(200, body)
 
     async def vehicles(self, _r: web.Request, q: p.VehiclesQuery, _p: None) -> web.StreamResponse:
