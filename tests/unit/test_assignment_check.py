@@ -37,7 +37,7 @@ def _grid(dc: np.ndarray, real: list[int], registered: list[int], n_meters: int)
         ac=ac,
         meter_h=np.ones((n_meters, HOURS)),
         dc=dc,
-        vehicle_n=np.full((n, HOURS), 60, np.int64),
+        vehicle_h=np.ones((n, HOURS)),
         assigned=assigned,
         latest=np.asarray(registered, np.int64),
     )
@@ -95,6 +95,21 @@ class TestJudge:
         rows = judge(_grid(dc, real, list(real), 20))
         assert {r["status"] for r in rows} == {"ok"}
         assert all(r["assigned"]["fit"]["relativeError"] < 0.01 for r in rows)
+
+    def test_hours_a_side_did_not_report_whole_are_no_evidence(self) -> None:
+        """A vehicle asleep for part of an hour (its DC short of the hour's) or a meter that lost
+        half an hour of readings (its AC short) does not count against the assignment."""
+        rng = np.random.default_rng(5)
+        dc = _sessions(rng, 50)
+        grid = _grid(dc, list(range(50)), list(range(50)), 50)
+        charging = np.nonzero(dc[7] > 1)[0]
+        grid.meter_h[7, charging[:2]] = 0.4  # the meter reported 40 % of two charging hours
+        grid.ac[7, charging[:2]] *= 0.1
+        grid.vehicle_h[8, :] = 0.5  # half of every hour: nothing of this vehicle is judged
+        rows = {r["vehicleId"]: r for r in judge(grid)}
+        assert rows["V7"]["status"] == "ok"
+        assert rows["V7"]["assigned"]["chargingHoursWithoutAc"] == 0
+        assert rows["V8"]["status"] == "insufficient_data"
 
     def test_too_little_charging_and_no_assignment(self) -> None:
         dc = np.zeros((2, HOURS))

@@ -57,6 +57,7 @@ MISSING_SHARE = 0.15
 GOOD_FIT = 0.05
 POOR_FIT = 0.3
 CANDIDATES = 16
+FULL_HOUR = 0.9  # an hour is judged when both sides reported this share of it
 ETA_RANGE = (0.3, 1.05)  # a fitted efficiency outside this is no fit
 _CHUNK = 1024  # vehicles per matrix product / fit batch (bounded memory at 10,000 x 168 h)
 
@@ -79,7 +80,7 @@ class Grid:
     ac: F64  # (meters, hours) kWh
     meter_h: F64  # (meters, hours) hours reported (readings x interval)
     dc: F64  # (vehicles, hours) kWh
-    vehicle_n: I64  # (vehicles, hours) readings
+    vehicle_h: F64  # (vehicles, hours) hours reported (readings x interval)
     assigned: I64  # (vehicles, hours) meter row assigned for the whole hour, -1 none or partial
     latest: I64  # (vehicles,) meter row of the vehicle's last span in the window, -1 none
 
@@ -210,7 +211,9 @@ def figures(grid: Grid, rows: I64, choice: I64, standby: F64, fed: F64) -> Figur
     h = np.arange(grid.ac.shape[1])
     ac, t, others = grid.ac[m, h], grid.meter_h[m, h], fed[m, h]
     dc = grid.dc[rows][:, None, :]
-    use = valid & (t > 0) & (grid.vehicle_n[rows][:, None, :] > 0)
+    # Only hours both sides reported (nearly) whole: in an hour a device slept or lost half
+    # of, its energy is not the hour's, and a short DC against a whole AC is no evidence.
+    use = valid & (t >= FULL_HOUR) & (grid.vehicle_h[rows][:, None, :] >= FULL_HOUR)
     charging = use & (dc >= CHARGING_KWH)
     # The other vehicles assigned to the meter in that hour: its fed DC without this vehicle's.
     own = grid.assigned[rows][:, None, :] == choice
@@ -276,11 +279,11 @@ def judge(grid: Grid, *, k: int = CANDIDATES) -> list[dict[str, Any]]:
         return []
     standby = _standby(grid)
     fed = _assigned_dc(grid)
-    charging = (grid.dc >= CHARGING_KWH) & (grid.vehicle_n > 0)
+    charging = (grid.dc >= CHARGING_KWH) & (grid.vehicle_h > 0)
     drawing = (grid.ac - standby[:, None] * grid.meter_h >= AC_EXCESS_KWH) & (grid.meter_h > 0)
     by_hours, _ = candidates(charging, drawing, k // 2)
     excess = np.where(grid.meter_h > 0, grid.ac - standby[:, None] * grid.meter_h, 0.0)
-    by_fit = fit_candidates(np.where(grid.vehicle_n > 0, grid.dc, 0.0), excess, fed, k - k // 2)
+    by_fit = fit_candidates(np.where(grid.vehicle_h > 0, grid.dc, 0.0), excess, fed, k - k // 2)
     cand = np.concatenate([by_hours, by_fit], axis=1)
     jac = _jaccard(charging, drawing, cand)
     rows: list[dict[str, Any]] = []
@@ -358,14 +361,14 @@ def build_grid(meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: i
         v_index.setdefault(r["vehicle_id"], len(v_index))
     nm, nv = len(m_index), len(v_index)
     ac, meter_h = np.zeros((nm, width)), np.zeros((nm, width))
-    dc, vehicle_n = np.zeros((nv, width)), np.zeros((nv, width), np.int64)
+    dc, vehicle_h = np.zeros((nv, width)), np.zeros((nv, width))
     if width:
         mh = (meters.hour_s - h0) // 3600
         np.add.at(ac, (m_rows, mh), meters.kwh_u / 1e6)
         np.add.at(meter_h, (m_rows, mh), meters.n * interval_s / 3600)
         vh = (vehicles.hour_s - h0) // 3600
         np.add.at(dc, (v_rows, vh), vehicles.kwh_u / 1e6)
-        np.add.at(vehicle_n, (v_rows, vh), vehicles.n)
+        np.add.at(vehicle_h, (v_rows, vh), vehicles.n * interval_s / 3600)
     assigned = np.full((nv, width), -1, np.int64)
     latest = np.full(nv, -1, np.int64)
     last_end: dict[int, tuple[int, int]] = {}
@@ -380,7 +383,7 @@ def build_grid(meters: Hourly, vehicles: Hourly, spans: list[Any], interval_s: i
         if (e, s) > last_end.get(v, (-(2**62), 0)):
             last_end[v] = (e, s)
             latest[v] = m
-    return Grid(list(m_index), list(v_index), ac, meter_h, dc, vehicle_n, assigned, latest)
+    return Grid(list(m_index), list(v_index), ac, meter_h, dc, vehicle_h, assigned, latest)
 
 
 def _rows(names: list[str], index: dict[str, int]) -> I64:
