@@ -359,12 +359,12 @@ function showAlerts(list) {
   document.getElementById("alerts-h").textContent = "Open alerts · " + list.open;
   if (!ordered.length) box.append(el("p", "none open", "none"));
   const now = Date.now();
-  for (const [kind, alerts] of ordered) {
+  for (const [i, [kind, alerts]] of ordered.entries()) {
     const count = (list.openByKind && list.openByKind[kind]) || alerts.length;
     const details = el("details", null, "alert-group");
     details.dataset.kind = kind;
     details.dataset.count = String(count);
-    details.open = ordered.length <= 3;
+    details.open = i === 0 || ordered.length <= 3; // the newest kind shows its subjects
     const summary = el("summary");
     summary.append(el("span", count, "count"), el("span", kind.replaceAll("_", " "), "kind"),
                    el("span", "newest " + age((now - Date.parse(alerts[0].openedAt)) / 1000) + " ago", "when"));
