@@ -22,7 +22,7 @@ from fleetctl.analytics.assignment_check import assignment_check, build_grid, ju
 from fleetctl.analytics.hourly import Hourly
 from fleetctl.analytics.window import Window
 from fleetsim.assignment_eval import score
-from fleetsim.bench.diagnosis import simulate
+from fleetsim.bench.diagnosis import HourlySums, simulate
 from fleetsim.model import Fleet, FleetConfig
 
 START = datetime(2026, 11, 2, tzinfo=UTC)
@@ -42,40 +42,69 @@ def _hourly(ids: list[str], kwh: Any, n: Any) -> Hourly:
     )
 
 
-def assignment_stage(*, quick: bool, say: Any = print) -> dict[str, Any]:
-    """24 h of a 1:1 fleet (10,000; quick: 1,000) with 1 % of the vehicles mis-assigned."""
-    n = 1_000 if quick else 10_000
-    cfg = FleetConfig(meters=n, vehicles=n, seed=7, wrong_assignments=round(n * WRONG_SHARE))
-    t0 = time.perf_counter()
-    fleet = Fleet(cfg)
-    sums = simulate(fleet, HOURS, 0.0, cfg.seed)
-    say(
-        f"assignment check: {n:,} x {n:,} simulated for {HOURS} h "
-        f"in {time.perf_counter() - t0:.0f} s"
-    )
+def _judge(fleet: Fleet, sums: HourlySums, h0: int, hours: int) -> tuple[float, dict[str, Any]]:
+    """(seconds, score) of the check on hours [h0, h0 + hours) of the simulated span."""
+    sl = slice(h0, h0 + hours)
+    begin = START + timedelta(hours=h0)
     spans = [
         {
             "vehicle_id": vid,
             "meter_id": fleet.meter_ids[fleet.registered_meter[j]],
-            "s": START,
-            "e": START + timedelta(hours=HOURS),
+            "s": begin,
+            "e": begin + timedelta(hours=hours),
         }
         for j, vid in enumerate(fleet.vehicle_ids)
     ]
+    meters = _hourly(fleet.meter_ids, sums.meter_kwh[sl], sums.meter_n[sl])
+    vehicles = _hourly(fleet.vehicle_ids, sums.vehicle_kwh[sl], sums.vehicle_n[sl])
+    meters.hour_s += h0 * 3600
+    vehicles.hour_s += h0 * 3600
     t0 = time.perf_counter()
-    grid = build_grid(
-        _hourly(fleet.meter_ids, sums.meter_kwh, sums.meter_n),
-        _hourly(fleet.vehicle_ids, sums.vehicle_kwh, sums.vehicle_n),
-        spans,
-        cfg.interval_s,
-    )
-    rows = judge(grid)
+    rows = judge(build_grid(meters, vehicles, spans, fleet.config.interval_s))
     took = time.perf_counter() - t0
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    got = score({"count": len(rows), "statusCounts": counts, "vehicles": rows}, fleet)
-    return {"fleet": n, "hours": HOURS, "checkS": took, **got}
+    return took, score({"count": len(rows), "statusCounts": counts, "vehicles": rows}, fleet)
+
+
+def _simulated(n: int, hours: int, say: Any) -> tuple[Fleet, HourlySums]:
+    cfg = FleetConfig(meters=n, vehicles=n, seed=7, wrong_assignments=round(n * WRONG_SHARE))
+    t0 = time.perf_counter()
+    fleet = Fleet(cfg)
+    sums = simulate(fleet, hours, 0.0, cfg.seed)
+    say(
+        f"assignment check: {n:,} x {n:,} simulated for {hours} h "
+        f"in {time.perf_counter() - t0:.0f} s"
+    )
+    return Fleet(cfg), sums
+
+
+def assignment_stage(*, quick: bool, say: Any = print) -> dict[str, Any]:
+    """24 h of a 1:1 fleet (10,000; quick: 1,000) with 1 % of the vehicles mis-assigned, then
+    tiled 3 h, 24 h and 7 d windows of a smaller one (quick: 3 h and 24 h over 2 days)."""
+    n = 1_000 if quick else 10_000
+    fleet, sums = _simulated(n, HOURS, say)
+    took, got = _judge(fleet, sums, 0, HOURS)
+    out: dict[str, Any] = {"fleet": n, "hours": HOURS, "checkS": took, **got, "windows": {}}
+    small, days = (500, 2) if quick else (2_000, 8)
+    fleet, sums = _simulated(small, days * 24, say)
+    for hours in (3, 24) if quick else (3, 24, 168):
+        tiles = [_judge(fleet, sums, h0, hours)[1] for h0 in range(0, days * 24 - hours + 1, hours)]
+        found = sum(t["found"] for t in tiles)
+        flagged = sum(t["flagged"] for t in tiles)
+        wrong = sum(t["wrong"] for t in tiles)
+        out["windows"][f"{hours}h"] = {
+            "fleet": small,
+            "windows": len(tiles),
+            "wrong": wrong,
+            "flagged": flagged,
+            "found": found,
+            "suggestedRight": sum(t["suggestedRight"] for t in tiles),
+            "precision": found / flagged if flagged else 1.0,
+            "recall": found / wrong if wrong else 1.0,
+        }
+    return out
 
 
 async def check_on_database(conn: asyncpg.Connection, window: Window) -> dict[str, Any]:
@@ -122,6 +151,12 @@ def assignment_lines(a: dict[str, Any], db: dict[str, Any] | None) -> list[str]:
             f"{'    query dataset: the whole report (PostgreSQL + check)':<58}"
             f"{db['checkS']:>10.1f} s",
         ]
+    for span, w in a.get("windows", {}).items():
+        name = f"    {span} windows x {w['windows']} ({w['fleet']:,}): precision / recall"
+        lines.append(
+            f"{name:<58}{w['precision']:>7.1%} / {w['recall']:.1%} "
+            f"({w['found']}/{w['wrong']}, right meter {w['suggestedRight']})"
+        )
     return lines
 
 
