@@ -182,7 +182,9 @@ async def _token_and_range(page: Page, base: str) -> None:
         "Vehicles by status · last 24 h"
     )
     await page.screenshot(ARTIFACTS / "dashboard-1400.png")
-    # A range button writes the URL and reloads the data for it.
+    # A range button writes the URL and reloads the data for it; a second click while the
+    # first range loads is not lost.
+    await page.evaluate("document.querySelector('[data-range=\"7d\"]').click()")
     await page.evaluate("document.querySelector('[data-range=\"30d\"]').click()")
     await page.wait_for("document.getElementById('daily').dataset.days === '31'")
     assert await page.evaluate("location.search") == "?range=30d"

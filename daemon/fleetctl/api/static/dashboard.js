@@ -481,6 +481,7 @@ let timer = null;
 let lastRefresh = 0;
 let refreshes = 0;
 let busy = false;
+let again = false; // asked for while one was running (a new range): run once more after it
 
 function showError(e) {
   document.getElementById("error").textContent = e ? String(e.message || e) : "";
@@ -501,8 +502,9 @@ function schedule(delay) {
 }
 
 async function refresh() {
-  if (busy) return;
+  if (busy) { again = true; return; }
   busy = true;
+  again = false;
   clearTimeout(timer);
   const w = windowQuery();
   try {
@@ -533,7 +535,7 @@ async function refresh() {
     busy = false;
     lastRefresh = Date.now();
     showRefresh();
-    schedule(REFRESH_MS);
+    schedule(again ? 0 : REFRESH_MS);
   }
 }
 
