@@ -16,13 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from fleetctl.roles import Role
 from fleetsvc.secrets import mask_url
@@ -34,26 +29,32 @@ from fleetsvc.settings_fields import (
     LogFormat,
     LogLevel,
     MqttUrl,
+    ProgramSettings,
     check_host_port,
-    config_error,
-    read_toml,
-    unknown_variables,
+    environment_warnings,
+    load,
 )
 
 if TYPE_CHECKING:
     from fleetctl.alerts.evaluation import AlertConfig
 
-__all__ = ["DEFAULT_CONFIG", "ConfigError", "Role", "ServeConfig", "Settings", "load_settings"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ConfigError",
+    "Role",
+    "ServeConfig",
+    "Settings",
+    "environment_warnings",
+    "load_settings",
+]
 
 DEFAULT_CONFIG = Path("/etc/fleet-telemetry/fleetctl.toml")
 DEFAULT_API_ADDR = "127.0.0.1:9109"
 _MIN_TOKEN_CHARS = 16
 
 
-class Settings(BaseSettings):
+class Settings(ProgramSettings):
     """fleetctl's settings. Environment variable = FLEET_ + upper-case field name."""
-
-    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="forbid", frozen=True)
 
     # The schema owner's URL, and the fallback of the two below.
     database_url: DatabaseUrl | None = None
@@ -112,18 +113,6 @@ class Settings(BaseSettings):
             raise ValueError("FLEET_API_TLS_CERT and FLEET_API_TLS_KEY go together")
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init kwargs; the environment overrides it.
-        return (env_settings, init_settings)
-
     def database_for(self, role: Role) -> str:
         """The URL of `role`'s login (FLEET_DATABASE_URL when the role has none of its own);
         ConfigError naming the variable to set when there is none."""
@@ -169,19 +158,7 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
     environment, then `overrides` (command-line options). Raises ConfigError in one line."""
     if config_path is None and DEFAULT_CONFIG.is_file():
         config_path = DEFAULT_CONFIG
-    values = read_toml(config_path, "fleetctl") if config_path is not None else {}
-    try:
-        settings = Settings(**values)
-        if overrides:
-            settings = Settings.model_validate(settings.model_dump() | overrides)
-    except ValidationError as exc:
-        raise config_error(exc) from exc
-    return settings
-
-
-def environment_warnings() -> list[str]:
-    """The FLEET_* variables of this environment that no program reads (typos)."""
-    return unknown_variables(os.environ)
+    return load(Settings, config_path, "fleetctl", overrides)
 
 
 def colour_wanted(isatty: bool) -> bool:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
 
 from fleetsvc.secrets import mask_url
 from fleetsvc.settings_fields import (
@@ -17,18 +15,16 @@ from fleetsvc.settings_fields import (
     DatabaseUrl,
     LogFormat,
     LogLevel,
-    config_error,
-    read_toml,
-    unknown_variables,
+    ProgramSettings,
+    environment_warnings,
+    load,
 )
 
 __all__ = ["ConfigError", "Settings", "environment_warnings", "load_settings"]
 
 
-class Settings(BaseSettings):
+class Settings(ProgramSettings):
     """Every knob of fleetd. Environment variable = FLEET_ + upper-case field name."""
-
-    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="forbid", frozen=True)
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     database_url: DatabaseUrl = "postgresql://127.0.0.1:5432/fleet"
@@ -98,18 +94,6 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port (e.g. 127.0.0.1:9108), or off")
         return value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init kwargs; the environment overrides it.
-        return (env_settings, init_settings)
-
     @model_validator(mode="after")
     def _rollups_outlive_history(self) -> Settings:
         raw, rollups = self.retention_days, self.rollup_retention_days
@@ -132,17 +116,4 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
 
     Raises ConfigError with a one-line message naming the bad setting.
     """
-    values = read_toml(config_path, "fleetd") if config_path is not None else {}
-    try:
-        settings = Settings(**values)
-        if overrides:
-            settings = Settings.model_validate(settings.model_dump() | overrides)
-    except ValidationError as exc:
-        raise config_error(exc) from exc
-    return settings
-
-
-def environment_warnings() -> list[str]:
-    """The FLEET_* variables of this environment that no program reads (a typo would otherwise
-    be silently ignored)."""
-    return unknown_variables(os.environ)
+    return load(Settings, config_path, "fleetd", overrides)

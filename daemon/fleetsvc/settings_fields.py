@@ -6,13 +6,15 @@ one-line message for a bad value, and the unknown FLEET_* variables."""
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class ConfigError(Exception):
@@ -80,7 +82,7 @@ compacts by itself, and `fleetctl compact` without --before takes every day it m
 before yesterday)."""
 
 # Every FLEET_* variable a program of this project reads: fleetd's and fleetctl's settings
-# (tests/unit/test_settings_fields.py checks this against both), and the test harness's own. A
+# (tests/unit/test_fleetctl_settings.py checks this against both), and the test harness's own. A
 # program warns about any other FLEET_* variable: a typo must not go unnoticed.
 FLEET_VARIABLES = frozenset(
     {
@@ -171,3 +173,46 @@ def config_error(exc: ValidationError, prefix: str = "FLEET_") -> ConfigError:
     if err["type"] == "extra_forbidden":
         return ConfigError(f"unknown setting {name!r}")
     return ConfigError(f"invalid {prefix}{name.upper()} ({name}): {message}")
+
+
+class ProgramSettings(BaseSettings):
+    """Base of a program's settings: a frozen model of FLEET_* variables (FLEET_ + the field's
+    name in upper case) over the TOML file's values; an unknown key is refused."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="forbid", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+
+S = TypeVar("S", bound=ProgramSettings)
+
+
+def load(
+    settings_cls: type[S], config_path: Path | None, section: str, overrides: Mapping[str, Any]
+) -> S:
+    """`settings_cls` from the TOML file's [section] (when `config_path` is given), then the
+    environment, then `overrides` (command-line options). Raises ConfigError in one line."""
+    values = read_toml(config_path, section) if config_path is not None else {}
+    try:
+        settings = settings_cls(**values)
+        if overrides:
+            settings = settings_cls.model_validate(settings.model_dump() | dict(overrides))
+    except ValidationError as exc:
+        raise config_error(exc) from exc
+    return settings
+
+
+def environment_warnings() -> list[str]:
+    """The FLEET_* variables of this environment that no program reads (a typo would otherwise
+    be silently ignored)."""
+    return unknown_variables(os.environ)
