@@ -272,6 +272,36 @@ def _status(reg: Figures, best: Figures, i: int, assigned: bool) -> str:
     return "ok"
 
 
+def _row(
+    grid: Grid,
+    v: int,
+    reg: tuple[Figures, int],
+    best: tuple[Figures, int, int],
+    *,
+    standby: F64,
+    charging_hours: int,
+) -> dict[str, Any]:
+    """Vehicle v's verdict: its assigned meter's figures (reg[0] at row reg[1]) and the best
+    candidate's (best[0] at row best[1], meter row best[2], -1 when no candidate fits)."""
+    (rf, i), (bf, j, m) = reg, best
+    latest = int(grid.latest[v])
+    meter = grid.meters[latest] if latest >= 0 else None
+    status = _status(rf, bf, i, latest >= 0)
+    best_meter = grid.meters[m] if m >= 0 else None
+    fits = best_meter is not None and bool(bf.score[j, 0] <= GOOD_FIT)
+    wrong = status in ("suspect", "unassigned") and best_meter != meter
+    return {
+        "vehicleId": grid.vehicles[v],
+        "status": status,
+        "message": MESSAGES[status],
+        "meterId": meter,
+        "suggestedMeterId": best_meter if fits and wrong else None,
+        "chargingHours": charging_hours,
+        "assigned": _side(rf, i, 0, meter, float(standby[latest]) if latest >= 0 else 0.0),
+        "best": _side(bf, j, 0, best_meter, float(standby[m])) if m >= 0 else None,
+    }
+
+
 def judge(grid: Grid, *, k: int = CANDIDATES) -> list[dict[str, Any]]:
     """One row per vehicle (pure: testable without a database), suspects first."""
     nv, width = grid.dc.shape
@@ -291,45 +321,24 @@ def judge(grid: Grid, *, k: int = CANDIDATES) -> list[dict[str, Any]]:
         idx = np.arange(lo, min(nv, lo + _CHUNK))
         reg = figures(grid, idx, grid.assigned[idx][:, None, :], standby, fed)
         cf = figures(grid, idx, np.repeat(cand[idx][:, :, None], width, 2), standby, fed)
-        # Best candidate: the lowest fit error; ties (no fit at all) by the Jaccard order.
+        # Best candidate: the lowest fit error; ties by candidate order (signatures first).
         best_j = np.argmin(cf.score, axis=1) if cand.shape[1] else np.zeros(len(idx), np.int64)
-        pick = best_j[:, None]
-        best = Figures(**{k_: np.take_along_axis(v, pick, 1) for k_, v in vars(cf).items()})
+        best = Figures(
+            **{k_: np.take_along_axis(v, best_j[:, None], 1) for k_, v in vars(cf).items()}
+        )
         for n, v in enumerate(idx.tolist()):
-            latest = int(grid.latest[v])
-            status = _status(reg, best, n, latest >= 0)
-            has_best = cand.shape[1] > 0 and np.isfinite(best.score[n, 0])
-            best_meter = grid.meters[int(cand[v, best_j[n]])] if has_best else None
-            suggest = (
-                best_meter
-                if status in ("suspect", "unassigned")
-                and best_meter is not None
-                and best.score[n, 0] <= GOOD_FIT
-                and (latest < 0 or best_meter != grid.meters[latest])
-                else None
+            m = int(cand[v, best_j[n]]) if cand.shape[1] and np.isfinite(best.score[n, 0]) else -1
+            row = _row(
+                grid,
+                v,
+                (reg, n),
+                (best, n, m),
+                standby=standby,
+                charging_hours=int(charging[v].sum()),
             )
-            best_m = int(cand[v, best_j[n]]) if has_best else -1
-            best_side = _side(best, n, 0, best_meter, float(standby[best_m])) if has_best else None
-            if best_side is not None:
-                best_side["jaccard"] = round(float(jac[v, best_j[n]]), 4)
-            rows.append(
-                {
-                    "vehicleId": grid.vehicles[v],
-                    "status": status,
-                    "message": MESSAGES[status],
-                    "meterId": grid.meters[latest] if latest >= 0 else None,
-                    "suggestedMeterId": suggest,
-                    "chargingHours": int(charging[v].sum()),
-                    "assigned": _side(
-                        reg,
-                        n,
-                        0,
-                        grid.meters[latest] if latest >= 0 else None,
-                        float(standby[latest]) if latest >= 0 else 0.0,
-                    ),
-                    "best": best_side,
-                }
-            )
+            if row["best"] is not None:
+                row["best"]["jaccard"] = round(float(jac[v, best_j[n]]), 4)
+            rows.append(row)
     order = {s: i for i, s in enumerate(STATUSES)}
     rows.sort(key=lambda r: (order[r["status"]], r["vehicleId"]))
     return rows
