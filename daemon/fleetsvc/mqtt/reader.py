@@ -265,6 +265,8 @@ class PacketReader:
         qos = (flags >> 1) & 0x03
         topic, mid, p = self._variable_header(i, end, qos)
         if self.v5:
+            # Inline, not _property_block(): this is the subscriber's hot path (a call cost a few %
+            # of reading a packet), and most PUBLISH packets carry no property.
             length, p = _varint(buf, p, end, "PUBLISH property length")
             if p + length > end:
                 raise ProtocolError("PUBLISH properties overrun the packet")
@@ -336,10 +338,7 @@ class PacketReader:
         if code not in _PUBACK_CODES_V5:
             raise ProtocolError(f"PUBACK with reason code {code:#04x}")
         if length > 3:
-            size, p = _varint(buf, i + 3, end, "PUBACK property length")
-            if p + size != end:
-                raise ProtocolError("PUBACK properties do not fill the packet")
-            _properties(buf, p, end, PUBACK)
+            _property_block(buf, i + 3, end, PUBACK, fills=True)
         return PubAck(packet_id, code)
 
     # --- control packets ----------------------------------------------------------------------
@@ -352,10 +351,7 @@ class PacketReader:
             raise ProtocolError(f"CONNACK with reserved flags {body[0]:#x}")
         keepalive = receive_maximum = None
         if self.v5 and len(body) > 2:
-            length, p = _varint(body, 2, len(body), "CONNACK property length")
-            if p + length != len(body):
-                raise ProtocolError("CONNACK properties do not fill the packet")
-            props = _properties(body, p, p + length, CONNACK)
+            props, _ = _property_block(body, 2, len(body), CONNACK, fills=True)
             value = props.get(_SERVER_KEEP_ALIVE)
             keepalive = value if isinstance(value, int) else None
             value = props.get(_RECEIVE_MAXIMUM)
@@ -370,11 +366,7 @@ class PacketReader:
         packet_id = _U16.unpack_from(body, 0)[0]
         p = 2
         if self.v5:
-            length, p = _varint(body, p, len(body), "SUBACK property length")
-            if p + length > len(body):
-                raise ProtocolError("SUBACK properties overrun the packet")
-            _properties(body, p, p + length, SUBACK)
-            p += length
+            _, p = _property_block(body, p, len(body), SUBACK, fills=False)
         codes = tuple(body[p:])
         allowed = _SUBACK_CODES_V5 if self.v5 else _SUBACK_CODES_V3
         if not codes or any(c not in allowed for c in codes):
@@ -388,10 +380,8 @@ class PacketReader:
             return Disconnect(0)
         reason = None
         if len(body) > 1:
-            length, p = _varint(body, 1, len(body), "DISCONNECT property length")
-            if p + length != len(body):
-                raise ProtocolError("DISCONNECT properties do not fill the packet")
-            value = _properties(body, p, p + length, DISCONNECT).get(_REASON_STRING)
+            props, _ = _property_block(body, 1, len(body), DISCONNECT, fills=True)
+            value = props.get(_REASON_STRING)
             reason = value if isinstance(value, str) else None
         return Disconnect(body[0], reason)
 
@@ -406,6 +396,22 @@ def _varint(buf: bytes | bytearray, pos: int, end: int, what: str) -> tuple[int,
             return value, i + 1
         shift += 7
     raise ProtocolError(f"{what}: truncated or longer than 4 bytes")
+
+
+def _property_block(
+    buf: bytes | bytearray, pos: int, end: int, kind: int, *, fills: bool
+) -> tuple[dict[int, object], int]:
+    """The MQTT 5 property block of packet `kind` at buf[pos:end] (its length, then its
+    properties): (the properties by id, the position after them). `fills`: nothing may follow
+    them (SUBACK's codes may)."""
+    name = _NAMES[kind]
+    length, p = _varint(buf, pos, end, f"{name} property length")
+    stop = p + length
+    if fills and stop != end:
+        raise ProtocolError(f"{name} properties do not fill the packet")
+    if stop > end:
+        raise ProtocolError(f"{name} properties overrun the packet")
+    return _properties(buf, p, stop, kind), stop
 
 
 def _properties(buf: bytes | bytearray, pos: int, end: int, kind: int) -> dict[int, object]:
