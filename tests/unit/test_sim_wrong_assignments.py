@@ -43,3 +43,14 @@ def test_the_physics_do_not_change_and_the_truth_names_them() -> None:
 def test_out_of_range_is_refused(n: int) -> None:
     with pytest.raises(ValueError, match="--wrong-assignments"):
         FleetConfig(meters=10, vehicles=10, wrong_assignments=n).check()
+
+
+def test_the_command_line_passes_the_knob_to_the_model() -> None:
+    from fleetsim.cli import build_parser, options_from_args  # noqa: PLC0415 (paho, asyncpg)
+
+    args = build_parser().parse_args(
+        ["run", "--meters", "4", "--vehicles", "4", "--wrong-assignments", "2"]
+    )
+    config = options_from_args(args).fleet_config()
+    assert config.wrong_assignments == 2
+    assert sum(r != m for r, m in zip(Fleet(config).registered_meter, range(4), strict=True)) == 2
