@@ -47,6 +47,14 @@ class Settings(ProgramSettings):
     mqtt_max_packet_bytes: int = Field(default=1 << 20, ge=1024, le=268_435_460)
     share_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     http_addr: str = "127.0.0.1:9108"
+    # HTTP ingest (fleetd.ops.ingest_http): off unless an address is given; needs a tokens file.
+    ingest_http_addr: str = "off"
+    ingest_tokens_file: Path | None = None
+    ingest_tls_cert: Path | None = None
+    ingest_tls_key: Path | None = None
+    ingest_max_items: int = Field(default=5000, ge=1, le=100_000)
+    ingest_max_body_bytes: int = Field(default=4 << 20, ge=1024, le=256 << 20)
+    ingest_rate_per_token: float = Field(default=0.0, ge=0)  # readings/s; 0: no limit
     retention_days: int | None = Field(default=None, ge=1)
     rollup_retention_days: int | None = Field(default=None, ge=1)
     reject_retention_days: int | None = Field(default=None, ge=1)
@@ -84,7 +92,7 @@ class Settings(ProgramSettings):
         """The broker nodes fleetd rotates through (one unless a cluster is listed)."""
         return tuple(self.mqtt_url.split(","))
 
-    @field_validator("http_addr")
+    @field_validator("http_addr", "ingest_http_addr")
     @classmethod
     def _http_addr(cls, value: str) -> str:
         if value in ("", "off"):
@@ -93,6 +101,16 @@ class Settings(ProgramSettings):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port (e.g. 127.0.0.1:9108), or off")
         return value
+
+    @model_validator(mode="after")
+    def _ingest_http(self) -> Settings:
+        if self.ingest_http_addr not in ("", "off") and self.ingest_tokens_file is None:
+            raise ValueError(
+                "FLEET_INGEST_HTTP_ADDR needs FLEET_INGEST_TOKENS_FILE (who may post readings)"
+            )
+        if bool(self.ingest_tls_cert) != bool(self.ingest_tls_key):
+            raise ValueError("FLEET_INGEST_TLS_CERT and FLEET_INGEST_TLS_KEY go together")
+        return self
 
     @model_validator(mode="after")
     def _rollups_outlive_history(self) -> Settings:

@@ -8,8 +8,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from fleetd.messages import Decoded
+
+if TYPE_CHECKING:
+    from fleetd.ingest.tickets import Ticket
 
 
 @dataclass(slots=True)
@@ -19,7 +23,10 @@ class Envelope:
     A message holding a JSON array is one envelope per element, in order; only the last one
     carries the ack (`last`), so the message is acked once the batch holding its last element
     committed, and batches are acked in the order they were cut (fleetd.ingest.acks): by then
-    every earlier element has committed too, however the elements were split across batches."""
+    every earlier element has committed too, however the elements were split across batches.
+
+    An item of an HTTP request has no message to ack (`last` False) and a `ticket` instead,
+    settled at `index` once its batch committed (fleetd.ingest.tickets)."""
 
     item: Decoded
     received_at: datetime
@@ -28,6 +35,8 @@ class Envelope:
     qos: int
     generation: int
     last: bool = True
+    ticket: Ticket | None = None
+    index: int = 0
 
 
 @dataclass(slots=True)
@@ -86,7 +95,10 @@ class Batcher:
         writing the old copies too would only duplicate work. Returns how many were dropped.
         """
         before = len(self._items)
-        self._items = deque(e for e in self._items if e.generation >= generation)
+        # An HTTP request's items belong to no connection: they stay.
+        self._items = deque(
+            e for e in self._items if e.generation >= generation or e.ticket is not None
+        )
         return before - len(self._items)
 
     def wake(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -301,7 +302,11 @@ class Flusher:
             self._metrics.db_errors.labels("data").inc()
             if len(envelopes) == 1:
                 log.error("row_refused_by_database", error=str(exc))  # noqa: TRY400
-                return await _write(conn, [_as_reject(envelopes[0], exc)])
+                reject = _as_reject(envelopes[0], exc)
+                result = await _write(conn, [reject])
+                assert isinstance(reject.item, Rejected)
+                refused = ((id(envelopes[0].item), reject.item.reason),)
+                return dataclasses.replace(result, refused=refused)
             mid = len(envelopes) // 2
             left = await self._write_isolating(conn, envelopes[:mid])
             return left + await self._write_isolating(conn, envelopes[mid:])
@@ -355,9 +360,7 @@ def _as_reject(env: Envelope, exc: Exception) -> Envelope:
     # The message may quote the value: the rule is the error's kind (e.g. NumericValueOutOfRange).
     rule = f"refused: {type(exc).__name__}"
     reject = Rejected(topic, repr(item).encode(), reason, "database", rule)
-    return Envelope(
-        reject, env.received_at, env.received_mono, env.mid, env.qos, env.generation, env.last
-    )
+    return dataclasses.replace(env, item=reject)
 
 
 async def _write(conn: asyncpg.Connection, envelopes: list[Envelope]) -> WriteResult:

@@ -14,6 +14,7 @@ from fleetd.ingest.acks import Ack, AckSequencer
 from fleetd.ingest.batcher import Batch, Batcher
 from fleetd.ingest.flusher import Flusher
 from fleetd.ingest.intake import Counters
+from fleetd.ingest.tickets import Outcome
 from fleetd.ingest.writer import WriteResult
 from fleetd.messages import MeterReading, Rejected, VehicleReading
 from fleetd.metrics import Metrics
@@ -88,6 +89,7 @@ class FlushLoop:
             free.release()
         committed = time.monotonic()
         acked, skipped = self._acks.committed(seq, batch)
+        settle(batch, result)
         c = self._counters
         c.flushes += 1
         c.written += result.inserted
@@ -142,3 +144,24 @@ class FlushLoop:
             m.conflicts.labels("vehicle").inc(result.vehicle_conflicts)
         m.buffer_depth.set(len(self._batcher))
         m.oldest_unacked_age.set(self._batcher.oldest_age_s())
+
+
+def settle(batch: Batch, result: WriteResult) -> None:
+    """Tell each HTTP request's items in `batch` what became of them, now that it committed."""
+    refused = dict(result.refused)
+    for env in batch.envelopes:
+        if env.ticket is None:
+            continue
+        item = env.item
+        if isinstance(item, Rejected):
+            outcome = Outcome("rejected", item.reason)
+        elif id(item) in refused:
+            outcome = Outcome("rejected", refused[id(item)])
+        elif id(item) not in result.missed:
+            outcome = Outcome("stored")
+        else:
+            kind = "meter" if isinstance(item, MeterReading) else "vehicle"
+            device = item.meter_id if isinstance(item, MeterReading) else item.vehicle_id
+            conflict = (kind, device, item.ts) in result.conflict_keys
+            outcome = Outcome("conflict") if conflict else Outcome("duplicate")
+        env.ticket.settle(env.index, outcome)

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from fleetd.ingest.batcher import Batcher, Envelope
-from fleetd.messages import Rejected, decode_many
+from fleetd.ingest.tickets import Ticket
+from fleetd.messages import Decoded, Rejected, decode_many
 
 log = structlog.get_logger("fleetd")
 
@@ -86,6 +87,18 @@ class Intake:
             else:
                 self._counters.valid += 1
             self._buffer(Envelope(item, now, mono, mid, qos, generation, i == last))
+
+    def on_item(
+        self, item: Decoded, now: datetime, mono: float, ticket: Ticket, index: int
+    ) -> None:
+        """One item of an HTTP request (fleetd.ops.ingest_http), decoded by its caller: counted
+        and buffered like a message, its outcome settled on `ticket` once committed."""
+        self._counters.received += 1
+        if isinstance(item, Rejected):
+            self._counters.reject(item.topic, item.field)
+        else:
+            self._counters.valid += 1
+        self._buffer(Envelope(item, now, mono, 0, 0, 0, last=False, ticket=ticket, index=index))
 
     def on_oversized(self, topic: str, size: int, mid: int, qos: int, generation: int) -> None:
         """A PUBLISH over the size limit, payload unread: kept as a reject and acked after

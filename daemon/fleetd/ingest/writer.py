@@ -86,9 +86,9 @@ WITH ins AS (
          AS u(m, t, k, v, r)
     WHERE NOT EXISTS (SELECT FROM meter_readings x WHERE x.meter_id = u.m AND x.ts = u.t)
     ON CONFLICT DO NOTHING
-    RETURNING 1
+    RETURNING meter_id, ts
 )
-SELECT count(*) FROM ins
+SELECT meter_id, ts FROM ins
 """
 
 INSERT_VEHICLES_LATE = """
@@ -99,9 +99,9 @@ WITH ins AS (
                 $6::timestamptz[]) AS u(i, t, s, k, b, r)
     WHERE NOT EXISTS (SELECT FROM vehicle_readings x WHERE x.vehicle_id = u.i AND x.ts = u.t)
     ON CONFLICT DO NOTHING
-    RETURNING 1
+    RETURNING vehicle_id, ts
 )
-SELECT count(*) FROM ins
+SELECT vehicle_id, ts FROM ins
 """
 
 # Only the newest reading per device of the batch is sent (ON CONFLICT DO UPDATE may not touch
@@ -140,7 +140,12 @@ ON CONFLICT DO NOTHING
 class WriteResult:
     """What one committed flush did. duplicates = readings that were already stored with the
     same values; conflicts = readings whose key was stored with other values (kept as
-    rejects, the stored value unchanged), newly kept by this flush."""
+    rejects, the stored value unchanged), newly kept by this flush.
+
+    Per reading, for an HTTP request's answer (fleetd.ingest.tickets): `missed` holds the id()
+    of each reading object not inserted (a duplicate or a conflict), `conflict_keys` the
+    (kind, device, ts) of the conflicts, `refused` the id() and reason of readings the database
+    refused (stored as rejects instead). Empty on the hot path unless something was missed."""
 
     meters_inserted: int
     vehicles_inserted: int
@@ -149,6 +154,9 @@ class WriteResult:
     rejects: int
     meter_conflicts: int = 0
     vehicle_conflicts: int = 0
+    missed: frozenset[int] = frozenset()
+    conflict_keys: frozenset[tuple[str, str, datetime]] = frozenset()
+    refused: tuple[tuple[int, str], ...] = ()
 
     @property
     def inserted(self) -> int:
@@ -171,6 +179,9 @@ class WriteResult:
             self.rejects + other.rejects,
             self.meter_conflicts + other.meter_conflicts,
             self.vehicle_conflicts + other.vehicle_conflicts,
+            self.missed | other.missed,
+            self.conflict_keys | other.conflict_keys,
+            self.refused + other.refused,
         )
 
 
@@ -259,25 +270,32 @@ async def _write_late(
     vehicles: list[tuple[VehicleReading, datetime]],
     closed: dict[date, str],
     conflicts: list[Conflict],
+    *,
+    missed: set[int],
 ) -> tuple[int, int]:
     """Readings of closed days into the late tables, unless stored already (a conflict when
     stored with other values: in the blocks, the raw partitions of a `compacting` day, or
     the late table itself). A rare path: conflicts are looked for whenever one was not
-    inserted."""
+    inserted. The id() of each reading not inserted is added to `missed`."""
+    every = [r for r, _ in meters] + [r for r, _ in vehicles]
     meters = await _not_in_blocks(conn, "meter", meters, closed, conflicts)
     vehicles = await _not_in_blocks(conn, "vehicle", vehicles, closed, conflicts)
-    m = v = 0
+    inserted: set[tuple[str, str, datetime]] = set()
     if meters:
-        m = await conn.fetchval(INSERT_METERS_LATE, *_with_received(_meter_cols, meters))
-        if m < len(meters):
+        rows = await conn.fetch(INSERT_METERS_LATE, *_with_received(_meter_cols, meters))
+        inserted.update(("meter", r[0], r[1]) for r in rows)
+        if len(rows) < len(meters):
             conflicts += await find_stored(conn, "meter", meters)
             conflicts += await find_stored(conn, "meter", meters, late=True)
+    m = len(inserted)
     if vehicles:
-        v = await conn.fetchval(INSERT_VEHICLES_LATE, *_with_received(_vehicle_cols, vehicles))
-        if v < len(vehicles):
+        rows = await conn.fetch(INSERT_VEHICLES_LATE, *_with_received(_vehicle_cols, vehicles))
+        inserted.update(("vehicle", r[0], r[1]) for r in rows)
+        if len(rows) < len(vehicles):
             conflicts += await find_stored(conn, "vehicle", vehicles)
             conflicts += await find_stored(conn, "vehicle", vehicles, late=True)
-    return m, v
+    missed.update(id(r) for r in every if (kind_of(r), _device(r), r.ts) not in inserted)
+    return m, len(inserted) - m
 
 
 async def _insert(
@@ -286,13 +304,18 @@ async def _insert(
     pairs: Sequence[tuple[R, datetime]],
     params: tuple[list[Any], ...],
     conflicts: list[Conflict],
+    *,
+    missed: set[int],
 ) -> int:
-    """One history INSERT; the readings it did not insert are checked for conflicts."""
+    """One history INSERT; the readings it did not insert are checked for conflicts, and
+    their id() added to `missed`."""
     row = await conn.fetchrow(sql, *params)  # an aggregate: always one row
-    inserted, missed = (0, None) if row is None else (row[0], row[1])
-    if missed:
+    inserted, not_inserted = (0, None) if row is None else (row[0], row[1])
+    if not_inserted:
         kind = kind_of(pairs[0][0])
-        conflicts += await find_stored(conn, kind, [pairs[i - 1] for i in missed])
+        left_out = [pairs[i - 1] for i in not_inserted]
+        missed.update(id(r) for r, _ in left_out)
+        conflicts += await find_stored(conn, kind, left_out)
     return int(inserted)
 
 
@@ -317,6 +340,7 @@ async def write_batch(
     totals = (len(meters), len(vehicles))
     every_m, every_v = meters, vehicles
     conflicts: list[Conflict] = []
+    missed: set[int] = set()
     # Per reading on the hot path: one datetime comparison; date() only for the rare old ones.
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     old = {r.ts.date() for r, _ in meters if r.ts < midnight}
@@ -327,18 +351,22 @@ async def write_batch(
             meters, late_m = _split(meters, closed)
             vehicles, late_v = _split(vehicles, closed)
             late_m_inserted, late_v_inserted = await _write_late(
-                conn, late_m, late_v, closed, conflicts
+                conn, late_m, late_v, closed, conflicts, missed=missed
             )
         if meters:
             params = _with_received(_meter_cols, meters)
-            meters_inserted = await _insert(conn, INSERT_METERS, meters, params, conflicts)
+            meters_inserted = await _insert(
+                conn, INSERT_METERS, meters, params, conflicts, missed=missed
+            )
         if every_m:
             # Late readings too: the hot row may move forward (a device back after days).
             latest_m = _newest(every_m)
             await conn.execute(UPSERT_METER_CURRENT, *_meter_cols(latest_m))
         if vehicles:
             params = _with_received(_vehicle_cols, vehicles)
-            vehicles_inserted = await _insert(conn, INSERT_VEHICLES, vehicles, params, conflicts)
+            vehicles_inserted = await _insert(
+                conn, INSERT_VEHICLES, vehicles, params, conflicts, missed=missed
+            )
         if every_v:
             latest_v = _newest(every_v)
             await conn.execute(UPSERT_VEHICLE_CURRENT, *_vehicle_cols(latest_v))
@@ -361,4 +389,6 @@ async def write_batch(
         *totals,
         len(rejects),
         *kept,
+        frozenset(missed),
+        frozenset((c.kind, c.device, c.ts) for c in conflicts),
     )

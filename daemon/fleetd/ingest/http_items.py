@@ -1,0 +1,95 @@
+"""An HTTP ingest body into items: one reading, a JSON array of them, or the seeds' shapes
+(`{"type": "METER"|"VEHICLE", "payload": {...}}`, `{"data": [...]}`), each item decoded by the
+same rules as an MQTT message of its device's topic (fleetd.messages). Pure, no I/O."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from fleetd.messages import MAX_PAYLOAD_BYTES, Decoded, Rejected, decode
+
+Kind = Literal["meter", "vehicle"]
+_ID_FIELD: dict[Kind, str] = {"meter": "meterId", "vehicle": "vehicleId"}
+_TYPES: dict[str, Kind] = {"METER": "meter", "VEHICLE": "vehicle"}
+
+
+class BodyError(ValueError):
+    """The body as a whole cannot be read (not JSON, not one of the shapes): a 400."""
+
+
+def elements(body: bytes) -> list[Any]:
+    """The items of a body: an array's elements, `data`'s elements, or the one object."""
+    try:
+        # NaN/Infinity stay strings, so the item's own validation names the field.
+        parsed = json.loads(body, parse_constant=str)
+    except UnicodeDecodeError as exc:
+        raise BodyError(f"body: not UTF-8 (byte {exc.start})") from None
+    except ValueError as exc:
+        raise BodyError(f"body: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BodyError("body: nested too deeply") from None
+    if isinstance(parsed, dict) and "data" in parsed and isinstance(parsed["data"], list):
+        parsed = parsed["data"]
+    if isinstance(parsed, list):
+        return parsed
+    if isinstance(parsed, dict):
+        return [parsed]
+    raise BodyError('body: must be a reading, an array of readings or {"data": [...]}')
+
+
+def device_of(element: Any, kind: Kind | None) -> tuple[Kind, str, Any] | Rejected:
+    """(kind, device id, reading object) of one item, or why it has none. `kind` comes from
+    the route (/meter, /vehicle) or, when None, from the item: `type`, else which id it has."""
+    reading = element
+    if isinstance(element, dict) and "payload" in element and "type" in element:
+        named = _TYPES.get(str(element["type"]).upper())
+        if named is None:
+            rule = "must be METER or VEHICLE"
+            return _reject("http", element, f"type: {rule} (got {element['type']!r})", "type", rule)
+        if kind is not None and named != kind:
+            rule = "does not match the route"
+            return _reject("http", element, f"type: {named} {rule}", "type", rule)
+        kind, reading = named, element["payload"]
+    if not isinstance(reading, dict):
+        rule = "must be a JSON object"
+        return _reject("http", element, f"payload: {rule}", "payload", rule)
+    if kind is None:
+        if "meterId" in reading:
+            kind = "meter"
+        elif "vehicleId" in reading:
+            kind = "vehicle"
+        else:
+            rule = "needs meterId or vehicleId"
+            return _reject("http", element, f"payload: {rule}", "payload", rule)
+    field = _ID_FIELD[kind]
+    device = reading.get(field)
+    if not isinstance(device, str):
+        rule = "is required" if device is None else "must be a string"
+        return _reject(f"{kind}s", element, f"{field}: {rule}", field, rule)
+    return kind, device, reading
+
+
+def decode_item(
+    element: Any,
+    kind: Kind | None,
+    now: datetime,
+    *,
+    max_future: timedelta,
+    max_past: timedelta,
+) -> tuple[str, Decoded]:
+    """(device id or "", reading or reject) of one item, validated as the MQTT message
+    `{kind}s/{device}/telemetry` with the reading as its payload would be."""
+    found = device_of(element, kind)
+    if isinstance(found, Rejected):
+        return "", found
+    kind, device, reading = found
+    topic = f"{kind}s/{device}/telemetry"
+    payload = json.dumps(reading, separators=(",", ":")).encode()
+    return device, decode(topic, payload, now, max_future=max_future, max_past=max_past)
+
+
+def _reject(topic: str, element: Any, reason: str, field: str, rule: str) -> Rejected:
+    payload = json.dumps(element, separators=(",", ":")).encode()[:MAX_PAYLOAD_BYTES]
+    return Rejected(topic, payload, reason, field, rule)
