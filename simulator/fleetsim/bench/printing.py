@@ -44,6 +44,16 @@ def table(r: dict[str, Any]) -> str:
         f"{'    fleetd CPU per reading / peak RSS':<58}"
         f"{d['cpuUsPerReading']:>6.1f} µs {d['peakRssMb']:>5.0f} MB",
     ]
+    h = r.get("httpIngest")
+    if h:
+        lines += [
+            f"{'  fleetd HTTP ingest: 50 clients, 500-reading batches':<58}{rate(h['perS'])}",
+            f"{'    / MQTT backlog drain':<58}{h['perS'] / d['perS']:>12.2f} x",
+            f"{'    one request, answered after commit: p50 / max':<58}"
+            f"{h['requestP50Ms']:>5.0f} / {h['requestMaxMs']:.0f} ms",
+            f"{'    fleetd CPU per reading / peak RSS':<58}"
+            f"{h['cpuUsPerReading']:>6.1f} µs {h['peakRssMb']:>5.0f} MB",
+        ]
     for label, name in (("nominal", "5 nominal 333/s"), ("tenX", "  10x nominal 3,333/s")):
         x = r[label]
         lines.append(

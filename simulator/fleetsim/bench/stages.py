@@ -15,6 +15,7 @@ from fleetsim.bench.baseline import drain_per_message
 from fleetsim.bench.ceilings import broker_ceiling_rate, copy_ceiling, dual_write_ceiling
 from fleetsim.bench.databases import db_url, drain_rate, ensure_days, new_database, storage_figures
 from fleetsim.bench.fleetd_runs import ab_stage, drain_stage, load_stage
+from fleetsim.bench.http_ingest import http_ingest_stage
 from fleetsim.bench.http_stage import http_stage
 from fleetsim.bench.mqtt_sessions import create_session, drop_session
 from fleetsim.bench.printing import say
@@ -86,6 +87,12 @@ async def fleetd_drain(b: Bench) -> None:
     )
 
 
+async def fleetd_http_ingest(b: Bench) -> None:
+    """The same N readings posted over HTTP: 50 clients, 500-reading batches, answers after
+    commit (beside the MQTT drain above)."""
+    b.results["httpIngest"] = await http_ingest_stage(b.pg.url, b.mqtt, b.messages, b.start)
+
+
 async def fleetd_load(b: Bench) -> None:
     """Live load at nominal (333/s) and 10x nominal (3,333/s): latency and CPU."""
     seconds = 10.0 if b.args.quick else 60.0
@@ -121,6 +128,7 @@ STAGES = (
     database_ceilings,
     per_message_baseline,
     fleetd_drain,
+    fleetd_http_ingest,
     fleetd_load,
     ab_against_reference,
     broker_windows,
