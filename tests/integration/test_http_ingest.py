@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from fleetd.service import Daemon
 from fleetd.settings import Settings
 from tests.conftest import spawn_fleetd, wait_for_count
 from tests.evidence import wait_ready
+from tests.integration.test_ops_http import self_signed
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +72,11 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[Daemon, str]]:
 
 
 async def post(
-    url: str, body: Any, token: str | None = FULL, raw: bytes | None = None
+    url: str,
+    body: Any,
+    token: str | None = FULL,
+    raw: bytes | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
     headers = {"Content-Type": "application/json"}
     if token:
@@ -78,7 +84,7 @@ async def post(
     data = raw if raw is not None else json.dumps(body).encode()
     async with (
         aiohttp.ClientSession() as session,
-        session.post(url, data=data, headers=headers) as resp,
+        session.post(url, data=data, headers=headers, ssl=tls or True) as resp,
     ):
         return resp.status, dict(resp.headers), await resp.json(content_type=None)
 
@@ -225,3 +231,36 @@ async def test_a_retry_after_kill_9_mid_request_stores_every_reading_once(
     rows = await db.fetch("SELECT meter_id, ts, count(*) AS n FROM meter_readings GROUP BY 1, 2")
     assert len(rows) == 2500
     assert all(r["n"] == 1 for r in rows)
+
+
+async def test_tls_and_a_tokens_rate(
+    settings: Settings, tokens_file: Path, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    cert, key = self_signed(tmp_path)
+    cfg = settings.model_copy(
+        update={
+            "ingest_http_addr": "127.0.0.1:0",
+            "ingest_tokens_file": tokens_file,
+            "ingest_tls_cert": cert,
+            "ingest_tls_key": key,
+            "ingest_rate_per_token": 100.0,
+        }
+    )
+    tls = ssl.create_default_context(cafile=str(cert))
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    batch = [meter(f"METER-{i:05d}", t0) for i in range(100)]
+    async with serving(cfg) as (_, base):
+        url = base.replace("http://", "https://").replace("127.0.0.1", "localhost") + PRIMARY
+        status, _, body = await post(url, batch, tls=tls)
+        assert status == 200, body
+        assert body["stored"] == 100
+        # The bucket holds one second's worth: the next 100 at once wait about a second.
+        status, headers, body = await post(url, batch, tls=tls)
+        assert status == 429, body
+        assert headers["Retry-After"] == "1"
+        assert "rate" in body["error"]
+        # Another token has a bucket of its own.
+        status, _, body = await post(url, batch, token=METERS_ONLY, tls=tls)
+        assert status == 200, body
+        assert body["duplicate"] == 100
+    assert await db.fetchval("SELECT count(*) FROM meter_readings") == 100
