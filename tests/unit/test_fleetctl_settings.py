@@ -181,15 +181,21 @@ def test_the_example_config_loads() -> None:
     assert s.alert_interval_s == 600
 
 
-def test_fleetd_warns_about_an_unknown_variable_too() -> None:
+def _fleetd_check_config(**env: str) -> list[str]:
+    """The stderr lines of `fleetd check-config` run with `env` and PATH alone."""
     out = subprocess.run(
         [str(Path(sys.executable).parent / "fleetd"), "check-config"],
-        env={"FLEET_DATABSE_URL": "postgresql://elsewhere/db", "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         check=True,
     )
-    assert out.stderr.splitlines()[0] == (
+    return out.stderr.splitlines()
+
+
+def test_fleetd_warns_about_an_unknown_variable_too() -> None:
+    stderr = _fleetd_check_config(FLEET_DATABSE_URL="postgresql://elsewhere/db")
+    assert stderr[0] == (
         "fleetd: warning: unknown variable FLEET_DATABSE_URL is ignored "
         "(did you mean FLEET_DATABASE_URL?)"
     )
@@ -208,14 +214,7 @@ def test_a_listening_address_and_a_port_out_of_range_are_one_line(
 
 
 def test_fleetd_says_which_database_it_uses_when_none_is_set() -> None:
-    out = subprocess.run(
-        [str(Path(sys.executable).parent / "fleetd"), "check-config"],
-        env={"PATH": "/usr/bin:/bin", "FLEET_DATABASE_URL_": "typo"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stderr.splitlines()[:2] == [
+    assert _fleetd_check_config(FLEET_DATABASE_URL_="typo")[:2] == [
         "fleetd: warning: unknown variable FLEET_DATABASE_URL_ is ignored "
         "(did you mean FLEET_DATABASE_URL?)",
         "fleetd: warning: FLEET_DATABASE_URL is not set: using postgresql://127.0.0.1:5432/fleet",
