@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -54,6 +55,20 @@ def keep(node: pytest.Item, *files: Path) -> None:
                 shutil.copy(f, dest / f.name)
 
 
+def log_events(log_path: Path, event: str) -> list[dict[str, Any]]:
+    """Every record of `event` in a JSON log, oldest first (lines that are not JSON skipped)."""
+    out = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if f'"{event}"' in line:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("event") == event:
+                out.append(record)
+    return out
+
+
 class FleetdProcess(subprocess.Popen[bytes]):
     """A `fleetd run` child whose JSON log is `log_path`."""
 
@@ -61,16 +76,7 @@ class FleetdProcess(subprocess.Popen[bytes]):
 
     def events(self, event: str) -> list[dict[str, object]]:
         """Every log record of this event, oldest first."""
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if f'"{event}"' in line:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if record.get("event") == event:
-                    out.append(record)
-        return out
+        return log_events(self.log_path, event)
 
     def http_port(self) -> int | None:
         """The ops port it bound (FLEET_HTTP_ADDR is 127.0.0.1:0), once it logged it."""

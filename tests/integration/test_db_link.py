@@ -29,6 +29,7 @@ from fleet_harness.publish import readings
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
 from tests.conftest import assert_rollups_match_raw, total_readings, wait_for_count
+from tests.evidence import log_events
 from tests.integration.test_ingest import BOTH, _stored_keys
 
 pytestmark = [
@@ -165,18 +166,6 @@ async def _lingering(pg: PostgresServer) -> int:
     return n
 
 
-def _events(log: Path, name: str) -> list[dict[str, Any]]:
-    out = []
-    for line in log.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == name:
-            out.append(event)
-    return out
-
-
 def _wall(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["timestamp"]).timestamp()
 
@@ -262,7 +251,7 @@ async def test_a_silently_cut_database_link_loses_nothing_and_is_noticed_and_rec
     assert "Connection timed out" in reason or "no answer within" in reason, reason
     assert lingering == 0
     # Each writer reconnected after the link returned, and soon.
-    connects = [e for e in _events(log, "database_writer_connected") if _wall(e) > cut_wall]
+    connects = [e for e in log_events(log, "database_writer_connected") if _wall(e) > cut_wall]
     for writer in (0, 1):
         after = [_wall(e) - restore_wall for e in connects if e["writer"] == writer]
         assert after, f"writer {writer} never reconnected"
