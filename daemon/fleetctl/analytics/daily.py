@@ -30,10 +30,10 @@ import asyncpg
 from fleetctl.analytics import cold
 from fleetctl.analytics.energy import DB
 from fleetctl.analytics.freshness import freshness
+from fleetctl.analytics.hourly import compacted_summaries, whole_hours
 from fleetctl.analytics.pieces import split
 from fleetctl.analytics.window import Window, iso
-from fleetdb.cold import summary_store
-from fleetdb.cold.layout import DAY, HOUR, day_start
+from fleetdb.cold.layout import DAY, day_start
 from fleetdb.rollups import FOUR_HOURS, HOURLY, Kind, Level
 
 _KINDS: tuple[Kind, ...] = ("meter", "vehicle")
@@ -55,14 +55,6 @@ SELECT (date_trunc('day', {col}, 'UTC') AT TIME ZONE 'UTC')::date,
   FROM {level.table(kind)} WHERE {col} >= $1 AND {col} < $2 GROUP BY 1"""
 
 
-def _whole_hours(window: Window) -> tuple[datetime, datetime]:
-    lo = window.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    if lo < window.start:
-        lo += HOUR
-    hi = window.end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    return lo, hi
-
-
 async def _open(db: DB, kind: Kind, start: datetime, end: datetime, out: dict[date, _Day]) -> None:
     for piece in split(start, end, (HOURLY, FOUR_HOURS)):
         assert piece.level is not None  # whole hours: no raw pieces
@@ -74,15 +66,9 @@ async def _open(db: DB, kind: Kind, start: datetime, end: datetime, out: dict[da
 async def _compacted(
     db: DB, kind: Kind, start: datetime, end: datetime, out: dict[date, _Day]
 ) -> None:
-    day = start.date()
-    while day_start(day) < end:
-        d0 = day_start(day)
-        h0 = max(0, (start - d0) // HOUR)
-        h1 = min(24, -((d0 - end) // HOUR))
-        for sm in (await summary_store.load(db, kind, day)).values():
-            out[day].kwh_u += int(sm.kwh[:, h0:h1].sum())
-            out[day].readings += int(sm.n[:, h0:h1].sum())
-        day += timedelta(days=1)
+    async for day, h0, h1, sm in compacted_summaries(db, kind, start, end):
+        out[day].kwh_u += int(sm.kwh[:, h0:h1].sum())
+        out[day].readings += int(sm.n[:, h0:h1].sum())
 
 
 class DayCache:
@@ -165,7 +151,7 @@ async def fleet_daily(
     without data has zeros and a null efficiency). `efficiency` is null below `min_ac_kwh` of
     AC, as a vehicle's is. `cache`: closed days' sums kept between calls (DayCache). With a
     pool, the meters and the vehicles are summed on two connections at once."""
-    lo, hi = _whole_hours(window)
+    lo, hi = whole_hours(window.start, window.end)
     days: list[dict[str, Any]] = []
     if lo < hi:
         if isinstance(db, asyncpg.Pool):
@@ -175,15 +161,14 @@ async def fleet_daily(
         else:  # one connection: one statement at a time
             meters = await _kind(db, "meter", lo, hi, cache)
             vehicles = await _kind(db, "vehicle", lo, hi, cache)
-        day = lo.date()
-        while day_start(day) < hi:
+        for day, start, end in _day_spans(lo, hi):
             ac, dc = meters.get(day, _Day()), vehicles.get(day, _Day())
             ratio = dc.kwh_u / ac.kwh_u if ac.kwh_u >= min_ac_kwh * 1e6 and ac.kwh_u > 0 else None
             days.append(
                 {
                     "day": day.isoformat(),
-                    "start": iso(max(lo, day_start(day))),
-                    "end": iso(min(hi, day_start(day) + DAY)),
+                    "start": iso(start),
+                    "end": iso(end),
                     "acKwh": ac.kwh_u / 1e6,
                     "dcKwh": dc.kwh_u / 1e6,
                     "efficiency": None if ratio is None else round(ratio, 6),
@@ -192,6 +177,5 @@ async def fleet_daily(
                     "vehicleReadings": dc.readings,
                 }
             )
-            day += timedelta(days=1)
     fresh = await freshness(db, datetime.now(UTC))
     return {"window": window.as_json(), **fresh, "days": days}

@@ -4,8 +4,9 @@ diagnosis fits (fleetctl.analytics.chargers)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from fleetctl.analytics.energy import DB
 from fleetdb.cold import summary_store
 from fleetdb.cold.blocks import from_array_send
 from fleetdb.cold.layout import HOUR, day_start
+from fleetdb.cold.summary import Summary
 from fleetdb.rollups import HOURLY, Kind
 
 Arr = npt.NDArray[Any]
@@ -44,12 +46,34 @@ def unix_s(t: datetime) -> int:
     return int(t.timestamp())
 
 
-async def fleet_hourly(db: DB, kind: Kind, start: datetime, end: datetime) -> Hourly:
-    """Whole hours of [start, end) only: a partial hour at an edge is left out."""
+def whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """(lo, hi): the whole UTC hours of [start, end), a partial hour at either edge left out
+    (lo >= hi when there is none)."""
     lo = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     if lo < start:
         lo += HOUR
     hi = end.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return lo, hi
+
+
+async def compacted_summaries(
+    db: DB, kind: Kind, start: datetime, end: datetime
+) -> AsyncIterator[tuple[date, int, int, Summary]]:
+    """Each summary of the compacted days of whole hours [start, end): (its day, the first hour
+    of the day in the span, the hour after its last, the summary of one group of devices)."""
+    day = start.date()
+    while day_start(day) < end:
+        d0 = day_start(day)
+        h0 = max(0, (start - d0) // HOUR)
+        h1 = min(24, -((d0 - end) // HOUR))
+        for sm in (await summary_store.load(db, kind, day)).values():
+            yield day, h0, h1, sm
+        day += timedelta(days=1)
+
+
+async def fleet_hourly(db: DB, kind: Kind, start: datetime, end: datetime) -> Hourly:
+    """Whole hours of [start, end) only: a partial hour at an edge is left out."""
+    lo, hi = whole_hours(start, end)
     parts: list[Hourly] = []
     if lo < hi:
         p = await cold.plan(db, kind, lo, hi)
@@ -83,20 +107,14 @@ async def fleet_hourly(db: DB, kind: Kind, start: datetime, end: datetime) -> Ho
 
 async def _compacted(db: DB, kind: Kind, start: datetime, end: datetime) -> list[Hourly]:
     out = []
-    day = start.date()
-    while day_start(day) < end:
-        d0 = day_start(day)
-        h0 = max(0, (start - d0) // HOUR)
-        h1 = min(24, -((d0 - end) // HOUR))
-        for sm in (await summary_store.load(db, kind, day)).values():
-            rows, hours = np.nonzero(sm.n[:, h0:h1])
-            out.append(
-                Hourly(
-                    [sm.devices[i] for i in rows.tolist()],
-                    unix_s(d0) + (hours + h0) * 3600,
-                    sm.kwh[rows, hours + h0],
-                    sm.n[rows, hours + h0],
-                )
+    async for day, h0, h1, sm in compacted_summaries(db, kind, start, end):
+        rows, hours = np.nonzero(sm.n[:, h0:h1])
+        out.append(
+            Hourly(
+                [sm.devices[i] for i in rows.tolist()],
+                unix_s(day_start(day)) + (hours + h0) * 3600,
+                sm.kwh[rows, hours + h0],
+                sm.n[rows, hours + h0],
             )
-        day += timedelta(days=1)
+        )
     return out
