@@ -38,6 +38,30 @@ async def _stop(procs: Sequence[FleetdProcess]) -> list[int | None]:
     return [proc.returncode for proc in procs]
 
 
+async def _kill_mid_stream(
+    proc: FleetdProcess,
+    mqtt_url: str,
+    db: asyncpg.Connection,
+    msgs: Sequence[tuple[str, bytes]],
+    *,
+    kill_at: int,
+    chunk: int,
+) -> tuple[Stream, Mapping[str, object], int]:
+    """Start publishing `msgs` and SIGKILL `proc` once `kill_at` readings are stored: (the
+    stream, still going, proc's counters read just before the kill, the readings stored then)."""
+    stream = Stream(mqtt_url, msgs, chunk=chunk).start()
+    await wait_for_count(db, BOTH, kill_at, check=stream.raise_if_failed)
+    killed = await counters(proc)  # what it had done, as near the kill as we can read it
+    proc.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(proc.wait)
+    return stream, killed, await total_readings(db)
+
+
+async def _drained(db: asyncpg.Connection, expected: int, timeout_s: float) -> None:
+    await wait_for_count(db, BOTH, expected, timeout_s=timeout_s)
+    await asyncio.sleep(1.0)  # any late redelivery would show up as an extra row
+
+
 async def kill_9(
     settings: Settings,
     mqtt_url: str,
@@ -56,18 +80,14 @@ async def kill_9(
     try:
         # Subscribed first: the broker drops what arrives before any subscription exists.
         await wait_ready(proc)
-        stream = Stream(mqtt_url, msgs, chunk=chunk).start()
-        await wait_for_count(db, BOTH, kill_at, check=stream.raise_if_failed)
-        killed = await counters(proc)
-        proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(proc.wait)
-        stored_at_kill = await total_readings(db)
+        stream, killed, stored_at_kill = await _kill_mid_stream(
+            proc, mqtt_url, db, msgs, kill_at=kill_at, chunk=chunk
+        )
         assert 0 < stored_at_kill < len(msgs), stored_at_kill
         published = await stream.join()
         proc = spawn_fleetd(settings, log_path=logs / "fleetd-restarted.log")
         procs.append(proc)
-        await wait_for_count(db, BOTH, len(msgs), timeout_s=drain_timeout_s)
-        await asyncio.sleep(1.0)  # any late redelivery would show up as an extra row
+        await _drained(db, len(msgs), drain_timeout_s)
     finally:
         exit_codes = await _stop(procs)
     return Outcome(published, {"killed": killed, "restarted": proc}, exit_codes[1:])
@@ -94,12 +114,9 @@ async def scale_out(
     procs = [proc_a, proc_b]
     try:
         await asyncio.gather(wait_ready(proc_a), wait_ready(proc_b))
-        stream = Stream(mqtt_url, msgs, chunk=chunk).start()
-        await wait_for_count(db, BOTH, kill_at, check=stream.raise_if_failed)
-        killed_a = await counters(proc_a)  # what A had done, as near the kill as we can read it
-        proc_a.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(proc_a.wait)
-        at_kill = await total_readings(db)
+        stream, killed_a, at_kill = await _kill_mid_stream(
+            proc_a, mqtt_url, db, msgs, kill_at=kill_at, chunk=chunk
+        )
         published = await stream.join()
         await asyncio.sleep(1.0)
         assert await total_readings(db) > at_kill  # B kept storing while A was down
@@ -107,8 +124,7 @@ async def scale_out(
         # it comes back with the same client id.
         proc_a = spawn_fleetd(a, log_path=logs / "fleetd-a2.log", **shared)
         procs.append(proc_a)
-        await wait_for_count(db, BOTH, len(msgs), timeout_s=drain_timeout_s)
-        await asyncio.sleep(1.0)  # a late redelivery would show up as an extra row
+        await _drained(db, len(msgs), drain_timeout_s)
     finally:
         exit_codes = await _stop(procs)
     daemons = {"a (killed)": killed_a, "b": proc_b, "a (restarted)": proc_a}
