@@ -48,10 +48,11 @@ async def maintain(settings: Settings, flusher: Flusher) -> None:
         # The documented fleet_ingest login may create partitions but not drop them: only the
         # schema owner can. Say so instead of failing quietly every hour.
         log.error(  # noqa: TRY400 - one line with the reason and the fix, not a traceback
-            "retention_not_permitted", error=str(exc),
+            "retention_not_permitted",
+            error=str(exc),
             hint="dropping partitions needs the schema owner: run `fleetctl partitions "
             "drop-older-than DAYS` as the owner from a timer, or unset FLEET_RETENTION_DAYS",
-        )  # fmt: skip
+        )
     except Exception as exc:
         log.warning("maintenance_failed", error=f"{exc.__class__.__name__}: {exc}")
 
@@ -60,10 +61,15 @@ async def compact_days(settings: Settings) -> None:
     """Compact closed days in a child process (fleetdb.cold.__main__); terminated with us."""
     before = default_before(settings.compact_after_days)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fleetdb.cold", "--before", before.isoformat(),
+        sys.executable,
+        "-m",
+        "fleetdb.cold",
+        "--before",
+        before.isoformat(),
         env={**os.environ, "FLEET_DATABASE_URL": settings.database_url},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         out, err = await proc.communicate()
     except asyncio.CancelledError:

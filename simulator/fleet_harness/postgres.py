@@ -120,9 +120,16 @@ class PostgresServer(ThrowawayServer):
             self.start_server()
             return self
         self._run(
-            find_pg_bin("initdb"), "-D", str(self.data_dir), "-U", self.user,
-            "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync",
-        )  # fmt: skip
+            find_pg_bin("initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        )
         conf = "\n".join(f"{k} = '{v}'" for k, v in self._settings.items())
         with (self.data_dir / "postgresql.conf").open("a") as fh:
             fh.write(f"\nlisten_addresses = '{','.join(self._listen)}'\nport = {self.port}\n")
@@ -131,19 +138,36 @@ class PostgresServer(ThrowawayServer):
             fh.writelines(f"host all all {network} trust\n" for network in self._trust)
         self.start_server()
         self._run(
-            find_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-            "-U", self.user, self.database,
-        )  # fmt: skip
+            find_pg_bin("createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            self.database,
+        )
         return self
 
     def _start_standby(self, primary: PostgresServer, sock_dir: Path) -> None:
         # pg_basebackup -R writes standby.signal and primary_conninfo: the copy starts as a hot
         # standby streaming from the primary (whose initdb allows replication on loopback).
         self._run(
-            find_pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
-            "-U", self.user, "-D", str(self.data_dir), "-R", "-X", "stream", "--no-sync",
+            find_pg_bin("pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            self.user,
+            "-D",
+            str(self.data_dir),
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
             "--checkpoint=fast",
-        )  # fmt: skip
+        )
         with (self.data_dir / "postgresql.conf").open("a") as fh:
             fh.write(f"\nport = {self.port}\nunix_socket_directories = '{sock_dir}'\n")
             fh.write("hot_standby = on\n")
@@ -186,9 +210,16 @@ class PostgresServer(ThrowawayServer):
     def start_server(self) -> None:
         """(Re)start the server process on the same data directory and port."""
         self._run(
-            find_pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir / "log"),
-            "-w", "-t", "60", "start",
-        )  # fmt: skip
+            find_pg_bin("pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.data_dir / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
 
     def promote(self) -> None:
         """Promote this standby to a primary (what Patroni or an operator does in a failover)."""
