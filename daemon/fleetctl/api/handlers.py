@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -36,7 +36,6 @@ from fleetctl.analytics import (
 )
 from fleetctl.analytics.assignment_check import assignment_check
 from fleetctl.analytics.daily import DayCache
-from fleetctl.analytics.pages import Page, now_of
 from fleetctl.api import params as p
 from fleetctl.api import schemas as s
 from fleetctl.api.contract import Handler, Operation
@@ -273,15 +272,14 @@ class AnalyticsApi:
 
     async def fleet(self, _r: web.Request, q: p.FleetQuery, _p: None) -> web.StreamResponse:
         """GET /v1/analytics/fleet: a page (with limit) or every vehicle."""
-        # A cursor carries the first page's "now": "the last 24 h" stays the same window.
-        now = now_of(q.cursor) or datetime.now(UTC)
+        now = q.now()
         body = await fleet_report(
             await self.pool(),
             q.window(self._limits, now),
             sort=q.sort,
             min_ac_kwh=q.minAcKwh,
             with_chargers=q.chargers,
-            page=Page(q.limit, q.cursor),
+            page=q.page(),
             now=now,
         )
         return json_response(200, body)
@@ -309,9 +307,7 @@ class AnalyticsApi:
 
     async def vehicles(self, _r: web.Request, q: p.VehiclesQuery, _p: None) -> web.StreamResponse:
         """GET /v1/vehicles?prefix=: the type-ahead's search."""
-        now = now_of(q.cursor) or datetime.now(UTC)
-        page = Page(q.limit, q.cursor)
-        body = await search_vehicles(await self.pool(), q.prefix, page=page, now=now)
+        body = await search_vehicles(await self.pool(), q.prefix, page=q.page(), now=q.now())
         return json_response(200, body)
 
     async def anomalies(self, _r: web.Request, q: p.AnomaliesQuery, _p: None) -> web.StreamResponse:
@@ -340,14 +336,13 @@ class AnalyticsApi:
         """GET /v1/current/all, /v1/current/{kind}[/{deviceId}]."""
         kind = "all" if path is None else path.kind
         device = path.deviceId if isinstance(path, p.CurrentDevicePath) else None
-        page = Page(q.limit, q.cursor) if isinstance(q, p.CurrentQuery) else None
+        page = q.page() if isinstance(q, p.CurrentQuery) else None
         body = await current(await self.pool(), kind, device, page=page)
         return json_response(200, body)
 
     async def alerts(self, _r: web.Request, q: p.AlertsQuery, _p: None) -> web.StreamResponse:
         """GET /v1/alerts."""
-        now = now_of(q.cursor) or datetime.now(UTC)
-        body = await list_alerts(await self.pool(), page=Page(q.limit, q.cursor), now=now)
+        body = await list_alerts(await self.pool(), page=q.page(), now=q.now())
         return json_response(200, body)
 
     async def assignments(
@@ -359,7 +354,7 @@ class AnalyticsApi:
             await self.pool(),
             vehicle_id=q.vehicleId,
             open_only=q.open,
-            page=Page(q.limit, q.cursor),
+            page=q.page(),
         )
         return json_response(200, body)
 
@@ -398,7 +393,7 @@ class AnalyticsApi:
 
     async def rejects(self, _r: web.Request, q: p.RejectsQuery, _p: None) -> web.StreamResponse:
         """GET /v1/rejects: dead letters counted by field and rule, the newest payloads."""
-        now = now_of(q.cursor) or datetime.now(UTC)
+        now = q.now()
         body = await rejects(
             await self.pool(),
             since=q.since or now - timedelta(hours=24),

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from fleetctl.analytics.charger_fit import MAX_INTERVAL
-from fleetctl.analytics.pages import MAX_PAGE_ROWS
+from fleetctl.analytics.pages import MAX_PAGE_ROWS, Page, now_of
 from fleetctl.analytics.window import Window
 from fleetctl.errors import InvalidRequestError
 from fleetsvc.web import params as web_params
@@ -115,6 +115,15 @@ class PageQuery(Query):
         description="the `nextCursor` of the previous page, as it was given; "
         "the other parameters must be those of the first page",
     )
+
+    def page(self) -> Page:
+        """The page asked for."""
+        return Page(self.limit, self.cursor)
+
+    def now(self) -> datetime:
+        """The instant the first page was answered at (the cursor carries it: "the last 24 h"
+        stays the same window from page to page), else now."""
+        return now_of(self.cursor) or datetime.now(UTC)
 
 
 class PerformanceQuery(WindowQuery):
