@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -17,7 +16,9 @@ from fleetsvc.settings_fields import (
     LogLevel,
     ProgramSettings,
     environment_warnings,
+    host_port,
     load,
+    mqtt_url,
 )
 
 __all__ = ["ConfigError", "Settings", "environment_warnings", "load_settings"]
@@ -77,14 +78,11 @@ class Settings(ProgramSettings):
         if not urls:
             raise ValueError("names no broker")
         for n, url in enumerate(urls, 1):
-            where = f"broker {n} of {len(urls)} " if len(urls) > 1 else ""
-            parts = urlsplit(url)
             try:
-                _ = parts.port
+                mqtt_url(url)
             except ValueError as exc:
-                raise ValueError(f"{where}has a bad port: {exc}") from None
-            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-                raise ValueError(where + "must look like mqtt://[user:pass@]host:port or mqtts://")
+                where = f"broker {n} of {len(urls)} " if len(urls) > 1 else ""
+                raise ValueError(f"{where}{exc}") from None
         return ",".join(urls)
 
     @property
@@ -97,10 +95,10 @@ class Settings(ProgramSettings):
     def _http_addr(cls, value: str) -> str:
         if value in ("", "off"):
             return value  # the ops HTTP server is disabled
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be host:port (e.g. 127.0.0.1:9108), or off")
-        return value
+        try:
+            return host_port(value, "127.0.0.1:9108")
+        except ValueError as exc:
+            raise ValueError(f"{exc}, or off") from None
 
     @model_validator(mode="after")
     def _ingest_http(self) -> Settings:

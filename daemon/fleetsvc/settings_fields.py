@@ -35,7 +35,9 @@ def _database_url(value: str) -> str:
     return value
 
 
-def _mqtt_url(value: str) -> str:
+def mqtt_url(value: str) -> str:
+    """The rule of one broker URL (mqtt:// or mqtts://, a host, a port in range); ValueError
+    saying what is wrong."""
     parts = urlsplit(value)
     if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
         raise ValueError("must look like mqtt://[user:pass@]host:port or mqtts://...")
@@ -43,10 +45,12 @@ def _mqtt_url(value: str) -> str:
     return value
 
 
-def _host_port(value: str) -> str:
+def host_port(value: str, example: str = "127.0.0.1:9109") -> str:
+    """The rule of a listening address, host:port ([v6]:port); ValueError naming `example`."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("must be host:port (e.g. 127.0.0.1:9109)")
+    brackets_paired = host.startswith("[") == host.endswith("]")
+    if not sep or not host or not brackets_paired or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must be host:port (e.g. {example})")
     return value
 
 
@@ -62,16 +66,16 @@ def check_database_url(value: str, where: str) -> str:
 def check_host_port(value: str, where: str) -> str:
     """A listening address given outside the settings (--addr), checked by the same rule."""
     try:
-        return _host_port(value)
+        return host_port(value)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
 DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
 """A libpq URL, postgresql:// (multi-host and ?options as libpq takes them)."""
-MqttUrl = Annotated[str, AfterValidator(_mqtt_url)]
+MqttUrl = Annotated[str, AfterValidator(mqtt_url)]
 """mqtt://[user:pass@]host:port, or mqtts:// for TLS."""
-HostPort = Annotated[str, AfterValidator(_host_port)]
+HostPort = Annotated[str, AfterValidator(host_port)]
 """Where a server listens: host:port."""
 LogFormat = Literal["auto", "json", "console"]
 """auto: JSON when stdout is not a terminal (journald), readable lines on one."""

@@ -73,6 +73,7 @@ def test_each_role_reads_its_own_variable_then_the_owners(
         ("FLEET_DATABASE_URL", "postgresql://u:pw@db:99999/f", "has a bad port"),
         ("FLEET_ANALYTICS_DATABASE_URL", "mysql://db/f", "invalid FLEET_ANALYTICS_DATABASE_URL"),
         ("FLEET_API_ADDR", "nowhere", "invalid FLEET_API_ADDR"),
+        ("FLEET_API_ADDR", "[::1", "invalid FLEET_API_ADDR"),
         ("FLEET_API_TOKEN", "short", "at least 16 characters"),
         ("FLEET_ALERT_INTERVAL_S", "0", "invalid FLEET_ALERT_INTERVAL_S"),
         ("FLEET_ALERT_WEBHOOKS", "ftp://x", "invalid FLEET_ALERT_WEBHOOKS"),

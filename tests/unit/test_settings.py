@@ -44,6 +44,8 @@ def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"FLEET_BATCH_MAX_ROWS": "0"}, "FLEET_BATCH_MAX_ROWS"),
         ({"FLEET_MQTT_URL": "http://x"}, "FLEET_MQTT_URL"),
         ({"FLEET_DATABASE_URL": "mysql://x"}, "FLEET_DATABASE_URL"),
+        ({"FLEET_MQTT_URL": "mqtt://a:1,http://b"}, r"broker 2 of 2 must look like mqtt://"),
+        ({"FLEET_HTTP_ADDR": "[::1"}, r"FLEET_HTTP_ADDR .*e\.g\. 127\.0\.0\.1:9108\), or off"),
     ],
 )
 def test_bad_value_names_the_setting(
