@@ -123,6 +123,20 @@ class TestJudge:
         assert rows["V1"]["status"] == "unassigned"
         assert rows["V1"]["suggestedMeterId"] == "M1"
 
+    def test_vehicles_without_any_meter_reporting_are_judged_not_crashed(self) -> None:
+        # The alert evaluator runs the check every cycle: a fleet whose meters have not reported
+        # yet must give verdicts, not an IndexError.
+        dc = np.zeros((2, HOURS))
+        dc[:, 2:6] = 20.0
+        grid = _grid(dc, [], [], 0)
+        grid.vehicles = ["V0", "V1"]
+        grid.vehicle_h = np.ones((2, HOURS))
+        grid.assigned = np.full((2, HOURS), -1, np.int64)
+        grid.latest = np.full(2, -1, np.int64)
+        rows = {r["vehicleId"]: r for r in judge(grid)}
+        assert {r["status"] for r in rows.values()} == {"unassigned"}
+        assert all(r["suggestedMeterId"] is None for r in rows.values())
+
 
 def _verdict(status: str, without_ac: int = 0, err: float | None = 0.0) -> dict[str, Any]:
     side = {

@@ -209,7 +209,13 @@ def figures(grid: Grid, rows: I64, choice: I64, standby: F64, fed: F64) -> Figur
     valid = choice >= 0
     m = np.where(valid, choice, 0)
     h = np.arange(grid.ac.shape[1])
-    ac, t, others = grid.ac[m, h], grid.meter_h[m, h], fed[m, h]
+    meter_ac, meter_h = grid.ac, grid.meter_h
+    if not len(meter_ac):
+        # No meter reported in the window (every choice is -1): index one meter that reported
+        # no hour, so every hour is unusable instead of out of bounds.
+        meter_ac = meter_h = fed = np.zeros((1, len(h)))
+        standby = np.zeros(1)
+    ac, t, others = meter_ac[m, h], meter_h[m, h], fed[m, h]
     dc = grid.dc[rows][:, None, :]
     # Only hours both sides reported (nearly) whole: in an hour a device slept or lost half
     # of, its energy is not the hour's, and a short DC against a whole AC is no evidence.
@@ -316,18 +322,20 @@ def judge(grid: Grid, *, k: int = CANDIDATES) -> list[dict[str, Any]]:
     by_fit = fit_candidates(np.where(grid.vehicle_h > 0, grid.dc, 0.0), excess, fed, k - k // 2)
     cand = np.concatenate([by_hours, by_fit], axis=1)
     jac = _jaccard(charging, drawing, cand)
+    if not cand.shape[1]:
+        cand = np.full((nv, 1), -1, np.int64)  # no meter reported: one candidate, "none"
     rows: list[dict[str, Any]] = []
     for lo in range(0, nv, _CHUNK):
         idx = np.arange(lo, min(nv, lo + _CHUNK))
         reg = figures(grid, idx, grid.assigned[idx][:, None, :], standby, fed)
         cf = figures(grid, idx, np.repeat(cand[idx][:, :, None], width, 2), standby, fed)
         # Best candidate: the lowest fit error; ties by candidate order (signatures first).
-        best_j = np.argmin(cf.score, axis=1) if cand.shape[1] else np.zeros(len(idx), np.int64)
+        best_j = np.argmin(cf.score, axis=1)
         best = Figures(
             **{k_: np.take_along_axis(v, best_j[:, None], 1) for k_, v in vars(cf).items()}
         )
         for n, v in enumerate(idx.tolist()):
-            m = int(cand[v, best_j[n]]) if cand.shape[1] and np.isfinite(best.score[n, 0]) else -1
+            m = int(cand[v, best_j[n]]) if np.isfinite(best.score[n, 0]) else -1
             row = _row(
                 grid,
                 v,
