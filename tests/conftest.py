@@ -22,6 +22,7 @@ import pytest
 from fleet_harness import AedesServer, MosquittoServer, PostgresServer
 from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.containers import docker_requested, mosquitto_container, postgres_container
+from fleet_harness.rows import COUNT_SQL
 from fleetd.service import Daemon
 from fleetd.settings import Settings, load_settings
 from fleetdb.connect import connect
@@ -279,9 +280,7 @@ def spawn_fleetd(
 
 async def total_readings(conn: asyncpg.Connection) -> int:
     """History rows of both kinds."""
-    n: int = await conn.fetchval(
-        "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
-    )
+    n: int = await conn.fetchval(COUNT_SQL)
     return n
 
 

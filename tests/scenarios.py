@@ -13,11 +13,12 @@ from pathlib import Path
 import asyncpg
 
 from fleet_harness.publish import PublishStats
+from fleet_harness.rows import COUNT_SQL
 from fleetd.settings import Settings
 from tests.conftest import spawn_fleetd, total_readings, wait_for_count
 from tests.evidence import FleetdProcess, Stream, counters, wait_ready
 
-BOTH = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+BOTH = COUNT_SQL  # history rows of both kinds
 
 
 @dataclass

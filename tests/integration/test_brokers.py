@@ -16,6 +16,7 @@ import structlog
 
 from fleet_harness import AedesServer, MosquittoServer, free_port
 from fleet_harness.publish import Publisher, readings
+from fleet_harness.rows import COUNT_SQL
 from fleetd.mqtt import subscriber as subscriber_module
 from fleetd.mqtt.subscriber import MqttSubscriber
 from fleetd.settings import Settings
@@ -23,7 +24,7 @@ from tests.conftest import running, total_readings, wait_for_count
 
 pytestmark = pytest.mark.integration
 
-BOTH = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+BOTH = COUNT_SQL  # history rows of both kinds
 
 
 def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import pytest
 
 from fleet_harness import PostgresServer
 from fleet_harness.publish import Publisher, meter_message, readings, rfc3339, vehicle_message
+from fleet_harness.rows import COUNT_SQL
 from fleetd.ops.health import check
 from fleetd.settings import Settings
 from fleetdb.connect import connect
@@ -30,7 +31,7 @@ from tests.scenarios import kill_9
 
 pytestmark = pytest.mark.integration
 
-BOTH = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+BOTH = COUNT_SQL  # history rows of both kinds
 
 
 def _start() -> datetime:

@@ -17,6 +17,7 @@ import pytest
 
 from fleet_harness.nats import NatsCluster, nats_unavailable
 from fleet_harness.publish import Publisher, readings
+from fleet_harness.rows import COUNT_SQL
 from fleetd.settings import Settings
 from tests.conftest import running, total_readings, wait_for_count
 
@@ -25,7 +26,7 @@ pytestmark = [
     pytest.mark.skipif(nats_unavailable() is not None, reason=nats_unavailable() or ""),
 ]
 
-BOTH = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+BOTH = COUNT_SQL  # history rows of both kinds
 
 
 @pytest.fixture

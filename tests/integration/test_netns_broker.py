@@ -26,6 +26,7 @@ import pytest
 from fleet_harness import MosquittoServer, PostgresServer, free_port
 from fleet_harness.netns import NetNamespace, netns_unavailable
 from fleet_harness.publish import Publisher, readings
+from fleet_harness.rows import COUNT_SQL
 from fleetd.mqtt.subscriber import MqttSubscriber
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
@@ -36,7 +37,7 @@ pytestmark = [
     pytest.mark.skipif(netns_unavailable() is not None, reason=netns_unavailable() or ""),
 ]
 
-BOTH = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+BOTH = COUNT_SQL  # history rows of both kinds
 KEEPALIVE_S = 10
 CUT_S = 60
 MARGIN_S = 3.0  # the health poll's period, a busy machine's scheduling

@@ -10,6 +10,7 @@ import pytest
 
 from fleet_harness import MosquittoServer, PostgresServer
 from fleet_harness.publish import Publisher, readings
+from fleet_harness.rows import COUNT_SQL
 from fleetd.settings import Settings
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
@@ -17,7 +18,7 @@ from tests.conftest import running, total_readings, wait_for_count
 
 pytestmark = pytest.mark.integration
 
-BOTH = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+BOTH = COUNT_SQL  # history rows of both kinds
 
 
 def _start() -> datetime:
