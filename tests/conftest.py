@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,6 +22,7 @@ import pytest
 from fleet_harness import AedesServer, MosquittoServer, PostgresServer
 from fleet_harness.cleanup import unwind_on_sigterm
 from fleet_harness.containers import docker_requested, mosquitto_container, postgres_container
+from fleet_harness.publish import Publisher
 from fleet_harness.rows import COUNT_SQL
 from fleetd.service import Daemon
 from fleetd.settings import Settings, load_settings
@@ -244,6 +245,16 @@ async def running(settings: Settings) -> AsyncIterator[Daemon]:
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, timeout=15)
+
+
+async def publish_all(url: str, msgs: Sequence[tuple[str, bytes]], client_id: str = "") -> None:
+    """Publish `msgs` at QoS 1 from a thread; returns once the broker acked every one (the
+    harness's Publisher raises PublishError otherwise)."""
+    pub = Publisher(url, client_id)
+    try:
+        await asyncio.to_thread(pub.publish, msgs)
+    finally:
+        pub.close()
 
 
 async def wait_for_count(

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from fleet_harness.publish import Publisher, vehicle_message
+from fleet_harness.publish import vehicle_message
 from fleetd.settings import Settings
-from tests.conftest import running, total_readings, wait_for_count
+from tests.conftest import publish_all, running, total_readings, wait_for_count
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +34,6 @@ def _offline_buffers(start: datetime) -> list[tuple[str, bytes]]:
     return msgs
 
 
-async def _publish(url: str, msgs: list[tuple[str, bytes]]) -> None:
-    pub = Publisher(url, "")
-    try:
-        await asyncio.to_thread(pub.publish, msgs)
-    finally:
-        pub.close()
-
-
 async def test_an_offline_buffer_in_one_message_is_stored_element_by_element_and_acked_once(
     settings: Settings, mqtt_url: str, db: asyncpg.Connection
 ) -> None:
@@ -51,7 +43,7 @@ async def test_an_offline_buffer_in_one_message_is_stored_element_by_element_and
     # Batches of 7 rows: every array is split across several transactions.
     small = settings.model_copy(update={"batch_max_rows": 7})
     async with running(small) as daemon:
-        await _publish(mqtt_url, msgs)
+        await publish_all(mqtt_url, msgs)
         await wait_for_count(db, "SELECT count(*) FROM vehicle_readings", good)
         await wait_for_count(db, "SELECT count(*) FROM rejected_messages", VEHICLES)
         for _ in range(100):  # the acks follow the last commit
@@ -61,7 +53,7 @@ async def test_an_offline_buffer_in_one_message_is_stored_element_by_element_and
         assert daemon.counters.acked == VEHICLES  # one ack per message, not per element
         assert daemon.counters.received == VEHICLES * BUFFERED
         # The same buffers flushed again (the device never saw the ack): nothing doubles.
-        await _publish(mqtt_url, msgs)
+        await publish_all(mqtt_url, msgs)
         for _ in range(200):
             if daemon.counters.acked == 2 * VEHICLES:
                 break

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from fleet_harness import PostgresServer
-from fleet_harness.publish import Publisher, meter_message, readings, rfc3339, vehicle_message
+from fleet_harness.publish import meter_message, readings, rfc3339, vehicle_message
 from fleet_harness.rows import COUNT_SQL
 from fleetd.ops.health import check
 from fleetd.settings import Settings
@@ -22,6 +22,7 @@ from fleetdb.migrate import migrate
 from tests.conftest import (
     BROKERS,
     assert_rollups_match_raw,
+    publish_all,
     running,
     total_readings,
     wait_for_count,
@@ -36,14 +37,6 @@ BOTH = COUNT_SQL  # history rows of both kinds
 
 def _start() -> datetime:
     return datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
-
-
-async def _publish(url: str, msgs: list[tuple[str, bytes]], client_id: str = "") -> None:
-    pub = Publisher(url, client_id)
-    try:
-        await asyncio.to_thread(pub.publish, msgs)
-    finally:
-        pub.close()
 
 
 async def _stored_keys(conn: asyncpg.Connection) -> set[tuple[str, datetime]]:
@@ -61,7 +54,7 @@ async def test_20000_readings_land_once_and_current_holds_newest(
     start = _start()
     msgs = readings(1000, 1000, 10, start, timedelta(minutes=1))
     async with running(settings):
-        await _publish(mqtt_url, msgs)
+        await publish_all(mqtt_url, msgs)
         assert await wait_for_count(db, BOTH, 20_000) == 20_000
     assert await db.fetchval("SELECT count(*) FROM meter_current") == 1000
     assert await db.fetchval("SELECT count(*) FROM vehicle_current") == 1000
@@ -82,7 +75,7 @@ async def test_every_reading_published_twice_is_stored_once(
     msgs = readings(200, 200, 5, _start(), timedelta(minutes=1))
     doubled = [m for m in msgs for _ in range(2)]
     async with running(settings) as daemon:
-        await _publish(mqtt_url, doubled)
+        await publish_all(mqtt_url, doubled)
         await wait_for_count(db, BOTH, len(msgs))
         # Let the daemon see (and ignore) every second copy before counting.
         for _ in range(100):
@@ -108,7 +101,7 @@ async def test_out_of_order_delivery_keeps_newest_current_row(
     ]
     async with running(settings):
         for msg in newest_first:  # one at a time: separate flushes, late ones arrive last
-            await _publish(mqtt_url, [msg])
+            await publish_all(mqtt_url, [msg])
         await wait_for_count(db, BOTH, 10)
     m = await db.fetchrow("SELECT ts, voltage FROM meter_current WHERE meter_id = 'METER-00001'")
     v = await db.fetchrow("SELECT ts, soc FROM vehicle_current WHERE vehicle_id = 'VEHICLE-00001'")
@@ -179,7 +172,7 @@ async def test_invalid_payloads_are_kept_with_reasons_and_valid_ones_stored(
         interleaved += [valid[i], (topic, payload)]
     interleaved += valid[len(cases) :]
     async with running(settings) as daemon:
-        await _publish(mqtt_url, interleaved)
+        await publish_all(mqtt_url, interleaved)
         await wait_for_count(db, "SELECT count(*) FROM rejected_messages", len(cases))
         await wait_for_count(db, BOTH, len(valid))
         assert not daemon.stopping
@@ -223,19 +216,19 @@ async def test_postgres_outage_loses_nothing_and_daemon_survives(
         first, during, after = msgs[:2000], msgs[2000:4000], msgs[4000:]
         async with running(own) as daemon:
             run_task = next(t for t in asyncio.all_tasks() if t.get_name() == "daemon")
-            await _publish(mqtt_url, first)
+            await publish_all(mqtt_url, first)
             conn = await connect(pg.url)
             await wait_for_count(conn, BOTH, len(first))
             await conn.close()
             await asyncio.to_thread(pg.stop_server)
-            await _publish(mqtt_url, during)
+            await publish_all(mqtt_url, during)
             await asyncio.sleep(10)
             assert not run_task.done()
             assert not daemon.flusher.healthy
             assert not daemon.last_flush_ok
             assert "last flush failed" in check(daemon).reasons
             await asyncio.to_thread(pg.start_server)
-            await _publish(mqtt_url, after)
+            await publish_all(mqtt_url, after)
             conn = await connect(pg.url)
             try:
                 assert await wait_for_count(conn, BOTH, len(msgs), 60) == len(msgs)
@@ -254,7 +247,7 @@ async def test_reading_for_a_day_without_partition_is_stored(
     part = f"meter_readings_p{old:%Y%m%d}"
     assert await db.fetchval("SELECT to_regclass($1)", part) is None
     async with running(settings):
-        await _publish(mqtt_url, [meter_message("METER-00001", old, 1.25, 231.0)])
+        await publish_all(mqtt_url, [meter_message("METER-00001", old, 1.25, 231.0)])
         assert await wait_for_count(db, "SELECT count(*) FROM meter_readings", 1) == 1
     assert await db.fetchval("SELECT to_regclass($1)::text", part) == part
     assert await db.fetchval("SELECT kwh_sum FROM meter_hourly") == pytest.approx(1.25)

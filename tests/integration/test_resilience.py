@@ -9,12 +9,12 @@ import asyncpg
 import pytest
 
 from fleet_harness import MosquittoServer, PostgresServer
-from fleet_harness.publish import Publisher, readings
+from fleet_harness.publish import readings
 from fleet_harness.rows import COUNT_SQL
 from fleetd.settings import Settings
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
-from tests.conftest import running, total_readings, wait_for_count
+from tests.conftest import publish_all, running, total_readings, wait_for_count
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +25,6 @@ def _start() -> datetime:
     return datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
 
 
-async def _publish(url: str, msgs: list[tuple[str, bytes]]) -> None:
-    pub = Publisher(url)
-    try:
-        await asyncio.to_thread(pub.publish, msgs)
-    finally:
-        pub.close()
-
-
 async def test_broker_restart_loses_nothing_queued_for_the_daemon(
     settings: Settings, broker: MosquittoServer, db: asyncpg.Connection
 ) -> None:
@@ -40,10 +32,10 @@ async def test_broker_restart_loses_nothing_queued_for_the_daemon(
     first, second = msgs[:2000], msgs[2000:]
     url = broker.url()
     async with running(settings) as daemon:
-        await _publish(url, first)
+        await publish_all(url, first)
         await wait_for_count(db, BOTH, len(first))
         daemon.mqtt.pause()  # the broker must queue the next messages for our session
-        await _publish(url, second)
+        await publish_all(url, second)
         await asyncio.to_thread(broker.stop_server)  # SIGTERM: Mosquitto saves its queue
         await asyncio.to_thread(broker.start_server)
         daemon.mqtt.resume()
@@ -66,7 +58,7 @@ async def test_buffer_stays_bounded_while_the_database_is_down(
         msgs = readings(100, 100, 15, _start(), timedelta(minutes=1))
         async with running(own) as daemon:
             await asyncio.to_thread(pg.stop_server)
-            await _publish(mqtt_url, msgs)  # the broker accepts all of them
+            await publish_all(mqtt_url, msgs)  # the broker accepts all of them
             await asyncio.sleep(2)
             assert daemon.mqtt.paused
             held = len(daemon.batcher) + daemon.flusher.writers * own.batch_max_rows
