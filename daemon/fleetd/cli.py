@@ -136,6 +136,8 @@ def one_line(exc: BaseException) -> tuple[int, str] | None:
     """(exit code, one line) for an error an operator can act on; None for a bug."""
     while isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: its first failure
         exc = exc.exceptions[0]
+    if isinstance(exc, ConfigError):  # a setting found wanting only when used (a file)
+        return EXIT_CONFIG, f"invalid configuration: {exc}"
     if isinstance(exc, BindError):
         return EXIT_CONFIG, (
             f"FLEET_HTTP_ADDR: {exc}: stop what listens there, or set FLEET_HTTP_ADDR to a free "

@@ -98,3 +98,22 @@ async def test_a_ticket_is_done_when_every_item_is_settled() -> None:
     ticket.settle(0, Outcome("rejected", "why"))
     ticket.settle(0, Outcome("stored"))  # once only
     assert await waiter == [Outcome("rejected", "why"), Outcome("stored")]
+
+
+def test_fleetd_run_with_a_bad_tokens_file_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fleetd.cli import main  # noqa: PLC0415
+
+    monkeypatch.setenv("FLEET_DATABASE_URL", "postgresql://127.0.0.1:1/nowhere")
+    monkeypatch.setenv("FLEET_HTTP_ADDR", "off")
+    monkeypatch.setenv("FLEET_INGEST_HTTP_ADDR", "127.0.0.1:0")
+    monkeypatch.setenv("FLEET_INGEST_TOKENS_FILE", str(tmp_path / "missing"))
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        "fleetd: invalid configuration: FLEET_INGEST_TOKENS_FILE: cannot read"
+    )
+    monkeypatch.delenv("FLEET_INGEST_TOKENS_FILE")
+    assert main(["run"]) == 2
+    assert "needs FLEET_INGEST_TOKENS_FILE" in capsys.readouterr().err

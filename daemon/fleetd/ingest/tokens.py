@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from fleetsvc.settings_fields import ConfigError
 
-class TokensFileError(ValueError):
+
+class TokensFileError(ConfigError):
     """The tokens file cannot be read or has a bad line (named by number, never its token)."""
 
 

@@ -24,7 +24,9 @@ from fleetd.ingest.tickets import Outcome, Ticket
 from fleetd.ingest.tokens import Token, find_token, load_tokens
 from fleetd.messages import MeterPayload, VehiclePayload
 from fleetd.ops.http import health_response
+from fleetsvc.settings_fields import ConfigError
 from fleetsvc.web import Call, HttpServer, Route, json_response
+from fleetsvc.web.server import BindError
 
 if TYPE_CHECKING:
     from fleetd.service import Daemon
@@ -55,7 +57,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"FLEET_INGEST_TLS_CERT/KEY: {exc}") from None
+        raise ConfigError(f"FLEET_INGEST_TLS_CERT/KEY: {exc}") from None
     return ctx
 
 
@@ -88,7 +90,11 @@ class IngestHttpServer(HttpServer):
 
     async def serve(self, _daemon: Daemon) -> None:
         """The companion entry point (Daemon companions take the daemon)."""
-        await self.run()
+        try:
+            await self.run()
+        except BindError as exc:
+            # Named by its own variable (the ops listener's BindError names FLEET_HTTP_ADDR).
+            raise ConfigError(f"FLEET_INGEST_HTTP_ADDR: {exc}") from None
 
     def _route(self, path: str, kind: Kind | None, summary: str) -> Route:
         async def handler(call: Call) -> web.StreamResponse:
