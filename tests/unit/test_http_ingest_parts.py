@@ -100,20 +100,14 @@ async def test_a_ticket_is_done_when_every_item_is_settled() -> None:
     assert await waiter == [Outcome("rejected", "why"), Outcome("stored")]
 
 
-def test_fleetd_run_with_a_bad_tokens_file_says_so_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from fleetd.cli import main  # noqa: PLC0415
+def test_a_tokens_file_fleetd_cannot_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # fleetd.cli.main itself is not called here: it configures the process's logging.
+    from fleetd.cli import EXIT_CONFIG, one_line  # noqa: PLC0415
 
-    monkeypatch.setenv("FLEET_DATABASE_URL", "postgresql://127.0.0.1:1/nowhere")
-    monkeypatch.setenv("FLEET_HTTP_ADDR", "off")
-    monkeypatch.setenv("FLEET_INGEST_HTTP_ADDR", "127.0.0.1:0")
-    monkeypatch.setenv("FLEET_INGEST_TOKENS_FILE", str(tmp_path / "missing"))
-    assert main(["run"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(
-        "fleetd: invalid configuration: FLEET_INGEST_TOKENS_FILE: cannot read"
+    with pytest.raises(TokensFileError) as exc:
+        load_tokens(tmp_path / "missing")
+    assert one_line(exc.value) == (
+        EXIT_CONFIG,
+        f"invalid configuration: FLEET_INGEST_TOKENS_FILE: cannot read {tmp_path / 'missing'}: "
+        f"[Errno 2] No such file or directory: '{tmp_path / 'missing'}'",
     )
-    monkeypatch.delenv("FLEET_INGEST_TOKENS_FILE")
-    assert main(["run"]) == 2
-    assert "needs FLEET_INGEST_TOKENS_FILE" in capsys.readouterr().err
