@@ -134,6 +134,11 @@ async def test_http_ingest_answers_each_item_after_commit(
         status, _, body = await post(url, again)
         assert [i["status"] for i in body["items"]] == ["duplicate", "duplicate", "conflict"]
         assert await db.fetchval("SELECT count(*) FROM meter_readings") == 3
+        # Two equal copies of a new reading in one request: the second is a duplicate.
+        twice = [meter("METER-00004", t0), meter("METER-00004", t0)]
+        status, _, body = await post(url, twice)
+        assert [i["status"] for i in body["items"]] == ["stored", "duplicate"]
+        assert await db.fetchval("SELECT count(*) FROM meter_readings") == 4
 
         # A token limited to patterns: other devices are forbidden, not stored.
         status, _, body = await post(

@@ -147,21 +147,35 @@ class FlushLoop:
 
 
 def settle(batch: Batch, result: WriteResult) -> None:
-    """Tell each HTTP request's items in `batch` what became of them, now that it committed."""
+    """Tell each HTTP request's items in `batch` what became of them, now that it committed.
+
+    A reading the history INSERT left out (`result.missed`) is a duplicate or a conflict; of
+    equal copies of one key in a batch the first (arrival order, as the INSERT orders ties) is
+    the one stored and the INSERT does not list the others, so they are told apart here."""
+    if all(env.ticket is None for env in batch.envelopes):
+        return
     refused = dict(result.refused)
+    seen: set[tuple[str, str, datetime]] = set()
     for env in batch.envelopes:
-        if env.ticket is None:
-            continue
         item = env.item
         if isinstance(item, Rejected):
-            outcome = Outcome("rejected", item.reason)
-        elif id(item) in refused:
+            if env.ticket is not None:
+                env.ticket.settle(env.index, Outcome("rejected", item.reason))
+            continue
+        if isinstance(item, MeterReading):
+            key = ("meter", item.meter_id, item.ts)
+        else:
+            key = ("vehicle", item.vehicle_id, item.ts)
+        first = key not in seen
+        seen.add(key)
+        if env.ticket is None:
+            continue
+        if id(item) in refused:
             outcome = Outcome("rejected", refused[id(item)])
         elif id(item) not in result.missed:
-            outcome = Outcome("stored")
+            outcome = Outcome("stored" if first else "duplicate")
+        elif key in result.conflict_keys:
+            outcome = Outcome("conflict")
         else:
-            kind = "meter" if isinstance(item, MeterReading) else "vehicle"
-            device = item.meter_id if isinstance(item, MeterReading) else item.vehicle_id
-            conflict = (kind, device, item.ts) in result.conflict_keys
-            outcome = Outcome("conflict") if conflict else Outcome("duplicate")
+            outcome = Outcome("duplicate")
         env.ticket.settle(env.index, outcome)
