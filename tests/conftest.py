@@ -228,18 +228,14 @@ def settings(mqtt_url: str, ingest_url: str) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Daemon]:
-    """Run a Daemon in this event loop until the block exits (graceful stop)."""
+async def running(settings: Settings, *, wait_ready: bool = True) -> AsyncIterator[Daemon]:
+    """Run a Daemon in this event loop until the block exits (graceful stop). The block starts
+    once it is ready (TimeoutError after 20 s), or at once without `wait_ready` (a daemon
+    that waits for what refuses it)."""
     daemon = Daemon(settings)
     task = asyncio.create_task(daemon.run(), name="daemon")
-    ready = asyncio.create_task(daemon.ready.wait())
-    done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()
-    if ready not in done:
-        ready.cancel()
-        task.cancel()
-        raise TimeoutError("daemon not ready in 20 s")
+    if wait_ready:
+        await _ready(daemon, task)
     try:
         yield daemon
     finally:
@@ -255,6 +251,17 @@ async def publish_all(url: str, msgs: Sequence[tuple[str, bytes]], client_id: st
         await asyncio.to_thread(pub.publish, msgs)
     finally:
         pub.close()
+
+
+async def _ready(daemon: Daemon, task: asyncio.Task[None]) -> None:
+    ready = asyncio.create_task(daemon.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    if ready not in done:
+        ready.cancel()
+        task.cancel()
+        raise TimeoutError("daemon not ready in 20 s")
 
 
 async def wait_for_count(

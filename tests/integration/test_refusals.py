@@ -24,7 +24,7 @@ from fleetd.service import Daemon
 from fleetd.settings import Settings
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
-from tests.conftest import as_user
+from tests.conftest import as_user, running
 
 pytestmark = pytest.mark.integration
 
@@ -106,16 +106,9 @@ async def _until(predicate: object, timeout_s: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-@contextlib.asynccontextmanager
-async def _started(settings: Settings) -> AsyncIterator[Daemon]:
+def _started(settings: Settings) -> contextlib.AbstractAsyncContextManager[Daemon]:
     """A daemon running in this loop, whether or not it gets ready; stopped at the end."""
-    daemon = Daemon(settings)
-    task = asyncio.create_task(daemon.run(), name="daemon")
-    try:
-        yield daemon
-    finally:
-        daemon.request_stop()
-        await asyncio.wait_for(task, timeout=15)
+    return running(settings, wait_ready=False)
 
 
 # --- fleetd run: stays up, says why, resumes ------------------------------------------------
