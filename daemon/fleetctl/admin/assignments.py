@@ -195,12 +195,6 @@ async def unassign(db: DB, vehicle_id: str, at: datetime | None = None) -> dict[
     )
 
 
-async def all_assignments(db: DB, *, open_only: bool = False) -> list[dict[str, Any]]:
-    """Every assignment (or only the open ones), by vehicle and start."""
-    rows: list[dict[str, Any]] = (await list_assignments(db, open_only=open_only))["assignments"]
-    return rows
-
-
 async def assignments(db: DB, vehicle_id: str) -> list[dict[str, Any]]:
     """The vehicle's assignment history, oldest first."""
     rows: list[dict[str, Any]] = (await list_assignments(db, vehicle_id=vehicle_id))["assignments"]
