@@ -29,6 +29,7 @@ from fleetsim.errors import SimError, database_error
 from fleetsim.model import floor_time, rfc3339_s
 from fleetsim.publisher import PublisherError
 from fleetsim.runner import DEFAULT_MQTT_URL, SimOptions, Summary, run_sim, status_line
+from fleetsvc.settings_fields import environment_warnings
 
 # ----------------------------------------------------------------------------- command line
 
@@ -270,6 +271,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fleet-sim` console script. Exit codes: 0 done (or stopped by a
     signal), 1 a server away or refusing, 2 a bad option, 130 interrupted twice."""
     args = build_parser().parse_args(argv)
+    # As fleetd and fleetctl do: a typo'd FLEET_MQTT_URL would leave the run on the default
+    # broker without a word.
+    for line in environment_warnings():
+        print(f"fleet-sim: warning: {line}", file=sys.stderr)
     _log_to_stderr()
     try:
         return asyncio.run(_main_async(args))

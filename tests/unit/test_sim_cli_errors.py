@@ -61,3 +61,16 @@ def test_debug_shows_the_traceback(where: str) -> None:
 def test_the_truth_directory_is_checked_before_the_run(tmp_path: Path) -> None:
     """A run of hours must not end in 'cannot write the truth file'."""
     assert main(["run", "--truth", str(tmp_path / "missing" / "t.json")]) == 2
+
+
+def test_a_typod_variable_is_named_before_the_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As fleetd and fleetctl do: FLEET_MQTT_URLS would otherwise leave the run on the default
+    broker without a word."""
+    monkeypatch.setenv("FLEET_MQTT_URLS", "mqtt://broker.example:1883")
+    assert main(["run", "--mqtt-url", REFUSED_MQTT]) == 1
+    assert (
+        "fleet-sim: warning: unknown variable FLEET_MQTT_URLS is ignored "
+        "(did you mean FLEET_MQTT_URL?)"
+    ) in capsys.readouterr().err.splitlines()
