@@ -45,15 +45,19 @@ async def connect(dsn: str, *, application_name: str = "fleetd") -> asyncpg.Conn
 ANALYTICS_SETTINGS = {"jit": "off", "work_mem": "64MB", "DateStyle": "ISO"}
 
 
+def _analytics_session(application_name: str) -> dict[str, Any]:
+    """asyncpg's arguments of an analytics session, a connection's or a pool's."""
+    return {
+        "timeout": 10,
+        "command_timeout": 300,
+        "server_settings": {"application_name": application_name, "timezone": "UTC"}
+        | ANALYTICS_SETTINGS,
+    }
+
+
 async def connect_analytics(dsn: str, *, application_name: str = "fleetctl") -> asyncpg.Connection:
     """A connection for report queries (UTC, no JIT, more work_mem)."""
-    return await asyncpg.connect(
-        dsn,
-        timeout=10,
-        command_timeout=300,
-        server_settings={"application_name": application_name, "timezone": "UTC"}
-        | ANALYTICS_SETTINGS,
-    )
+    return await asyncpg.connect(dsn, **_analytics_session(application_name))
 
 
 async def create_pool(
@@ -61,13 +65,7 @@ async def create_pool(
 ) -> asyncpg.Pool:
     """A pool of analytics sessions (the same settings as `connect_analytics`)."""
     pool = await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        timeout=10,
-        command_timeout=300,
-        server_settings={"application_name": application_name, "timezone": "UTC"}
-        | ANALYTICS_SETTINGS,
+        dsn, min_size=min_size, max_size=max_size, **_analytics_session(application_name)
     )
     assert pool is not None
     return pool
