@@ -88,8 +88,9 @@ async def fleetd_drain(b: Bench) -> None:
 
 
 async def fleetd_http_ingest(b: Bench) -> None:
-    """The same N readings posted over HTTP: 50 clients, 500-reading batches, answers after
-    commit (beside the MQTT drain above)."""
+    """The same N readings posted to fleetd over HTTP, 50 clients, 500-reading batches.
+
+    Each answer is waited for (sent after commit); printed beside the MQTT drain above."""
     b.results["httpIngest"] = await http_ingest_stage(b.pg.url, b.mqtt, b.messages, b.start)
 
 
