@@ -21,17 +21,25 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names it in one line."""
 
 
-def _port_ok(url: str) -> None:
+def _port_ok(url: str, *, multi_host: bool = False) -> None:
+    # `multi_host`: libpq's postgresql://u@h1:p1,h2:p2/db, each host with its own port.
+    hosts = urlsplit(url).netloc.rpartition("@")[2]
     try:
-        _ = urlsplit(url).port  # raises ValueError on a port out of range or not a number
+        for host in hosts.split(",") if multi_host else [hosts]:
+            _ = urlsplit(f"//{host}").port  # ValueError: out of range or not a number
     except ValueError as exc:
         raise ValueError(f"has a bad port: {exc}") from None
 
 
 def _database_url(value: str) -> str:
-    if urlsplit(value).scheme not in ("postgresql", "postgres"):
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
         raise ValueError("must be a postgresql:// URL")
-    _port_ok(value)
+    if "@" in parts.netloc.rpartition("@")[0]:
+        # libpq and asyncpg end the user and password at the first @: the rest would be taken
+        # for a host name ("Name or service not known").
+        raise ValueError("has an @ in its user or password: write it as %40")
+    _port_ok(value, multi_host=True)
     return value
 
 

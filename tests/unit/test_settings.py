@@ -57,6 +57,26 @@ def test_bad_value_names_the_setting(
         load_settings(None)
 
 
+def test_a_multi_host_database_url_is_taken_as_documented(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/operations.md's failover URL: each host's port is checked on its own."""
+    url = "postgresql://fleetd:pw@db1:5432,db2:5432/fleet?target_session_attrs=read-write"
+    monkeypatch.setenv("FLEET_DATABASE_URL", url)
+    assert load_settings(None).database_url == url
+    monkeypatch.setenv("FLEET_DATABASE_URL", "postgresql://fleetd@db1:5432,db2:99999/fleet")
+    with pytest.raises(ConfigError, match="has a bad port: Port out of range"):
+        load_settings(None)
+
+
+def test_an_at_sign_in_a_database_password_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """asyncpg would take what follows the first @ for a host ("Name or service not known")."""
+    monkeypatch.setenv("FLEET_DATABASE_URL", "postgresql://fleetd:p@ss@db/fleet")
+    with pytest.raises(ConfigError, match="write it as %40") as bad:
+        load_settings(None)
+    assert "ss@db" not in str(bad.value)
+
+
 def test_cli_bad_value_exits_nonzero_with_one_line() -> None:
     out = subprocess.run(
         [FLEETD, "check-config"],
