@@ -18,9 +18,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Lines of the production template that name machine paths or the listener; the harness
 # supplies its own. Everything else (queue sizes, inflight, persistence) is kept as is.
 _REPLACED = (
-    "listener", "persistence_location", "password_file", "acl_file", "log_dest",
-    "allow_anonymous", "certfile", "keyfile", "cafile", "tls_version", "pid_file", "user",
-)  # fmt: skip
+    "listener",
+    "persistence_location",
+    "password_file",
+    "acl_file",
+    "log_dest",
+    "allow_anonymous",
+    "certfile",
+    "keyfile",
+    "cafile",
+    "tls_version",
+    "pid_file",
+    "user",
+)
 
 
 def find_mosquitto() -> str:

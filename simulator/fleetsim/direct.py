@@ -40,9 +40,13 @@ VEHICLE_COLUMNS = ("vehicle_id", "ts", "soc", "kwh_delivered_dc", "battery_temp"
 def _rollup_sql(kind: Kind, level: Level) -> str:
     source = "meter_readings" if kind == "meter" else "vehicle_readings"
     return upsert_sql(
-        kind, level, source, where="WHERE ts >= $1 AND ts < $2", on_conflict="replace",
+        kind,
+        level,
+        source,
+        where="WHERE ts >= $1 AND ts < $2",
+        on_conflict="replace",
         bucket_major=True,
-    )  # fmt: skip
+    )
 
 
 CURRENT_METERS = """
