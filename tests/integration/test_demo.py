@@ -72,7 +72,7 @@ def test_live_demo_serves_the_dashboard_and_the_printed_commands_then_removes_al
     try:
         for line in proc.stdout:
             lines.append(line)
-            if "fleet-sim keeps publishing" in line:
+            if "fleet-sim catches up with the clock" in line:
                 break
         out = "".join(lines)
         url = re.search(r"dashboard\s+(\S+)", out).group(1)  # type: ignore[union-attr]

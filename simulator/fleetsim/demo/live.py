@@ -102,8 +102,12 @@ def print_live(board: Dashboard, fleetd_addr: str, vehicle: str | None, database
     print(f"    export FLEET_DATABASE_URL={database_url}")
     for line in commands(vehicle):
         print(f"    {line}")
-    print(f"  (or, instead of the variable: fleetctl --config {board.config} ...)")
-    print("\n  fleet-sim keeps publishing in real time, one reading per device a minute:\n")
+    print("  (or, instead of the variable, the same settings as a file:")
+    print(f"   fleetctl --config {board.config} ...)")
+    print(
+        "\n  fleet-sim catches up with the clock, then publishes in real time"
+        "\n  (every device once a minute):\n"
+    )
     sys.stdout.flush()
 
 

@@ -108,10 +108,16 @@ def _demo(args: argparse.Namespace, *, live: bool) -> None:
             with child(["fleetctl", "--config", str(board.config), "serve"], env) as serve:
                 wait_for_http(f"http://{board.addr}/healthz", serve)
                 print_live(board, fleetd_addr, hour.worst_vehicle, pg.url)
+                # From where the hour stopped: fast until it reaches the clock (fleetd's
+                # drain of the hour took minutes), then the clock's pace. Each tick at once
+                # (burst): a report's window then never ends inside a tick that has its meters'
+                # AC but not yet its vehicles' DC, which would show good chargers as degraded.
                 live_options = SimOptions(
                     meters=args.meters,
                     vehicles=args.vehicles,
                     start=hour.end,
+                    speed=args.speed,
+                    burst=True,
                     mqtt_url=mq.url(),
                     invalid_rate=0.0005,
                     client_id_prefix="demo-live",

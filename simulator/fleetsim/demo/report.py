@@ -42,10 +42,10 @@ async def compressed_hour(
     summary = await run_sim(options, on_status=status_line if sys.stderr.isatty() else None)
     if sys.stderr.isatty():
         sys.stderr.write("\n")
+    print(f"\n  published {summary.sent:,} messages in {summary.elapsed_s:.0f} s:")
     print(
-        f"\n  published {summary.sent:,} messages in {summary.elapsed_s:.0f} s "
-        f"({summary.meters + summary.vehicles:,} valid readings, {summary.invalid:,} invalid, "
-        f"{summary.duplicates:,} duplicates)"
+        f"  {summary.meters + summary.vehicles:,} valid readings, {summary.invalid:,} invalid, "
+        f"{summary.duplicates:,} duplicates"
     )
     expected = summary.meters + summary.vehicles
     t0 = time.monotonic()
@@ -74,9 +74,9 @@ async def _print_rejects(conn: asyncpg.Connection, invalid: int) -> None:
         "SELECT split_part(reason, ':', 1) AS field, count(*) AS n FROM rejected_messages "
         "GROUP BY 1 ORDER BY 2 DESC LIMIT 4"
     )
-    print(
-        f"  rejected_messages: {rejects:,} (simulator sent {invalid:,} invalid): "
-        + ", ".join(f"{r['field']} {r['n']}" for r in reasons)
+    _print_wrapped(
+        f"rejected_messages: {rejects:,} (simulator sent {invalid:,} invalid): ",
+        {r["field"]: r["n"] for r in reasons},
     )
 
 
