@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from fleetd.ingest.intake import Counters
 from fleetd.notify import SystemdNotifier, notifier_task, watchdog_interval
 from fleetd.service import Daemon
 from fleetd.settings import Settings
@@ -125,9 +126,8 @@ def _fake_daemon(*, flush_interval_ms: int = 200) -> SimpleNamespace:
             silence_s=lambda now=None: 0.0,
         ),
         batcher=FakeBatcher(),
-        counters=SimpleNamespace(
-            received=7, written=5, rejected=2, duplicates=0, acked=5, acks_skipped=0
-        ),
+        # The daemon's own counters: a counter added to the health check needs no edit here.
+        counters=Counters(received=7, written=5, rejected=2, acked=5),
         settings=SimpleNamespace(flush_interval_ms=flush_interval_ms),
         last_flush_ok=True,
         last_flush_mono=time.monotonic(),
