@@ -102,10 +102,15 @@ class FlushLoop:
         if skipped:
             self._metrics.acks_skipped.inc(skipped)
         log.debug(
-            "flushed", rows=len(batch), inserted=result.inserted, duplicates=result.duplicates,
-            conflicts=result.conflicts, rejects=result.rejects,
-            ms=round((committed - started) * 1000, 1), acked=acked,
-        )  # fmt: skip
+            "flushed",
+            rows=len(batch),
+            inserted=result.inserted,
+            duplicates=result.duplicates,
+            conflicts=result.conflicts,
+            rejects=result.rejects,
+            ms=round((committed - started) * 1000, 1),
+            acked=acked,
+        )
         if result.conflicts:
             # Kept for an operator (fleetctl rejects); the stored readings did not change.
             log.warning("readings_conflict_with_stored", conflicts=result.conflicts)

@@ -137,8 +137,9 @@ def combine(parts: list[Cols], *, vehicle: bool) -> Cols:
     return out
 
 
-def from_records(devices: list[str], kwh: list[int], n: list[int],
-                 vehicle_cols: list[list[Any]] | None = None) -> Cols:  # fmt: skip
+def from_records(
+    devices: list[str], kwh: list[int], n: list[int], vehicle_cols: list[list[Any]] | None = None
+) -> Cols:
     """Cols from plain lists; vehicle_cols = [temp_sum, temp_min, temp_max, first_ts (datetime),
     soc_first, last_ts (datetime), soc_last]."""
     out = Cols(list(devices), np.asarray(kwh, np.int64), np.asarray(n, np.int64))

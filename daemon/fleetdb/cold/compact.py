@@ -300,9 +300,12 @@ async def merge_late(conn: asyncpg.Connection, day: date) -> int:
                     a, e = b.spans()[dev]
                     s = sums.setdefault(group_of(dev), Summary())
                     s.set_hour(
-                        s.row_of(dev, vehicle=vehicle), hour,
-                        slice_stats(b, a, e, base, vehicle=vehicle), lo, vehicle=vehicle,
-                    )  # fmt: skip
+                        s.row_of(dev, vehicle=vehicle),
+                        hour,
+                        slice_stats(b, a, e, base, vehicle=vehicle),
+                        lo,
+                        vehicle=vehicle,
+                    )
                 await summary_store.store(conn, kind, day, sums)
             await conn.execute(f"DELETE FROM {lay.late} WHERE ts >= $1 AND ts < $2", lo, lo + DAY)
     return added

@@ -34,14 +34,26 @@ class KindLayout:
 
 LAYOUTS: dict[Kind, KindLayout] = {
     "meter": KindLayout(
-        "meter", "meter_readings", "meter_id", "kwh_consumed_ac", ("voltage",),
-        "meter_cold", "meter_cold_hours", "meter_late",
+        kind="meter",
+        raw="meter_readings",
+        device="meter_id",
+        kwh="kwh_consumed_ac",
+        floats=("voltage",),
+        cold="meter_cold",
+        hours="meter_cold_hours",
+        late="meter_late",
     ),
     "vehicle": KindLayout(
-        "vehicle", "vehicle_readings", "vehicle_id", "kwh_delivered_dc", ("soc", "battery_temp"),
-        "vehicle_cold", "vehicle_cold_hours", "vehicle_late",
+        kind="vehicle",
+        raw="vehicle_readings",
+        device="vehicle_id",
+        kwh="kwh_delivered_dc",
+        floats=("soc", "battery_temp"),
+        cold="vehicle_cold",
+        hours="vehicle_cold_hours",
+        late="vehicle_late",
     ),
-}  # fmt: skip
+}
 
 
 def group_of(device: str) -> int:

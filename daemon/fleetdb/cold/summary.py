@@ -63,8 +63,9 @@ class Summary:
             setattr(self, name, np.insert(col, i, np.zeros(HOURS, dtype=col.dtype), axis=0))
         return i
 
-    def set_hour(self, row: int, hour: int, s: Stats, day_start: datetime, *,
-                 vehicle: bool) -> None:  # fmt: skip
+    def set_hour(
+        self, row: int, hour: int, s: Stats, day_start: datetime, *, vehicle: bool
+    ) -> None:
         """Replace one hour of one device with `s`."""
         self.n[row, hour] = s.n
         self.kwh[row, hour] = s.kwh_u
@@ -80,8 +81,16 @@ class Summary:
 
 
 _METER = ("n", "kwh")
-_VEHICLE = (*_METER, "temp_sum", "temp_min", "temp_max", "soc_first", "soc_last", "first_us",
-            "last_us")  # fmt: skip
+_VEHICLE = (
+    *_METER,
+    "temp_sum",
+    "temp_min",
+    "temp_max",
+    "soc_first",
+    "soc_last",
+    "first_us",
+    "last_us",
+)
 
 
 def encode_summary(s: Summary, *, vehicle: bool) -> bytes:
@@ -125,8 +134,7 @@ def hour_stats(s: Summary, row: int, hour: int, day_start: datetime, *, vehicle:
     return st
 
 
-def build(devices: list[str], hours: Arr, cols: dict[str, Arr], *, vehicle: bool
-          ) -> Summary:  # fmt: skip
+def build(devices: list[str], hours: Arr, cols: dict[str, Arr], *, vehicle: bool) -> Summary:
     """A Summary from hourly rollup rows: `devices[i]` and `hours[i]` (0-23) name row i of
     every column in `cols` (n, kwh, and for vehicles the rest of Summary's columns)."""
     names = sorted(set(devices))

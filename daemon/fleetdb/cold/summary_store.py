@@ -35,9 +35,17 @@ SELECT array_agg(vehicle_id), array_send(array_agg(h)), array_send(array_agg(n))
           FROM vehicle_hourly WHERE hour >= $1 AND hour < $2
          ORDER BY vehicle_id, hour) s""",
 }
-_VEHICLE_COLS = (("n", "i8"), ("kwh", "i8"), ("temp_sum", "f8"), ("temp_min", "f4"),
-                 ("temp_max", "f4"), ("soc_first", "f4"), ("soc_last", "f4"),
-                 ("first_us", "i8"), ("last_us", "i8"))  # fmt: skip
+_VEHICLE_COLS = (
+    ("n", "i8"),
+    ("kwh", "i8"),
+    ("temp_sum", "f8"),
+    ("temp_min", "f4"),
+    ("temp_max", "f4"),
+    ("soc_first", "f4"),
+    ("soc_last", "f4"),
+    ("first_us", "i8"),
+    ("last_us", "i8"),
+)
 
 
 async def from_rollups(conn: asyncpg.Connection, kind: Kind, day: date) -> dict[int, Summary]:
@@ -62,8 +70,9 @@ async def from_rollups(conn: asyncpg.Connection, kind: Kind, day: date) -> dict[
     return out
 
 
-async def store(conn: asyncpg.Connection, kind: Kind, day: date, summaries: dict[int, Summary]
-                ) -> None:  # fmt: skip
+async def store(
+    conn: asyncpg.Connection, kind: Kind, day: date, summaries: dict[int, Summary]
+) -> None:
     """Write (or replace) summaries of one day."""
     if not summaries:
         return
