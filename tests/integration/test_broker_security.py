@@ -123,8 +123,12 @@ async def test_device_cannot_read_telemetry(secure_broker: MosquittoServer) -> N
     spy = Client(secure_broker, "METER-00001")
     try:
         codes: list[int] = []
-        for topic in ("meters/+/telemetry", "meters/METER-00002/telemetry", "#",
-                      "$share/g/meters/+/telemetry"):  # fmt: skip
+        for topic in (
+            "meters/+/telemetry",
+            "meters/METER-00002/telemetry",
+            "#",
+            "$share/g/meters/+/telemetry",
+        ):
             codes += [rc.value for rc in spy.subscribe(topic)]
         victim = Client(secure_broker, "METER-00002")
         topic, payload = _reading("METER-00002")

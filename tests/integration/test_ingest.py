@@ -117,8 +117,12 @@ def _invalid_cases(now: datetime) -> list[tuple[str, bytes, str]]:
     ts = rfc3339(now)
     good_m = {"meterId": "M1", "kwhConsumedAc": 1.0, "voltage": 230.0, "timestamp": ts}
     good_v = {
-        "vehicleId": "V1", "soc": 50.0, "kwhDeliveredDc": 1.0, "batteryTemp": 25.0, "timestamp": ts,
-    }  # fmt: skip
+        "vehicleId": "V1",
+        "soc": 50.0,
+        "kwhDeliveredDc": 1.0,
+        "batteryTemp": 25.0,
+        "timestamp": ts,
+    }
 
     def m(**kw: object) -> bytes:
         return json.dumps({**good_m, **kw}).encode()
@@ -132,14 +136,20 @@ def _invalid_cases(now: datetime) -> list[tuple[str, bytes, str]]:
     return [
         (mt, b"\xff\xfe\x00", "payload: not UTF-8"),
         (mt, b"{not json", "payload: not valid JSON"),
-        (mt, b"\"a string\"", "payload: must be a JSON object"),  # an array: test_array_ingest
+        (mt, b'"a string"', "payload: must be a JSON object"),  # an array: test_array_ingest
         (mt, json.dumps(no_id).encode(), "voltage: is required"),
         (mt, m(kwhConsumedAc="1.0"), "kwhConsumedAc: must be a number"),
         (mt, m(voltage=True), "voltage: must be a number"),
-        (mt, m(kwhConsumedAc=1).replace(b'"kwhConsumedAc": 1', b'"kwhConsumedAc": NaN'),
-         "kwhConsumedAc: must be a finite number"),
-        (mt, m(kwhConsumedAc=1).replace(b'"kwhConsumedAc": 1', b'"kwhConsumedAc": Infinity'),
-         "kwhConsumedAc: must be a finite number"),
+        (
+            mt,
+            m(kwhConsumedAc=1).replace(b'"kwhConsumedAc": 1', b'"kwhConsumedAc": NaN'),
+            "kwhConsumedAc: must be a finite number",
+        ),
+        (
+            mt,
+            m(kwhConsumedAc=1).replace(b'"kwhConsumedAc": 1', b'"kwhConsumedAc": Infinity'),
+            "kwhConsumedAc: must be a finite number",
+        ),
         (mt, m(kwhConsumedAc=-0.5), "kwhConsumedAc: must be >= 0"),
         (vt, v(kwhDeliveredDc=-1), "kwhDeliveredDc: must be >= 0"),
         (vt, v(soc=100.5), "soc: must be <= 100"),
@@ -157,7 +167,7 @@ def _invalid_cases(now: datetime) -> list[tuple[str, bytes, str]]:
         (vt, v(vehicleId="V9"), "vehicleId: 'V9' does not match topic id 'V1'"),
         ("meters/bad id!/telemetry", m(meterId="bad id!"), "topic: device id must match"),
         ("meters/" + "x" * 65 + "/telemetry", m(meterId="x" * 65), "topic: device id must match"),
-    ]  # fmt: skip
+    ]
 
 
 @BROKERS

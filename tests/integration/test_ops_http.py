@@ -326,11 +326,27 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for localhost and its key, made by openssl."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -340,8 +356,11 @@ async def test_fleetctl_serve_reads_the_token_from_a_file_and_serves_tls(
     (tmp_path / "token").write_text(TOKEN + "\n")
     cert, key = self_signed(tmp_path)
     tls = ssl.create_default_context(cafile=str(cert))
-    env = {"FLEET_API_TOKEN_FILE": str(tmp_path / "token"), "FLEET_API_TLS_CERT": str(cert),
-           "FLEET_API_TLS_KEY": str(key)}  # fmt: skip
+    env = {
+        "FLEET_API_TOKEN_FILE": str(tmp_path / "token"),
+        "FLEET_API_TLS_CERT": str(cert),
+        "FLEET_API_TLS_KEY": str(key),
+    }
     with fleetctl_serve(analytics_url, **env) as port:
         status, body = await get_json(
             port, "/v1/current/all", headers={"Authorization": f"Bearer {TOKEN}"}, tls=tls
@@ -366,8 +385,11 @@ def test_fleetctl_serve_refuses_a_bad_configuration_in_one_line(
     result = subprocess.run(
         [str(Path(sys.executable).parent / "fleetctl"), "serve"],
         env=os.environ | {"FLEET_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"} | env,
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -378,8 +400,10 @@ async def test_assignments_over_http_need_the_admin_login(
     database_url: str, analytics_url: str, admin_url: str
 ) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    items = [{"vehicleId": f"V{i}", "meterId": f"M{i}", "validFrom": "2026-11-01T00:00:00Z"}
-             for i in range(1, 4)]  # fmt: skip
+    items = [
+        {"vehicleId": f"V{i}", "meterId": f"M{i}", "validFrom": "2026-11-01T00:00:00Z"}
+        for i in range(1, 4)
+    ]
     body = json.dumps(items)
     with fleetctl_serve(analytics_url, FLEET_API_TOKEN=TOKEN) as port:
         status, answer = await post_json(port, "/v1/assignments", body, headers=auth)
@@ -390,9 +414,14 @@ async def test_assignments_over_http_need_the_admin_login(
     ) as port:
         assert (await post_json(port, "/v1/assignments", body))[0] == 401
         assert await post_json(port, "/v1/assignments", body, headers=auth) == (
-            200, {"imported": 3, "unchanged": 0, "vehicles": 3,
-                  "neverSeen": {"vehicles": ["V1", "V2", "V3"], "meters": ["M1", "M2", "M3"]}},
-        )  # fmt: skip
+            200,
+            {
+                "imported": 3,
+                "unchanged": 0,
+                "vehicles": 3,
+                "neverSeen": {"vehicles": ["V1", "V2", "V3"], "meters": ["M1", "M2", "M3"]},
+            },
+        )
         status, answer = await post_json(port, "/v1/assignments", "{nope", headers=auth)
         assert (status, answer["error"][:16]) == (400, "body is not JSON")
         bad = json.dumps([*items[:1], {"vehicleId": "V9", "meterId": "M9"}])
@@ -401,8 +430,16 @@ async def test_assignments_over_http_need_the_admin_login(
             400,
             "item 2: valid_from is required (RFC 3339 with an offset)",
         )
-        again = json.dumps([{**items[0], "meterId": "M7", "validFrom": "2026-10-01T00:00:00Z",
-                             "validTo": "2026-11-05T00:00:00Z"}])  # fmt: skip
+        again = json.dumps(
+            [
+                {
+                    **items[0],
+                    "meterId": "M7",
+                    "validFrom": "2026-10-01T00:00:00Z",
+                    "validTo": "2026-11-05T00:00:00Z",
+                }
+            ]
+        )
         status, answer = await post_json(port, "/v1/assignments", again, headers=auth)
         assert status == 400
         assert answer["error"].startswith("item 1: V1 would have two meters at once")

@@ -67,8 +67,9 @@ async def test_rejects_expire_after_their_own_retention_as_the_ingest_login(
             """INSERT INTO rejected_messages (received_at, topic, payload, reason, payload_sha256)
                VALUES (now() - make_interval(days => $1), 'meters/M1/telemetry', $2,
                        'payload: not valid JSON', sha256($2))""",
-            age_days, payload,
-        )  # fmt: skip
+            age_days,
+            payload,
+        )
     daemon = Daemon(settings.model_copy(update={"reject_retention_days": 7}))
     await daemon.maintain()
     await daemon.flusher.close()

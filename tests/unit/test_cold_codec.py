@@ -25,8 +25,12 @@ def _block(ts: list[int], recv: list[int], kwh: list[int], floats: list[list[flo
 
 def _same(a: Block, b: Block) -> None:
     assert a.devices == b.devices
-    for x, y in ((a.counts, b.counts), (a.ts_us, b.ts_us), (a.recv_s, b.recv_s),
-                 (a.kwh_u, b.kwh_u)):  # fmt: skip
+    for x, y in (
+        (a.counts, b.counts),
+        (a.ts_us, b.ts_us),
+        (a.recv_s, b.recv_s),
+        (a.kwh_u, b.kwh_u),
+    ):
         assert np.array_equal(x, y)
     for x, y in zip(a.floats, b.floats, strict=True):
         assert np.array_equal(x.view(np.uint32), y.view(np.uint32))  # the float32 bits
@@ -71,8 +75,9 @@ def test_values_at_their_decimal_scale_compress() -> None:
     )
 )
 def test_any_values_round_trip(rows: list[tuple[int, int, int, float]]) -> None:
-    b = _block([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-               [[r[3] for r in rows]])  # fmt: skip
+    b = _block(
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [[r[3] for r in rows]]
+    )
     _same(decode(encode(b)), b)
 
 

@@ -36,8 +36,13 @@ class TestValidReadings:
         assert r.ts.utcoffset() == timedelta(0)
 
     def test_vehicle_with_integer_numbers(self) -> None:
-        body = {"vehicleId": "V1", "soc": 50, "kwhDeliveredDc": 0, "batteryTemp": -50,
-                "timestamp": "2026-11-23T11:59:00.123456Z"}  # fmt: skip
+        body = {
+            "vehicleId": "V1",
+            "soc": 50,
+            "kwhDeliveredDc": 0,
+            "batteryTemp": -50,
+            "timestamp": "2026-11-23T11:59:00.123456Z",
+        }
         r = decode("vehicles/V1/telemetry", json.dumps(body).encode(), NOW)
         assert isinstance(r, VehicleReading)
         assert (r.soc, r.kwh_delivered_dc, r.battery_temp) == (50.0, 0.0, -50.0)
@@ -134,8 +139,13 @@ def test_rejects_of_one_rule_are_one_group_whatever_the_values() -> None:
 
 
 def test_several_errors_are_all_reported() -> None:
-    body = {"vehicleId": "V1", "soc": 101, "kwhDeliveredDc": 1, "batteryTemp": 200,
-            "timestamp": "2026-11-23T11:59:00Z"}  # fmt: skip
+    body = {
+        "vehicleId": "V1",
+        "soc": 101,
+        "kwhDeliveredDc": 1,
+        "batteryTemp": 200,
+        "timestamp": "2026-11-23T11:59:00Z",
+    }
     r = decode("vehicles/V1/telemetry", json.dumps(body).encode(), NOW)
     assert isinstance(r, Rejected)
     assert r.reason == "soc: must be <= 100.0 (got 101); batteryTemp: must be <= 150.0 (got 200)"

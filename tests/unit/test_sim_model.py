@@ -61,14 +61,20 @@ def test_every_message_is_valid_for_fleetd_and_matches_the_formats() -> None:
                 assert set(body) == {"meterId", "kwhConsumedAc", "voltage", "timestamp"}
             else:
                 assert isinstance(decoded, VehicleReading)
-                assert set(body) == {"vehicleId", "soc", "kwhDeliveredDc", "batteryTemp",
-                                     "timestamp"}  # fmt: skip
+                assert set(body) == {
+                    "vehicleId",
+                    "soc",
+                    "kwhDeliveredDc",
+                    "batteryTemp",
+                    "timestamp",
+                }
                 assert 0 <= decoded.soc <= 100
 
 
 def test_bands_have_exact_counts_and_efficiencies_in_range() -> None:
-    fleet = Fleet(FleetConfig(meters=1000, vehicles=0, degraded_fraction=0.05,
-                              critical_fraction=0.01))  # fmt: skip
+    fleet = Fleet(
+        FleetConfig(meters=1000, vehicles=0, degraded_fraction=0.05, critical_fraction=0.01)
+    )
     assert fleet.meter_band.count("critical") == 10
     assert fleet.meter_band.count("degraded") == 50
     for band, eff in zip(fleet.meter_band, fleet.meter_eff, strict=True):
@@ -98,15 +104,17 @@ def test_truth_equals_the_sum_of_the_published_payloads() -> None:
         for hour, h in v["hours"].items():
             expected[(vid, hour)] = Decimal(h["dcKwh"])
     assert expected == dict(sums)
-    assert doc["published"] == {"meters": 12_000, "vehicles": 12_000, "invalid": 0,
-                                "duplicates": 0}  # fmt: skip
+    assert doc["published"] == {"meters": 12_000, "vehicles": 12_000, "invalid": 0, "duplicates": 0}
     # Skewed clocks (±90 s) put some readings into the hours before and after.
     assert len({h for (_d, h) in expected}) == 4
 
 
 def test_efficiency_per_vehicle_falls_in_its_band() -> None:
-    fleet = Fleet(FleetConfig(meters=300, vehicles=300, seed=11, degraded_fraction=0.1,
-                              critical_fraction=0.05))  # fmt: skip
+    fleet = Fleet(
+        FleetConfig(
+            meters=300, vehicles=300, seed=11, degraded_fraction=0.1, critical_fraction=0.05
+        )
+    )
     truth = Truth(fleet)
     injector = FaultInjector(FaultConfig(), 11, truth, 600)
     for _ts, msgs in fleet.ticks(START, START + timedelta(hours=2)):

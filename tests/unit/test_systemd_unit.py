@@ -43,9 +43,11 @@ def _systemd_analyze() -> str:
         env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True)
         subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "systemd"], env=env, check=False,
+            ["apt-get", "install", "-y", "-qq", "systemd"],
+            env=env,
+            check=False,
             capture_output=True,
-        )  # fmt: skip
+        )
         found = shutil.which("systemd-analyze")
         if found:
             return found

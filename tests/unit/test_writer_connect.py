@@ -43,6 +43,7 @@ def test_url_hosts_lists_each_host_of_a_multi_host_url(
 def test_synchronous_needs_standby_names_and_a_commit_level_that_waits(
     names: str, commit: str, synchronous: bool
 ) -> None:
-    state = Replication(server="h:5432", standby_names=names, synchronous_commit=commit,
-                        sync_connected=None)  # fmt: skip
+    state = Replication(
+        server="h:5432", standby_names=names, synchronous_commit=commit, sync_connected=None
+    )
     assert state.synchronous is synchronous
