@@ -95,6 +95,13 @@ class RabbitMqServer(ThrowawayServer):
 
     def stop(self) -> None:
         """Stop the node (its whole process group) and remove its directory."""
+        # Run as root, rabbitmq-server re-executes itself as the rabbitmq user in a session of
+        # its own: killing our child's group left the node running (one node per bench run).
+        # The node's pid file names the Erlang VM; its group holds the node's helpers.
+        node = self._node_pid()
+        if node is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(node), signal.SIGKILL)
         if self._proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
@@ -103,3 +110,12 @@ class RabbitMqServer(ThrowawayServer):
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+    def _node_pid(self) -> int | None:
+        """The Erlang VM's pid from the node's pid file, None before it wrote one."""
+        if self._tmp is None:
+            return None
+        try:
+            return int((self._tmp / "pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
