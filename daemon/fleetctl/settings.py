@@ -34,6 +34,7 @@ from fleetsvc.settings_fields import (
     environment_warnings,
     load,
 )
+from fleetsvc.web.tls import TlsPairError, server_context
 
 if TYPE_CHECKING:
     from fleetctl.alerts.evaluation import AlertConfig
@@ -218,15 +219,10 @@ def _token(settings: Settings) -> str | None:
 
 
 def _tls(settings: Settings) -> ssl.SSLContext | None:
-    cert, key = settings.api_tls_cert, settings.api_tls_key
-    if cert is None or key is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
+        return server_context(settings.api_tls_cert, settings.api_tls_key)
+    except TlsPairError as exc:
         raise ConfigError(f"FLEET_API_TLS_CERT/KEY: {exc}") from exc
-    return ctx
 
 
 def _loopback(host: str) -> bool:

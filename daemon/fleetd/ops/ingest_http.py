@@ -27,6 +27,7 @@ from fleetd.ops.http import health_response
 from fleetsvc.settings_fields import ConfigError
 from fleetsvc.web import Call, HttpServer, Route, json_response
 from fleetsvc.web.server import BindError
+from fleetsvc.web.tls import TlsPairError, server_context
 
 if TYPE_CHECKING:
     from fleetd.service import Daemon
@@ -50,15 +51,10 @@ RESPONSES = (200, 400, 401, 413, 429, 503)
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
     """HTTPS with FLEET_INGEST_TLS_CERT/KEY, as `fleetctl serve` does with its own pair."""
-    cert, key = settings.ingest_tls_cert, settings.ingest_tls_key
-    if cert is None or key is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
+        return server_context(settings.ingest_tls_cert, settings.ingest_tls_key)
+    except TlsPairError as exc:
         raise ConfigError(f"FLEET_INGEST_TLS_CERT/KEY: {exc}") from None
-    return ctx
 
 
 class IngestHttpServer(HttpServer):
