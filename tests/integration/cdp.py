@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 # Background networking off: this machine's closed network refuses it, many times a start.
-FLAGS = [
+HEADLESS = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -26,8 +26,8 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--hide-scrollbars",
-]
+)
+FLAGS = [*HEADLESS, "--hide-scrollbars"]
 _LISTENING = re.compile(rb"DevTools listening on (ws://\S+)")
 
 

@@ -23,7 +23,7 @@ from fleetctl.alerts.evaluation import AlertConfig, evaluate
 from fleetdb.connect import connect
 from fleetsim.direct import backfill_direct
 from fleetsim.model import FleetConfig
-from tests.integration.cdp import Page, chromium
+from tests.integration.cdp import HEADLESS, Page, chromium
 from tests.integration.test_ops_http import fleetctl_serve, get
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -32,18 +32,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / ".test-artifacts"
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 TOKEN = "dashboard-secret-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-# Background networking off: this machine's closed network refuses it, many times a start.
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--virtual-time-budget=15000",
-]
+FLAGS = [*HEADLESS, "--virtual-time-budget=15000"]
 
 
 def _chromium(profile: Path, *args: str) -> str:
