@@ -89,12 +89,6 @@ async def test_tables_and_assignments(
         (["performance", "NOPE", "--hours", "3"], "unknown vehicle 'NOPE'"),
         (["current", "meters", "NOPE"], "unknown meter 'NOPE'"),
         (["current", "all", "V1"], "needs its kind"),
-        (
-            ["fleet", "--start", "2026-11-20T10:00:00Z", "--end", "2026-11-20T09:00:00Z"],
-            "is not after start",
-        ),
-        (["fleet", "--start", "yesterday"], "not an RFC 3339 timestamp"),
-        (["fleet", "--hours", "-1"], "--hours must be > 0"),
         (["assign", "V4", "M9", "--from", "2026-11-20T08:00:00Z"], "already has an assignment"),
     ],
 )
@@ -107,6 +101,27 @@ async def test_errors_are_one_line_with_exit_1(
 ) -> None:
     await depot(db)
     assert await fleetctl(database_url, *args) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+    assert err.startswith("fleetctl: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["fleet", "--start", "2026-11-20T10:00:00Z", "--end", "2026-11-20T09:00:00Z"],
+            "is not after start",
+        ),
+        (["fleet", "--start", "yesterday"], "not an RFC 3339 timestamp"),
+        (["fleet", "--hours", "-1"], "--hours must be > 0"),
+    ],
+)
+async def test_window_errors_are_usage_errors_with_exit_2(
+    database_url: str, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert await fleetctl(database_url, *args) == 2
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1

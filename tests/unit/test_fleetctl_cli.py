@@ -64,12 +64,14 @@ def test_usage_errors_are_one_line_with_exit_2(
     assert err.count("\n") == 1
 
 
-def test_a_window_error_is_one_line_with_exit_1_before_connecting(
+def test_a_window_error_is_a_usage_error_before_connecting(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url = "postgresql://nobody@127.0.0.1:1/none"  # never reached
-    assert main(["--database-url", url, "fleet", "--hours", "-1"]) == 1
-    assert capsys.readouterr().err == "fleetctl: --hours must be > 0 (got -1.0)\n"
+    assert main(["--database-url", url, "fleet", "--hours", "-1"]) == 2
+    assert capsys.readouterr().err == (
+        "fleetctl: --hours must be > 0 (got -1.0) (see fleetctl fleet --help)\n"
+    )
     assert main(["--database-url", "mysql://x", "fleet"]) == 2
     assert "--database-url: must be a postgresql:// URL" in capsys.readouterr().err
 

@@ -32,7 +32,8 @@ _WINDOW = (
 
 def window_options(plan: F) -> F:
     """--hours | --start/--end and --min-ac-kwh; the function gets `window` (a Window, checked
-    before connecting: a bad one is a one-line error, exit 1) and `min_ac_kwh`."""
+    before connecting: a bad one is a usage error, one line, exit 2 as Click's own) and
+    `min_ac_kwh`."""
     return _with_window(plan, _WINDOW)
 
 
@@ -45,9 +46,14 @@ def _with_window(plan: F, options: tuple[click.Option, ...]) -> F:
 
     @functools.wraps(plan)
     def with_window(*, hours: float | None, start: str | None, end: str | None, **kw: Any) -> Any:
-        from fleetctl.analytics.window import Window  # noqa: PLC0415
+        from fleetctl.analytics.window import InvalidWindowError, Window  # noqa: PLC0415
 
-        return plan(window=Window.parse(hours=hours, start=start, end=end), **kw)
+        try:
+            window = Window.parse(hours=hours, start=start, end=end)
+        except InvalidWindowError as exc:
+            # A bad option value, like Click's own range and type errors: exit 2, not 1.
+            raise click.UsageError(str(exc), click.get_current_context()) from None
+        return plan(window=window, **kw)
 
     # Click reads a function's options from __click_params__, last decorator first.
     own = list(getattr(plan, "__click_params__", []))
