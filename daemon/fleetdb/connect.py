@@ -29,13 +29,19 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 async def connect(dsn: str, *, application_name: str = "fleetd") -> asyncpg.Connection:
-    """Connect with UTC session time zone and bounded statement time."""
-    return await asyncpg.connect(
+    """Connect with UTC session time zone, bounded statement time, and the writer's TCP
+    keepalive and TCP_USER_TIMEOUT (see set_tcp_timeouts)."""
+    conn = await asyncpg.connect(
         dsn,
         timeout=10,
         command_timeout=60,
         server_settings={"application_name": application_name, "timezone": "UTC"},
     )
+    # On a silently dead link, command_timeout's cancel request opens a connection of its own
+    # to the dead host and waits on it: maintenance, migrate and compaction would hang instead
+    # of failing and retrying next round. The socket options fail the link itself within 12 s.
+    set_tcp_timeouts(conn)
+    return conn
 
 
 # Analytics sessions: JIT compilation cost more than it saved on every report we measured (it

@@ -69,6 +69,18 @@ async def test_writer_connections_probe_a_silent_peer_and_bound_their_sessions(
         await conn.close()
 
 
+async def test_maintenance_connections_probe_a_silent_peer_too(ingest_url: str) -> None:
+    # Retention, migrate and compaction connect with connect(): a dead link fails their socket
+    # instead of leaving them on command_timeout's cancel request to the dead host.
+    conn = await connect(ingest_url, application_name="fleetd-retention")
+    try:
+        sock = conn._transport.get_extra_info("socket")  # type: ignore[attr-defined]
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == USER_TIMEOUT_MS
+    finally:
+        await conn.close()
+
+
 async def test_a_late_write_is_terminated_without_a_cancel_request(ingest_url: str) -> None:
     conn = await connect_writer(ingest_url, write_timeout_s=15)
     await conn.execute("SET statement_timeout = 0")  # only the client's watchdog is left
