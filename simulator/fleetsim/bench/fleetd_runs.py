@@ -7,11 +7,13 @@ import argparse
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from fleet_harness.rows import wait_for_rows
 from fleetsim.bench.databases import drain_rate, ensure_days, latency, new_database
 from fleetsim.bench.mqtt_sessions import create_session, drop_session
+from fleetsim.bench.pg_cpu import cluster_cpu_seconds, postmaster_pid, wait_rows_and_cpu
 from fleetsim.bench.printing import say
 from fleetsim.bench.processes import cpu_seconds, fleetd, peak_rss_mb
 from fleetsim.bench.readings import paced_load, publish
@@ -25,14 +27,24 @@ async def drain_stage(
     name: str,
     *,
     code: str | None = None,
+    pg_dir: Path | None = None,
 ) -> dict[str, float]:
-    """Queue every message for a durable session, then start fleetd and time the drain."""
+    """Queue every message for a durable session, then start fleetd and time the drain.
+
+    With `pg_dir` (the server's data directory) also PostgreSQL's CPU during the drain
+    (fleetsim.bench.pg_cpu), from fleetd's start to the last row."""
     url = await new_database(admin_url, f"bench_{name}")
     await ensure_days(url, start, start + timedelta(days=3))
     create_session(mqtt, name, v5=True)
     await publish(mqtt, messages)
+    postmaster = postmaster_pid(pg_dir) if pg_dir is not None else None
+    pg0 = cluster_cpu_seconds(postmaster) if postmaster is not None else 0.0
+    pg_cpu = float("nan")
     with fleetd(mqtt, url, name, code=code) as proc:
-        got = await wait_for_rows(url, len(messages), timeout_s=600, proc=proc)
+        if postmaster is None:
+            got = await wait_for_rows(url, len(messages), timeout_s=600, proc=proc)
+        else:
+            got, pg_cpu = await wait_rows_and_cpu(url, len(messages), postmaster, pg0, proc=proc)
         cpu = cpu_seconds(proc.pid)
         rss = peak_rss_mb(proc.pid)
     drop_session(mqtt, name)
@@ -43,6 +55,7 @@ async def drain_stage(
         "cpuSeconds": cpu,
         "peakRssMb": rss,
         "cpuUsPerReading": cpu / max(1, got) * 1e6,
+        "pgCpuUsPerReading": pg_cpu / max(1, got) * 1e6,
     }
 
 

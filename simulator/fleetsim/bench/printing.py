@@ -43,7 +43,11 @@ def table(r: dict[str, Any]) -> str:
         f"{'    / per-message baseline':<58}{rt['fleetdVsPerMessage']:>12.1f} x",
         f"{'    fleetd CPU per reading / peak RSS':<58}"
         f"{d['cpuUsPerReading']:>6.1f} µs {d['peakRssMb']:>5.0f} MB",
+        f"{'    PostgreSQL CPU per reading (the whole server)':<58}"
+        f"{d.get('pgCpuUsPerReading', float('nan')):>6.1f} µs",
     ]
+    if r.get("ingestCost"):
+        lines.extend(ingest_cost_lines(r["ingestCost"]))
     h = r.get("httpIngest")
     if h:
         lines += [
@@ -135,3 +139,25 @@ def table(r: dict[str, Any]) -> str:
     if r.get("assignments"):
         lines.extend(assignment_lines(r["assignments"], (q or {}).get("assignmentCheck")))
     return "\n".join(lines)
+
+
+def ingest_cost_lines(c: dict[str, Any]) -> list[str]:
+    """The lines of fleetd against the batched baseline (fleetsim.bench.ingest_cost)."""
+    lines = [
+        f"4b fleetd against a batched history-only pipeline (N = {c['n']:,}, median of"
+        f" {c['rounds']}):",
+        f"{'    readings/s, PostgreSQL CPU / reading, own CPU / reading':<58}",
+    ]
+    names = {
+        "baseline": "batched history-only, ack on arrival",
+        "fleetd": "fleetd (ack after commit)",
+        "ref": f"fleetd of {c['ref']}",
+    }
+    for side, m in c["medians"].items():
+        lines.append(
+            f"{'    ' + names[side]:<58}{m['perS']:>8,.0f} /s {m['pgCpuUsPerReading']:>5.1f} µs"
+            f" {m['cpuUsPerReading']:>5.1f} µs"
+        )
+    ratio = c["fleetdVsBaseline"]
+    lines.append(f"{'    fleetd / batched baseline (readings/s)':<58}{ratio:>12.2f} x")
+    return lines

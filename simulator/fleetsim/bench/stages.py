@@ -17,6 +17,7 @@ from fleetsim.bench.databases import db_url, drain_rate, ensure_days, new_databa
 from fleetsim.bench.fleetd_runs import ab_stage, drain_stage, load_stage
 from fleetsim.bench.http_ingest import http_ingest_stage
 from fleetsim.bench.http_stage import http_stage
+from fleetsim.bench.ingest_cost import ingest_cost_stage
 from fleetsim.bench.mqtt_sessions import create_session, drop_session
 from fleetsim.bench.printing import say
 from fleetsim.bench.readings import decoded, publish
@@ -83,7 +84,22 @@ async def per_message_baseline(b: Bench) -> None:
 async def fleetd_drain(b: Bench) -> None:
     """N readings queued for fleetd's session, then fleetd started."""
     b.results["fleetdDrain"] = await drain_stage(
-        b.pg.url, b.mqtt, b.messages, b.start, "fleetd_bench"
+        b.pg.url, b.mqtt, b.messages, b.start, "fleetd_bench", pg_dir=b.pg.data_dir
+    )
+
+
+async def batched_baseline(b: Bench) -> None:
+    """fleetd against a batched history-only pipeline (ack on arrival), interleaved.
+
+    Up to 100,000 readings per drain (the issue's figures), rounds of baseline then fleetd."""
+    b.results["ingestCost"] = await ingest_cost_stage(
+        b.pg.url,
+        b.pg.data_dir,
+        b.mqtt,
+        b.messages[:100_000],
+        b.start,
+        rounds=1 if b.args.quick else 3,
+        say=say,
     )
 
 
@@ -129,6 +145,7 @@ STAGES = (
     database_ceilings,
     per_message_baseline,
     fleetd_drain,
+    batched_baseline,
     fleetd_http_ingest,
     fleetd_load,
     ab_against_reference,
