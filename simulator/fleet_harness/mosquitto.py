@@ -46,8 +46,9 @@ def find_mosquitto() -> str:
 
 
 class MosquittoServer(ThrowawayServer):
-    """A private broker. `users` turns on password auth and the repo's ACL (config/mosquitto.acl);
-    without it anonymous clients may do anything (the dev variant, loopback only)."""
+    """A private broker. `users` turns on password auth and the repo's ACL (config/mosquitto.acl),
+    `acl_extra` lines appended to it (a gateway's grant, as its comments show); without `users`
+    anonymous clients may do anything (the dev variant, loopback only)."""
 
     def __init__(
         self,
@@ -56,6 +57,7 @@ class MosquittoServer(ThrowawayServer):
         users: dict[str, str] | None = None,
         conf_path: Path | None = None,
         extra_conf: str = "",
+        acl_extra: str = "",
     ) -> None:
         self.port = port or free_port()
         self.users = users
@@ -63,6 +65,7 @@ class MosquittoServer(ThrowawayServer):
             os.environ.get("FLEET_MOSQUITTO_CONF", REPO_ROOT / "mosquitto.conf")
         )
         self._extra = extra_conf
+        self._acl_extra = acl_extra
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -102,7 +105,8 @@ class MosquittoServer(ThrowawayServer):
                     check=True,
                     capture_output=True,
                 )
-            shutil.copy(REPO_ROOT / "config" / "mosquitto.acl", self._tmp / "acl")
+            acl = (REPO_ROOT / "config" / "mosquitto.acl").read_text()
+            (self._tmp / "acl").write_text(acl + "\n" + self._acl_extra)
             own += ["allow_anonymous false", f"password_file {passwd}", f"acl_file {self._tmp}/acl"]
         conf = self._tmp / "mosquitto.conf"
         conf.write_text("\n".join([*kept, *own, self._extra, ""]))

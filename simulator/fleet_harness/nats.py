@@ -28,7 +28,9 @@ from fleet_harness.server import ThrowawayServer
 TUNED_MQTT = {
     "stream_replicas": "3",
     "consumer_replicas": "3",
-    "max_ack_pending": "30000",  # unacked messages toward one subscription (default 1,024)
+    # Unacked messages toward one subscription (default 1,024); fleetd's three filters together
+    # may hold at most 65,535 (docs/brokers.md).
+    "max_ack_pending": "20000",
     "ack_wait": '"5s"',  # redelivery of a message not acked by then (default 30 s)
 }
 

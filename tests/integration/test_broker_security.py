@@ -24,6 +24,9 @@ from tests.conftest import running, wait_for_count
 pytestmark = pytest.mark.integration
 
 USERS = {"fleetd": "pw1-fleetd-secret", "METER-00001": "pw2", "METER-00002": "pw3"}
+GATEWAY = "GATEWAY-0001"
+# The block config/mosquitto.acl shows for each gateway, granted by name.
+GATEWAY_ACL = f"user {GATEWAY}\ntopic write gateways/{GATEWAY}/telemetry\n"
 
 
 @pytest.fixture
@@ -44,7 +47,8 @@ class Client:
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=f"sec-{user}", protocol=paho.MQTTv5
         )
-        self.client.username_pw_set(user, USERS.get(user) if password is None else password)
+        known = USERS | {GATEWAY: "pw4"}
+        self.client.username_pw_set(user, known.get(user) if password is None else password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = lambda _c, _u, msg: self.received.append(
@@ -165,3 +169,31 @@ async def test_fleetd_authenticates_and_never_logs_password(
     assert any(e.get("event") == "broker_connected" for e in logs), logs
     assert USERS["fleetd"] not in repr(logs)
     assert "fleetd:***@" in repr(logs)
+
+
+async def test_only_a_gateway_granted_by_name_publishes_on_its_own_gateway_topic() -> None:
+    users = USERS | {GATEWAY: "pw4"}
+    with MosquittoServer(users=users, acl_extra=GATEWAY_ACL) as broker:
+        sub = Client(broker, "fleetd")
+        try:
+            assert [rc.value for rc in sub.subscribe("gateways/+/telemetry")] == [1]
+            assert [rc.value for rc in sub.subscribe("meters/+/telemetry")] == [1]
+            _, reading = _reading("METER-00002")
+            device = Client(broker, "METER-00001")
+            # A device's login is no gateway: not as itself, not as the granted gateway.
+            device.publish("gateways/METER-00001/telemetry", reading)
+            device.publish(f"gateways/{GATEWAY}/telemetry", reading)
+            device.close()
+            gateway = Client(broker, GATEWAY)
+            gateway.publish("gateways/GATEWAY-0002/telemetry", reading)  # another gateway's
+            gateway.publish("meters/METER-00002/telemetry", reading)  # a device's
+            gateway.publish(f"gateways/{GATEWAY}/telemetry", reading)
+            gateway.close()
+            for _ in range(50):
+                if sub.received:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # room for a wrongly delivered message to show up
+            assert sub.received == [(f"gateways/{GATEWAY}/telemetry", reading)]
+        finally:
+            sub.close()

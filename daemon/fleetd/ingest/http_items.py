@@ -1,6 +1,7 @@
 """An HTTP ingest body into items: one reading, a JSON array of them, or the seeds' shapes
 (`{"type": "METER"|"VEHICLE", "payload": {...}}`, `{"data": [...]}`), each item decoded by the
-same rules as an MQTT message of its device's topic (fleetd.messages). Pure, no I/O."""
+same rules as an MQTT message of its device's topic (fleetd.messages). A gateway's MQTT message
+is read by the same code (fleetd.ingest.gateway_items). Pure, no I/O."""
 
 from __future__ import annotations
 
@@ -16,27 +17,34 @@ _TYPES: dict[str, Kind] = {"METER": "meter", "VEHICLE": "vehicle"}
 
 
 class BodyError(ValueError):
-    """The body as a whole cannot be read (not JSON, not one of the shapes): a 400."""
+    """The body as a whole cannot be read (not JSON, not one of the shapes): a 400. `rule` is
+    the reason without values or offsets (a reject's group, for a gateway's message)."""
+
+    def __init__(self, message: str, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
-def elements(body: bytes) -> list[Any]:
-    """The items of a body: an array's elements, `data`'s elements, or the one object."""
+def elements(body: bytes, what: str = "body") -> list[Any]:
+    """The items of a body: an array's elements, `data`'s elements, or the one object. `what`
+    names the whole in the error's message ("payload" for an MQTT message)."""
     try:
         # NaN/Infinity stay strings, so the item's own validation names the field.
         parsed = json.loads(body, parse_constant=str)
     except UnicodeDecodeError as exc:
-        raise BodyError(f"body: not UTF-8 (byte {exc.start})") from None
+        raise BodyError(f"{what}: not UTF-8 (byte {exc.start})", "not UTF-8") from None
     except ValueError as exc:
-        raise BodyError(f"body: not valid JSON ({exc})") from None
+        raise BodyError(f"{what}: not valid JSON ({exc})", "not valid JSON") from None
     except RecursionError:
-        raise BodyError("body: nested too deeply") from None
+        raise BodyError(f"{what}: nested too deeply", "not valid JSON") from None
     if isinstance(parsed, dict) and "data" in parsed and isinstance(parsed["data"], list):
         parsed = parsed["data"]
     if isinstance(parsed, list):
         return parsed
     if isinstance(parsed, dict):
         return [parsed]
-    raise BodyError('body: must be a reading, an array of readings or {"data": [...]}')
+    rule = 'must be a reading, an array of readings or {"data": [...]}'
+    raise BodyError(f"{what}: {rule}", rule)
 
 
 def device_of(element: Any, kind: Kind | None) -> tuple[Kind, str, Any] | Rejected:

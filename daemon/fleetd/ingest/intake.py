@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from fleetd.ingest.batcher import Batcher, Envelope
+from fleetd.ingest.gateway_items import decode_gateway, is_gateway_topic
 from fleetd.ingest.tickets import Ticket
 from fleetd.messages import Decoded, Rejected, decode_many
 
@@ -75,15 +76,16 @@ class Intake:
             # share it, which saves a datetime per message at 2 ms resolution.
             self._clock_mono, self._clock = mono, datetime.now(UTC)
         now = self._clock
-        items = decode_many(
-            topic, payload, now, max_future=self._max_future, max_past=self._max_past
-        )
+        # A device's topic: one reading or an array of its own; a gateway's: several devices'.
+        decoder = decode_gateway if is_gateway_topic(topic) else decode_many
+        items = decoder(topic, payload, now, max_future=self._max_future, max_past=self._max_past)
         last = len(items) - 1
         for i, item in enumerate(items):
             # Counted per reading: received = written + duplicates + rejected, arrays or not.
             self._counters.received += 1
             if isinstance(item, Rejected):
-                self._counters.reject(topic, item.field)
+                # By the reject's topic: a gateway's element is counted with its device's kind.
+                self._counters.reject(item.topic, item.field)
             else:
                 self._counters.valid += 1
             self._buffer(Envelope(item, now, mono, mid, qos, generation, i == last))

@@ -59,7 +59,8 @@ from fleetsvc.secrets import mask_url
 
 log = structlog.get_logger("fleetd.mqtt")
 
-TOPIC_FILTERS = ("meters/+/telemetry", "vehicles/+/telemetry")
+# A device's own topic, and a gateway's carrying readings of several devices (docs/ingest.md).
+TOPIC_FILTERS = ("meters/+/telemetry", "vehicles/+/telemetry", "gateways/+/telemetry")
 _SUBSCRIBE_ID = 1
 
 OnMessage = Callable[[str, bytes, int, int, int], None]
@@ -102,8 +103,8 @@ _REFUSALS = {  # (MQTT 5?, CONNACK code) -> the fix
     (True, 0x8A): _AUTHORISED_FIX,
 }
 _SUBSCRIBE_FIX = (
-    "let FLEET_MQTT_URL's user read meters/+/telemetry and vehicles/+/telemetry in the "
-    "broker's ACL (config/mosquitto.acl)"
+    "let FLEET_MQTT_URL's user read meters/+/telemetry, vehicles/+/telemetry and "
+    "gateways/+/telemetry in the broker's ACL (config/mosquitto.acl)"
 )
 
 
@@ -180,8 +181,9 @@ def _retrieve(future: asyncio.Future[packets.ConnAck]) -> None:
 
 
 class MqttSubscriber:
-    """Connects, subscribes to both telemetry filters with QoS 1 on a durable session, hands
-    every message to `on_message`, and acks on request. `run()` reconnects until cancelled."""
+    """Connects, subscribes to the telemetry filters (TOPIC_FILTERS) with QoS 1 on a durable
+    session, hands every message to `on_message`, and acks on request. `run()` reconnects until
+    cancelled."""
 
     def __init__(
         self,

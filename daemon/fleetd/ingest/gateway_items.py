@@ -1,0 +1,79 @@
+"""A gateway's MQTT message (`gateways/{id}/telemetry`) into readings: the readings of several
+devices, meters and vehicles mixed, in the shapes an HTTP ingest body takes and read by the same
+code (fleetd.ingest.http_items): one reading, a JSON array of them or `{"data": [...]}`, each
+element a reading or `{"type": "METER"|"VEHICLE", "payload": {...}}`. An element's kind is its
+`type`, else the id it carries (`meterId` or `vehicleId`); it is validated as the MQTT message of
+its device's own topic would be (fleetd.messages). Pure, no I/O.
+
+fleetd takes a gateway's word for which devices it speaks for: who may publish on a gateway's
+topic is the broker's ACL to decide (docs/ingest.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from fleetd.ingest.http_items import BodyError, decode_item, elements
+from fleetd.messages import (
+    DEVICE_ID,
+    MAX_ARRAY_ITEMS,
+    MAX_ARRAY_PAYLOAD_BYTES,
+    Decoded,
+    Rejected,
+)
+
+TOPIC_FILTER = "gateways/+/telemetry"
+_PREFIX = "gateways/"
+
+
+def is_gateway_topic(topic: str) -> bool:
+    """Does `topic` belong to a gateway (anything under `gateways/`, well formed or not)?"""
+    return topic.startswith(_PREFIX)
+
+
+def decode_gateway(
+    topic: str,
+    payload: bytes,
+    now: datetime,
+    *,
+    max_future: timedelta = timedelta(minutes=5),
+    max_past: timedelta = timedelta(days=3650),
+) -> list[Decoded]:
+    """Validate one gateway message: one result per element, in order. A bad element is a reject
+    of its own whose reason names the gateway and the element's index; it is kept under its
+    device's topic when the element names a device (so `fleetctl rejects` counts it with that
+    device and `fleetctl replay` reads it as that device's message), else under the gateway's.
+    A message that cannot be read as a whole (bad topic, not JSON, empty, too large) is one
+    reject."""
+    levels = topic.split("/")
+    if len(levels) != 3 or levels[0] != "gateways" or levels[2] != "telemetry":
+        rule = "must be gateways/{id}/telemetry"
+        return [Rejected(topic, payload, f"topic: {rule}", "topic", rule)]
+    gateway = levels[1]
+    if not DEVICE_ID.fullmatch(gateway):
+        rule = "gateway id must match [A-Za-z0-9_.:-]{1,64}"
+        return [Rejected(topic, payload, f"topic: {rule}", "topic", rule)]
+    if len(payload) > MAX_ARRAY_PAYLOAD_BYTES:
+        reason = f"payload: {len(payload)} bytes exceeds {MAX_ARRAY_PAYLOAD_BYTES}"
+        rule = f"array larger than {MAX_ARRAY_PAYLOAD_BYTES} bytes"
+        return [Rejected(topic, payload, reason, "payload", rule)]
+    try:
+        items = elements(payload, "payload")
+    except BodyError as exc:
+        return [Rejected(topic, payload, str(exc), "payload", exc.rule)]
+    if not items:
+        return [Rejected(topic, payload, "payload: an empty array", "payload", "an empty array")]
+    if len(items) > MAX_ARRAY_ITEMS:
+        reason = f"payload: {len(items)} readings in one array exceed {MAX_ARRAY_ITEMS}"
+        rule = f"more than {MAX_ARRAY_ITEMS} readings in one array"
+        return [Rejected(topic, payload, reason, "payload", rule)]
+    out: list[Decoded] = []
+    for index, element in enumerate(items):
+        device, item = decode_item(element, None, now, max_future=max_future, max_past=max_past)
+        if isinstance(item, Rejected):
+            # A device's topic only when the element named a usable device id: "http" (no id)
+            # or a topic the id broke is no place to keep it.
+            own = item.topic if device and item.field != "topic" else topic
+            reason = f"gateway {gateway} item {index}: {item.reason}"
+            item = Rejected(own, item.payload, reason, item.field, item.rule)
+        out.append(item)
+    return out

@@ -1,0 +1,146 @@
+"""A gateway's MQTT message (gateways/{id}/telemetry): readings of several devices, meters and
+vehicles mixed, each element's kind from its id field or its {type, payload} shape (the HTTP
+ingest's own item code), each validated and kept on its own, the message acked once."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from fleetd.ingest.acks import AckSequencer
+from fleetd.ingest.batcher import Batcher
+from fleetd.ingest.gateway_items import decode_gateway, is_gateway_topic
+from fleetd.ingest.intake import Counters, Intake
+from fleetd.messages import MAX_ARRAY_ITEMS, MeterReading, Rejected, VehicleReading, decode
+from fleetd.mqtt.subscriber import TOPIC_FILTERS
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+TOPIC = "gateways/GW-1/telemetry"
+TS = "2026-11-23T11:00:00Z"
+
+
+def meter(device: str = "M1", **kw: object) -> dict[str, object]:
+    return {"meterId": device, "kwhConsumedAc": 1.5, "voltage": 230.0, "timestamp": TS} | kw
+
+
+def vehicle(device: str = "V1", **kw: object) -> dict[str, object]:
+    body = {"vehicleId": device, "soc": 50.0, "kwhDeliveredDc": 1.2, "batteryTemp": 25.0}
+    return body | {"timestamp": TS} | kw
+
+
+def dumps(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
+def test_fleetd_subscribes_to_gateways_and_tells_their_topics_from_devices() -> None:
+    assert "gateways/+/telemetry" in TOPIC_FILTERS
+    assert is_gateway_topic(TOPIC)
+    assert is_gateway_topic("gateways/x")  # malformed, still the gateway decoder's to refuse
+    assert not is_gateway_topic("meters/M1/telemetry")
+
+
+def test_meters_and_vehicles_mixed_each_by_its_id_field() -> None:
+    out = decode_gateway(TOPIC, dumps([meter("M1"), vehicle("V7"), meter("M2")]), NOW)
+    ts = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
+    assert out == [
+        MeterReading("M1", ts, 1.5, 230.0),
+        VehicleReading("V7", ts, 50.0, 1.2, 25.0),
+        MeterReading("M2", ts, 1.5, 230.0),
+    ]
+
+
+def test_the_http_shapes_type_payload_elements_data_and_a_single_reading() -> None:
+    typed = [{"type": "VEHICLE", "payload": vehicle("V1")}, {"type": "meter", "payload": meter()}]
+    out = decode_gateway(TOPIC, dumps({"data": typed}), NOW)
+    assert [type(x) for x in out] == [VehicleReading, MeterReading]
+    one = decode_gateway(TOPIC, dumps(meter("M9")), NOW)
+    assert [type(x) for x in one] == [MeterReading]
+    assert one[0] == MeterReading("M9", datetime(2026, 11, 23, 11, 0, tzinfo=UTC), 1.5, 230.0)
+
+
+def test_each_element_validated_by_its_devices_rules_a_bad_one_naming_gateway_and_index() -> None:
+    elements = [meter(), vehicle("V1", soc=120), {"type": "CHARGER", "payload": {}}, 5, {"x": 1}]
+    out = decode_gateway(TOPIC, dumps(elements), NOW)
+    assert isinstance(out[0], MeterReading)
+    bad = out[1]
+    assert isinstance(bad, Rejected)
+    assert bad.reason == "gateway GW-1 item 1: soc: must be <= 100.0 (got 120)"
+    assert (bad.field, bad.rule) == ("soc", "must be <= 100.0")
+    # Kept under its device's topic, its payload the reading: replay decodes it as V1's message.
+    assert bad.topic == "vehicles/V1/telemetry"
+    assert isinstance(decode(bad.topic, bad.payload, NOW), Rejected)
+    assert json.loads(bad.payload)["soc"] == 120
+    expected = {
+        2: "type: must be METER or VEHICLE",
+        3: "payload: must be a JSON object",
+        4: "payload: needs meterId or vehicleId",
+    }
+    for index, reason in expected.items():
+        item = out[index]
+        assert isinstance(item, Rejected)
+        assert item.reason.startswith(f"gateway GW-1 item {index}: {reason}"), item.reason
+        assert item.topic == TOPIC  # no device to keep it under
+
+
+def test_a_device_id_that_cannot_be_a_topic_level_is_kept_under_the_gateway() -> None:
+    (item,) = decode_gateway(TOPIC, dumps([meter("M/1")]), NOW)
+    assert isinstance(item, Rejected)
+    assert item.topic == TOPIC
+    assert item.field == "topic"
+
+
+def test_a_message_that_cannot_be_read_as_a_whole_is_one_reject() -> None:
+    cases = [
+        ("gateways/GW-1/telemetry", b"[1,", "payload: not valid JSON", "not valid JSON"),
+        ("gateways/GW-1/telemetry", b"\xff[]", "payload: not UTF-8", "not UTF-8"),
+        ("gateways/GW-1/telemetry", b"[]", "payload: an empty array", "an empty array"),
+        ("gateways/GW-1/telemetry", b"7", "payload: must be a reading", None),
+        ("gateways/GW 1/telemetry", dumps([meter()]), "topic: gateway id must match", None),
+        ("gateways/GW-1/other", dumps([meter()]), "topic: must be gateways/{id}/telemetry", None),
+    ]
+    for topic, payload, reason, rule in cases:
+        (item,) = decode_gateway(topic, payload, NOW)
+        assert isinstance(item, Rejected), topic
+        assert item.reason.startswith(reason), item.reason
+        assert (item.topic, item.payload) == (topic, payload)
+        if rule:
+            assert item.rule == rule
+    many = dumps([meter()] * (MAX_ARRAY_ITEMS + 1))
+    (item,) = decode_gateway(TOPIC, many, NOW)
+    assert isinstance(item, Rejected)
+    assert item.field == "payload"
+
+
+def test_time_bounds_apply_to_each_element() -> None:
+    future = (NOW + timedelta(hours=1)).isoformat()
+    out = decode_gateway(TOPIC, dumps([meter(timestamp=future), meter("M2")]), NOW)
+    assert isinstance(out[0], Rejected)
+    assert out[0].field == "timestamp"
+    assert isinstance(out[1], MeterReading)
+
+
+def test_a_gateway_message_is_acked_once_after_all_its_elements_committed() -> None:
+    batcher = Batcher(batch_max_rows=2, flush_interval_s=1)
+    counters = Counters()
+    intake = Intake(
+        batcher,
+        counters,
+        max_buffered_rows=100,
+        max_packet_bytes=1 << 20,
+        max_future=timedelta(minutes=5),
+        max_past=timedelta(days=3650),
+        pause=lambda: None,
+        in_flight=lambda: 0,
+    )
+    payload = dumps([meter("M1"), vehicle("V1", soc=-1), vehicle("V2"), meter("M3")])
+    intake.on_message(TOPIC, payload, 42, 1, 1)
+    assert (counters.received, counters.valid, counters.rejected) == (4, 3, 1)
+    # The reject counted by its device's kind, not as a "gateways" one.
+    assert counters.rejected_by_field == {("vehicles", "soc"): 1}
+    acked: list[int] = []
+    sequencer = AckSequencer(lambda mid, _qos, _gen: acked.append(mid) is None)
+    first, second = batcher.take(), batcher.take()
+    assert sequencer.committed(0, first) == (0, 0)  # half the elements: no ack yet
+    assert acked == []
+    assert sequencer.committed(1, second) == (1, 0)
+    assert acked == [42]
