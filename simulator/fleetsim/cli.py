@@ -104,6 +104,14 @@ def _mqtt_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--duplicate-rate", type=float, default=0.0, help="publish again later")
     g.add_argument("--out-of-order-rate", type=float, default=0.0, help="delay a few positions")
     g.add_argument("--clock-skew-s", type=int, default=0, help="per-device offset up to ±S s")
+    g.add_argument(
+        "--gateways",
+        type=int,
+        default=0,
+        metavar="N",
+        help="publish through N gateways (gateways/GATEWAY-xxxxx/telemetry, the devices' "
+        "readings of a tick as arrays) instead of each device's topic",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +188,7 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         sleep_vehicles=args.sleep_vehicles,
         sleep_hours=args.sleep_hours,
         replay_lag_s=args.replay_lag_s,
+        gateways=args.gateways,
     )
     if args.command == "run":
         opts.speed = args.speed
@@ -236,9 +245,11 @@ async def _main_async(args: argparse.Namespace) -> int:
     if args.command == "backfill" and args.direct:
         if not args.database_url:
             raise ValueError("--direct needs --database-url or FLEET_DATABASE_URL")
-        if args.sleep_vehicles or args.replay_lag_s:
+        if args.sleep_vehicles or args.replay_lag_s or args.gateways:
             # COPY writes the model's state tick by tick, not the messages a run publishes.
-            raise ValueError("--sleep-vehicles and --replay-lag-s need MQTT (not --direct)")
+            raise ValueError(
+                "--sleep-vehicles, --replay-lag-s and --gateways need MQTT (not --direct)"
+            )
         opts = options_from_args(args)  # checks --days, places the range ending at --end
         assert opts.start is not None
         print(

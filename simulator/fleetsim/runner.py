@@ -17,6 +17,7 @@ from typing import Protocol
 from fleetsim.direct import write_assignments_url
 from fleetsim.errors import check_mqtt_url
 from fleetsim.faults import FaultConfig, FaultInjector, Outgoing
+from fleetsim.gateways import Gateways
 from fleetsim.model import Fleet, FleetConfig, floor_time, rfc3339_s
 from fleetsim.publisher import MqttPublisher
 from fleetsim.truth import Truth
@@ -34,6 +35,8 @@ class SimOptions:
     `realtime=False`) the simulated span ends at now, so no timestamp is in the future.
     `sim_hours` or `duration_s` (wall seconds) bound the run; neither = until stopped.
     `realtime=False` publishes as fast as the broker takes it (backfill).
+    `gateways` N > 0 publishes through N gateways (fleetsim.gateways) instead of each device's
+    own topic.
     """
 
     meters: int = 10_000
@@ -64,6 +67,7 @@ class SimOptions:
     sleep_vehicles: int = 0
     sleep_hours: float = 8.0
     replay_lag_s: int = 0
+    gateways: int = 0
 
     def fleet_config(self) -> FleetConfig:
         """The model's part of the options."""
@@ -108,6 +112,12 @@ class SimOptions:
             raise ValueError("--qos must be 0 or 1")
         if self.connections < 1:
             raise ValueError("--connections must be >= 1")
+        if self.gateways < 0:
+            raise ValueError("--gateways must be >= 0")
+        if self.gateways and self.invalid_rate:
+            # A broken element would break its whole array (bad JSON) or be a valid reading of
+            # another device (a wrong id has no topic to mismatch): the truth would be wrong.
+            raise ValueError("--gateways cannot be combined with --invalid-rate")
         if not self.realtime and self.sim_hours is None and self.duration_s is None:
             raise ValueError("an unpaced run needs --sim-hours")
         check_mqtt_url(self.mqtt_url)
@@ -204,6 +214,7 @@ async def run_sim(
     devices = options.meters + options.vehicles
     injector = FaultInjector(options.fault_config(), options.seed, truth, devices)
     start, ticks = plan(options)
+    regroup = Gateways(fleet, options.gateways).group if options.gateways else _as_is
     summary = Summary(start=start, end=start, qos=options.qos, truth=truth)
     if options.database_url:
         await write_assignments_url(options.database_url, fleet, start)
@@ -240,12 +251,12 @@ async def run_sim(
         while (ticks is None or k < ticks) and not stop.is_set():
             ts = start + timedelta(seconds=k * interval)
             current = ts
-            await pacer.send(k, ts, injector.apply(fleet.tick(ts)))
+            await pacer.send(k, ts, regroup(injector.apply(fleet.tick(ts))))
             k += 1
             summary.ticks = k
             summary.end = start + timedelta(seconds=k * interval)
         summary.interrupted = stop.is_set() and (ticks is None or k < ticks)
-        await pub.publish(injector.flush())
+        await pub.publish(regroup(injector.flush()))
         failed = False
     finally:
         if status_task is not None:
@@ -264,6 +275,10 @@ async def run_sim(
             end=summary.end or start,
         )
     return summary
+
+
+def _as_is(out: list[Outgoing]) -> list[Outgoing]:
+    return out
 
 
 class _Pacer(Protocol):

@@ -1,7 +1,8 @@
 """Gateways (gateways/{id}/telemetry) end to end on real Mosquitto and PostgreSQL: one message
 carrying readings of several meters and vehicles, each stored or rejected on its own, the
 message acked once all its elements committed; after a kill -9 of fleetd between the
-transactions of one message, the broker redelivers it and every reading is stored once."""
+transactions of one message, the broker redelivers it and every reading is stored once; and
+fleet-sim --gateways landing exactly its truth."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import pytest
 
 from fleet_harness.publish import meter_message, vehicle_message
 from fleetd.settings import Settings
+from fleetsim.gateways import MAX_READINGS
+from fleetsim.runner import SimOptions, run_sim
 from tests.conftest import (
     assert_rollups_match_raw,
     publish_all,
@@ -133,6 +136,39 @@ async def test_kill_9_between_the_transactions_of_one_message_redelivers_it_and_
         assert len(rows) == 200
         assert all(r["n"] == 1 for r in rows)
     assert await db.fetchval("SELECT count(*) FROM rejected_messages") == 0
+    await assert_rollups_match_raw(db)
+
+
+async def test_fleet_sim_through_gateways_lands_every_reading_once(
+    settings: Settings, mqtt_url: str, db: asyncpg.Connection
+) -> None:
+    options = SimOptions(
+        meters=700,
+        vehicles=700,
+        seed=5,
+        speed=1200,
+        sim_hours=10 / 60,
+        mqtt_url=mqtt_url,
+        gateways=3,  # ~467 readings a gateway a tick: two messages each (MAX_READINGS)
+        duplicate_rate=0.02,
+        out_of_order_rate=0.02,
+        clock_skew_s=20,
+    )
+    assert MAX_READINGS < 1400 / 3
+    async with running(settings) as daemon:
+        summary = await run_sim(options)
+        valid = summary.meters + summary.vehicles
+        assert valid == 14_000
+        assert summary.acked == summary.sent < valid / 100
+        await wait_for_count(db, COUNT, valid, 60)
+        for _ in range(200):  # every copy received and absorbed
+            if daemon.counters.acked == summary.sent:
+                break
+            await asyncio.sleep(0.1)
+        assert daemon.counters.acked == summary.sent
+        assert daemon.counters.received == valid + summary.duplicates
+        assert daemon.counters.rejected == 0
+    assert await total_readings(db) == valid
     await assert_rollups_match_raw(db)
 
 
