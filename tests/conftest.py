@@ -309,7 +309,7 @@ async def assert_rollups_match_raw(conn: asyncpg.Connection) -> None:
             f"""SELECT count(*) FROM (
                  SELECT meter_id, {level.bucket("ts")} AS {level.column},
                         sum(kwh_consumed_ac) AS k, count(*) AS n FROM meter_readings GROUP BY 1, 2
-               ) raw FULL JOIN {level.meter_table} h USING (meter_id, {level.column})
+               ) raw FULL JOIN {level.table("meter")} h USING (meter_id, {level.column})
                WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings"""
         )
         assert mismatch == 0, level.name
@@ -322,7 +322,7 @@ async def assert_rollups_match_raw(conn: asyncpg.Connection) -> None:
                         (array_agg(soc ORDER BY ts))[1] AS sf,
                         (array_agg(soc ORDER BY ts DESC))[1] AS sl
                  FROM vehicle_readings GROUP BY 1, 2
-               ) raw FULL JOIN {level.vehicle_table} h USING (vehicle_id, {level.column})
+               ) raw FULL JOIN {level.table("vehicle")} h USING (vehicle_id, {level.column})
                WHERE raw.k IS DISTINCT FROM h.kwh_sum OR raw.n IS DISTINCT FROM h.readings
                   OR raw.tmin IS DISTINCT FROM h.temp_min OR raw.tmax IS DISTINCT FROM h.temp_max
                   OR raw.first_ts IS DISTINCT FROM h.soc_first_ts

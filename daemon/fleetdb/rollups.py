@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-Kind = Literal["meter", "vehicle"]
+from fleetdb.kinds import REGISTRY, DeviceKind, by_name
+
+# A kind's name ("meter", "vehicle", or a registered one): fleetdb.kinds holds the records.
+Kind = str
 OnConflict = Literal["add", "replace"]
 
 # date_bin from a UTC midnight aligns 10-minute and 4-hour buckets to UTC days.
@@ -27,16 +30,15 @@ _ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
 
 @dataclass(frozen=True)
 class Level:
-    """One rollup granularity: its tables (per kind), bucket column and width."""
+    """One rollup granularity: its tables' suffix (per kind), bucket column and width."""
 
     name: str
     width: timedelta
-    meter_table: str
-    vehicle_table: str
+    suffix: str  # the kind's table is {kind}_{suffix}
     column: str  # the bucket's start
 
-    def table(self, kind: Kind) -> str:
-        return self.meter_table if kind == "meter" else self.vehicle_table
+    def table(self, kind: Kind | DeviceKind) -> str:
+        return (kind if isinstance(kind, DeviceKind) else by_name(kind)).rollup(self.suffix)
 
     def bucket(self, ts: str) -> str:
         """SQL for the bucket start of timestamp expression `ts`."""
@@ -45,9 +47,9 @@ class Level:
         return f"date_bin(interval '{int(self.width.total_seconds())} seconds', {ts}, {_ORIGIN})"
 
 
-TEN_MINUTES = Level("10min", timedelta(minutes=10), "meter_10min", "vehicle_10min", "bucket")
-HOURLY = Level("hourly", timedelta(hours=1), "meter_hourly", "vehicle_hourly", "hour")
-FOUR_HOURS = Level("4h", timedelta(hours=4), "meter_4h", "vehicle_4h", "bucket")
+TEN_MINUTES = Level("10min", timedelta(minutes=10), "10min", "bucket")
+HOURLY = Level("hourly", timedelta(hours=1), "hourly", "hour")
+FOUR_HOURS = Level("4h", timedelta(hours=4), "4h", "bucket")
 # Finest first. Every width divides the next, and all divide a day (partitions are daily).
 LEVELS = (TEN_MINUTES, HOURLY, FOUR_HOURS)
 
@@ -64,46 +66,62 @@ def ceil_to(ts: datetime, width: timedelta) -> datetime:
     return floor if floor == ts else floor + width
 
 
-DEVICE_COLUMN = {"meter": "meter_id", "vehicle": "vehicle_id"}
-
-_SELECT = {
-    "meter": "sum(kwh_consumed_ac), count(*)",
-    "vehicle": (
-        "sum(kwh_delivered_dc), count(*), "
-        "sum(battery_temp::float8), min(battery_temp), max(battery_temp), "
-        "(array_agg(soc ORDER BY ts))[1], min(ts), (array_agg(soc ORDER BY ts DESC))[1], max(ts)"
-    ),
-}
-_VALUES = {
-    "meter": "kwh_sum, readings",
-    "vehicle": (
-        "kwh_sum, readings, temp_sum, temp_min, temp_max, "
-        "soc_first, soc_first_ts, soc_last, soc_last_ts"
-    ),
-}
-_ADD = {
-    "meter": """kwh_sum = r.kwh_sum + excluded.kwh_sum,
-           readings = r.readings + excluded.readings""",
-    "vehicle": """kwh_sum = r.kwh_sum + excluded.kwh_sum,
-           readings = r.readings + excluded.readings,
-           temp_sum = r.temp_sum + excluded.temp_sum,
-           temp_min = least(r.temp_min, excluded.temp_min),
-           temp_max = greatest(r.temp_max, excluded.temp_max),
-           soc_first = CASE WHEN excluded.soc_first_ts < r.soc_first_ts
-                            THEN excluded.soc_first ELSE r.soc_first END,
-           soc_first_ts = least(r.soc_first_ts, excluded.soc_first_ts),
-           soc_last = CASE WHEN excluded.soc_last_ts > r.soc_last_ts
-                           THEN excluded.soc_last ELSE r.soc_last END,
-           soc_last_ts = greatest(r.soc_last_ts, excluded.soc_last_ts)""",
-}
+DEVICE_COLUMN = {k.name: k.device for k in REGISTRY}
 
 
-def _replace(kind: Kind) -> str:
-    return ", ".join(f"{c} = excluded.{c}" for c in _VALUES[kind].replace(" ", "").split(","))
+def _select(kind: DeviceKind) -> str:
+    """The aggregates of a bucket, in the order of _values()."""
+    out = f"sum({kind.kwh}), count(*)"
+    if (s := kind.spread) is not None:
+        out += f", sum({s.name}::float8), min({s.name}), max({s.name})"
+    if (e := kind.edges) is not None:
+        out += (
+            f", (array_agg({e.name} ORDER BY ts))[1], min(ts),"
+            f" (array_agg({e.name} ORDER BY ts DESC))[1], max(ts)"
+        )
+    return out
+
+
+def value_columns(kind: DeviceKind) -> tuple[str, ...]:
+    """A rollup row's columns after the device and bucket."""
+    out = ["kwh_sum", "readings"]
+    if (s := kind.spread) is not None:
+        out += [f"{s.prefix}_sum", f"{s.prefix}_min", f"{s.prefix}_max"]
+    if (e := kind.edges) is not None:
+        p = e.prefix
+        out += [f"{p}_first", f"{p}_first_ts", f"{p}_last", f"{p}_last_ts"]
+    return tuple(out)
+
+
+def _add(kind: DeviceKind) -> str:
+    """Merging the aggregates of new readings into a stored row."""
+    sets = ["kwh_sum = r.kwh_sum + excluded.kwh_sum", "readings = r.readings + excluded.readings"]
+    if (s := kind.spread) is not None:
+        p = s.prefix
+        sets += [
+            f"{p}_sum = r.{p}_sum + excluded.{p}_sum",
+            f"{p}_min = least(r.{p}_min, excluded.{p}_min)",
+            f"{p}_max = greatest(r.{p}_max, excluded.{p}_max)",
+        ]
+    if (e := kind.edges) is not None:
+        p = e.prefix
+        sets += [
+            f"""{p}_first = CASE WHEN excluded.{p}_first_ts < r.{p}_first_ts
+                            THEN excluded.{p}_first ELSE r.{p}_first END""",
+            f"{p}_first_ts = least(r.{p}_first_ts, excluded.{p}_first_ts)",
+            f"""{p}_last = CASE WHEN excluded.{p}_last_ts > r.{p}_last_ts
+                           THEN excluded.{p}_last ELSE r.{p}_last END""",
+            f"{p}_last_ts = greatest(r.{p}_last_ts, excluded.{p}_last_ts)",
+        ]
+    return ",\n           ".join(sets)
+
+
+def _replace(kind: DeviceKind) -> str:
+    return ", ".join(f"{c} = excluded.{c}" for c in value_columns(kind))
 
 
 def upsert_sql(
-    kind: Kind,
+    kind: Kind | DeviceKind,
     level: Level,
     source: str,
     *,
@@ -118,17 +136,19 @@ def upsert_sql(
     in (device, bucket) order, one lock order for concurrent flushes; `bucket_major` writes
     them bucket by bucket, the physical order live ingest produces over time (backfill).
     """
-    dev = DEVICE_COLUMN[kind]
+    k = kind if isinstance(kind, DeviceKind) else by_name(kind)
+    dev = k.device
     order = "2, 1" if bucket_major else "1, 2"
-    set_clause = _ADD[kind] if on_conflict == "add" else _replace(kind)
-    return f"""INSERT INTO {level.table(kind)} AS r ({dev}, {level.column}, {_VALUES[kind]})
-    SELECT {dev}, {level.bucket("ts")}, {_SELECT[kind]}
+    set_clause = _add(k) if on_conflict == "add" else _replace(k)
+    values = ", ".join(value_columns(k))
+    return f"""INSERT INTO {level.table(k)} AS r ({dev}, {level.column}, {values})
+    SELECT {dev}, {level.bucket("ts")}, {_select(k)}
     FROM {source} {where}
     GROUP BY 1, 2 ORDER BY {order}
     ON CONFLICT ({dev}, {level.column}) DO UPDATE
        SET {set_clause}"""
 
 
-def rollup_tables() -> tuple[str, ...]:
-    """Every rollup table, meters then vehicles, finest level first."""
-    return tuple(lv.meter_table for lv in LEVELS) + tuple(lv.vehicle_table for lv in LEVELS)
+def rollup_tables(kinds: tuple[DeviceKind, ...] = REGISTRY) -> tuple[str, ...]:
+    """Every rollup table, kind by kind (meters then vehicles), finest level first."""
+    return tuple(lv.table(k) for k in kinds for lv in LEVELS)

@@ -23,6 +23,7 @@ from fleetdb.cold.columns import Cols, from_block, from_records, from_summary, u
 from fleetdb.cold.layout import DAY, HOUR, LAYOUTS, day_start, group_of
 from fleetdb.cold.stats import Stats, slice_stats
 from fleetdb.cold.summary import Summary, hour_stats
+from fleetdb.kinds import DeviceKind
 from fleetdb.rollups import Kind
 
 DB = asyncpg.Connection | asyncpg.Pool
@@ -87,7 +88,7 @@ def _hours(start: datetime, end: datetime) -> Iterable[tuple[datetime, datetime,
 
 
 def _range_stats(
-    block: Block | None, dev: str, hour: datetime, lo: datetime, hi: datetime, *, vehicle: bool
+    block: Block | None, dev: str, hour: datetime, lo: datetime, hi: datetime, *, kind: DeviceKind
 ) -> Stats:
     """Readings of `dev` with ts in [lo, hi) inside the block of `hour`."""
     if block is None:
@@ -95,7 +96,7 @@ def _range_stats(
     span = block.spans().get(dev)
     if span is None:
         return Stats()
-    return _span_stats(block, span, hour, lo, hi, vehicle=vehicle)
+    return _span_stats(block, span, hour, lo, hi, kind=kind)
 
 
 def _span_stats(
@@ -105,13 +106,13 @@ def _span_stats(
     lo: datetime,
     hi: datetime,
     *,
-    vehicle: bool,
+    kind: DeviceKind,
 ) -> Stats:
     a, b = span
     within = block.ts_us[a:b]
     first = a + int(np.searchsorted(within, (lo - hour) // _US))
     last = a + int(np.searchsorted(within, (hi - hour) // _US))
-    return slice_stats(block, first, last, hour, vehicle=vehicle)
+    return slice_stats(block, first, last, hour, kind=kind)
 
 
 async def _load_for_devices(
@@ -142,12 +143,11 @@ async def _load_for_devices(
         min(days),
         max(days),
     )
-    vehicle = kind == "vehicle"
     sums: dict[tuple[date, int], Summary] = {}
     decoded: dict[tuple[date, int, int], Block] = {}
     for is_sum, day, hour, grp, body in rows:
         if is_sum:
-            sums[(day, grp)] = summary_store.decode_cached(body, vehicle=vehicle)
+            sums[(day, grp)] = summary_store.decode_cached(body, kind=lay)
         else:
             decoded[(day, hour, grp)] = blocks.decode_cached(body)
     return sums, decoded
@@ -157,7 +157,7 @@ async def segment_stats(
     db: DB, kind: Kind, segments: list[tuple[int, str, datetime, datetime]], *, by_hour: bool
 ) -> dict[Any, Stats]:
     """Figures per segment key (or per (key, UTC hour)) of segments lying in compacted days."""
-    vehicle = kind == "vehicle"
+    lay = LAYOUTS[kind]
     want_sums: set[tuple[date, int]] = set()
     want_blocks: set[tuple[date, int, int]] = set()
     for _, dev, s, e in segments:
@@ -176,27 +176,32 @@ async def segment_stats(
                 if summary is not None and dev in summary.devices:
                     row = summary.devices.index(dev)
                     d0 = day_start(hour.date())
-                    st = hour_stats(summary, row, hour.hour, d0, vehicle=vehicle)
+                    st = hour_stats(summary, row, hour.hour, d0, kind=lay)
             else:
                 found = decoded.get((hour.date(), hour.hour, group_of(dev)))
-                st = _range_stats(found, dev, hour, lo, hi, vehicle=vehicle)
+                st = _range_stats(found, dev, hour, lo, hi, kind=lay)
             if st.n:
                 out.setdefault((key, hour) if by_hour else key, Stats()).merge(st)
     return out
 
 
-_LATE_COLUMNS: dict[Kind, str] = {
-    "meter": "meter_id, ts, (kwh_consumed_ac * 1000000)::bigint",
-    "vehicle": "vehicle_id, ts, (kwh_delivered_dc * 1000000)::bigint, soc, battery_temp",
-}
+def _late_columns(kind: DeviceKind) -> str:
+    """device, ts, kWh in millionths, [edge column], [spread column]."""
+    out = f"{kind.device}, ts, ({kind.kwh} * 1000000)::bigint"
+    for col in (kind.edges, kind.spread):
+        out += "" if col is None else f", {col.name}"
+    return out
 
 
-def _late_stats(r: Any, *, vehicle: bool) -> Stats:
+def _late_stats(r: Any, *, kind: DeviceKind) -> Stats:
     s = Stats(r[2], 1)
-    if vehicle:
-        s.temp_sum = s.temp_min = s.temp_max = r[4]
+    at = 3
+    if kind.edges is not None:
         s.first_ts = s.last_ts = r[1]
-        s.soc_first = s.soc_last = r[3]
+        s.soc_first = s.soc_last = r[at]
+        at += 1
+    if kind.spread is not None:
+        s.temp_sum = s.temp_min = s.temp_max = r[at]
     return s
 
 
@@ -205,7 +210,7 @@ async def late_rows(
 ) -> list[Any]:
     """Late readings in [lo, hi), of `devices` or of all."""
     lay = LAYOUTS[kind]
-    sql = f"SELECT {_LATE_COLUMNS[kind]} FROM {lay.late} WHERE ts >= $1 AND ts < $2"
+    sql = f"SELECT {_late_columns(lay)} FROM {lay.late} WHERE ts >= $1 AND ts < $2"
     if devices is None:
         return list(await db.fetch(sql, lo, hi))
     return list(await db.fetch(sql + f" AND {lay.device} = ANY($3::text[])", lo, hi, devices))
@@ -218,14 +223,14 @@ async def late_segment_stats(
     lo = min(s for _, _, s, _ in segments)
     hi = max(e for _, _, _, e in segments)
     rows = await late_rows(db, kind, lo, hi, sorted({d for _, d, _, _ in segments}))
-    vehicle = kind == "vehicle"
+    lay = LAYOUTS[kind]
     out: dict[Any, Stats] = {}
     for r in rows:
         for key, dev, s, e in segments:
             if r[0] == dev and s <= r[1] < e:
                 hour = r[1].replace(minute=0, second=0, microsecond=0)
                 out.setdefault((key, hour) if by_hour else key, Stats()).merge(
-                    _late_stats(r, vehicle=vehicle)
+                    _late_stats(r, kind=lay)
                 )
     return out
 
@@ -234,7 +239,8 @@ async def late_fleet(db: DB, kind: Kind, start: datetime, end: datetime) -> Cols
     """Late readings over [start, end), one entry per reading."""
     rows = await late_rows(db, kind, start, end)
     ids, kwh = [r[0] for r in rows], [r[2] for r in rows]
-    if kind == "meter":
+    lay = LAYOUTS[kind]
+    if lay.edges is None or lay.spread is None:  # the vehicle's figures, or energy only
         return from_records(ids, kwh, [1] * len(rows))
     ts, soc, temp = [r[1] for r in rows], [r[3] for r in rows], [r[4] for r in rows]
     return from_records(ids, kwh, [1] * len(rows), [temp, temp, temp, ts, soc, ts, soc])
@@ -242,7 +248,7 @@ async def late_fleet(db: DB, kind: Kind, start: datetime, end: datetime) -> Cols
 
 async def fleet_cols(db: DB, kind: Kind, start: datetime, end: datetime) -> list[Cols]:
     """Per-device figures of the pieces of [start, end), which lies in compacted days."""
-    vehicle = kind == "vehicle"
+    lay = LAYOUTS[kind]
     out: list[Cols] = []
     day = start.astimezone(UTC).date()
     while day_start(day) < end:
@@ -255,10 +261,10 @@ async def fleet_cols(db: DB, kind: Kind, start: datetime, end: datetime) -> list
             # A partial hour at an edge: the readings of every block of that hour.
             lo_us, hi_us, hour_us = (lo - hour) // _US, (hi - hour) // _US, us_of(hour)
             for block in (await blocks.load(db, kind, day, hour.hour)).values():
-                out.append(from_block(block, lo_us, hi_us, hour_us, vehicle=vehicle))
+                out.append(from_block(block, lo_us, hi_us, hour_us, kind=lay))
         if whole:
             # Whole hours are contiguous: [first, last + 1) of every group's summary.
             for sm in (await summary_store.load(db, kind, day)).values():
-                out.append(from_summary(sm, whole[0], whole[-1] + 1, us_of(d0), vehicle=vehicle))
+                out.append(from_summary(sm, whole[0], whole[-1] + 1, us_of(d0), kind=lay))
         day += timedelta(days=1)
     return out

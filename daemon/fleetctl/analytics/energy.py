@@ -22,15 +22,22 @@ from fleetctl.analytics.pieces import Piece, open_ended, split
 from fleetctl.analytics.status import micro
 from fleetdb.cold.columns import Cols, combine, from_records
 from fleetdb.cold.stats import Stats
-from fleetdb.rollups import DEVICE_COLUMN, Kind, Level
+from fleetdb.kinds import METER, VEHICLE, DeviceKind, by_name
+from fleetdb.rollups import HOURLY, Kind, Level
 
 DB = asyncpg.Connection | asyncpg.Pool
 
-# Table and column names come only from this map (never from input).
-_TABLES: dict[Kind, tuple[str, str, str, str]] = {
-    "meter": ("meter_hourly", "meter_id", "meter_readings", "kwh_consumed_ac"),
-    "vehicle": ("vehicle_hourly", "vehicle_id", "vehicle_readings", "kwh_delivered_dc"),
-}
+# Table and column names come only from the kind registry (never from input). The battery
+# figures are the vehicle's (its SoC and battery temperature): _V names its columns.
+_V = VEHICLE
+_SOC, _TEMP = _V.edges.name if _V.edges else "", _V.spread.name if _V.spread else ""
+
+
+def _tables(kind: Kind) -> tuple[str, str, str, str]:
+    """(hourly rollup, device column, history, kWh column) of `kind`."""
+    k = by_name(kind)
+    return HOURLY.table(k), k.device, k.history, k.kwh
+
 
 # A segment [s, e) splits into: raw rows in [s, hs), rollup hours [hs, he), raw rows in [he, e),
 # where hs is s rounded up to the hour and he is e rounded down. When the segment lies inside one
@@ -46,7 +53,7 @@ seg AS (
 
 
 def _energy_sql(kind: Kind, *, by_hour: bool) -> str:
-    hourly, col, raw, kwh = _TABLES[kind]
+    hourly, col, raw, kwh = _tables(kind)
     hour = ", x.hour" if by_hour else ""
     # $5/$6 bound every table reference by constants so the planner prunes partitions.
     return f"""
@@ -72,19 +79,19 @@ _BATTERY_SQL = f"""
 WITH {_SEGMENTS}, x AS (
     SELECT seg.k, h.kwh_sum, h.temp_sum, h.readings, h.temp_min, h.temp_max,
            h.soc_first, h.soc_first_ts, h.soc_last, h.soc_last_ts
-      FROM seg JOIN vehicle_hourly h ON h.vehicle_id = seg.dev AND h.hour >= seg.hs
+      FROM seg JOIN {HOURLY.table(_V)} h ON h.{_V.device} = seg.dev AND h.hour >= seg.hs
                                     AND h.hour < seg.he
      WHERE h.hour >= $5 AND h.hour < $6
     UNION ALL
-    SELECT seg.k, r.kwh_delivered_dc, r.battery_temp::float8, 1, r.battery_temp, r.battery_temp,
-           r.soc, r.ts, r.soc, r.ts
-      FROM seg JOIN vehicle_readings r ON r.vehicle_id = seg.dev AND r.ts >= seg.s
+    SELECT seg.k, r.{_V.kwh}, r.{_TEMP}::float8, 1, r.{_TEMP}, r.{_TEMP},
+           r.{_SOC}, r.ts, r.{_SOC}, r.ts
+      FROM seg JOIN {_V.history} r ON r.{_V.device} = seg.dev AND r.ts >= seg.s
                                       AND r.ts < least(seg.hs, seg.e)
      WHERE r.ts >= $5 AND r.ts < $6
     UNION ALL
-    SELECT seg.k, r.kwh_delivered_dc, r.battery_temp::float8, 1, r.battery_temp, r.battery_temp,
-           r.soc, r.ts, r.soc, r.ts
-      FROM seg JOIN vehicle_readings r ON r.vehicle_id = seg.dev
+    SELECT seg.k, r.{_V.kwh}, r.{_TEMP}::float8, 1, r.{_TEMP}, r.{_TEMP},
+           r.{_SOC}, r.ts, r.{_SOC}, r.ts
+      FROM seg JOIN {_V.history} r ON r.{_V.device} = seg.dev
                                       AND r.ts >= greatest(seg.he, seg.hs) AND r.ts < seg.e
      WHERE r.ts >= $5 AND r.ts < $6
 )
@@ -262,20 +269,25 @@ def hours_of(start: datetime, end: datetime) -> list[datetime]:
 # come back as one row of column arrays, kWh as integer micro-kWh (exact, and cheap to decode).
 # The SQL text depends only on which levels the pieces use: the bounds of each piece are its
 # parameters (for vehicles after $1/$2, the window, and $3-$6, see _edge_bounds).
-_FLEET_COLUMNS: dict[Kind, tuple[str, str]] = {
-    "meter": ("kwh_sum, readings", "kwh_consumed_ac, 1"),
-    "vehicle": (
-        "kwh_sum, readings, temp_sum, temp_min, temp_max, soc_first_ts, soc_last_ts",
-        "kwh_delivered_dc, 1, battery_temp::float8, battery_temp, battery_temp, ts, ts",
-    ),
-}
+def _fleet_columns(k: DeviceKind) -> tuple[str, str]:
+    """A piece's columns from rollup rows and from raw rows: kWh, count, [Σ/min/max of the
+    spread column], [first and last timestamps of the edge column]."""
+    hourly, raw = "kwh_sum, readings", f"{k.kwh}, 1"
+    if (s := k.spread) is not None:
+        hourly += f", {s.prefix}_sum, {s.prefix}_min, {s.prefix}_max"
+        raw += f", {s.name}::float8, {s.name}, {s.name}"
+    if (e := k.edges) is not None:
+        hourly += f", {e.prefix}_first_ts, {e.prefix}_last_ts"
+        raw += ", ts, ts"
+    return hourly, raw
 
 
 def _piece_sql(kind: Kind, level: Level | None, lo: int) -> str:
-    hourly_cols, raw_cols = _FLEET_COLUMNS[kind]
-    col = DEVICE_COLUMN[kind]
+    k = by_name(kind)
+    hourly_cols, raw_cols = _fleet_columns(k)
+    col = k.device
     if level is None:
-        raw = _TABLES[kind][2]
+        raw = k.history
         return f"SELECT {col}, {raw_cols} FROM {raw} WHERE ts >= ${lo} AND ts < ${lo + 1}"
     return (
         f"SELECT {col}, {hourly_cols} FROM {level.table(kind)}"
@@ -304,10 +316,11 @@ SELECT array_agg(dev), array_agg((k * 1000000)::bigint), array_agg(n) FROM (
 def _edge_rows(level: Level | None, lo: str, hi: str, *, last: bool) -> str:
     """Rows (dev, ts, soc) of the readings or buckets of `level` in [lo, hi)."""
     if level is None:
-        return f"SELECT vehicle_id, ts, soc FROM vehicle_readings WHERE ts >= {lo} AND ts < {hi}"
+        return f"SELECT {_V.device}, ts, {_SOC} FROM {_V.history} WHERE ts >= {lo} AND ts < {hi}"
     which = "last" if last else "first"
+    soc = _V.edges.prefix if _V.edges else ""
     return (
-        f"SELECT vehicle_id, soc_{which}_ts, soc_{which} FROM {level.vehicle_table}"
+        f"SELECT {_V.device}, {soc}_{which}_ts, {soc}_{which} FROM {level.table(_V)}"
         f" WHERE {level.column} >= {lo} AND {level.column} < {hi}"
     )
 
@@ -346,19 +359,17 @@ WITH a AS MATERIALIZED (
 )
 SELECT array_agg(a.dev), array_agg((a.k * 1000000)::bigint), array_agg(a.t), array_agg(a.n),
        array_agg(a.lo), array_agg(a.hi),
-       array_agg(coalesce(fs.soc, (SELECT r.soc FROM vehicle_readings r WHERE r.vehicle_id = a.dev
+       array_agg(coalesce(fs.soc, (SELECT r.{_SOC} FROM {_V.history} r WHERE r.{_V.device} = a.dev
                                       AND r.ts = a.f AND r.ts >= $1 AND r.ts < $2))),
-       array_agg(coalesce(ls.soc, (SELECT r.soc FROM vehicle_readings r WHERE r.vehicle_id = a.dev
+       array_agg(coalesce(ls.soc, (SELECT r.{_SOC} FROM {_V.history} r WHERE r.{_V.device} = a.dev
                                       AND r.ts = a.l AND r.ts >= $1 AND r.ts < $2))){ts}
   FROM a LEFT JOIN firsts fs ON fs.dev = a.dev AND fs.ts = a.f
          LEFT JOIN lasts ls ON ls.dev = a.dev AND ls.ts = a.l
 """
 
 
-_NOTHING_FROM = {
-    "meter": "SELECT coalesce(max(ts) < $1, true) FROM meter_current",
-    "vehicle": "SELECT coalesce(max(ts) < $1, true) FROM vehicle_current",
-}
+def _nothing_from(kind: Kind) -> str:
+    return f"SELECT coalesce(max(ts) < $1, true) FROM {by_name(kind).current}"
 
 
 async def fleet_pieces(db: DB, kind: Kind, start: datetime, end: datetime) -> list[Piece]:
@@ -372,7 +383,7 @@ async def fleet_pieces(db: DB, kind: Kind, start: datetime, end: datetime) -> li
     in one snapshot (REPEATABLE READ), or a reading committed in between could count.
     """
     stop = open_ended(end)
-    if stop > end and await db.fetchval(_NOTHING_FROM[kind], end):
+    if stop > end and await db.fetchval(_nothing_from(kind), end):
         return split(start, stop)
     return split(start, end)
 
@@ -406,7 +417,7 @@ async def fleet_meters(db: DB, start: datetime, end: datetime) -> dict[str, tupl
             )
     if p.late:
         parts.append(await cold.late_fleet(db, "meter", start, end))
-    c = combine(parts, vehicle=False)
+    c = combine(parts, kind=METER)
     with paused_gc():
         return dict(zip(c.devices, zip(c.kwh.tolist(), c.n.tolist(), strict=True), strict=True))
 
@@ -444,7 +455,7 @@ async def fleet_vehicles(
             parts.append(from_records(devs, k, n, [t, lo, hi, f, sf, la, sl]))
     if p.late:
         parts.append(await cold.late_fleet(db, "vehicle", start, end))
-    both = combine(parts, vehicle=True)
+    both = combine(parts, kind=_V)
     columns = (
         both.kwh,
         both.temp_sum,

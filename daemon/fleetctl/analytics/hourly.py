@@ -18,6 +18,7 @@ from fleetdb.cold import summary_store
 from fleetdb.cold.blocks import from_array_send
 from fleetdb.cold.layout import HOUR, day_start
 from fleetdb.cold.summary import Summary
+from fleetdb.kinds import by_name
 from fleetdb.rollups import HOURLY, Kind
 
 Arr = npt.NDArray[Any]
@@ -34,7 +35,7 @@ class Hourly:
 
 
 def _sql(kind: Kind) -> str:
-    dev = "meter_id" if kind == "meter" else "vehicle_id"
+    dev = by_name(kind).device
     return f"""
 SELECT array_agg({dev}), array_send(array_agg(extract(epoch FROM hour)::int8)),
        array_send(array_agg((kwh_sum * 1000000)::int8)), array_send(array_agg(readings::int8))

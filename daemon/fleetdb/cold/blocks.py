@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fleetdb.cold.codec import Block, decode, encode
-from fleetdb.cold.layout import HOUR, LAYOUTS, KindLayout, group_of, hour_start
-from fleetdb.rollups import Kind
+from fleetdb.cold.layout import HOUR, KindLayout, group_of, hour_start
+from fleetdb.kinds import KindRef, resolve
 
 
 def _fetch_sql(lay: KindLayout) -> str:
@@ -59,9 +59,9 @@ def from_array_send(data: bytes | None, kind: str) -> npt.NDArray[np.generic]:
     return rec["v"].astype(np.dtype(kind).newbyteorder("="))
 
 
-async def fetch_hour(conn: asyncpg.Connection, kind: Kind, day: date, hour: int) -> list[Block]:
+async def fetch_hour(conn: asyncpg.Connection, kind: KindRef, day: date, hour: int) -> list[Block]:
     """The raw readings of one hour as blocks by group (empty groups left out)."""
-    lay = LAYOUTS[kind]
+    lay = resolve(kind)
     start = hour_start(day, hour)
     [(devs, counts)] = await conn.fetch(_devices_sql(lay), start, start + HOUR)
     [row] = await conn.fetch(_fetch_sql(lay), start, start + HOUR)
@@ -116,13 +116,13 @@ def encode_all(items: Iterable[Block]) -> Encoded:
 
 
 async def store_encoded(
-    conn: asyncpg.Connection, kind: Kind, day: date, hour: int, items: Encoded
+    conn: asyncpg.Connection, kind: KindRef, day: date, hour: int, items: Encoded
 ) -> int:
     """Write (or replace) encoded blocks of one hour; returns the readings written."""
     if not items:
         return 0
     await conn.execute(
-        _UPSERT.format(table=LAYOUTS[kind].cold),
+        _UPSERT.format(table=resolve(kind).cold),
         day,
         hour,
         [g for g, _, _ in items],
@@ -142,7 +142,7 @@ async def fetch_bodies(
     for_update: bool = False,
 ) -> list[tuple[int, bytes]]:
     """(group, body) rows of a cold table for one day (and hour, for blocks), of `groups` or
-    of all. `table` comes from LAYOUTS only."""
+    of all. `table` comes from fleetdb.kinds only."""
     where = "day = $1" + ("" if hour is None else " AND hour = $2")
     args: list[object] = [day] if hour is None else [day, hour]
     if groups is not None:
@@ -155,7 +155,7 @@ async def fetch_bodies(
 
 async def load(
     conn: asyncpg.Connection | asyncpg.Pool,
-    kind: Kind,
+    kind: KindRef,
     day: date,
     hour: int,
     groups: Iterable[int] | None = None,
@@ -164,7 +164,7 @@ async def load(
 ) -> dict[int, Block]:
     """Decoded blocks of one hour by group (all groups when `groups` is None)."""
     rows = await fetch_bodies(
-        conn, LAYOUTS[kind].cold, day, groups, hour=hour, for_update=for_update
+        conn, resolve(kind).cold, day, groups, hour=hour, for_update=for_update
     )
     # A whole hour is not worth keeping; a block to be modified must be a copy of its own.
     fresh = groups is None or for_update

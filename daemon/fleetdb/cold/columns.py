@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from fleetdb.cold.codec import Block
 from fleetdb.cold.summary import Summary
+from fleetdb.kinds import DeviceKind
 
 Arr = npt.NDArray[Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -27,8 +28,8 @@ def us_of(t: datetime) -> int:
 
 @dataclass
 class Cols:
-    """Figures of devices[i] at index i; timestamps in µs since the epoch (vehicles only:
-    temp_*, first_us, soc_first, last_us, soc_last)."""
+    """Figures of devices[i] at index i; timestamps in µs since the epoch (only for kinds with
+    a spread column: temp_*; with an edge column: first_us, soc_first, last_us, soc_last)."""
 
     devices: list[str]
     kwh: Arr
@@ -42,7 +43,7 @@ class Cols:
     soc_last: Arr | None = None
 
 
-def from_block(block: Block, lo_us: int, hi_us: int, hour_us: int, *, vehicle: bool) -> Cols:
+def from_block(block: Block, lo_us: int, hi_us: int, hour_us: int, *, kind: DeviceKind) -> Cols:
     """Every device of a block over its readings with ts in [lo_us, hi_us) (µs from the
     block's hour, which starts at `hour_us` since the epoch); devices without any left out."""
     if not len(block):
@@ -53,12 +54,13 @@ def from_block(block: Block, lo_us: int, hi_us: int, hour_us: int, *, vehicle: b
     keep = np.flatnonzero(counts)
     kwh = np.add.reduceat(np.where(inside, block.kwh_u, 0), starts)[keep]
     out = Cols([block.devices[i] for i in keep.tolist()], kwh, counts[keep])
-    if vehicle:
-        soc, temp = block.floats
-        t64 = temp.astype(np.float64)
+    if kind.spread_at is not None:
+        t64 = block.floats[kind.spread_at].astype(np.float64)
         out.temp_sum = np.add.reduceat(np.where(inside, t64, 0.0), starts)[keep]
         out.temp_min = np.minimum.reduceat(np.where(inside, t64, np.inf), starts)[keep]
         out.temp_max = np.maximum.reduceat(np.where(inside, t64, -np.inf), starts)[keep]
+    if kind.edges_at is not None:
+        soc = block.floats[kind.edges_at]
         idx = np.arange(len(block))
         first = np.minimum.reduceat(np.where(inside, idx, len(block)), starts)[keep]
         last = np.maximum.reduceat(np.where(inside, idx, -1), starts)[keep]
@@ -68,20 +70,21 @@ def from_block(block: Block, lo_us: int, hi_us: int, hour_us: int, *, vehicle: b
     return out
 
 
-def from_summary(s: Summary, h0: int, h1: int, day_us: int, *, vehicle: bool) -> Cols:
+def from_summary(s: Summary, h0: int, h1: int, day_us: int, *, kind: DeviceKind) -> Cols:
     """Every device of a summary over whole hours [h0, h1) of its day (which starts at
     `day_us` since the epoch); devices without readings left out."""
     n = s.n[:, h0:h1]
     counts = n.sum(axis=1)
     keep = np.flatnonzero(counts)
     out = Cols([s.devices[i] for i in keep.tolist()], s.kwh[keep, h0:h1].sum(axis=1), counts[keep])
-    if vehicle:
-        has = n[keep] > 0
+    has = n[keep] > 0
+    if kind.spread is not None:
         out.temp_sum = np.where(has, s.temp_sum[keep, h0:h1], 0.0).sum(axis=1)
         t_min = s.temp_min[keep, h0:h1].astype(np.float64)
         t_max = s.temp_max[keep, h0:h1].astype(np.float64)
         out.temp_min = np.where(has, t_min, np.inf).min(axis=1)
         out.temp_max = np.where(has, t_max, -np.inf).max(axis=1)
+    if kind.edges is not None:
         fh = h0 + has.argmax(axis=1)
         lh = h1 - 1 - has[:, ::-1].argmax(axis=1)
         out.first_us = s.first_us[keep, fh] + day_us
@@ -91,7 +94,7 @@ def from_summary(s: Summary, h0: int, h1: int, day_us: int, *, vehicle: bool) ->
     return out
 
 
-def combine(parts: list[Cols], *, vehicle: bool) -> Cols:
+def combine(parts: list[Cols], *, kind: DeviceKind) -> Cols:
     """One entry per device: sums and counts added, min/max kept, first/last by timestamp."""
     parts = [p for p in parts if p.devices]
     if not parts:
@@ -116,13 +119,14 @@ def combine(parts: list[Cols], *, vehicle: bool) -> Cols:
     n = np.zeros(m, np.int64)
     np.add.at(n, inv, cat("n"))
     out = Cols(names, kwh, n)
-    if vehicle:
+    if kind.spread is not None:
         out.temp_sum = np.zeros(m)
         np.add.at(out.temp_sum, inv, cat("temp_sum"))
         out.temp_min = np.full(m, np.inf)
         np.minimum.at(out.temp_min, inv, cat("temp_min"))
         out.temp_max = np.full(m, -np.inf)
         np.maximum.at(out.temp_max, inv, cat("temp_max"))
+    if kind.edges is not None:
         f_us, l_us = cat("first_us"), cat("last_us")
         out.first_us = np.full(m, _NO_TS, np.int64)
         np.minimum.at(out.first_us, inv, f_us)

@@ -29,23 +29,26 @@ import numpy as np
 
 from fleetdb.cold import blocks, summary_store
 from fleetdb.cold.codec import Block
-from fleetdb.cold.layout import (
-    DAY,
-    HOUR,
-    LAYOUTS,
-    day_start,
-    group_of,
-    hour_start,
-    latest_allowed,
-)
+from fleetdb.cold.layout import DAY, HOUR, day_start, group_of, hour_start, latest_allowed
 from fleetdb.cold.stats import slice_stats
 from fleetdb.cold.summary import Summary
-from fleetdb.rollups import Kind, rollup_tables
+from fleetdb.kinds import REGISTRY, DeviceKind
+from fleetdb.rollups import HOURLY, rollup_tables
 
-KINDS: tuple[Kind, ...] = ("meter", "vehicle")
-HISTORY = ("meter_readings", "vehicle_readings")
-# What fleet_drop_compacted_day drops: a day with any of these left has its drop step to do.
-PARTITIONED = (*HISTORY, *rollup_tables())
+Kinds = tuple[DeviceKind, ...]
+
+
+def history(kinds: Kinds = REGISTRY) -> tuple[str, ...]:
+    """The raw history tables."""
+    return tuple(k.history for k in kinds)
+
+
+def partitioned(kinds: Kinds = REGISTRY) -> tuple[str, ...]:
+    """What fleet_drop_compacted_day drops: a day with any of these left has its drop step
+    to do."""
+    return (*history(kinds), *rollup_tables(kinds))
+
+
 _LOCK = "SELECT pg_try_advisory_lock(hashtext('fleet_compaction'))"
 _UNLOCK = "SELECT pg_advisory_unlock(hashtext('fleet_compaction'))"
 _DROP_ATTEMPTS = 5
@@ -85,9 +88,8 @@ async def _has_any(conn: asyncpg.Connection, day: date, parents: tuple[str, ...]
 
 
 async def _compact_kind(
-    conn: asyncpg.Connection, kind: Kind, day: date, progress: Progress, report: ProgressFn
+    conn: asyncpg.Connection, lay: DeviceKind, day: date, progress: Progress, report: ProgressFn
 ) -> None:
-    lay = LAYOUTS[kind]
     done = {
         r[0] for r in await conn.fetch(f"SELECT DISTINCT hour FROM {lay.cold} WHERE day = $1", day)
     }
@@ -95,18 +97,18 @@ async def _compact_kind(
     for hour in range(24):
         if hour in done:
             continue
-        rows = await blocks.fetch_hour(conn, kind, day, hour)
+        rows = await blocks.fetch_hour(conn, lay, day, hour)
         # zlib releases the GIL: encoding in a thread lets the next fetch's wait overlap it.
         encoded = await loop.run_in_executor(None, blocks.encode_all, rows)
         async with conn.transaction():
-            progress.readings += await blocks.store_encoded(conn, kind, day, hour, encoded)
+            progress.readings += await blocks.store_encoded(conn, lay, day, hour, encoded)
         report(progress)
 
 
-async def _summaries(conn: asyncpg.Connection, kind: Kind, day: date) -> None:
+async def _summaries(conn: asyncpg.Connection, kind: DeviceKind, day: date) -> None:
     """The day's hourly rollups as summary rows, once (one transaction)."""
     async with conn.transaction():
-        table = LAYOUTS[kind].hours
+        table = kind.hours
         if await conn.fetchval(f"SELECT EXISTS (SELECT FROM {table} WHERE day = $1)", day):
             return
         await summary_store.store(
@@ -114,8 +116,7 @@ async def _summaries(conn: asyncpg.Connection, kind: Kind, day: date) -> None:
         )
 
 
-async def _check(conn: asyncpg.Connection, kind: Kind, day: date) -> None:
-    lay = LAYOUTS[kind]
+async def _check(conn: asyncpg.Connection, lay: DeviceKind, day: date) -> None:
     in_blocks = await conn.fetchval(
         f"SELECT coalesce(sum(readings), 0) FROM {lay.cold} WHERE day = $1", day
     )
@@ -124,7 +125,7 @@ async def _check(conn: asyncpg.Connection, kind: Kind, day: date) -> None:
     )
     if in_blocks != summed:
         raise RuntimeError(
-            f"{kind} blocks of {day} hold {in_blocks} readings but the rollups count {summed};"
+            f"{lay.name} blocks of {day} hold {in_blocks} readings but the rollups count {summed};"
             " the day stays readable from its raw partitions"
         )
 
@@ -142,7 +143,11 @@ async def _drop(conn: asyncpg.Connection, day: date) -> bool:
 
 
 async def compact_day(
-    conn: asyncpg.Connection, day: date, progress: Progress, report: ProgressFn
+    conn: asyncpg.Connection,
+    day: date,
+    progress: Progress,
+    report: ProgressFn,
+    kinds: Kinds = REGISTRY,
 ) -> None:
     """Take one day through every step that is still to do (see the module docstring)."""
     progress.day = day
@@ -153,30 +158,36 @@ async def compact_day(
     if state == "compacting":
         await conn.fetchval("SELECT fleet_ensure_cold_day($1)", day)
         # Without raw partitions (retention dropped them) the rollups still become summaries.
-        raw = await _has_any(conn, day, HISTORY)
-        for kind in KINDS:
+        raw = await _has_any(conn, day, history(kinds))
+        for kind in kinds:
             if raw:
                 await _compact_kind(conn, kind, day, progress, report)
             await _summaries(conn, kind, day)
             if raw:
                 await _check(conn, kind, day)
         await conn.fetchval("SELECT fleet_set_day_state($1, 'compacting', 'compacted')", day)
-    if await _has_any(conn, day, PARTITIONED):
+    if await _has_any(conn, day, partitioned(kinds)):
         await _drop(conn, day)
     progress.days_done.append(day)
 
 
-async def _late_days(conn: asyncpg.Connection) -> list[date]:
+async def _late_days(conn: asyncpg.Connection, kinds: Kinds) -> list[date]:
+    late = " UNION ALL ".join(f"SELECT ts FROM {k.late}" for k in kinds)
     rows = await conn.fetch(
-        """SELECT DISTINCT (l.ts AT TIME ZONE 'UTC')::date AS day FROM (
-               SELECT ts FROM meter_late UNION ALL SELECT ts FROM vehicle_late) l
+        f"""SELECT DISTINCT (l.ts AT TIME ZONE 'UTC')::date AS day FROM ({late}) l
            JOIN fleet_days f ON f.day = (l.ts AT TIME ZONE 'UTC')::date
           WHERE f.state = 'compacted' ORDER BY 1"""
     )
     return [r[0] for r in rows]
 
 
-async def run(conn: asyncpg.Connection, before: date, report: ProgressFn | None = None) -> Progress:
+async def run(
+    conn: asyncpg.Connection,
+    before: date,
+    report: ProgressFn | None = None,
+    *,
+    kinds: Kinds = REGISTRY,
+) -> Progress:
     """Compact every day before `before` that is not compacted yet, finish what a killed run
     left, and merge late readings into compacted days."""
     if before > latest_allowed():
@@ -190,14 +201,16 @@ async def run(conn: asyncpg.Connection, before: date, report: ProgressFn | None 
             """SELECT day FROM fleet_days WHERE day < $1 AND state <> 'compacted'
                UNION
                SELECT day FROM fleet_days WHERE state = 'compacted'
-                  AND to_regclass('meter_hourly_p' || to_char(day, 'YYYYMMDD')) IS NOT NULL
+                  AND EXISTS (SELECT FROM unnest($2::text[]) t
+                               WHERE to_regclass(t || '_p' || to_char(day, 'YYYYMMDD')) IS NOT NULL)
                ORDER BY 1""",
             before,
+            [HOURLY.table(k) for k in kinds],
         )
         for r in days:
-            await compact_day(conn, r[0], progress, cb)
-        for day in await _late_days(conn):
-            progress.late_merged += await merge_late(conn, day)
+            await compact_day(conn, r[0], progress, cb, kinds)
+        for day in await _late_days(conn, kinds):
+            progress.late_merged += await merge_late(conn, day, kinds)
         return progress
     finally:
         await conn.fetchval(_UNLOCK)
@@ -205,11 +218,11 @@ async def run(conn: asyncpg.Connection, before: date, report: ProgressFn | None 
 
 # --- late readings -------------------------------------------------------------------------
 
-_LATE_COLUMNS: dict[Kind, str] = {
-    "meter": "meter_id, ts, received_at, (kwh_consumed_ac * 1000000)::bigint, voltage",
-    "vehicle": "vehicle_id, ts, received_at, (kwh_delivered_dc * 1000000)::bigint, soc,"
-    " battery_temp",
-}
+
+def late_columns(kind: DeviceKind) -> str:
+    """A late row as a block holds it: device, ts, received_at, kWh in millionths, floats."""
+    floats = "".join(f", {f}" for f in kind.floats)
+    return f"{kind.device}, ts, received_at, ({kind.kwh} * 1000000)::bigint{floats}"
 
 
 def _insert_into(b: Block, dev: str, rows: list[Any], base: datetime) -> int:
@@ -251,7 +264,7 @@ def _insert_into(b: Block, dev: str, rows: list[Any], base: datetime) -> int:
     return len(new)
 
 
-async def merge_late(conn: asyncpg.Connection, day: date) -> int:
+async def merge_late(conn: asyncpg.Connection, day: date, kinds: Kinds = REGISTRY) -> int:
     """Move the late readings of compacted `day` into its blocks and summaries, in one
     transaction; returns how many were new (the others were stored already: just deleted)."""
     added = 0
@@ -260,10 +273,9 @@ async def merge_late(conn: asyncpg.Connection, day: date) -> int:
         # Writers take this lock (shared) before they check or insert a late reading of the
         # day: none can slip in between the read below and the DELETE.
         await conn.execute("SELECT fleet_lock_day_exclusive($1)", day)
-        for kind in KINDS:
-            lay = LAYOUTS[kind]
+        for lay in kinds:
             rows = await conn.fetch(
-                f"SELECT {_LATE_COLUMNS[kind]} FROM {lay.late}"
+                f"SELECT {late_columns(lay)} FROM {lay.late}"
                 " WHERE ts >= $1 AND ts < $2 ORDER BY 1, 2",
                 lo,
                 lo + DAY,
@@ -276,7 +288,7 @@ async def merge_late(conn: asyncpg.Connection, day: date) -> int:
             for hour, devs in sorted(by_hour.items()):
                 base = hour_start(day, hour)
                 found = await blocks.load(
-                    conn, kind, day, hour, {group_of(d) for d in devs}, for_update=True
+                    conn, lay, day, hour, {group_of(d) for d in devs}, for_update=True
                 )
                 touched = []
                 for dev, dev_rows in devs.items():
@@ -289,23 +301,22 @@ async def merge_late(conn: asyncpg.Connection, day: date) -> int:
                 if not touched:
                     continue
                 await blocks.store_encoded(
-                    conn, kind, day, hour, blocks.encode_all(list(found.values()))
+                    conn, lay, day, hour, blocks.encode_all(list(found.values()))
                 )
                 sums = await summary_store.load(
-                    conn, kind, day, {group_of(d) for d in touched}, for_update=True
+                    conn, lay, day, {group_of(d) for d in touched}, for_update=True
                 )
-                vehicle = kind == "vehicle"
                 for dev in touched:
                     b = found[group_of(dev)]
                     a, e = b.spans()[dev]
                     s = sums.setdefault(group_of(dev), Summary())
                     s.set_hour(
-                        s.row_of(dev, vehicle=vehicle),
+                        s.row_of(dev, kind=lay),
                         hour,
-                        slice_stats(b, a, e, base, vehicle=vehicle),
+                        slice_stats(b, a, e, base, kind=lay),
                         lo,
-                        vehicle=vehicle,
+                        kind=lay,
                     )
-                await summary_store.store(conn, kind, day, sums)
+                await summary_store.store(conn, lay, day, sums)
             await conn.execute(f"DELETE FROM {lay.late} WHERE ts >= $1 AND ts < $2", lo, lo + DAY)
     return added

@@ -18,7 +18,7 @@ from datetime import date, datetime
 import asyncpg
 
 from fleetdb.cold.layout import HOUR, day_start, group_of
-from fleetdb.rollups import Kind
+from fleetdb.kinds import KindRef
 
 
 async def closed_days(conn: asyncpg.Connection, days: Iterable[date]) -> dict[date, str]:
@@ -36,7 +36,7 @@ BlockValues = tuple[int, tuple[float, ...]]
 
 
 async def stored_in_blocks(
-    conn: asyncpg.Connection, kind: Kind, keys: Iterable[tuple[str, datetime]]
+    conn: asyncpg.Connection, kind: KindRef, keys: Iterable[tuple[str, datetime]]
 ) -> dict[tuple[str, datetime], BlockValues]:
     """Which (device, ts) of compacted days are in their blocks already, with their values
     (a reading received again is a duplicate, or a conflict when its values differ)."""

@@ -1,12 +1,12 @@
-"""Where cold data lives: per kind, the tables and columns, and which block a device is in."""
+"""Where cold data lives: per kind (fleetdb.kinds), the tables and columns, and which block a
+device is in."""
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from fleetdb.rollups import Kind
+from fleetdb.kinds import REGISTRY, DeviceKind
 
 # Devices are spread over this many blocks per hour by a hash of their id: ~160 devices (~9,400
 # readings) per block at 10,000 devices, small enough that one device's hour decodes in ~1 ms
@@ -18,42 +18,14 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 
-@dataclass(frozen=True)
-class KindLayout:
-    """Table and column names of one kind (names come only from here, never from input)."""
-
-    kind: Kind
-    raw: str
-    device: str
-    kwh: str
-    floats: tuple[str, ...]
-    cold: str
-    hours: str
-    late: str
+# Table and column names of one kind (names come only from the registry, never from input).
+KindLayout = DeviceKind
+LAYOUTS: dict[str, DeviceKind] = {k.name: k for k in REGISTRY}
 
 
-LAYOUTS: dict[Kind, KindLayout] = {
-    "meter": KindLayout(
-        kind="meter",
-        raw="meter_readings",
-        device="meter_id",
-        kwh="kwh_consumed_ac",
-        floats=("voltage",),
-        cold="meter_cold",
-        hours="meter_cold_hours",
-        late="meter_late",
-    ),
-    "vehicle": KindLayout(
-        kind="vehicle",
-        raw="vehicle_readings",
-        device="vehicle_id",
-        kwh="kwh_delivered_dc",
-        floats=("soc", "battery_temp"),
-        cold="vehicle_cold",
-        hours="vehicle_cold_hours",
-        late="vehicle_late",
-    ),
-}
+def layouts(kinds: tuple[DeviceKind, ...] = REGISTRY) -> dict[str, DeviceKind]:
+    """The kinds by name."""
+    return {k.name: k for k in kinds}
 
 
 def group_of(device: str) -> int:

@@ -1,7 +1,8 @@
 """Report figures of a run of readings, and how two runs combine.
 
-The same figures the rollups hold (Σ kWh, count; for vehicles Σ/min/max temperature and the
-first and last SoC with their timestamps), so a report can add up raw readings, cold blocks,
+The same figures the rollups hold (Σ kWh, count; for a kind with them, Σ/min/max of its spread
+column and the first and last value of its edge column with their timestamps: `temp_*` and
+`soc_*`, named for the vehicle's), so a report can add up raw readings, cold blocks,
 hourly summaries and late readings in any mix and get what one pass over the readings gives.
 """
 
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from fleetdb.cold.codec import Block
+from fleetdb.kinds import DeviceKind
 
 
 @dataclass(slots=True)
@@ -46,16 +48,17 @@ class Stats:
             self.last_ts, self.soc_last = o.last_ts, o.soc_last
 
 
-def slice_stats(block: Block, a: int, b: int, base: datetime, *, vehicle: bool) -> Stats:
+def slice_stats(block: Block, a: int, b: int, base: datetime, *, kind: DeviceKind) -> Stats:
     """Figures of readings [a, b) of a block whose hour starts at `base`."""
     if a >= b:
         return Stats()
     s = Stats(int(block.kwh_u[a:b].sum()), b - a)
-    if vehicle:
-        soc, temp = block.floats
-        t = temp[a:b].astype(np.float64)
+    if kind.spread_at is not None:
+        t = block.floats[kind.spread_at][a:b].astype(np.float64)
         s.temp_sum = float(t.sum())
         s.temp_min, s.temp_max = float(t.min()), float(t.max())
+    if kind.edges_at is not None:
+        soc = block.floats[kind.edges_at]
         s.first_ts = base + timedelta(microseconds=int(block.ts_us[a]))
         s.last_ts = base + timedelta(microseconds=int(block.ts_us[b - 1]))
         s.soc_first, s.soc_last = float(soc[a]), float(soc[b - 1])

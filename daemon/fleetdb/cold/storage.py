@@ -8,7 +8,8 @@ from datetime import date
 
 import asyncpg
 
-from fleetdb.cold.layout import DAY, LAYOUTS, day_start
+from fleetdb.cold.layout import DAY, day_start
+from fleetdb.kinds import REGISTRY, DeviceKind, KindRef, resolve
 from fleetdb.rollups import HOURLY, LEVELS, Kind
 
 
@@ -47,9 +48,9 @@ SELECT coalesce(sum(pg_total_relation_size(to_regclass(t))), 0)::bigint FROM unn
 """
 
 
-async def day_storage(conn: asyncpg.Connection, day: date, kind: Kind, state: str) -> DayStorage:
+async def day_storage(conn: asyncpg.Connection, day: date, kind: KindRef, state: str) -> DayStorage:
     """Sizes of one day of one kind."""
-    lay = LAYOUTS[kind]
+    lay = resolve(kind)
     suffix = f"_p{day:%Y%m%d}"
     if state == "compacted":
         [(raw, idx)] = await conn.fetch(_SIZE, lay.cold + suffix)
@@ -59,20 +60,22 @@ async def day_storage(conn: asyncpg.Connection, day: date, kind: Kind, state: st
         )
     else:
         [(raw, idx)] = await conn.fetch(_SIZE, lay.raw + suffix)
-        rollups = await conn.fetchval(_TOTAL, [lv.table(kind) + suffix for lv in LEVELS])
+        rollups = await conn.fetchval(_TOTAL, [lv.table(lay) + suffix for lv in LEVELS])
         readings = await conn.fetchval(
-            f"SELECT coalesce(sum(readings), 0) FROM {HOURLY.table(kind)}"
+            f"SELECT coalesce(sum(readings), 0) FROM {HOURLY.table(lay)}"
             " WHERE hour >= $1 AND hour < $2",
             day_start(day),
             day_start(day) + DAY,
         )
-    return DayStorage(day, kind, state, int(readings), int(raw), int(idx), int(rollups))
+    return DayStorage(day, lay.name, state, int(readings), int(raw), int(idx), int(rollups))
 
 
-async def storage(conn: asyncpg.Connection) -> list[DayStorage]:
-    """Every day that fleet_days knows, oldest first, meters then vehicles."""
+async def storage(
+    conn: asyncpg.Connection, kinds: tuple[DeviceKind, ...] = REGISTRY
+) -> list[DayStorage]:
+    """Every day that fleet_days knows, oldest first, kind by kind (meters then vehicles)."""
     out = []
     for r in await conn.fetch("SELECT day, state FROM fleet_days ORDER BY day"):
-        for kind in LAYOUTS:
+        for kind in kinds:
             out.append(await day_storage(conn, r["day"], kind, r["state"]))
     return out

@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from fleetdb.cold.codec import CorruptBlockError, decode_columns, encode_columns
 from fleetdb.cold.stats import Stats
+from fleetdb.kinds import DeviceKind
 
 HOURS = 24
 Arr = npt.NDArray[Any]
@@ -36,7 +37,7 @@ class Summary:
     devices: list[str] = field(default_factory=list)
     n: Arr = field(default_factory=lambda: _zeros("i8"))
     kwh: Arr = field(default_factory=lambda: _zeros("i8"))
-    # Vehicles only (empty for meters):
+    # Kinds with a spread column (temp_*) and an edge column (soc_*, first_us, last_us) only:
     temp_sum: Arr = field(default_factory=lambda: _zeros("f8"))
     temp_min: Arr = field(default_factory=lambda: _zeros("f4"))
     temp_max: Arr = field(default_factory=lambda: _zeros("f4"))
@@ -45,11 +46,7 @@ class Summary:
     first_us: Arr = field(default_factory=lambda: _zeros("i8"))
     last_us: Arr = field(default_factory=lambda: _zeros("i8"))
 
-    @property
-    def vehicle(self) -> bool:
-        return len(self.temp_sum) == len(self.devices) and len(self.devices) > 0
-
-    def row_of(self, device: str, *, vehicle: bool) -> int:
+    def row_of(self, device: str, *, kind: DeviceKind) -> int:
         """The device's row, added (all hours empty) when it has none."""
         try:
             return self.devices.index(device)
@@ -57,22 +54,24 @@ class Summary:
             pass
         i = sum(1 for d in self.devices if d < device)
         self.devices.insert(i, device)
-        names = _VEHICLE if vehicle else _METER
-        for name in names:
+        for name in columns(kind):
             col = getattr(self, name)
             setattr(self, name, np.insert(col, i, np.zeros(HOURS, dtype=col.dtype), axis=0))
         return i
 
     def set_hour(
-        self, row: int, hour: int, s: Stats, day_start: datetime, *, vehicle: bool
+        self, row: int, hour: int, s: Stats, day_start: datetime, *, kind: DeviceKind
     ) -> None:
         """Replace one hour of one device with `s`."""
         self.n[row, hour] = s.n
         self.kwh[row, hour] = s.kwh_u
-        if vehicle and s.n:
+        if not s.n:
+            return
+        if kind.spread is not None:
             self.temp_sum[row, hour] = s.temp_sum
             self.temp_min[row, hour] = s.temp_min
             self.temp_max[row, hour] = s.temp_max
+        if kind.edges is not None:
             self.soc_first[row, hour] = s.soc_first
             self.soc_last[row, hour] = s.soc_last
             if s.first_ts is not None and s.last_ts is not None:  # set whenever s.n
@@ -80,68 +79,80 @@ class Summary:
                 self.last_us[row, hour] = (s.last_ts - day_start) // _US
 
 
-_METER = ("n", "kwh")
-_VEHICLE = (
-    *_METER,
-    "temp_sum",
-    "temp_min",
-    "temp_max",
-    "soc_first",
-    "soc_last",
-    "first_us",
-    "last_us",
-)
+_SPREAD = ("temp_sum", "temp_min", "temp_max")
+_EDGES = ("soc_first", "soc_last", "first_us", "last_us")
 
 
-def encode_summary(s: Summary, *, vehicle: bool) -> bytes:
-    """One row's bytes."""
+def columns(kind: DeviceKind) -> tuple[str, ...]:
+    """The Summary columns a kind fills."""
+    return (
+        "n",
+        "kwh",
+        *(_SPREAD if kind.spread is not None else ()),
+        *(_EDGES if kind.edges is not None else ()),
+    )
+
+
+def encode_summary(s: Summary, *, kind: DeviceKind) -> bytes:
+    """One row's bytes. Ints: n, kwh, [first_us, last_us], [temp_sum's bits]; floats:
+    [temp_min, temp_max], [soc_first, soc_last] (the vehicle's order, the format's first)."""
     ints = [s.n, s.kwh]
     floats = []
-    if vehicle:
-        ints += [s.first_us, s.last_us, np.ascontiguousarray(s.temp_sum).view(np.int64)]
-        floats = [s.temp_min, s.temp_max, s.soc_first, s.soc_last]
+    if kind.edges is not None:
+        ints += [s.first_us, s.last_us]
+    if kind.spread is not None:
+        ints.append(np.ascontiguousarray(s.temp_sum).view(np.int64))
+        floats += [s.temp_min, s.temp_max]
+    if kind.edges is not None:
+        floats += [s.soc_first, s.soc_last]
     return encode_columns(s.devices, [c.ravel() for c in ints], [c.ravel() for c in floats])
 
 
-def decode_summary(data: bytes, *, vehicle: bool) -> Summary:
+def decode_summary(data: bytes, *, kind: DeviceKind) -> Summary:
     """What encode_summary was given. Raises CorruptBlockError on anything else."""
     devices, ints, floats = decode_columns(data)
-    want = (5, 4) if vehicle else (2, 0)
+    spread, edges = kind.spread is not None, kind.edges is not None
+    want = (2 + 2 * edges + spread, 2 * spread + 2 * edges)
     sizes = [len(c) for c in ints] + [len(c) for c in floats]
     if (len(ints), len(floats)) != want or any(x != len(devices) * HOURS for x in sizes):
         raise CorruptBlockError("not an hourly summary")
     shape = (len(devices), HOURS)
     s = Summary(devices, ints[0].reshape(shape), ints[1].reshape(shape))
-    if vehicle:
-        s.first_us, s.last_us = ints[2].reshape(shape), ints[3].reshape(shape)
-        s.temp_sum = ints[4].view(np.float64).reshape(shape)
-        s.temp_min, s.temp_max, s.soc_first, s.soc_last = (f.reshape(shape) for f in floats)
+    more_ints, more_floats = iter(ints[2:]), iter(floats)
+    if edges:
+        s.first_us, s.last_us = next(more_ints).reshape(shape), next(more_ints).reshape(shape)
+    if spread:
+        s.temp_sum = next(more_ints).view(np.float64).reshape(shape)
+        s.temp_min, s.temp_max = next(more_floats).reshape(shape), next(more_floats).reshape(shape)
+    if edges:
+        s.soc_first, s.soc_last = next(more_floats).reshape(shape), next(more_floats).reshape(shape)
     return s
 
 
-def hour_stats(s: Summary, row: int, hour: int, day_start: datetime, *, vehicle: bool) -> Stats:
+def hour_stats(s: Summary, row: int, hour: int, day_start: datetime, *, kind: DeviceKind) -> Stats:
     """One device's figures for one whole hour."""
     n = int(s.n[row, hour])
     if not n:
         return Stats()
     st = Stats(int(s.kwh[row, hour]), n)
-    if vehicle:
+    if kind.spread is not None:
         st.temp_sum = float(s.temp_sum[row, hour])
         st.temp_min, st.temp_max = float(s.temp_min[row, hour]), float(s.temp_max[row, hour])
+    if kind.edges is not None:
         st.first_ts = day_start + int(s.first_us[row, hour]) * _US
         st.last_ts = day_start + int(s.last_us[row, hour]) * _US
         st.soc_first, st.soc_last = float(s.soc_first[row, hour]), float(s.soc_last[row, hour])
     return st
 
 
-def build(devices: list[str], hours: Arr, cols: dict[str, Arr], *, vehicle: bool) -> Summary:
+def build(devices: list[str], hours: Arr, cols: dict[str, Arr], *, kind: DeviceKind) -> Summary:
     """A Summary from hourly rollup rows: `devices[i]` and `hours[i]` (0-23) name row i of
-    every column in `cols` (n, kwh, and for vehicles the rest of Summary's columns)."""
+    every column in `cols` (those of columns(kind))."""
     names = sorted(set(devices))
     index = {d: i for i, d in enumerate(names)}
     rows = np.fromiter((index[d] for d in devices), dtype=np.int64, count=len(devices))
     s = Summary(names)
-    for name in _VEHICLE if vehicle else _METER:
+    for name in columns(kind):
         col = cols[name]
         full = np.zeros((len(names), HOURS), dtype=col.dtype)
         full[rows, hours] = col
