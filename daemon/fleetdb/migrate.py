@@ -1,4 +1,6 @@
-"""Apply the numbered SQL files in sql/ once each, in order, and record them."""
+"""Apply the numbered SQL files in sql/ once each, in order, and record them; then the files
+in sql/functions/ on every run (the one definition of functions that later changes replace:
+CREATE OR REPLACE, so a change is an edit there, not a copy in a new migration)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,12 @@ def sql_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "sql"
 
 
+def load_functions(directory: Path | None = None) -> list[tuple[str, str]]:
+    """(name, SQL) of every functions/*.sql file, by name."""
+    folder = (directory or sql_dir()) / "functions"
+    return [(p.name, p.read_text()) for p in sorted(folder.glob("*.sql"))]
+
+
 def load_migrations(directory: Path | None = None) -> list[Migration]:
     """Every NNN_name.sql file, sorted by number; duplicate numbers are an error."""
     found: dict[str, Migration] = {}
@@ -58,9 +66,10 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
 
 
 async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[str]:
-    """Apply pending migrations, each in its own transaction; return the names applied.
+    """Apply pending migrations, each in its own transaction; return the names applied. Then
+    (re)define the functions of sql/functions/ in one transaction.
 
-    Running it again applies nothing. An applied file whose content changed is an error:
+    Running it again applies no migration. An applied file whose content changed is an error:
     write a new numbered file instead.
     """
     await conn.execute(
@@ -91,6 +100,10 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
                     mig.checksum,
                 )
             applied.append(mig.name)
+        # After the migrations: they create what the functions use (e.g. fleet_kinds).
+        async with conn.transaction():
+            for _name, sql in load_functions(directory):
+                await conn.execute(sql)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied
