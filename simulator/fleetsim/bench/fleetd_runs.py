@@ -28,11 +28,13 @@ async def drain_stage(
     *,
     code: str | None = None,
     pg_dir: Path | None = None,
+    readings: int | None = None,
 ) -> dict[str, float]:
     """Queue every message for a durable session, then start fleetd and time the drain.
 
     With `pg_dir` (the server's data directory) also PostgreSQL's CPU during the drain
-    (fleetsim.bench.pg_cpu), from fleetd's start to the last row."""
+    (fleetsim.bench.pg_cpu), from fleetd's start to the last row. `readings`: how many the
+    messages hold, when that is not one each (gateways' arrays)."""
     url = await new_database(admin_url, f"bench_{name}")
     await ensure_days(url, start, start + timedelta(days=3))
     create_session(mqtt, name, v5=True)
@@ -40,11 +42,12 @@ async def drain_stage(
     postmaster = postmaster_pid(pg_dir) if pg_dir is not None else None
     pg0 = cluster_cpu_seconds(postmaster) if postmaster is not None else 0.0
     pg_cpu = float("nan")
+    expected = len(messages) if readings is None else readings
     with fleetd(mqtt, url, name, code=code) as proc:
         if postmaster is None:
-            got = await wait_for_rows(url, len(messages), timeout_s=600, proc=proc)
+            got = await wait_for_rows(url, expected, timeout_s=600, proc=proc)
         else:
-            got, pg_cpu = await wait_rows_and_cpu(url, len(messages), postmaster, pg0, proc=proc)
+            got, pg_cpu = await wait_rows_and_cpu(url, expected, postmaster, pg0, proc=proc)
         cpu = cpu_seconds(proc.pid)
         rss = peak_rss_mb(proc.pid)
     drop_session(mqtt, name)
