@@ -15,7 +15,15 @@ import asyncpg
 import pytest
 
 from fleetctl.admin.assignments import assign, assignments
-from fleetctl.analytics import anomalies, current, fleet, fleet_report, vehicle_performance
+from fleetctl.analytics import (
+    anomalies,
+    current,
+    energy,
+    fleet,
+    fleet_report,
+    unit_energy,
+    vehicle_performance,
+)
 from fleetctl.analytics.energy import fleet_pieces
 from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import AssignmentConflictError, InvalidRequestError, UnknownDeviceError
@@ -397,11 +405,8 @@ async def test_window_ending_now_reads_the_current_buckets_from_their_rollups(
                 assert rows[vid][key] == perf[key], (w, vid, key)
 
 
-async def test_fleet_report_over_every_rollup_level_equals_raw_computation(
-    db: asyncpg.Connection,
-) -> None:
-    """30 h of irregular readings across midnight: windows that use 4-hour blocks, hours,
-    10-minute buckets and raw edges give exactly what the raw readings give."""
+async def _irregular_30h(db: asyncpg.Connection, linked: datetime) -> dict[str, list[datetime]]:
+    """30 h of irregular readings across midnight from 07:57 on day 1, assigned from `linked`."""
     start = T0 - timedelta(minutes=3)  # 07:57 on day 1 to ~13:57 on day 2
     shapes = {
         "L1": [start + i * MIN + timedelta(seconds=i % 50) for i in range(1800)],  # jittered
@@ -410,7 +415,7 @@ async def test_fleet_report_over_every_rollup_level_equals_raw_computation(
     }
     readings_v, readings_m = [], []
     for n, (vid, stamps) in enumerate(shapes.items()):
-        await link(db, vid, f"N{vid}", T0 - timedelta(days=1))
+        await link(db, vid, f"N{vid}", linked)
         for i, ts in enumerate(stamps):
             soc, temp = 20 + (i * 7 + n) % 61 + 0.25, 15 + (i * 13 + n) % 23 + 0.5
             kwh = 0.001 * ((i * 31 + n) % 997 + 1)
@@ -419,6 +424,46 @@ async def test_fleet_report_over_every_rollup_level_equals_raw_computation(
     for day in (T0.date(), (T0 + timedelta(days=1)).date()):
         await db.execute("SELECT fleet_ensure_day($1)", day)
     await write_batch(db, readings_m, readings_v, [])
+    return shapes
+
+
+async def _assert_rows_equal_raw(
+    db: asyncpg.Connection, w: Window, vehicles: Iterable[str], rows: dict[str, Any]
+) -> None:
+    for vid in vehicles:
+        raw = await db.fetchrow(
+            """SELECT sum(kwh_delivered_dc) AS dc, count(*) AS n,
+                      round(avg(battery_temp::float8)::numeric, 2)::float8 AS tavg,
+                      min(battery_temp) AS tmin, max(battery_temp) AS tmax,
+                      (array_agg(soc ORDER BY ts))[1] AS first,
+                      (array_agg(soc ORDER BY ts DESC))[1] AS last
+                 FROM vehicle_readings WHERE vehicle_id = $1 AND ts >= $2 AND ts < $3""",
+            vid,
+            w.start,
+            w.end,
+        )
+        ac = await _raw(db, "meter_readings", "kwh_consumed_ac", f"N{vid}", "meter_id", w)
+        row = rows[vid]
+        assert Decimal(str(row["totalAcKwh"])) == ac, (w, vid)
+        assert Decimal(str(row["vehicleDcKwh"])) == raw["dc"], (w, vid)
+        assert row["readings"]["vehicle"] == raw["n"], (w, vid)
+        assert row["batteryTemp"] == {
+            "avg": raw["tavg"],
+            "min": round(raw["tmin"], 2),
+            "max": round(raw["tmax"], 2),
+        }, (w, vid)
+        assert row["soc"] == {"first": round(raw["first"], 2), "last": round(raw["last"], 2)}
+        perf = await vehicle_performance(db, vid, w)
+        for key in ("soc", "batteryTemp", "readings", "totalAcKwh", "totalDcKwh", "status"):
+            assert row[key] == perf[key], (w, vid, key)
+
+
+async def test_fleet_report_over_every_rollup_level_equals_raw_computation(
+    db: asyncpg.Connection,
+) -> None:
+    """30 h of irregular readings across midnight: windows that use 4-hour blocks, hours,
+    10-minute buckets and raw edges give exactly what the raw readings give."""
+    shapes = await _irregular_30h(db, T0 - timedelta(days=1))
     windows = [
         Window(T0 + timedelta(minutes=13, seconds=30), T0 + timedelta(hours=24, minutes=13)),
         Window(T0 + timedelta(hours=1), T0 + timedelta(hours=25)),
@@ -427,33 +472,30 @@ async def test_fleet_report_over_every_rollup_level_equals_raw_computation(
     ]
     for w in windows:
         rows = {r["vehicleId"]: r for r in (await fleet_report(db, w))["vehicles"]}
-        for vid in shapes:
-            raw = await db.fetchrow(
-                """SELECT sum(kwh_delivered_dc) AS dc, count(*) AS n,
-                          round(avg(battery_temp::float8)::numeric, 2)::float8 AS tavg,
-                          min(battery_temp) AS tmin, max(battery_temp) AS tmax,
-                          (array_agg(soc ORDER BY ts))[1] AS first,
-                          (array_agg(soc ORDER BY ts DESC))[1] AS last
-                     FROM vehicle_readings WHERE vehicle_id = $1 AND ts >= $2 AND ts < $3""",
-                vid,
-                w.start,
-                w.end,
-            )
-            ac = await _raw(db, "meter_readings", "kwh_consumed_ac", f"N{vid}", "meter_id", w)
-            row = rows[vid]
-            assert Decimal(str(row["totalAcKwh"])) == ac, (w, vid)
-            assert Decimal(str(row["vehicleDcKwh"])) == raw["dc"], (w, vid)
-            assert row["readings"]["vehicle"] == raw["n"], (w, vid)
-            assert row["batteryTemp"] == {
-                "avg": raw["tavg"],
-                "min": round(raw["tmin"], 2),
-                "max": round(raw["tmax"], 2),
-            }, (w, vid)
-            assert row["soc"] == {"first": round(raw["first"], 2), "last": round(raw["last"], 2)}
-            perf = await vehicle_performance(db, vid, w)
-            for key in ("soc", "batteryTemp", "readings", "totalAcKwh", "totalDcKwh", "status"):
-                assert row[key] == perf[key], (w, vid, key)
+        await _assert_rows_equal_raw(db, w, shapes, rows)
     await assert_rollups_match_raw(db)
+
+
+@pytest.mark.parametrize("soc_by_min", [True, False])
+@pytest.mark.parametrize("by_span", [True, False])
+async def test_fleet_report_from_before_the_first_readings_equals_raw_computation(
+    db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, soc_by_min: bool, by_span: bool
+) -> None:
+    """Windows starting hours before the vehicles' first readings and their assignments (and
+    ending after them): the first/last SoC found by the aggregate itself or by the edge joins,
+    the assigned spans read by one fleet-wide aggregate per span or segment by segment."""
+    monkeypatch.setattr(energy, "SOC_BY_MIN", soc_by_min)
+    monkeypatch.setattr(unit_energy, "FLEET_SPAN_MIN", 1 if by_span else 10**9)
+    first = T0 - timedelta(minutes=3)
+    shapes = await _irregular_30h(db, first)
+    windows = [
+        Window(first - timedelta(hours=3, minutes=17), first + timedelta(hours=20, minutes=43)),
+        Window(first - timedelta(hours=7), first + timedelta(hours=17)),
+        Window(first - timedelta(hours=1, seconds=30), first + timedelta(hours=40)),
+    ]
+    for w in windows:
+        rows = {r["vehicleId"]: r for r in (await fleet_report(db, w))["vehicles"]}
+        await _assert_rows_equal_raw(db, w, shapes, rows)
 
 
 async def test_pooled_report_reads_one_snapshot(

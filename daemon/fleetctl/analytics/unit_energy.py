@@ -3,15 +3,18 @@ figures of a vehicle from its units: the general path, for any assignment histor
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from fleetctl.analytics.energy import DB, Energy, Segment, VehicleStats, energy
+from fleetctl.analytics.energy import DB, Energy, Segment, VehicleStats, energy, fleet_energy
 from fleetctl.analytics.rows import VehicleFigures, expected_readings
 from fleetctl.analytics.status import micro
 from fleetctl.analytics.units import Unit
 from fleetctl.analytics.window import Window, iso
+from fleetdb.rollups import Kind
 
 _ZERO = Decimal(0)
 
@@ -66,11 +69,42 @@ async def unit_energies(
             else:
                 rest.append(seg)
         vehicle_segs = rest
+    meter_segs, meter_spans = await _by_span(db, "meter", meter_segs)
+    for seg, (kwh_u, n) in meter_spans:
+        out[seg.key].ac, out[seg.key].meter_readings = Decimal(kwh_u).scaleb(-6), n
     for key, e in (await energy(db, "meter", meter_segs)).items():
         out[key].ac, out[key].meter_readings = e.kwh, e.readings
+    vehicle_segs, vehicle_spans = await _by_span(db, "vehicle", vehicle_segs)
+    for seg, (kwh_u, _) in vehicle_spans:
+        out[owner[seg.key]].dc += Decimal(kwh_u).scaleb(-6)
     for key, e in (await energy(db, "vehicle", vehicle_segs)).items():
         out[owner[key]].dc += e.kwh
     return out
+
+
+# Segments sharing one time span, from this many on, are read with one fleet-wide aggregate
+# over the span (every device, a range scan per piece) instead of a join per segment: a fleet
+# assigned to its meters after the window's start (a window starting before the fleet's first
+# readings) has 10,000 segments of one span, which took seconds segment by segment.
+FLEET_SPAN_MIN = 100
+
+
+async def _by_span(
+    db: DB, kind: Kind, segments: list[Segment]
+) -> tuple[list[Segment], list[tuple[Segment, tuple[int, int]]]]:
+    """(segments left to read one by one, (segment, (Σ micro-kWh, readings)) of the others)."""
+    groups: dict[tuple[datetime, datetime], list[Segment]] = defaultdict(list)
+    for seg in segments:
+        groups[seg.start, seg.end].append(seg)
+    rest: list[Segment] = []
+    done: list[tuple[Segment, tuple[int, int]]] = []
+    for (start, end), group in groups.items():
+        if len(group) < FLEET_SPAN_MIN:
+            rest += group
+            continue
+        fleet = await fleet_energy(db, kind, start, end)
+        done += [(seg, fleet.get(seg.device, (0, 0))) for seg in group]
+    return rest, done
 
 
 def figures_of_units(
