@@ -19,6 +19,7 @@ import structlog
 from fleetd.ingest.batcher import Batcher
 from fleetd.ingest.flusher import Flusher
 from fleetd.ingest.flushing import FlushLoop
+from fleetd.ingest.gateway_grants import load_grants
 from fleetd.ingest.intake import Counters, Intake
 from fleetd.maintenance import maintain, maintenance_loop
 from fleetd.metrics import Metrics
@@ -67,6 +68,8 @@ class Daemon:
             max_past=timedelta(days=settings.max_past_days),
             pause=lambda: self.mqtt.pause(),  # noqa: PLW0108 - self.mqtt is created below, from this intake
             in_flight=lambda: self.flushing.in_flight,
+            # A file it cannot use ends the start with one line naming FLEET_GATEWAYS_FILE.
+            gateway_grants=load_grants(settings.gateways_file) if settings.gateways_file else None,
         )
         self.mqtt = MqttSubscriber(
             url=settings.mqtt_url,

@@ -56,6 +56,8 @@ class Settings(ProgramSettings):
     ingest_max_items: int = Field(default=5000, ge=1, le=100_000)
     ingest_max_body_bytes: int = Field(default=4 << 20, ge=1024, le=256 << 20)
     ingest_rate_per_token: float = Field(default=0.0, ge=0)  # readings/s; 0: no limit
+    # Which devices each MQTT gateway may post for (fleetd.ingest.gateway_grants); unset: any.
+    gateways_file: Path | None = None
     retention_days: int | None = Field(default=None, ge=1)
     rollup_retention_days: int | None = Field(default=None, ge=1)
     reject_retention_days: int | None = Field(default=None, ge=1)

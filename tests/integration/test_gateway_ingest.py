@@ -17,6 +17,9 @@ import asyncpg
 import pytest
 
 from fleet_harness.publish import meter_message, vehicle_message
+from fleetd.cli import EXIT_CONFIG, one_line
+from fleetd.ingest.gateway_grants import GatewaysFileError
+from fleetd.service import Daemon
 from fleetd.settings import Settings
 from fleetsim.gateways import MAX_READINGS
 from fleetsim.runner import SimOptions, run_sim
@@ -173,3 +176,32 @@ async def test_fleet_sim_through_gateways_lands_every_reading_once(
 
 
 COUNT = "SELECT (SELECT count(*) FROM meter_readings) + (SELECT count(*) FROM vehicle_readings)"
+
+
+async def test_fleet_gateways_file_limits_a_gateway_to_its_devices(
+    settings: Settings, mqtt_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    grants = tmp_path / "gateways"
+    grants.write_text("GW-0000 METER-*\n")
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    msgs = _gateway_messages(2, 10, t0)  # GW-0000 and GW-0001 (not listed), 5 meters each
+    async with running(settings.model_copy(update={"gateways_file": grants})) as daemon:
+        await publish_all(mqtt_url, msgs)
+        await wait_for_count(db, "SELECT count(*) FROM rejected_messages", 15)
+        for _ in range(100):
+            if daemon.counters.acked == len(msgs):
+                break
+            await asyncio.sleep(0.1)
+        assert daemon.counters.acked == len(msgs)
+    assert await db.fetchval("SELECT count(*) FROM meter_readings") == 5
+    assert await db.fetchval("SELECT count(*) FROM vehicle_readings") == 0
+    rows = await db.fetch("SELECT topic, field FROM rejected_messages")
+    assert len(rows) == 15
+    assert {(r["topic"], r["field"]) for r in rows} == {
+        ("gateways/GW-0000/telemetry", "device"),
+        ("gateways/GW-0001/telemetry", "device"),
+    }
+    # A file fleetd cannot use: one line naming the variable, exit 2.
+    with pytest.raises(GatewaysFileError, match="FLEET_GATEWAYS_FILE: cannot read") as caught:
+        Daemon(settings.model_copy(update={"gateways_file": tmp_path / "missing"}))
+    assert one_line(caught.value) == (EXIT_CONFIG, f"invalid configuration: {caught.value}")

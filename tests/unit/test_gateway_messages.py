@@ -5,10 +5,15 @@ ingest's own item code), each validated and kept on its own, the message acked o
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from fleetd.ingest.acks import AckSequencer
 from fleetd.ingest.batcher import Batcher
+from fleetd.ingest.gateway_grants import GatewayGrants, GatewaysFileError, load_grants
 from fleetd.ingest.gateway_items import decode_gateway, is_gateway_topic
 from fleetd.ingest.intake import Counters, Intake
 from fleetd.messages import MAX_ARRAY_ITEMS, MeterReading, Rejected, VehicleReading, decode
@@ -144,3 +149,45 @@ def test_a_gateway_message_is_acked_once_after_all_its_elements_committed() -> N
     assert acked == []
     assert sequencer.committed(1, second) == (1, 0)
     assert acked == [42]
+
+
+class TestGrants:
+    """FLEET_GATEWAYS_FILE: which devices each gateway may post for."""
+
+    def test_the_file_and_its_bad_lines_named_by_number(self, tmp_path: Path) -> None:
+        path = tmp_path / "gateways"
+        path.write_text("# depot A\nGW-1 M1*, V1*\n\nGW-ANY *\n")
+        grants = load_grants(path)
+        assert grants.allows("GW-1", "M17")
+        assert grants.allows("GW-1", "V1")
+        assert not grants.allows("GW-1", "M2")
+        assert grants.allows("GW-ANY", "anything")
+        assert not grants.allows("GW-UNLISTED", "M1")  # a gateway not listed: no device
+        for text, says in (
+            ("GW-1\n", "line 1: gateway GW-1 needs device-id patterns (* for any)"),
+            ("GW-1 *\nGW-1 M*\n", "line 2: gateway GW-1 listed twice"),
+            ("# x\nGW/1 *\n", "line 2: gateway id must match"),
+        ):
+            path.write_text(text)
+            with pytest.raises(GatewaysFileError, match=re.escape(says)):
+                load_grants(path)
+        with pytest.raises(GatewaysFileError, match="FLEET_GATEWAYS_FILE: cannot read"):
+            load_grants(tmp_path / "missing")
+
+    def test_an_element_of_a_device_not_granted_is_kept_under_the_gateways_topic(self) -> None:
+        grants = GatewayGrants({"GW-1": ("M*",)})
+        payload = dumps([meter("M1"), vehicle("V1"), vehicle("V2", soc=500)])
+        out = decode_gateway(TOPIC, payload, NOW, grants=grants)
+        assert isinstance(out[0], MeterReading)
+        for index, device in ((1, "V1"), (2, "V2")):  # valid or not: not this gateway's
+            item = out[index]
+            assert isinstance(item, Rejected)
+            assert item.topic == TOPIC  # never the device's: a replay must not store it
+            assert (item.field, item.rule) == (
+                "device",
+                "a device FLEET_GATEWAYS_FILE does not grant this gateway",
+            )
+            assert item.reason.startswith(f"gateway GW-1 item {index}: device '{device}' is ")
+            assert json.loads(item.payload)["vehicleId"] == device
+        other = decode_gateway("gateways/GW-2/telemetry", dumps([meter("M1")]), NOW, grants=grants)
+        assert isinstance(other[0], Rejected)

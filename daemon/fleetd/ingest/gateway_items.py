@@ -5,18 +5,23 @@ element a reading or `{"type": "METER"|"VEHICLE", "payload": {...}}`. An element
 `type`, else the id it carries (`meterId` or `vehicleId`); it is validated as the MQTT message of
 its device's own topic would be (fleetd.messages). Pure, no I/O.
 
-fleetd takes a gateway's word for which devices it speaks for: who may publish on a gateway's
-topic is the broker's ACL to decide (docs/ingest.md)."""
+Which devices a gateway may speak for: those FLEET_GATEWAYS_FILE grants it
+(fleetd.ingest.gateway_grants), else any, and who may publish on a gateway's topic at all is the
+broker's ACL to decide (docs/ingest.md)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
+from typing import Any
 
+from fleetd.ingest.gateway_grants import GatewayGrants
 from fleetd.ingest.http_items import BodyError, decode_item, elements
 from fleetd.messages import (
     DEVICE_ID,
     MAX_ARRAY_ITEMS,
     MAX_ARRAY_PAYLOAD_BYTES,
+    MAX_PAYLOAD_BYTES,
     Decoded,
     Rejected,
 )
@@ -37,8 +42,11 @@ def decode_gateway(
     *,
     max_future: timedelta = timedelta(minutes=5),
     max_past: timedelta = timedelta(days=3650),
+    grants: GatewayGrants | None = None,
 ) -> list[Decoded]:
-    """Validate one gateway message: one result per element, in order. A bad element is a reject
+    """Validate one gateway message: one result per element, in order. With `grants`, an element
+    of a device they do not grant this gateway is a reject under the gateway's topic (never its
+    device's: a replay must not store it). A bad element is a reject
     of its own whose reason names the gateway and the element's index; it is kept under its
     device's topic when the element names a device (so `fleetctl rejects` counts it with that
     device and `fleetctl replay` reads it as that device's message), else under the gateway's.
@@ -69,6 +77,9 @@ def decode_gateway(
     out: list[Decoded] = []
     for index, element in enumerate(items):
         device, item = decode_item(element, None, now, max_future=max_future, max_past=max_past)
+        if device and grants is not None and not grants.allows(gateway, device):
+            out.append(_not_granted(topic, gateway, index, device, element))
+            continue
         if isinstance(item, Rejected):
             # A device's topic only when the element named a usable device id: "http" (no id)
             # or a topic the id broke is no place to keep it.
@@ -77,3 +88,10 @@ def decode_gateway(
             item = Rejected(own, item.payload, reason, item.field, item.rule)
         out.append(item)
     return out
+
+
+def _not_granted(topic: str, gateway: str, index: int, device: str, element: Any) -> Rejected:
+    rule = "a device FLEET_GATEWAYS_FILE does not grant this gateway"
+    reason = f"gateway {gateway} item {index}: device {device!r} is {rule}"
+    payload = json.dumps(element, separators=(",", ":")).encode()[:MAX_PAYLOAD_BYTES]
+    return Rejected(topic, payload, reason, "device", rule)

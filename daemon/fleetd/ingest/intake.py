@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from fleetd.ingest.batcher import Batcher, Envelope
+from fleetd.ingest.gateway_grants import GatewayGrants
 from fleetd.ingest.gateway_items import decode_gateway, is_gateway_topic
 from fleetd.ingest.tickets import Ticket
 from fleetd.messages import Decoded, Rejected, decode_many
@@ -56,6 +57,7 @@ class Intake:
         max_past: timedelta,
         pause: Callable[[], None],
         in_flight: Callable[[], int],
+        gateway_grants: GatewayGrants | None = None,
     ) -> None:
         self._batcher = batcher
         self._counters = counters
@@ -65,6 +67,7 @@ class Intake:
         self._max_past = max_past
         self._pause = pause
         self._in_flight = in_flight
+        self._grants = gateway_grants
         self._clock_mono = 0.0
         self._clock = datetime.now(UTC)
 
@@ -76,9 +79,14 @@ class Intake:
             # share it, which saves a datetime per message at 2 ms resolution.
             self._clock_mono, self._clock = mono, datetime.now(UTC)
         now = self._clock
+        future, past = self._max_future, self._max_past
         # A device's topic: one reading or an array of its own; a gateway's: several devices'.
-        decoder = decode_gateway if is_gateway_topic(topic) else decode_many
-        items = decoder(topic, payload, now, max_future=self._max_future, max_past=self._max_past)
+        if is_gateway_topic(topic):
+            items = decode_gateway(
+                topic, payload, now, max_future=future, max_past=past, grants=self._grants
+            )
+        else:
+            items = decode_many(topic, payload, now, max_future=future, max_past=past)
         last = len(items) - 1
         for i, item in enumerate(items):
             # Counted per reading: received = written + duplicates + rejected, arrays or not.

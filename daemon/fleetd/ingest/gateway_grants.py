@@ -1,0 +1,58 @@
+"""Which devices each gateway may post readings for (FLEET_GATEWAYS_FILE, optional): one gateway
+a line, its id then device-id glob patterns, comma-separated (`GATEWAY-0001 METER-0001*,
+VEHICLE-0001*`; `*` for any). With the file, a gateway it does not list may post for no device;
+without it, fleetd takes any gateway's word and the broker's ACL is the only control
+(docs/ingest.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from fleetd.messages import DEVICE_ID
+from fleetsvc.settings_fields import ConfigError
+
+
+class GatewaysFileError(ConfigError):
+    """The gateways file cannot be read or has a bad line (named by its number)."""
+
+
+@dataclass(frozen=True)
+class GatewayGrants:
+    """Device-id patterns per gateway id."""
+
+    patterns: dict[str, tuple[str, ...]]
+
+    def allows(self, gateway: str, device: str) -> bool:
+        """May `gateway` post readings of `device`?"""
+        return any(fnmatchcase(device, p) for p in self.patterns.get(gateway, ()))
+
+
+def load_grants(path: Path) -> GatewayGrants:
+    """The grants of `path`: `GATEWAY PATTERN[,PATTERN...]` a line; blank lines and `#` lines
+    are skipped."""
+    name = "FLEET_GATEWAYS_FILE"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GatewaysFileError(f"{name}: cannot read {path}: {exc}") from None
+    patterns: dict[str, tuple[str, ...]] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        gateway, _, rest = line.partition(" ")
+        if not DEVICE_ID.fullmatch(gateway):
+            raise GatewaysFileError(
+                f"{name} line {number}: gateway id must match [A-Za-z0-9_.:-]{{1,64}}"
+            )
+        if gateway in patterns:
+            raise GatewaysFileError(f"{name} line {number}: gateway {gateway} listed twice")
+        found = tuple(p.strip() for p in rest.replace(" ", ",").split(",") if p.strip())
+        if not found:
+            raise GatewaysFileError(
+                f"{name} line {number}: gateway {gateway} needs device-id patterns (* for any)"
+            )
+        patterns[gateway] = found
+    return GatewayGrants(patterns)
