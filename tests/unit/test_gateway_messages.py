@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetctl.analytics.rejects import _device_of
 from fleetd.ingest.acks import AckSequencer
 from fleetd.ingest.batcher import Batcher
 from fleetd.ingest.gateway_grants import GatewayGrants, GatewaysFileError, load_grants
@@ -191,3 +192,9 @@ class TestGrants:
             assert json.loads(item.payload)["vehicleId"] == device
         other = decode_gateway("gateways/GW-2/telemetry", dumps([meter("M1")]), NOW, grants=grants)
         assert isinstance(other[0], Rejected)
+
+
+def test_fleetctl_rejects_names_no_device_for_a_gateways_reject() -> None:
+    assert _device_of("vehicles/V1/telemetry") == "V1"
+    assert _device_of(TOPIC) is None  # a gateway's id is no device's
+    assert _device_of("http") is None

@@ -13,6 +13,7 @@ from fleetctl.analytics.energy import DB
 from fleetctl.analytics.pages import decode, fingerprint, instant_of, key_of, next_cursor
 from fleetctl.analytics.window import iso
 from fleetctl.errors import InvalidRequestError
+from fleetdb.kinds import by_topic
 
 MAX_LIMIT = 1000
 
@@ -74,9 +75,12 @@ def _group(r: asyncpg.Record) -> dict[str, Any]:
 
 
 def _device_of(topic: str) -> str | None:
-    """The device id a telemetry topic names (None for a topic of another shape)."""
+    """The device id a device's telemetry topic names (None for a topic of another shape, or a
+    gateway's: its id names no device)."""
     levels = topic.split("/")
-    return levels[1] if len(levels) == 3 and levels[1] else None
+    if len(levels) != 3 or not levels[1] or by_topic(levels[0]) is None:
+        return None
+    return levels[1]
 
 
 def _payload(raw: bytes) -> dict[str, str]:
