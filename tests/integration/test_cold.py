@@ -26,6 +26,7 @@ from fleetd.maintenance import compact_days
 from fleetd.messages import MeterReading, VehicleReading
 from fleetd.settings import Settings
 from fleetdb.cold import compact
+from fleetdb.cold.groups import LEGACY_GROUPS, choose_groups
 from fleetdb.connect import connect, connect_analytics
 from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than
 from fleetsim.direct import backfill_direct
@@ -144,13 +145,44 @@ async def _compact(url: str, before: date) -> compact.Progress:
         await conn.close()
 
 
+# How D1 and D2 are grouped: as sized for the test's small fleet (one group), a count recorded
+# before compaction (several groups of a few devices), or as the version before wrote them (64
+# groups, no row in fleet_cold_groups: compacted with 64 recorded, the rows then deleted).
+LAYOUTS = ["sized", "groups4", "legacy"]
+
+
+async def _compact_as(url: str, owner_url: str, layout: str) -> compact.Progress:
+    """_compact(url, D3) of D1 and D2 in `layout`."""
+    fixed = {"groups4": 4, "legacy": LEGACY_GROUPS}.get(layout)
+    async with _conn(owner_url) as db:
+        if fixed:
+            await db.execute(
+                """INSERT INTO fleet_cold_groups (day, kind, groups)
+                   SELECT d, k, $2 FROM unnest($1::date[]) d,
+                          unnest(ARRAY['meter', 'vehicle']) k""",
+                [D1.date(), D2.date()],
+                fixed,
+            )
+        done = await _compact(url, D3.date())
+        groups = await db.fetch("SELECT DISTINCT groups FROM fleet_cold_groups")
+        assert [r[0] for r in groups] == [fixed or 1]
+        if layout == "legacy":
+            await db.execute("DELETE FROM fleet_cold_groups")
+            # A run of the version before left blocks without a row: resumed in its layout.
+            assert await choose_groups(db, "meter", D1.date()) == LEGACY_GROUPS
+            await db.execute("DELETE FROM fleet_cold_groups")
+    return done
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 async def test_reports_identical_after_compaction(
-    database_url: str, ingest_url: str, analytics_url: str
+    database_url: str, ingest_url: str, analytics_url: str, layout: str
 ) -> None:
     await _load(database_url)
     before = await reports(analytics_url)
     assert before == await reports(analytics_url)  # nothing in it depends on the clock
-    done = await _compact(ingest_url, D3.date())  # as fleetd's maintenance: fleet_ingest
+    # As fleetd's maintenance: fleet_ingest.
+    done = await _compact_as(ingest_url, database_url, layout)
     assert done.days_done == [D1.date(), D2.date()]
     assert await reports(analytics_url) == before
     async with _conn(database_url) as db:
@@ -187,8 +219,9 @@ def _late() -> tuple[list[tuple[MeterReading, datetime]], list[tuple[VehicleRead
     return m, v
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 async def test_late_readings_counted_once_and_merged(
-    database_url: str, ingest_url: str, analytics_url: str, twin_url: str
+    database_url: str, ingest_url: str, analytics_url: str, twin_url: str, layout: str
 ) -> None:
     late_m, late_v = _late()
     # The truth: the same readings, never compacted.
@@ -198,7 +231,7 @@ async def test_late_readings_counted_once_and_merged(
     truth = await reports(twin_url)
 
     await _load(database_url)
-    await _compact(ingest_url, D3.date())
+    await _compact_as(ingest_url, database_url, layout)
     async with _conn(ingest_url) as fleetd:
         # A redelivery of a compacted reading stores nothing.
         old_v = VehicleReading("J1", D2, 33.0, 0.7, 18.25)
@@ -329,6 +362,9 @@ async def test_storage_reports_bytes_per_reading(database_url: str, analytics_ur
     assert (cold["state"], hot["state"]) == ("compacted", "open")
     assert cold["readings"] == hot["readings"] == 60 * 1440
     assert cold["bytesPerReading"] < hot["bytesPerReading"] / 10
+    # Issue 27: one group for a fleet this small (64 groups made blocks of one device: 7 B).
+    for kind in ("meter", "vehicle"):
+        assert rows[(D1.date().isoformat(), kind)]["bytesPerReading"] <= 6
 
 
 async def test_fleetd_maintenance_compacts_as_fleet_ingest(

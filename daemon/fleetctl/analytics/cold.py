@@ -9,8 +9,8 @@ they are disjoint from everything else by construction (fleetdb.cold.late).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,8 @@ import numpy as np
 from fleetdb.cold import blocks, summary_store
 from fleetdb.cold.codec import Block
 from fleetdb.cold.columns import Cols, from_block, from_records, from_summary, us_of
-from fleetdb.cold.layout import DAY, HOUR, LAYOUTS, day_start, group_of
+from fleetdb.cold.groups import LEGACY_GROUPS, group_of
+from fleetdb.cold.layout import DAY, HOUR, LAYOUTS, day_start
 from fleetdb.cold.stats import Stats, slice_stats
 from fleetdb.cold.summary import Summary, hour_stats
 from fleetdb.kinds import DeviceKind
@@ -32,10 +33,12 @@ _US = timedelta(microseconds=1)
 
 @dataclass(frozen=True)
 class Plan:
-    """Which days of a span are compacted, and whether late readings fall in it."""
+    """Which days of a span are compacted (with their device group counts), and whether late
+    readings fall in it."""
 
     compacted: frozenset[date]
     late: bool
+    groups: Mapping[date, int] = field(default_factory=dict)
 
     @property
     def simple(self) -> bool:
@@ -46,17 +49,24 @@ class Plan:
 async def plan(db: DB, kind: Kind, lo: datetime, hi: datetime) -> Plan:
     """The Plan of [lo, hi) for `kind`, in one round trip (inside the caller's snapshot)."""
     row = await db.fetchrow(
-        f"""SELECT (SELECT array_agg(day) FROM fleet_days WHERE state = 'compacted'
-                      AND day >= $1 AND day <= $2),
-                   EXISTS (SELECT FROM {LAYOUTS[kind].late} WHERE ts >= $3 AND ts < $4)""",
+        f"""SELECT c.days, c.groups,
+                   EXISTS (SELECT FROM {LAYOUTS[kind].late} WHERE ts >= $3 AND ts < $4)
+              FROM (SELECT array_agg(f.day ORDER BY f.day) AS days,
+                           array_agg(coalesce(g.groups, $6) ORDER BY f.day) AS groups
+                      FROM fleet_days f
+                      LEFT JOIN fleet_cold_groups g ON g.day = f.day AND g.kind = $5
+                     WHERE f.state = 'compacted' AND f.day >= $1 AND f.day <= $2) c""",
         lo.date(),
         hi.date(),
         lo,
         hi,
+        kind,
+        LEGACY_GROUPS,
     )
-    if row is None:  # pragma: no cover - a SELECT without FROM always returns one row
+    if row is None:  # pragma: no cover - an aggregate without GROUP BY always returns one row
         return Plan(frozenset(), late=False)
-    return Plan(frozenset(row[0] or ()), bool(row[1]))
+    days = list(row[0] or ())
+    return Plan(frozenset(days), bool(row[2]), dict(zip(days, row[1] or (), strict=True)))
 
 
 Run = tuple[bool, datetime, datetime]
@@ -154,31 +164,41 @@ async def _load_for_devices(
 
 
 async def segment_stats(
-    db: DB, kind: Kind, segments: list[tuple[int, str, datetime, datetime]], *, by_hour: bool
+    db: DB,
+    kind: Kind,
+    segments: list[tuple[int, str, datetime, datetime]],
+    groups: Mapping[date, int],
+    *,
+    by_hour: bool,
 ) -> dict[Any, Stats]:
-    """Figures per segment key (or per (key, UTC hour)) of segments lying in compacted days."""
+    """Figures per segment key (or per (key, UTC hour)) of segments lying in compacted days
+    (`groups`: each day's device group count, Plan.groups)."""
     lay = LAYOUTS[kind]
     want_sums: set[tuple[date, int]] = set()
     want_blocks: set[tuple[date, int, int]] = set()
+
+    def grp(dev: str, hour: datetime) -> int:
+        return group_of(dev, groups.get(hour.date(), LEGACY_GROUPS))
+
     for _, dev, s, e in segments:
         for hour, lo, hi in _hours(s, e):
             if lo == hour and hi == hour + HOUR:
-                want_sums.add((hour.date(), group_of(dev)))
+                want_sums.add((hour.date(), grp(dev, hour)))
             else:
-                want_blocks.add((hour.date(), hour.hour, group_of(dev)))
+                want_blocks.add((hour.date(), hour.hour, grp(dev, hour)))
     sums, decoded = await _load_for_devices(db, kind, want_sums, want_blocks)
     out: dict[Any, Stats] = {}
     for key, dev, s, e in segments:
         for hour, lo, hi in _hours(s, e):
             if lo == hour and hi == hour + HOUR:
-                summary = sums.get((hour.date(), group_of(dev)))
+                summary = sums.get((hour.date(), grp(dev, hour)))
                 st = Stats()
                 if summary is not None and dev in summary.devices:
                     row = summary.devices.index(dev)
                     d0 = day_start(hour.date())
                     st = hour_stats(summary, row, hour.hour, d0, kind=lay)
             else:
-                found = decoded.get((hour.date(), hour.hour, group_of(dev)))
+                found = decoded.get((hour.date(), hour.hour, grp(dev, hour)))
                 st = _range_stats(found, dev, hour, lo, hi, kind=lay)
             if st.n:
                 out.setdefault((key, hour) if by_hour else key, Stats()).merge(st)

@@ -180,7 +180,7 @@ async def _cold_and_late(
 ) -> dict[Any, Stats]:
     out: dict[Any, Stats] = {}
     if frozen:
-        out = await cold.segment_stats(db, kind, _tuples(frozen), by_hour=by_hour)
+        out = await cold.segment_stats(db, kind, _tuples(frozen), p.groups, by_hour=by_hour)
     if p.late:
         for key, st in (
             await cold.late_segment_stats(db, kind, _tuples(every), by_hour=by_hour)

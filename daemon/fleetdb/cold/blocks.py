@@ -12,7 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fleetdb.cold.codec import Block, decode, encode
-from fleetdb.cold.layout import HOUR, KindLayout, group_of, hour_start
+from fleetdb.cold.groups import group_of
+from fleetdb.cold.layout import HOUR, KindLayout, hour_start
 from fleetdb.kinds import KindRef, resolve
 
 
@@ -59,8 +60,10 @@ def from_array_send(data: bytes | None, kind: str) -> npt.NDArray[np.generic]:
     return rec["v"].astype(np.dtype(kind).newbyteorder("="))
 
 
-async def fetch_hour(conn: asyncpg.Connection, kind: KindRef, day: date, hour: int) -> list[Block]:
-    """The raw readings of one hour as blocks by group (empty groups left out)."""
+async def fetch_hour(
+    conn: asyncpg.Connection, kind: KindRef, day: date, hour: int, groups: int
+) -> list[Block]:
+    """The raw readings of one hour as blocks, one per group of `groups` (empty ones left out)."""
     lay = resolve(kind)
     start = hour_start(day, hour)
     [(devs, counts)] = await conn.fetch(_devices_sql(lay), start, start + HOUR)
@@ -76,16 +79,17 @@ async def fetch_hour(conn: asyncpg.Connection, kind: KindRef, day: date, hour: i
         from_array_send(row[2], "i8").astype(np.int64),
         [from_array_send(row[3 + i], "f4").astype(np.float32) for i in range(len(lay.floats))],
     )
-    return split_groups(whole)
+    return split_groups(whole, groups)
 
 
-def split_groups(whole: Block) -> list[Block]:
-    """One hour's readings of every device (sorted by device, ts) as blocks by group."""
-    groups = [group_of(d) for d in whole.devices]
+def split_groups(whole: Block, groups: int) -> list[Block]:
+    """One hour's readings of every device (sorted by device, ts) as blocks, one per group of
+    `groups` that has readings."""
+    of = [group_of(d, groups) for d in whole.devices]
     starts = whole.starts()
     out = []
-    for g in sorted(set(groups)):
-        members = [i for i, x in enumerate(groups) if x == g]
+    for g in sorted(set(of)):
+        members = [i for i, x in enumerate(of) if x == g]
         rows = np.concatenate([np.arange(starts[i], starts[i] + whole.counts[i]) for i in members])
         out.append(
             Block(
@@ -110,9 +114,10 @@ ON CONFLICT (day, hour, grp) DO UPDATE SET readings = excluded.readings, body = 
 Encoded = list[tuple[int, int, bytes]]
 
 
-def encode_all(items: Iterable[Block]) -> Encoded:
-    """(group, readings, body) of every non-empty block (CPU only: safe in a thread)."""
-    return [(group_of(b.devices[0]), len(b), encode(b)) for b in items if len(b)]
+def encode_all(items: Iterable[Block], groups: int) -> Encoded:
+    """(group, readings, body) of every non-empty block of a day split into `groups` (CPU
+    only: safe in a thread)."""
+    return [(group_of(b.devices[0], groups), len(b), encode(b)) for b in items if len(b)]
 
 
 async def store_encoded(

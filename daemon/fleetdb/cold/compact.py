@@ -4,9 +4,10 @@ A day goes open -> compacting -> compacted (fleet_days):
 1. `compacting` (under the exclusive day lock, so no flush is writing into the day): from now
    on writers put the day's readings into *_late, checked against the raw rows, and the raw
    and rollup partitions of the day no longer change. Reports still read them.
-2. Every hour of each kind is encoded into blocks, one transaction per (kind, hour), and the
-   day's hourly rollups become one summary row per device. A killed run leaves whole hours: the
-   next run skips the hours it finds and does the rest.
+2. Every hour of each kind is encoded into blocks, one per device group (fleetdb.cold.groups:
+   their count, sized by the day's readings, is recorded first), one transaction per (kind,
+   hour), and the day's hourly rollups become one summary row per group. A killed run leaves
+   whole hours: the next run skips the hours it finds and does the rest.
 3. The blocks must hold exactly the readings the rollups count; then `compacted`: reports read
    the blocks and summaries, writers check late readings against the blocks.
 4. The raw and rollup partitions are dropped: DROP locks the parent tables for that moment
@@ -29,10 +30,11 @@ import numpy as np
 
 from fleetdb.cold import blocks, summary_store
 from fleetdb.cold.codec import Block
-from fleetdb.cold.layout import DAY, HOUR, day_start, group_of, hour_start, latest_allowed
+from fleetdb.cold.groups import choose_groups, day_groups, group_of
+from fleetdb.cold.layout import DAY, HOUR, day_start, hour_start, latest_allowed
 from fleetdb.cold.stats import slice_stats
 from fleetdb.cold.summary import Summary
-from fleetdb.kinds import REGISTRY, DeviceKind
+from fleetdb.kinds import REGISTRY, DeviceKind, KindRef, resolve
 from fleetdb.rollups import HOURLY, rollup_tables
 
 Kinds = tuple[DeviceKind, ...]
@@ -87,9 +89,17 @@ async def _has_any(conn: asyncpg.Connection, day: date, parents: tuple[str, ...]
     )
 
 
-async def _compact_kind(
-    conn: asyncpg.Connection, lay: DeviceKind, day: date, progress: Progress, report: ProgressFn
+async def write_blocks(
+    conn: asyncpg.Connection,
+    kind: KindRef,
+    day: date,
+    n_groups: int,
+    *,
+    progress: Progress,
+    report: ProgressFn,
 ) -> None:
+    """Encode the hours of `day` that have no blocks yet into blocks of `n_groups` groups."""
+    lay = resolve(kind)
     done = {
         r[0] for r in await conn.fetch(f"SELECT DISTINCT hour FROM {lay.cold} WHERE day = $1", day)
     }
@@ -97,22 +107,24 @@ async def _compact_kind(
     for hour in range(24):
         if hour in done:
             continue
-        rows = await blocks.fetch_hour(conn, lay, day, hour)
+        rows = await blocks.fetch_hour(conn, lay, day, hour, n_groups)
         # zlib releases the GIL: encoding in a thread lets the next fetch's wait overlap it.
-        encoded = await loop.run_in_executor(None, blocks.encode_all, rows)
+        encoded = await loop.run_in_executor(None, blocks.encode_all, rows, n_groups)
         async with conn.transaction():
             progress.readings += await blocks.store_encoded(conn, lay, day, hour, encoded)
         report(progress)
 
 
-async def _summaries(conn: asyncpg.Connection, kind: DeviceKind, day: date) -> None:
-    """The day's hourly rollups as summary rows, once (one transaction)."""
+async def write_summaries(
+    conn: asyncpg.Connection, kind: KindRef, day: date, n_groups: int
+) -> None:
+    """The day's hourly rollups as summary rows of `n_groups` groups, once (one transaction)."""
+    lay = resolve(kind)
     async with conn.transaction():
-        table = kind.hours
-        if await conn.fetchval(f"SELECT EXISTS (SELECT FROM {table} WHERE day = $1)", day):
+        if await conn.fetchval(f"SELECT EXISTS (SELECT FROM {lay.hours} WHERE day = $1)", day):
             return
         await summary_store.store(
-            conn, kind, day, await summary_store.from_rollups(conn, kind, day)
+            conn, lay, day, await summary_store.from_rollups(conn, lay, day, n_groups)
         )
 
 
@@ -160,9 +172,10 @@ async def compact_day(
         # Without raw partitions (retention dropped them) the rollups still become summaries.
         raw = await _has_any(conn, day, history(kinds))
         for kind in kinds:
+            n_groups = await choose_groups(conn, kind, day)
             if raw:
-                await _compact_kind(conn, kind, day, progress, report)
-            await _summaries(conn, kind, day)
+                await write_blocks(conn, kind, day, n_groups, progress=progress, report=report)
+            await write_summaries(conn, kind, day, n_groups)
             if raw:
                 await _check(conn, kind, day)
         await conn.fetchval("SELECT fleet_set_day_state($1, 'compacting', 'compacted')", day)
@@ -282,18 +295,19 @@ async def merge_late(conn: asyncpg.Connection, day: date, kinds: Kinds = REGISTR
             )
             if not rows:
                 continue
+            n_groups = (await day_groups(conn, lay, [day]))[day]
             by_hour: dict[int, dict[str, list[Any]]] = {}
             for r in rows:
                 by_hour.setdefault((r[1] - lo) // HOUR, {}).setdefault(r[0], []).append(r)
             for hour, devs in sorted(by_hour.items()):
                 base = hour_start(day, hour)
                 found = await blocks.load(
-                    conn, lay, day, hour, {group_of(d) for d in devs}, for_update=True
+                    conn, lay, day, hour, {group_of(d, n_groups) for d in devs}, for_update=True
                 )
                 touched = []
                 for dev, dev_rows in devs.items():
                     empty = [np.zeros(0, dtype=np.float32) for _ in lay.floats]
-                    b = found.setdefault(group_of(dev), Block(floats=empty))
+                    b = found.setdefault(group_of(dev, n_groups), Block(floats=empty))
                     n = _insert_into(b, dev, dev_rows, base)
                     if n:
                         added += n
@@ -301,15 +315,15 @@ async def merge_late(conn: asyncpg.Connection, day: date, kinds: Kinds = REGISTR
                 if not touched:
                     continue
                 await blocks.store_encoded(
-                    conn, lay, day, hour, blocks.encode_all(list(found.values()))
+                    conn, lay, day, hour, blocks.encode_all(list(found.values()), n_groups)
                 )
                 sums = await summary_store.load(
-                    conn, lay, day, {group_of(d) for d in touched}, for_update=True
+                    conn, lay, day, {group_of(d, n_groups) for d in touched}, for_update=True
                 )
                 for dev in touched:
-                    b = found[group_of(dev)]
+                    b = found[group_of(dev, n_groups)]
                     a, e = b.spans()[dev]
-                    s = sums.setdefault(group_of(dev), Summary())
+                    s = sums.setdefault(group_of(dev, n_groups), Summary())
                     s.set_hour(
                         s.row_of(dev, kind=lay),
                         hour,

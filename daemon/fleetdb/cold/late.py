@@ -17,7 +17,8 @@ from datetime import date, datetime
 
 import asyncpg
 
-from fleetdb.cold.layout import HOUR, day_start, group_of
+from fleetdb.cold.groups import day_groups, group_of
+from fleetdb.cold.layout import HOUR, day_start
 from fleetdb.kinds import KindRef
 
 
@@ -48,11 +49,15 @@ async def stored_in_blocks(
         day = ts.date()
         wanted.setdefault((day, (ts - day_start(day)) // HOUR), []).append((dev, ts))
     found: dict[tuple[str, datetime], BlockValues] = {}
+    if not wanted:
+        return found
+    n_groups = await day_groups(conn, kind, [day for day, _ in wanted])
     for (day, hour), items in wanted.items():
-        loaded = await blocks.load(conn, kind, day, hour, {group_of(d) for d, _ in items})
+        g = n_groups[day]
+        loaded = await blocks.load(conn, kind, day, hour, {group_of(d, g) for d, _ in items})
         base = day_start(day) + hour * HOUR
         for dev, ts in items:
-            b = loaded.get(group_of(dev))
+            b = loaded.get(group_of(dev, g))
             if b is None:
                 continue
             span = b.spans().get(dev)

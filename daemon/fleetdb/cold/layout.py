@@ -3,17 +3,10 @@ device is in."""
 
 from __future__ import annotations
 
-import zlib
 from datetime import UTC, date, datetime, time, timedelta
 
 from fleetdb.kinds import REGISTRY, DeviceKind
 
-# Devices are spread over this many blocks per hour by a hash of their id: ~160 devices (~9,400
-# readings) per block at 10,000 devices, small enough that one device's hour decodes in ~1 ms
-# and large enough for zlib to learn the columns (2.6 B per meter reading at this size against
-# 2.5 B with 300 devices and 2.7 B with 75). Stored with each block: changing it needs a
-# rewrite of the cold tables.
-GROUPS = 64
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
@@ -26,11 +19,6 @@ LAYOUTS: dict[str, DeviceKind] = {k.name: k for k in REGISTRY}
 def layouts(kinds: tuple[DeviceKind, ...] = REGISTRY) -> dict[str, DeviceKind]:
     """The kinds by name."""
     return {k.name: k for k in kinds}
-
-
-def group_of(device: str) -> int:
-    """The block group of a device: stable across processes and versions (CRC-32)."""
-    return zlib.crc32(device.encode()) % GROUPS
 
 
 def day_start(day: date) -> datetime:

@@ -10,7 +10,8 @@ import asyncpg
 import numpy as np
 
 from fleetdb.cold.blocks import fetch_bodies, from_array_send
-from fleetdb.cold.layout import DAY, day_start, group_of
+from fleetdb.cold.groups import group_of
+from fleetdb.cold.layout import DAY, day_start
 from fleetdb.cold.summary import Summary, build, columns, decode_summary, encode_summary
 from fleetdb.kinds import DeviceKind, KindRef, resolve
 from fleetdb.rollups import HOURLY
@@ -45,8 +46,10 @@ SELECT array_agg({dev}), array_send(array_agg(h)), {arrays}
          ORDER BY {dev}, hour) s"""
 
 
-async def from_rollups(conn: asyncpg.Connection, kind: KindRef, day: date) -> dict[int, Summary]:
-    """The day's hourly rollups of `kind` as summaries by group."""
+async def from_rollups(
+    conn: asyncpg.Connection, kind: KindRef, day: date, n_groups: int
+) -> dict[int, Summary]:
+    """The day's hourly rollups of `kind` as summaries, one per group of `n_groups`."""
     k = resolve(kind)
     lo = day_start(day)
     [row] = await conn.fetch(_rollup_sql(k), lo, lo + DAY)
@@ -56,7 +59,9 @@ async def from_rollups(conn: asyncpg.Connection, kind: KindRef, day: date) -> di
         name: from_array_send(row[2 + i], _FROM_ROLLUP[name][0])
         for i, name in enumerate(columns(k))
     }
-    groups = np.fromiter((group_of(d) for d in devices), dtype=np.int64, count=len(devices))
+    groups = np.fromiter(
+        (group_of(d, n_groups) for d in devices), dtype=np.int64, count=len(devices)
+    )
     out = {}
     for g in np.unique(groups).tolist():
         sel = np.flatnonzero(groups == g)

@@ -90,6 +90,18 @@ def table(r: dict[str, Any]) -> str:
         f"{s['heapBytesPerReading']:.0f} + {s['indexBytesPerReading']:.0f} "
         f"(+ {s['rollupBytesPerReading']:.0f}) B"
     )
+    for c in r.get("coldSizes") or ():
+        n = c["devices"]
+        lines.append(
+            f"{f'  compacted day, {n:,} + {n:,} devices: 64 groups -> sized':<58}"
+            f"{c['fixedBytesPerReading']:>5.2f} -> {c['sizedBytesPerReading']:.2f} B"
+        )
+        target = c["targetBytesPerReading"]
+        if target:
+            lines.append(f"{f'    / target {target:.0f} B':<58}{c['sizedVsTarget']:>12.2f} x")
+        lines.append(
+            f"{'    compaction speed, sized / 64 groups':<58}{c['speedSizedVsFixed']:>12.2f} x"
+        )
     q = r.get("queries")
     if q:
         lines.append(f"8 queries on {q['days']} days ({q['readings']:,} readings), p50 / p99:")

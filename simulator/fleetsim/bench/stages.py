@@ -13,6 +13,7 @@ from typing import Any
 from fleet_harness import MosquittoServer, PostgresServer
 from fleetsim.bench.baseline import drain_per_message
 from fleetsim.bench.ceilings import broker_ceiling_rate, copy_ceiling, dual_write_ceiling
+from fleetsim.bench.cold_sizes import cold_size_stage
 from fleetsim.bench.databases import db_url, drain_rate, ensure_days, new_database, storage_figures
 from fleetsim.bench.fleetd_runs import ab_stage, drain_stage, load_stage
 from fleetsim.bench.http_ingest import http_ingest_stage
@@ -130,8 +131,10 @@ async def broker_windows(b: Bench) -> None:
 
 
 async def storage(b: Bench) -> None:
-    """Bytes per reading in fleetd's database after the drain."""
+    """Bytes per reading in fleetd's database after the drain, and of a compacted day by fleet
+    size (fleetsim.bench.cold_sizes)."""
     b.results["storage"] = await storage_figures(db_url(b.pg.url, "bench_fleetd_bench"))
+    b.results["coldSizes"] = await cold_size_stage(b.pg.url, quick=b.args.quick, say=say)
 
 
 async def http_front(b: Bench) -> None:
