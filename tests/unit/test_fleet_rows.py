@@ -11,7 +11,7 @@ import pytest
 from fleetctl.analytics.energy import VehicleStats
 from fleetctl.analytics.fleet import whole_window_figures
 from fleetctl.analytics.rows import RowContext, build_row
-from fleetctl.analytics.unit_energy import UnitEnergy, figures_of_units
+from fleetctl.analytics.unit_energy import UnitEnergy, figures_of_units, general_figures
 from fleetctl.analytics.units import Span, Unit
 from fleetctl.analytics.window import Window
 
@@ -59,6 +59,26 @@ def test_whole_window_row_equals_general_row(ac: str, dc: str, own: VehicleStats
     general = build_row(figures_of_units("V1", [unit], [energy], own, interval_s=60), ctx)
     ac_u = int(Decimal(ac).scaleb(6))
     fast = build_row(whole_window_figures("V1", "M1", (ac_u, 1000), own, window=W, ctx=ctx), ctx)
+    assert fast == general
+    assert list(fast) == KEYS
+
+
+@pytest.mark.parametrize(
+    ("ac", "dc", "own"),
+    [
+        ("80.123456", "70.5", VehicleStats(70_500_000, 36000.5, 1000, 18.5, 41.25, 22.0, 91.5)),
+        ("0.05", "0", None),
+        ("10", "11", VehicleStats(11_000_000, 25.0, 1, 25.0, 25.0, 40.0, 40.0)),
+    ],
+)
+def test_one_span_row_equals_general_row(ac: str, dc: str, own: VehicleStats | None) -> None:
+    """A vehicle assigned inside the window (a span shorter than it, its meter not shared)."""
+    ctx = RowContext.of(W, min_ac_kwh=0.1, interval_s=60)
+    start = datetime(2026, 11, 20, 11, 42, 30, tzinfo=UTC)
+    unit = Unit("M1", start, W.end, [Span("V1", "M1", start, W.end)]).seal()
+    energy = UnitEnergy(Decimal(ac), Decimal(dc), 1000)
+    fast = build_row(figures_of_units("V1", [unit], [energy], own, interval_s=60), ctx)
+    general = build_row(general_figures("V1", [unit], [energy], own, interval_s=60), ctx)
     assert fast == general
     assert list(fast) == KEYS
 

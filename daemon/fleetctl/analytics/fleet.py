@@ -23,8 +23,8 @@ from fleetctl.analytics.gcpause import paused_gc
 from fleetctl.analytics.pages import Key, Page, decode, fingerprint, page_of
 from fleetctl.analytics.rows import DEFAULT_INTERVAL_S, RowContext, VehicleFigures, build_row
 from fleetctl.analytics.status import STATUSES, min_ac_micro, verdict_micro
-from fleetctl.analytics.unit_energy import figures_of_units, unit_energies
-from fleetctl.analytics.units import build_units, fleet_spans
+from fleetctl.analytics.unit_energy import figures_of_units, span_energies, unit_energies
+from fleetctl.analytics.units import Unit, build_units, fleet_spans
 from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import InvalidRequestError
 from fleetctl.params import DEFAULT_MIN_AC_KWH, SORT_KEYS
@@ -79,14 +79,19 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
                 if other is conn:
                     await vehicles
                 spans = await fleet_spans(other, window)
-                meters = await fleet_meters(other, window.start, window.end)
+                # Everything but the 1:1 whole-window assignments: reassignments, partial spans
+                # and shared meters, through the general path (unit_energies).
+                units = build_units(spans.rest)
+                meters: dict[str, tuple[int, int]] = {}
+                if spans.whole or any(_is_window(u, window) for u in units):
+                    meters = await fleet_meters(other, window.start, window.end)
                 # The meter side of nearly every row while the vehicles are still aggregated.
                 whole = _whole_window_figures(spans.whole, meters, window, ctx)
+                # And the meters of the units on a common span (a fleet assigned inside the
+                # window), read ahead on this connection too.
+                ahead = await span_energies(other, "meter", units, window)
             own = vehicles.result()
         await conn.execute(_FLEET_PLAN.format("DEFAULT", "DEFAULT"))
-        # Everything but the 1:1 whole-window assignments: reassignments, partial spans and
-        # shared meters, through the general path (per-segment queries for partial spans).
-        units = build_units(spans.rest)
         by_vehicle: dict[str, list[int]] = defaultdict(list)
         for i, u in enumerate(units):
             for v in u.vehicles:
@@ -97,7 +102,7 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
             if u.meter in meters
         }
         whole_dc = {v: Decimal(own[v].dc_u).scaleb(-6) for v in by_vehicle if v in own}
-        energies = await unit_energies(conn, units, (window, whole_meters, whole_dc))
+        energies = await unit_energies(conn, units, (window, whole_meters, whole_dc), ahead)
         fresh = await freshness(conn, datetime.now(UTC))
 
     rows: list[dict[str, Any]] = []
@@ -125,6 +130,10 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
         dc_total += int(e.dc.scaleb(6))
     meters_count = len(spans.whole) + len({u.meter for u in units})
     return _FleetRows(rows, ac_total, dc_total, meters_count, fresh)
+
+
+def _is_window(unit: Unit, window: Window) -> bool:
+    return unit.start == window.start and unit.end == window.end
 
 
 def whole_window_figures(

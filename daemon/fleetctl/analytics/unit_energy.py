@@ -3,7 +3,7 @@ figures of a vehicle from its units: the general path, for any assignment histor
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -43,12 +43,13 @@ async def unit_energies(
     db: DB,
     units: list[Unit],
     whole: tuple[Window, dict[str, Energy], dict[str, Decimal]] | None = None,
+    spans: SpanEnergies | None = None,
 ) -> list[UnitEnergy]:
     """Σ AC of each unit's meter time and Σ DC of its vehicles' spans.
 
     `whole` = (window, meter energies, vehicle DC) over the whole window, already known: units
     and spans covering the whole window take their figures from there and only the others are
-    queried.
+    queried. `spans`: fleet-wide aggregates over common spans already read (span_energies).
     """
     meter_segs, vehicle_segs, owner = segments_of(units)
     out = [UnitEnergy(_ZERO, _ZERO, 0) for _ in units]
@@ -69,12 +70,13 @@ async def unit_energies(
             else:
                 rest.append(seg)
         vehicle_segs = rest
-    meter_segs, meter_spans = await _by_span(db, "meter", meter_segs)
+    known = spans or {}
+    meter_segs, meter_spans = await _by_span(db, "meter", meter_segs, known)
     for seg, (kwh_u, n) in meter_spans:
         out[seg.key].ac, out[seg.key].meter_readings = Decimal(kwh_u).scaleb(-6), n
     for key, e in (await energy(db, "meter", meter_segs)).items():
         out[key].ac, out[key].meter_readings = e.kwh, e.readings
-    vehicle_segs, vehicle_spans = await _by_span(db, "vehicle", vehicle_segs)
+    vehicle_segs, vehicle_spans = await _by_span(db, "vehicle", vehicle_segs, known)
     for seg, (kwh_u, _) in vehicle_spans:
         out[owner[seg.key]].dc += Decimal(kwh_u).scaleb(-6)
     for key, e in (await energy(db, "vehicle", vehicle_segs)).items():
@@ -89,20 +91,45 @@ async def unit_energies(
 FLEET_SPAN_MIN = 100
 
 
-async def _by_span(
-    db: DB, kind: Kind, segments: list[Segment]
-) -> tuple[list[Segment], list[tuple[Segment, tuple[int, int]]]]:
-    """(segments left to read one by one, (segment, (Σ micro-kWh, readings)) of the others)."""
+# Fleet-wide (Σ micro-kWh, readings) per device, by (kind, span start, span end).
+SpanEnergies = dict[tuple[Kind, datetime, datetime], dict[str, tuple[int, int]]]
+
+
+def _common_spans(segments: list[Segment]) -> dict[tuple[datetime, datetime], list[Segment]]:
     groups: dict[tuple[datetime, datetime], list[Segment]] = defaultdict(list)
     for seg in segments:
         groups[seg.start, seg.end].append(seg)
+    return groups
+
+
+async def span_energies(db: DB, kind: Kind, units: list[Unit], window: Window) -> SpanEnergies:
+    """The fleet-wide aggregates unit_energies would read for `kind`'s common spans (other than
+    the whole window), read ahead: a fleet report reads the meters' while its second connection
+    is still aggregating the vehicles."""
+    if kind == "meter":
+        counts = Counter((u.start, u.end) for u in units)
+    else:
+        counts = Counter((s.start, s.end) for u in units for s in u.spans)
+    out: SpanEnergies = {}
+    for (start, end), n in counts.items():
+        if n >= FLEET_SPAN_MIN and (start, end) != (window.start, window.end):
+            out[kind, start, end] = await fleet_energy(db, kind, start, end)
+    return out
+
+
+async def _by_span(
+    db: DB, kind: Kind, segments: list[Segment], known: SpanEnergies
+) -> tuple[list[Segment], list[tuple[Segment, tuple[int, int]]]]:
+    """(segments left to read one by one, (segment, (Σ micro-kWh, readings)) of the others)."""
     rest: list[Segment] = []
     done: list[tuple[Segment, tuple[int, int]]] = []
-    for (start, end), group in groups.items():
+    for (start, end), group in _common_spans(segments).items():
         if len(group) < FLEET_SPAN_MIN:
             rest += group
             continue
-        fleet = await fleet_energy(db, kind, start, end)
+        fleet = known.get((kind, start, end))
+        if fleet is None:
+            fleet = await fleet_energy(db, kind, start, end)
         done += [(seg, fleet.get(seg.device, (0, 0))) for seg in group]
     return rest, done
 
@@ -117,6 +144,20 @@ def figures_of_units(
 ) -> VehicleFigures:
     """A vehicle's figures from the units it belongs to (several after a reassignment; a shared
     meter's unit is judged as a whole) and its own readings."""
+    if len(units) == 1 and not units[0].shared and len(units[0].spans) == 1:
+        return _one_span_figures(vehicle_id, units[0], energies[0], own, interval_s=interval_s)
+    return general_figures(vehicle_id, units, energies, own, interval_s=interval_s)
+
+
+def general_figures(
+    vehicle_id: str,
+    units: list[Unit],
+    energies: list[UnitEnergy],
+    own: VehicleStats | None,
+    *,
+    interval_s: int,
+) -> VehicleFigures:
+    """figures_of_units() for any units, without the one-span shortcut."""
     shared_with = sorted({v for u in units if u.shared for v in u.vehicles} - {vehicle_id})
     mine = sorted(
         ((s.start, s.end, u) for u in units for s in u.spans if s.vehicle == vehicle_id),
@@ -144,4 +185,27 @@ def figures_of_units(
         shared_with=shared_with,
         own=own,
         assigned=bool(units),
+    )
+
+
+def _one_span_figures(
+    vehicle_id: str, unit: Unit, energy: UnitEnergy, own: VehicleStats | None, *, interval_s: int
+) -> VehicleFigures:
+    """figures_of_units() of a vehicle with one span on an unshared meter, the common case of
+    a partial span (a fleet assigned inside the window: 10,000 times a report), without its
+    general sorting and sums (tests/unit/test_fleet_rows.py checks they agree)."""
+    span = unit.spans[0]
+    return VehicleFigures(
+        vehicle_id=vehicle_id,
+        meters=[
+            {"meterId": unit.meter, "from": iso(span.start), "to": iso(span.end), "shared": False}
+        ],
+        ac_u=micro(energy.ac),
+        dc_u=micro(energy.dc),
+        meter_readings=energy.meter_readings,
+        expected_meter=expected_readings((unit.end - unit.start).total_seconds(), interval_s),
+        assigned_s=(span.end - span.start).total_seconds(),
+        shared_with=[],
+        own=own,
+        assigned=True,
     )
