@@ -5,7 +5,7 @@ ingest path: rows go in with COPY (text format: the kWh are the model's exact de
 parsed by PostgreSQL itself, so no float or Decimal conversion stands between the model and
 numeric(12,6)), one COPY per table per day on two connections at once, fed tick by tick while
 the next tick is generated. The rollups of every level are then built from the raw rows in SQL
-with the same expressions as `fleetd.ingest.writer`, so they are exact by construction, and the
+with the same expressions as `fleetdb.ingest.writer`, so they are exact by construction, and the
 current tables get the newest row per device.
 
 The range must be empty of history: COPY cannot skip existing keys, and a half-filled range

@@ -27,9 +27,9 @@ from fleetctl.analytics import (
 from fleetctl.analytics.energy import fleet_pieces
 from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import AssignmentConflictError, InvalidRequestError, UnknownDeviceError
-from fleetd.ingest.writer import write_batch
-from fleetd.messages import MeterReading, VehicleReading
 from fleetdb.connect import connect_analytics, create_pool
+from fleetdb.ingest.messages import MeterReading, VehicleReading
+from fleetdb.ingest.writer import write_batch
 from tests.conftest import assert_rollups_match_raw
 
 pytestmark = pytest.mark.integration

@@ -21,13 +21,13 @@ import pytest
 from fleetctl.admin.assignments import assign
 from fleetctl.analytics import anomalies, current, fleet_report, vehicle_performance
 from fleetctl.analytics.window import Window
-from fleetd.ingest.writer import write_batch
 from fleetd.maintenance import compact_days
-from fleetd.messages import MeterReading, VehicleReading
 from fleetd.settings import Settings
 from fleetdb.cold import compact
 from fleetdb.cold.groups import LEGACY_GROUPS, choose_groups
 from fleetdb.connect import connect, connect_analytics
+from fleetdb.ingest.messages import MeterReading, VehicleReading
+from fleetdb.ingest.writer import write_batch
 from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than
 from fleetsim.direct import backfill_direct
 from fleetsim.model import FleetConfig

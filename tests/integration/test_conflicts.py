@@ -15,10 +15,10 @@ import pytest
 
 from fleet_harness.publish import Publisher, meter_message, vehicle_message
 from fleetctl.analytics import rejects
-from fleetd.ingest.writer import write_batch
-from fleetd.messages import MeterReading, VehicleReading
 from fleetd.settings import Settings
 from fleetdb.connect import connect
+from fleetdb.ingest.messages import MeterReading, VehicleReading
+from fleetdb.ingest.writer import write_batch
 from tests.conftest import assert_rollups_match_raw, running, wait_for_count
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,6 @@ import structlog
 from fleet_harness import PostgresServer
 from fleetd.ingest.batcher import Batch, Envelope
 from fleetd.ingest.flusher import Flusher
-from fleetd.messages import MeterReading
 from fleetd.metrics import Metrics
 from fleetdb.connect import (
     TRANSIENT_ERRORS,
@@ -28,6 +27,7 @@ from fleetdb.connect import (
     connect_writer,
     terminate_if_late,
 )
+from fleetdb.ingest.messages import MeterReading
 from fleetdb.migrate import migrate
 from fleetdb.replication import replication
 

@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from fleetctl.cli import main
-from fleetd.ingest.writer import write_batch
-from fleetd.messages import Rejected, decode
+from fleetdb.ingest.messages import Rejected, decode
+from fleetdb.ingest.writer import write_batch
 
 pytestmark = pytest.mark.integration
 

@@ -20,10 +20,10 @@ from fleet_harness.publish import Publisher, readings
 from fleetctl.admin.assignments import assign
 from fleetctl.analytics import fleet_report
 from fleetctl.analytics.window import Window
-from fleetd.ingest.writer import write_batch
-from fleetd.messages import MeterReading, Rejected, VehicleReading
 from fleetd.settings import Settings
 from fleetdb.connect import connect, connect_analytics
+from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading
+from fleetdb.ingest.writer import write_batch
 from fleetdb.migrate import load_migrations
 from fleetdb.rollups import rollup_tables
 from tests.conftest import running, wait_for_count

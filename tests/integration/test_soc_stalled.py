@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 from fleetctl.alerts.evaluation import _CHARGING, AlertConfig, evaluate
-from fleetd.ingest.writer import write_batch
-from fleetd.messages import MeterReading, VehicleReading, decode
 from fleetdb.connect import connect
+from fleetdb.ingest.messages import MeterReading, VehicleReading, decode
+from fleetdb.ingest.writer import write_batch
 from fleetsim.model import VEHICLE, Fleet, FleetConfig
 
 pytestmark = pytest.mark.integration

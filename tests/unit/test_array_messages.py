@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from fleetd.ingest.acks import AckSequencer
 from fleetd.ingest.batcher import Batcher
 from fleetd.ingest.intake import Counters, Intake
-from fleetd.messages import (
+from fleetdb.ingest.messages import (
     MAX_ARRAY_ITEMS,
     MeterReading,
     Rejected,

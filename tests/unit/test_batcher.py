@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from fleetd.ingest.batcher import Batcher, Envelope
-from fleetd.messages import MeterReading
+from fleetdb.ingest.messages import MeterReading
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

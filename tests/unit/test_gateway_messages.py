@@ -17,8 +17,8 @@ from fleetd.ingest.batcher import Batcher
 from fleetd.ingest.gateway_grants import GatewayGrants, GatewaysFileError, load_grants
 from fleetd.ingest.gateway_items import decode_gateway, is_gateway_topic
 from fleetd.ingest.intake import Counters, Intake
-from fleetd.messages import MAX_ARRAY_ITEMS, MeterReading, Rejected, VehicleReading, decode
 from fleetd.mqtt.subscriber import TOPIC_FILTERS
+from fleetdb.ingest.messages import MAX_ARRAY_ITEMS, MeterReading, Rejected, VehicleReading, decode
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TOPIC = "gateways/GW-1/telemetry"

@@ -12,7 +12,7 @@ import pytest
 from fleetd.ingest.http_items import BodyError, decode_item, elements
 from fleetd.ingest.tickets import Outcome, Ticket
 from fleetd.ingest.tokens import Token, TokensFileError, find_token, load_tokens
-from fleetd.messages import MeterReading, Rejected, VehicleReading
+from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 BOUNDS = {"max_future": timedelta(minutes=5), "max_past": timedelta(days=3650)}

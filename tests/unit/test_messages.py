@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
+from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading, decode
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -1,10 +1,10 @@
-"""What a production host installs, and which package may import which: fleetd never imports
-fleetctl (fleetctl may use fleetd's validation and writer: no cycle), the shared packages
-(fleetsvc: HTTP, the MQTT codec, logging) import neither, and nothing installed for production
-imports the simulator, the test harness, the benchmark or paho-mqtt. Inside fleetctl, packages
-by job: the reports (analytics) import none of the others, alerts and admin build on analytics
-only, the HTTP API on analytics, alerts and admin, and only the CLI sees everything. The test
-harness (throwaway servers) imports none of the project's packages: the demo and the benchmark,
+"""What a production host installs, and which package may import which: fleetd and fleetctl never
+import each other (both use the validation, writer and replay in fleetdb.ingest), the shared
+packages (fleetsvc: HTTP, the MQTT codec, logging) import neither, and nothing installed for
+production imports the simulator, the test harness, the benchmark or paho-mqtt. Inside fleetctl,
+packages by job: the reports (analytics) import none of the others, alerts and admin build on
+analytics only, the HTTP API on analytics, alerts and admin, and only the CLI sees everything. The
+test harness (throwaway servers) imports none of the project's packages: the demo and the benchmark,
 which run the apps, live in fleetsim."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ FORBIDDEN = {
     "fleetd": {"fleetctl"},
     "fleetdb": {"fleetd", "fleetctl", "fleetsvc"},
     "fleetsvc": {"fleetd", "fleetctl", "fleetdb"},
-    "fleetctl": set(),  # it may use fleetd's validation and writer (rejects replay)
+    "fleetctl": {"fleetd"},  # the validation and writer it replays through are fleetdb.ingest
 }
 
 

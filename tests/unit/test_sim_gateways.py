@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from fleetd.ingest.gateway_items import decode_gateway
-from fleetd.messages import Rejected, decode
+from fleetdb.ingest.messages import Rejected, decode
 from fleetsim.cli import build_parser, options_from_args
 from fleetsim.gateways import MAX_READINGS, Gateways, gateway_topic
 from fleetsim.model import Fleet, FleetConfig

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
+from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading, decode
 from fleetsim.faults import FaultConfig, FaultInjector, make_invalid
 from fleetsim.model import BANDS, Fleet, FleetConfig, device_id
 from fleetsim.runner import format_status

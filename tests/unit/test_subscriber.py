@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from fleetd.ingest.acks import AckSequencer
 from fleetd.ingest.batcher import Batch, Envelope
-from fleetd.messages import Rejected
 from fleetd.mqtt.subscriber import MqttSubscriber, _Connection
+from fleetdb.ingest.messages import Rejected
 from fleetsvc.mqtt import packets
 
 CONNACK_OK = b"\x20\x02\x00\x00"

@@ -97,7 +97,7 @@ def show_replay(r: dict[str, Any], _out: Output) -> str:
 def replay(since: str | None) -> Job:
     """Validate the dead letters again with today's rules and store those that now pass
     (exactly once, however often it runs); it writes readings, as FLEET_ADMIN_DATABASE_URL."""
-    from fleetctl.admin.replay import replay as run  # noqa: PLC0415
+    from fleetdb.ingest.replay import replay as run  # noqa: PLC0415
 
     start = _since(since)
     return lambda conn: run(conn, since=start)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from fleetd.messages import Decoded
+from fleetdb.ingest.messages import Decoded
 
 if TYPE_CHECKING:
     from fleetd.ingest.tickets import Ticket

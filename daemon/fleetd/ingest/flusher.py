@@ -22,11 +22,11 @@ import asyncpg
 import structlog
 
 from fleetd.ingest.batcher import Batch, Envelope
-from fleetd.ingest.writer import WriteResult, write_batch
-from fleetd.messages import MeterReading, Rejected, VehicleReading
 from fleetd.metrics import Metrics
 from fleetd.waiting import Reminder, refused_backoff_s
 from fleetdb.connect import TRANSIENT_ERRORS, connect_writer, terminate_if_late
+from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading
+from fleetdb.ingest.writer import WriteResult, write_batch
 from fleetdb.migrate import check_schema
 from fleetdb.partitions import PartitionCache
 from fleetdb.refusals import Refusal, refusal

@@ -15,9 +15,9 @@ from fleetd.ingest.batcher import Batch, Batcher
 from fleetd.ingest.flusher import Flusher
 from fleetd.ingest.intake import Counters
 from fleetd.ingest.tickets import Outcome
-from fleetd.ingest.writer import WriteResult
-from fleetd.messages import MeterReading, Rejected, VehicleReading
 from fleetd.metrics import Metrics
+from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading
+from fleetdb.ingest.writer import WriteResult
 
 log = structlog.get_logger("fleetd")
 

@@ -3,7 +3,7 @@ devices, meters and vehicles mixed, in the shapes an HTTP ingest body takes and 
 code (fleetd.ingest.http_items): one reading, a JSON array of them or `{"data": [...]}`, each
 element a reading or `{"type": "METER"|"VEHICLE", "payload": {...}}`. An element's kind is its
 `type`, else the id it carries (`meterId` or `vehicleId`); it is validated as the MQTT message of
-its device's own topic would be (fleetd.messages). Pure, no I/O.
+its device's own topic would be (fleetdb.ingest.messages). Pure, no I/O.
 
 Which devices a gateway may speak for: those FLEET_GATEWAYS_FILE grants it
 (fleetd.ingest.gateway_grants), else any, and who may publish on a gateway's topic at all is the
@@ -17,7 +17,7 @@ from typing import Any
 
 from fleetd.ingest.gateway_grants import GatewayGrants
 from fleetd.ingest.http_items import BodyError, decode_item, elements
-from fleetd.messages import (
+from fleetdb.ingest.messages import (
     DEVICE_ID,
     MAX_ARRAY_ITEMS,
     MAX_ARRAY_PAYLOAD_BYTES,

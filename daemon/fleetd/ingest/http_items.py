@@ -1,7 +1,7 @@
 """An HTTP ingest body into items: one reading, a JSON array of them, or the seeds' shapes
 (`{"type": "METER"|"VEHICLE", "payload": {...}}`, `{"data": [...]}`), each item decoded by the
-same rules as an MQTT message of its device's topic (fleetd.messages). A gateway's MQTT message
-is read by the same code (fleetd.ingest.gateway_items). Pure, no I/O."""
+same rules as an MQTT message of its device's topic (fleetdb.ingest.messages). A gateway's MQTT
+message is read by the same code (fleetd.ingest.gateway_items). Pure, no I/O."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from fleetd.messages import MAX_PAYLOAD_BYTES, Decoded, Rejected, decode
+from fleetdb.ingest.messages import MAX_PAYLOAD_BYTES, Decoded, Rejected, decode
 
 Kind = Literal["meter", "vehicle"]
 _ID_FIELD: dict[Kind, str] = {"meter": "meterId", "vehicle": "vehicleId"}

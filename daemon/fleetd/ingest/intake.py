@@ -15,7 +15,7 @@ from fleetd.ingest.batcher import Batcher, Envelope
 from fleetd.ingest.gateway_grants import GatewayGrants
 from fleetd.ingest.gateway_items import decode_gateway, is_gateway_topic
 from fleetd.ingest.tickets import Ticket
-from fleetd.messages import Decoded, Rejected, decode_many
+from fleetdb.ingest.messages import Decoded, Rejected, decode_many
 
 log = structlog.get_logger("fleetd")
 

@@ -1,12 +1,12 @@
 """HTTP ingest (FLEET_INGEST_HTTP_ADDR, off by default): `POST /v1/telemetry` and the seeds'
 routes as aliases, on the shared server (fleetsvc.web), beside `/healthz` and `/openapi.json`.
 
-Each item takes the MQTT path: decoded and validated by the same rules (fleetd.messages), into
-the same batcher, written in the same transactions; the answer is sent only once the
-transactions holding every item committed, with each item's outcome (fleetd.ingest.tickets).
-A request refused as a whole (401, 400, 413, 429, 503) stored nothing, so it can be retried;
-a retry of one that was answered, or cut off by a crash, stores nothing twice (each reading's
-key is its device and timestamp)."""
+Each item takes the MQTT path: decoded and validated by the same rules (fleetdb.ingest.messages),
+into the same batcher, written in the same transactions; the answer is sent only once the
+transactions holding every item committed, with each item's outcome (fleetd.ingest.tickets). A
+request refused as a whole (401, 400, 413, 429, 503) stored nothing, so it can be retried; a retry
+of one that was answered, or cut off by a crash, stores nothing twice (each reading's key is its
+device and timestamp)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from aiohttp import web
 from fleetd.ingest.http_items import BodyError, Kind, decode_item, elements
 from fleetd.ingest.tickets import Outcome, Ticket
 from fleetd.ingest.tokens import Token, find_token, load_tokens
-from fleetd.messages import MeterPayload, VehiclePayload
 from fleetd.ops.http import health_response
+from fleetdb.ingest.messages import MeterPayload, VehiclePayload
 from fleetsvc.settings_fields import ConfigError
 from fleetsvc.web import Call, HttpServer, Route, json_response
 from fleetsvc.web.server import BindError

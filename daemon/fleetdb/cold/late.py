@@ -5,7 +5,7 @@ the same transaction (fleet_lock_days). Readings of open days go the usual way. 
 are inserted into *_late unless stored already: in the raw partitions (a `compacting` day, still
 there) or in the day's blocks (a `compacted` day: decoded here, ~1 ms per block), and *_late's
 own key drops a repeat of a late reading. A stored one with other values is a conflict
-(fleetd.ingest.conflicts), found in the same three places. Compaction changes a day's state,
+(fleetdb.ingest.conflicts), found in the same three places. Compaction changes a day's state,
 and merges late readings, under the exclusive lock of the day, so what a writer checked stays
 true until it commits.
 """

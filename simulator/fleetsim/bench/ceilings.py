@@ -11,8 +11,8 @@ from typing import Any
 import asyncpg
 
 from fleet_harness import MosquittoServer
-from fleetd.ingest.writer import write_batch
 from fleetdb.connect import connect
+from fleetdb.ingest.writer import write_batch
 
 
 def broker_ceiling_rate(broker: MosquittoServer, n: int) -> float:

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
+from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading, decode
 from fleetsim.model import Fleet, FleetConfig
 from fleetsim.publisher import MqttPublisher
 

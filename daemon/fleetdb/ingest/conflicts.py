@@ -22,8 +22,8 @@ from typing import Any
 
 import asyncpg
 
-from fleetd.messages import MeterReading, VehicleReading
 from fleetdb.cold.layout import LAYOUTS
+from fleetdb.ingest.messages import MeterReading, VehicleReading
 from fleetdb.rollups import Kind
 
 # The rule of every conflict: with the field that differs, what `fleetctl rejects` groups by.

@@ -3,7 +3,7 @@ RETURNING rows feed every rollup level (so only really-new rows are counted), an
 newest reading per device into the current tables (never moving back in time), and the rejects.
 Readings of days that are compacted or being compacted go to the late tables instead
 (fleetdb.cold.late), still exactly once. A reading whose key is stored with other values is
-kept as a conflict reject in the same transaction (fleetd.ingest.conflicts).
+kept as a conflict reject in the same transaction (fleetdb.ingest.conflicts).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from fleetd.ingest.conflicts import Conflict, compare_with_block, find_stored, kind_of
-from fleetd.ingest.conflicts import store as store_conflicts
-from fleetd.messages import MeterReading, Rejected, VehicleReading
 from fleetdb.cold.late import closed_days, stored_in_blocks
+from fleetdb.ingest.conflicts import Conflict, compare_with_block, find_stored, kind_of
+from fleetdb.ingest.conflicts import store as store_conflicts
+from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading
 from fleetdb.rollups import LEVELS, Kind, upsert_sql
 
 

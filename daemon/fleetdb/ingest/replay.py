@@ -13,11 +13,11 @@ from typing import Any
 
 import asyncpg
 
-from fleetctl.analytics.energy import DB
-from fleetd.ingest.writer import write_batch
-from fleetd.messages import MeterReading, Rejected, VehicleReading, decode
+from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading, decode
+from fleetdb.ingest.writer import write_batch
 from fleetdb.partitions import PartitionCache
 
+DB = asyncpg.Connection | asyncpg.Pool
 CHUNK = 500
 
 _PENDING_SQL = """
