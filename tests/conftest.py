@@ -27,6 +27,7 @@ from fleet_harness.rows import COUNT_SQL
 from fleetd.service import Daemon
 from fleetd.settings import Settings, load_settings
 from fleetdb.connect import connect
+from fleetdb.kinds import REGISTRY, DeviceKind
 from fleetdb.migrate import migrate
 from fleetdb.rollups import LEVELS
 from tests.evidence import BROKER, FAILED, FleetdProcess, keep, spawn
@@ -228,11 +229,13 @@ def settings(mqtt_url: str, ingest_url: str) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, *, wait_ready: bool = True) -> AsyncIterator[Daemon]:
+async def running(
+    settings: Settings, *, wait_ready: bool = True, kinds: tuple[DeviceKind, ...] = REGISTRY
+) -> AsyncIterator[Daemon]:
     """Run a Daemon in this event loop until the block exits (graceful stop). The block starts
     once it is ready (TimeoutError after 20 s), or at once without `wait_ready` (a daemon
-    that waits for what refuses it)."""
-    daemon = Daemon(settings)
+    that waits for what refuses it). `kinds`: the device kinds it takes."""
+    daemon = Daemon(settings, kinds=kinds)
     task = asyncio.create_task(daemon.run(), name="daemon")
     if wait_ready:
         await _ready(daemon, task)

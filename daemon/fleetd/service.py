@@ -23,10 +23,11 @@ from fleetd.ingest.gateway_grants import load_grants
 from fleetd.ingest.intake import Counters, Intake
 from fleetd.maintenance import maintain, maintenance_loop
 from fleetd.metrics import Metrics
-from fleetd.mqtt.subscriber import MqttSubscriber
+from fleetd.mqtt.subscriber import MqttSubscriber, topic_filters
 from fleetd.ops import health
 from fleetd.settings import Settings
 from fleetd.summary import SUMMARY_INTERVAL_S, Waiting, summary_loop
+from fleetdb.kinds import REGISTRY, DeviceKind
 
 log = structlog.get_logger("fleetd")
 
@@ -42,7 +43,9 @@ class Daemon:
         *,
         metrics: Metrics | None = None,
         summary_interval_s: float = SUMMARY_INTERVAL_S,
+        kinds: tuple[DeviceKind, ...] = REGISTRY,
     ) -> None:
+        """`kinds`: the device kinds taken (fleetdb.kinds; a test may pass a kind of its own)."""
         self.settings = settings
         self.summary_interval_s = summary_interval_s
         self.metrics = metrics or Metrics()
@@ -58,6 +61,7 @@ class Daemon:
             self.metrics,
             writers=settings.db_writers,
             write_timeout_s=settings.db_write_timeout_s,
+            kinds=kinds,
         )
         self.intake = Intake(
             self.batcher,
@@ -70,6 +74,7 @@ class Daemon:
             in_flight=lambda: self.flushing.in_flight,
             # A file it cannot use ends the start with one line naming FLEET_GATEWAYS_FILE.
             gateway_grants=load_grants(settings.gateways_file) if settings.gateways_file else None,
+            kinds=kinds,
         )
         self.mqtt = MqttSubscriber(
             url=settings.mqtt_url,
@@ -83,6 +88,7 @@ class Daemon:
             share_group=settings.share_group,
             protocol=settings.mqtt_protocol,
             on_state=self._on_broker_state,
+            filters=topic_filters(kinds),
         )
         self.flushing = FlushLoop(
             self.batcher,

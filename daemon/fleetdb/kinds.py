@@ -18,8 +18,10 @@ a `kinds` tuple, REGISTRY by default.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fleetdb.readings import MeterReading, VehicleReading
 
 # The SQL type of a value column in the tables, and of its parameter array in statements.
 SqlType = Literal["numeric(12,6)", "real"]
@@ -28,18 +30,24 @@ _PARAM: dict[str, str] = {"numeric(12,6)": "float8", "real": "real"}
 Role = Literal["", "spread", "edges"]
 # Suffixes of the rollup tables, finest level first (fleetdb.rollups.LEVELS).
 ROLLUP_SUFFIXES = ("10min", "hourly", "4h")
+# numeric(12,6) holds < 1e6; anything near that per interval is a broken meter, not a reading.
+MAX_KWH_PER_READING = 100_000.0
 
 
 @dataclass(frozen=True)
 class Column:
-    """One value column: its name in the tables (and the reading's attribute), in the payload,
-    its SQL type, and (real columns) what the rollups keep of it under which prefix."""
+    """One value column: its name in the tables (and the reading's attribute), in the payload
+    (with the bounds a valid value keeps), its SQL type, and (real columns) what the rollups
+    keep of it under which prefix."""
 
     name: str
     wire: str
     sql_type: SqlType = "real"
     role: Role = ""
     prefix: str = ""  # rollup columns {prefix}_sum/_min/_max or {prefix}_first/_last(_ts)
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
 
     @property
     def param(self) -> str:
@@ -52,7 +60,8 @@ class Column:
         return self.sql_type != "real"
 
 
-@dataclass(frozen=True)
+# eq=False: a kind is its one record (hashed by identity: cheap as a cache key per message).
+@dataclass(frozen=True, eq=False)
 class DeviceKind:
     """One device kind. Table names derive from `name`: {name}_readings (history, partitioned
     by day), {name}_current, {name}_late, {name}_cold, {name}_cold_hours and one rollup table
@@ -63,7 +72,9 @@ class DeviceKind:
     device: str  # the device id column, e.g. meter_id
     id_wire: str  # the payload's device id field, e.g. meterId
     columns: tuple[Column, ...]  # in the order of the reading's fields and the statements' arrays
-    reading: type | None = field(default=None, compare=False)  # the decoded reading's class
+    # The decoded reading's class: fields (device id, ts, *columns), attributes named as the
+    # columns (fleetdb.readings.MeterReading). Decoding builds it, the writer reads it.
+    reading: type[Any]
 
     def __post_init__(self) -> None:
         energy = [c for c in self.columns if c.numeric]
@@ -159,9 +170,10 @@ METER = DeviceKind(
     device="meter_id",
     id_wire="meterId",
     columns=(
-        Column("kwh_consumed_ac", "kwhConsumedAc", "numeric(12,6)"),
-        Column("voltage", "voltage"),
+        Column("kwh_consumed_ac", "kwhConsumedAc", "numeric(12,6)", ge=0, le=MAX_KWH_PER_READING),
+        Column("voltage", "voltage", gt=0, le=1000),
     ),
+    reading=MeterReading,
 )
 VEHICLE = DeviceKind(
     name="vehicle",
@@ -169,10 +181,11 @@ VEHICLE = DeviceKind(
     device="vehicle_id",
     id_wire="vehicleId",
     columns=(
-        Column("soc", "soc", role="edges", prefix="soc"),
-        Column("kwh_delivered_dc", "kwhDeliveredDc", "numeric(12,6)"),
-        Column("battery_temp", "batteryTemp", role="spread", prefix="temp"),
+        Column("soc", "soc", role="edges", prefix="soc", ge=0, le=100),
+        Column("kwh_delivered_dc", "kwhDeliveredDc", "numeric(12,6)", ge=0, le=MAX_KWH_PER_READING),
+        Column("battery_temp", "batteryTemp", role="spread", prefix="temp", ge=-50, le=150),
     ),
+    reading=VehicleReading,
 )
 # The built-in kinds. Order matters where output lists kinds (meters, then vehicles).
 REGISTRY: tuple[DeviceKind, ...] = (METER, VEHICLE)

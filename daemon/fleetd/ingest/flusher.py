@@ -25,8 +25,9 @@ from fleetd.ingest.batcher import Batch, Envelope
 from fleetd.metrics import Metrics
 from fleetd.waiting import Reminder, refused_backoff_s
 from fleetdb.connect import TRANSIENT_ERRORS, connect_writer, terminate_if_late
-from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading
-from fleetdb.ingest.writer import WriteResult, write_batch
+from fleetdb.ingest.messages import Reading, Rejected
+from fleetdb.ingest.writer import WriteResult, by_kind, write
+from fleetdb.kinds import REGISTRY, DeviceKind
 from fleetdb.migrate import check_schema
 from fleetdb.partitions import PartitionCache
 from fleetdb.refusals import Refusal, refusal
@@ -88,8 +89,10 @@ class Flusher:
         *,
         writers: int = 1,
         write_timeout_s: float = WRITE_TIMEOUT_S,
+        kinds: tuple[DeviceKind, ...] = REGISTRY,
     ) -> None:
         self._dsn = dsn
+        self.kinds = kinds
         self._metrics = metrics
         self._on_state = on_state
         self.writers = writers
@@ -288,22 +291,22 @@ class Flusher:
         days = {e.item.ts.date() for e in envelopes if not isinstance(e.item, Rejected)}
         await self._partitions.ensure(conn, days)
         try:
-            return await _write(conn, envelopes)
+            return await _write(conn, envelopes, self.kinds)
         except asyncpg.exceptions.CheckViolationError as exc:
             if "no partition" not in str(exc):
                 raise
             # A partition we believed in was dropped (retention) meanwhile: recreate and retry.
             self._partitions.forget()
             await self._partitions.ensure(conn, days)
-            return await _write(conn, envelopes)
+            return await _write(conn, envelopes, self.kinds)
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
             # Validation should make this impossible; if the database still refuses a row, find
             # it by halving so the rest of the batch commits and the row becomes a reject.
             self._metrics.db_errors.labels("data").inc()
             if len(envelopes) == 1:
                 log.error("row_refused_by_database", error=str(exc))  # noqa: TRY400
-                reject = _as_reject(envelopes[0], exc)
-                result = await _write(conn, [reject])
+                reject = _as_reject(envelopes[0], exc, self.kinds)
+                result = await _write(conn, [reject], self.kinds)
                 assert isinstance(reject.item, Rejected)
                 refused = ((id(envelopes[0].item), reject.item.reason),)
                 return dataclasses.replace(result, refused=refused)
@@ -352,30 +355,30 @@ async def _close(slot: _Slot) -> None:
         slot.conn = None
 
 
-def _as_reject(env: Envelope, exc: Exception) -> Envelope:
+def _as_reject(env: Envelope, exc: Exception, kinds: tuple[DeviceKind, ...]) -> Envelope:
     item = env.item
-    kind = "meters" if isinstance(item, MeterReading) else "vehicles"
-    device = item.meter_id if isinstance(item, MeterReading) else getattr(item, "vehicle_id", "?")
-    topic, reason = f"{kind}/{device}/telemetry", f"database: {exc}"
+    kind = next((k for k in kinds if isinstance(item, k.reading)), None)
+    level = kind.topic if kind is not None else "unknown"
+    device = getattr(item, kind.device, "?") if kind is not None else "?"
+    topic, reason = f"{level}/{device}/telemetry", f"database: {exc}"
     # The message may quote the value: the rule is the error's kind (e.g. NumericValueOutOfRange).
     rule = f"refused: {type(exc).__name__}"
     reject = Rejected(topic, repr(item).encode(), reason, "database", rule)
     return dataclasses.replace(env, item=reject)
 
 
-async def _write(conn: asyncpg.Connection, envelopes: list[Envelope]) -> WriteResult:
-    meters: list[tuple[MeterReading, datetime]] = []
-    vehicles: list[tuple[VehicleReading, datetime]] = []
+async def _write(
+    conn: asyncpg.Connection, envelopes: list[Envelope], kinds: tuple[DeviceKind, ...]
+) -> WriteResult:
+    readings: list[tuple[Reading, datetime]] = []
     rejects: list[tuple[Rejected, datetime]] = []
     for e in envelopes:
         item = e.item
-        if isinstance(item, MeterReading):
-            meters.append((item, e.received_at))
-        elif isinstance(item, VehicleReading):
-            vehicles.append((item, e.received_at))
-        else:
+        if isinstance(item, Rejected):
             rejects.append((item, e.received_at))
-    return await write_batch(conn, meters, vehicles, rejects)
+        else:
+            readings.append((item, e.received_at))
+    return await write(conn, by_kind(readings, kinds), rejects)
 
 
 def utc_now() -> datetime:

@@ -16,8 +16,9 @@ from fleetd.ingest.flusher import Flusher
 from fleetd.ingest.intake import Counters
 from fleetd.ingest.tickets import Outcome
 from fleetd.metrics import Metrics
-from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading
+from fleetdb.ingest.messages import Rejected
 from fleetdb.ingest.writer import WriteResult
+from fleetdb.kinds import REGISTRY, DeviceKind
 
 log = structlog.get_logger("fleetd")
 
@@ -89,7 +90,7 @@ class FlushLoop:
             free.release()
         committed = time.monotonic()
         acked, skipped = self._acks.committed(seq, batch)
-        settle(batch, result)
+        settle(batch, result, self._flusher.kinds)
         c = self._counters
         c.flushes += 1
         c.written += result.inserted
@@ -121,37 +122,35 @@ class FlushLoop:
         now_wall = datetime.now(UTC)
         m.flush_duration.observe(time.monotonic() - started)
         m.batch_size.observe(len(batch))
-        m.rows_written.labels("meter").inc(result.meters_inserted)
-        m.rows_written.labels("vehicle").inc(result.vehicles_inserted)
-        meters = vehicles = 0
+        kinds = self._flusher.kinds
+        for k in kinds:
+            m.rows_written.labels(k.name).inc(result.inserted_by.get(k.name, 0))
+        valid = dict.fromkeys((k.name for k in kinds), 0)
+        of = {k.reading: k.name for k in kinds}
         for env in batch.envelopes:
-            item = env.item
-            if isinstance(item, MeterReading):
-                meters += 1
-            elif isinstance(item, VehicleReading):
-                vehicles += 1
+            if not isinstance(env.item, Rejected):
+                valid[of[type(env.item)]] += 1
+        for name, n in valid.items():
+            m.messages_valid.labels(name).inc(n)
+            m.messages_received.labels(name).inc(n)
         # The lag histogram gets ~100 evenly spaced samples per batch, not every row: the
         # distribution is the same and a full observe() per row is ~5 % of the daemon's CPU.
         for env in batch.envelopes[:: max(1, len(batch) // 100)]:
             if not isinstance(env.item, Rejected):
                 m.lag.observe(max(0.0, (now_wall - env.item.ts).total_seconds()))
-        m.messages_valid.labels("meter").inc(meters)
-        m.messages_valid.labels("vehicle").inc(vehicles)
-        m.messages_received.labels("meter").inc(meters)
-        m.messages_received.labels("vehicle").inc(vehicles)
         for (kind, fld), n in self._counters.rejected_by_field.items():
             m.messages_rejected.labels(kind, fld).inc(n)
             m.messages_received.labels(kind.rstrip("s")).inc(n)
         self._counters.rejected_by_field.clear()
         m.duplicates.inc(result.duplicates)
         if result.conflicts:
-            m.conflicts.labels("meter").inc(result.meter_conflicts)
-            m.conflicts.labels("vehicle").inc(result.vehicle_conflicts)
+            for k in kinds:
+                m.conflicts.labels(k.name).inc(result.conflicts_by.get(k.name, 0))
         m.buffer_depth.set(len(self._batcher))
         m.oldest_unacked_age.set(self._batcher.oldest_age_s())
 
 
-def settle(batch: Batch, result: WriteResult) -> None:
+def settle(batch: Batch, result: WriteResult, kinds: tuple[DeviceKind, ...] = REGISTRY) -> None:
     """Tell each HTTP request's items in `batch` what became of them, now that it committed.
 
     A reading the history INSERT left out (`result.missed`) is a duplicate or a conflict; of
@@ -160,6 +159,7 @@ def settle(batch: Batch, result: WriteResult) -> None:
     if all(env.ticket is None for env in batch.envelopes):
         return
     refused = dict(result.refused)
+    of = {k.reading: k for k in kinds}
     seen: set[tuple[str, str, datetime]] = set()
     for env in batch.envelopes:
         item = env.item
@@ -167,10 +167,8 @@ def settle(batch: Batch, result: WriteResult) -> None:
             if env.ticket is not None:
                 env.ticket.settle(env.index, Outcome("rejected", item.reason))
             continue
-        if isinstance(item, MeterReading):
-            key = ("meter", item.meter_id, item.ts)
-        else:
-            key = ("vehicle", item.vehicle_id, item.ts)
+        kind = of[type(item)]
+        key = (kind.name, getattr(item, kind.device), item.ts)
         first = key not in seen
         seen.add(key)
         if env.ticket is None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from fleetd.messages import DEVICE_ID
+from fleetdb.ingest.messages import DEVICE_ID
 from fleetsvc.settings_fields import ConfigError
 
 

@@ -16,6 +16,7 @@ from fleetd.ingest.gateway_grants import GatewayGrants
 from fleetd.ingest.gateway_items import decode_gateway, is_gateway_topic
 from fleetd.ingest.tickets import Ticket
 from fleetdb.ingest.messages import Decoded, Rejected, decode_many
+from fleetdb.kinds import REGISTRY, DeviceKind
 
 log = structlog.get_logger("fleetd")
 
@@ -58,6 +59,7 @@ class Intake:
         pause: Callable[[], None],
         in_flight: Callable[[], int],
         gateway_grants: GatewayGrants | None = None,
+        kinds: tuple[DeviceKind, ...] = REGISTRY,
     ) -> None:
         self._batcher = batcher
         self._counters = counters
@@ -68,6 +70,7 @@ class Intake:
         self._pause = pause
         self._in_flight = in_flight
         self._grants = gateway_grants
+        self._kinds = kinds
         self._clock_mono = 0.0
         self._clock = datetime.now(UTC)
 
@@ -86,7 +89,9 @@ class Intake:
                 topic, payload, now, max_future=future, max_past=past, grants=self._grants
             )
         else:
-            items = decode_many(topic, payload, now, max_future=future, max_past=past)
+            items = decode_many(
+                topic, payload, now, max_future=future, max_past=past, kinds=self._kinds
+            )
         last = len(items) - 1
         for i, item in enumerate(items):
             # Counted per reading: received = written + duplicates + rejected, arrays or not.

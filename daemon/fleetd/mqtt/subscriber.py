@@ -52,6 +52,7 @@ import structlog
 
 from fleetd.mqtt import liveness
 from fleetd.waiting import Reminder, refused_backoff_s
+from fleetdb.kinds import REGISTRY, DeviceKind
 from fleetsvc.mqtt import packets
 from fleetsvc.mqtt.address import BrokerAddress
 from fleetsvc.mqtt.reader import Disconnect, PacketReader, Publish, SubAck
@@ -60,7 +61,15 @@ from fleetsvc.secrets import mask_url
 log = structlog.get_logger("fleetd.mqtt")
 
 # A device's own topic, and a gateway's carrying readings of several devices (docs/ingest.md).
-TOPIC_FILTERS = ("meters/+/telemetry", "vehicles/+/telemetry", "gateways/+/telemetry")
+# Each kind's device topic (fleetdb.kinds), and the gateways' topic.
+TOPIC_FILTERS = (*(f"{k.topic}/+/telemetry" for k in REGISTRY), "gateways/+/telemetry")
+
+
+def topic_filters(kinds: tuple[DeviceKind, ...] = REGISTRY) -> tuple[str, ...]:
+    """What fleetd subscribes to for `kinds`: each kind's device topic, and the gateways'."""
+    return (*(f"{k.topic}/+/telemetry" for k in kinds), "gateways/+/telemetry")
+
+
 _SUBSCRIBE_ID = 1
 
 OnMessage = Callable[[str, bytes, int, int, int], None]
@@ -199,6 +208,7 @@ class MqttSubscriber:
         protocol: str = "auto",
         on_state: Callable[[bool], None] | None = None,
         on_oversized: OnOversized | None = None,
+        filters: tuple[str, ...] = TOPIC_FILTERS,
     ) -> None:
         if protocol not in ("auto", "5", "3.1.1"):
             raise ValueError(f"protocol must be auto, 5 or 3.1.1, not {protocol!r}")
@@ -222,7 +232,7 @@ class MqttSubscriber:
         self._v5_hangups = 0
         self._clash = liveness.ClashWatch()
         prefix = f"$share/{share_group}/" if share_group else ""
-        self.topic_filters = tuple(prefix + f for f in TOPIC_FILTERS)
+        self.topic_filters = tuple(prefix + f for f in filters)
         self.generation = 0
         self.connected = False
         self.reconnects = 0

@@ -18,47 +18,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
+from operator import attrgetter
 from typing import Any
 
 import asyncpg
 
-from fleetdb.cold.layout import LAYOUTS
-from fleetdb.ingest.messages import MeterReading, VehicleReading
-from fleetdb.rollups import Kind
+from fleetdb.kinds import DeviceKind
 
 # The rule of every conflict: with the field that differs, what `fleetctl rejects` groups by.
 RULE = "conflicts with the stored reading"
 
 
-@dataclass(frozen=True, slots=True)
-class _Field:
-    wire: str  # the payload's name
-    column: str  # the history column, also the reading's attribute
-    param: str  # the SQL type of the parameter array
-    numeric: bool  # numeric(12,6) in the history (else real)
-
-
-_FIELDS: dict[Kind, tuple[_Field, ...]] = {
-    "meter": (
-        _Field("kwhConsumedAc", "kwh_consumed_ac", "float8", numeric=True),
-        _Field("voltage", "voltage", "real", numeric=False),
-    ),
-    "vehicle": (
-        _Field("soc", "soc", "real", numeric=False),
-        _Field("kwhDeliveredDc", "kwh_delivered_dc", "float8", numeric=True),
-        _Field("batteryTemp", "battery_temp", "real", numeric=False),
-    ),
-}
-_ID_FIELD: dict[Kind, str] = {"meter": "meterId", "vehicle": "vehicleId"}
-
-Reading = MeterReading | VehicleReading
+# A reading of any kind: its class is the kind's `reading` (fleetdb.kinds).
+Reading = Any
 
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
     """One received reading that disagrees with the stored one of its key."""
 
-    kind: Kind
+    of: DeviceKind
     device: str
     ts: datetime
     received_at: datetime
@@ -67,8 +46,13 @@ class Conflict:
     differ: tuple[str, ...]  # wire names, in the payload's order
 
     @property
+    def kind(self) -> str:
+        """The kind's name."""
+        return self.of.name
+
+    @property
     def topic(self) -> str:
-        return f"{self.kind}s/{self.device}/telemetry"
+        return f"{self.of.topic}/{self.device}/telemetry"
 
     @property
     def field(self) -> str:
@@ -79,7 +63,7 @@ class Conflict:
     def payload(self) -> bytes:
         """The received reading in the wire format: replayable, and the same bytes for a
         redelivery of the same reading (so its reject is stored once)."""
-        body: dict[str, Any] = {_ID_FIELD[self.kind]: self.device, **self.received}
+        body: dict[str, Any] = {self.of.id_wire: self.device, **self.received}
         body["timestamp"] = self.ts.isoformat().replace("+00:00", "Z")
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -92,49 +76,30 @@ class Conflict:
         )
 
 
-def device_of(r: Reading) -> str:
-    """The reading's device id."""
-    return r.meter_id if isinstance(r, MeterReading) else r.vehicle_id
-
-
-def kind_of(r: Reading) -> Kind:
-    """`meter` or `vehicle`."""
-    return "meter" if isinstance(r, MeterReading) else "vehicle"
-
-
-def _stored_sql(kind: Kind, table: str) -> str:
+def _stored_sql(kind: DeviceKind, table: str) -> str:
     """The stored values (as text) and which differ, of the given readings that have a stored
-    row in `table` (a history or late table of LAYOUTS) different from them."""
-    fields = _FIELDS[kind]
+    row in `table` (a history or late table of `kind`) different from them."""
+    fields = kind.columns
     params = "".join(f", ${i + 3}::{f.param}[]" for i, f in enumerate(fields))
     names = "".join(f", c{i}" for i in range(len(fields)))
-    received = [f"u.c{i}::numeric(12,6)" if f.numeric else f"u.c{i}" for i, f in enumerate(fields)]
-    differ = [f"x.{f.column} IS DISTINCT FROM {r}" for f, r in zip(fields, received, strict=True)]
-    shown = [
-        f"trim_scale(x.{f.column})::text" if f.numeric else f"x.{f.column}::text" for f in fields
-    ]
+    received = [f"u.c{i}::{f.sql_type}" if f.numeric else f"u.c{i}" for i, f in enumerate(fields)]
+    differ = [f"x.{f.name} IS DISTINCT FROM {r}" for f, r in zip(fields, received, strict=True)]
+    shown = [f"trim_scale(x.{f.name})::text" if f.numeric else f"x.{f.name}::text" for f in fields]
     return f"""
 SELECT u.o, {", ".join(shown)}, {", ".join(differ)}
   FROM unnest($1::text[], $2::timestamptz[]{params}) WITH ORDINALITY AS u(d, t{names}, o)
-  JOIN {table} x ON x.{LAYOUTS[kind].device} = u.d AND x.ts = u.t
+  JOIN {table} x ON x.{kind.device} = u.d AND x.ts = u.t
  WHERE {" OR ".join(differ)}
 """
 
 
-_STORED_SQL = {
-    (kind, table): _stored_sql(kind, table)
-    for kind, lay in LAYOUTS.items()
-    for table in (lay.raw, lay.late)
-}
-
-
-def _received(kind: Kind, r: Reading) -> dict[str, float]:
-    return {f.wire: getattr(r, f.column) for f in _FIELDS[kind]}
+def _received(kind: DeviceKind, r: Reading) -> dict[str, float]:
+    return {f.wire: getattr(r, f.name) for f in kind.columns}
 
 
 async def find_stored(
     conn: asyncpg.Connection,
-    kind: Kind,
+    kind: DeviceKind,
     pairs: Sequence[tuple[Reading, datetime]],
     *,
     late: bool = False,
@@ -145,13 +110,13 @@ async def find_stored(
     the same batch is found too."""
     if not pairs:
         return []
-    lay = LAYOUTS[kind]
-    fields = _FIELDS[kind]
+    fields = kind.columns
+    device = attrgetter(kind.device)
     rows = await conn.fetch(
-        _STORED_SQL[(kind, lay.late if late else lay.raw)],
-        [device_of(r) for r, _ in pairs],
+        _stored_sql(kind, kind.late if late else kind.history),
+        [device(r) for r, _ in pairs],
         [r.ts for r, _ in pairs],
-        *([getattr(r, f.column) for r, _ in pairs] for f in fields),
+        *([getattr(r, f.name) for r, _ in pairs] for f in fields),
     )
     n = len(fields)
     found = []
@@ -160,7 +125,7 @@ async def find_stored(
         stored = {f.wire: float(row[1 + i]) for i, f in enumerate(fields)}
         differ = tuple(f.wire for i, f in enumerate(fields) if row[1 + n + i])
         found.append(
-            Conflict(kind, device_of(r), r.ts, received_at, _received(kind, r), stored, differ)
+            Conflict(kind, device(r), r.ts, received_at, _received(kind, r), stored, differ)
         )
     return found
 
@@ -172,32 +137,30 @@ def _micro(kwh: float) -> int:
 
 
 def compare_with_block(
-    r: Reading, received_at: datetime, kwh_u: int, floats: Sequence[float]
+    kind: DeviceKind, r: Reading, received_at: datetime, kwh_u: int, floats: Sequence[float]
 ) -> Conflict | None:
     """A reading against its stored twin in a compacted day's block (kWh in millionths and
     the layout's real columns): the conflict, or None when they are equal."""
     import numpy as np  # noqa: PLC0415 - loaded already by the block decoder calling this
 
-    kind = kind_of(r)
-    by_column = dict(zip(LAYOUTS[kind].floats, floats, strict=True))
+    by_column = dict(zip(kind.floats, floats, strict=True))
     stored: dict[str, float] = {}
     differ: list[str] = []
-    for f in _FIELDS[kind]:
-        value = getattr(r, f.column)
+    for f in kind.columns:
+        value = getattr(r, f.name)
         if f.numeric:
             stored[f.wire] = float(Decimal(kwh_u).scaleb(-6))
             same = _micro(value) == kwh_u
         else:
-            s32 = np.float32(by_column[f.column])
+            s32 = np.float32(by_column[f.name])
             stored[f.wire] = float(str(s32))  # the shortest text of the real, as SQL shows it
             same = bool(np.float32(value) == s32)
         if not same:
             differ.append(f.wire)
     if not differ:
         return None
-    return Conflict(
-        kind, device_of(r), r.ts, received_at, _received(kind, r), stored, tuple(differ)
-    )
+    device = getattr(r, kind.device)
+    return Conflict(kind, device, r.ts, received_at, _received(kind, r), stored, tuple(differ))
 
 
 # RETURNING 1, not a column: fleetd's login may write dead letters, never read them.

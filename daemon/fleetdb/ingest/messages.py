@@ -1,7 +1,10 @@
 """Decode and validate one MQTT message into typed readings or rejections with a reason.
 
-Pure functions, no I/O: the MQTT layer calls `decode_many()` for every message it receives (one
-reading, or a JSON array of them: a device flushing its offline buffer), `decode()` for one.
+Pure functions, no I/O: fleetd's MQTT layer calls `decode_many()` for every message it receives
+(one reading, or a JSON array of them: a device flushing its offline buffer), `decode()` for
+one; the reject replay (fleetdb.ingest.replay) decodes stored rejects again. The topic names
+the kind (fleetdb.kinds: `{kind.topic}/{device}/telemetry`), whose payload model is built from
+its registry entry (payload_model()).
 """
 
 from __future__ import annotations
@@ -10,39 +13,37 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from fleetdb.kinds import MAX_KWH_PER_READING, METER, REGISTRY, VEHICLE, DeviceKind
+from fleetdb.readings import MeterReading, Reading, VehicleReading
+
+__all__ = [
+    "MAX_ARRAY_ITEMS",
+    "MAX_ARRAY_PAYLOAD_BYTES",
+    "MAX_KWH_PER_READING",
+    "MAX_PAYLOAD_BYTES",
+    "Decoded",
+    "MeterPayload",
+    "MeterReading",
+    "Reading",
+    "Rejected",
+    "VehiclePayload",
+    "VehicleReading",
+    "decode",
+    "decode_many",
+    "payload_model",
+]
 
 MAX_PAYLOAD_BYTES = 8 * 1024
 # A JSON array of readings (a device's offline buffer, flushed at once): ~8,000 readings fit in
 # 1 MiB, FLEET_MQTT_MAX_PACKET_BYTES' default; each element is held to MAX_PAYLOAD_BYTES.
 MAX_ARRAY_PAYLOAD_BYTES = 1024 * 1024
 MAX_ARRAY_ITEMS = 10_000
-# numeric(12,6) holds < 1e6; anything near that per interval is a broken meter, not a reading.
-MAX_KWH_PER_READING = 100_000.0
 DEVICE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-@dataclass(frozen=True, slots=True)
-class MeterReading:
-    """One valid meter reading; `ts` is in UTC."""
-
-    meter_id: str
-    ts: datetime
-    kwh_consumed_ac: float
-    voltage: float
-
-
-@dataclass(frozen=True, slots=True)
-class VehicleReading:
-    """One valid vehicle reading; `ts` is in UTC."""
-
-    vehicle_id: str
-    ts: datetime
-    soc: float
-    kwh_delivered_dc: float
-    battery_temp: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,9 @@ class Rejected:
     rule: str
 
 
-Decoded = MeterReading | VehicleReading | Rejected
+# A reading of any kind (the kind's `reading` class: MeterReading or VehicleReading for the
+# built-in ones), or a reject.
+Decoded = MeterReading | VehicleReading | Reading | Rejected
 
 
 class _Strict(BaseModel):
@@ -66,23 +69,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, frozen=True)
 
 
-class MeterPayload(_Strict):
-    """meters/{meterId}/telemetry."""
+@lru_cache(maxsize=32)
+def payload_model(kind: DeviceKind) -> type[BaseModel]:
+    """The payload of `kind`'s topic: its id field, its columns by their wire names with their
+    bounds, and the timestamp, in that order (the order errors are reported in)."""
+    fields: dict[str, Any] = {kind.id_wire: (str, ...)}
+    for c in kind.columns:
+        fields[c.wire] = (float, Field(ge=c.ge, gt=c.gt, le=c.le))
+    fields["timestamp"] = (AwareDatetime, ...)
+    name = f"{kind.name.title()}Payload"
+    model: type[BaseModel] = create_model(
+        name, __base__=_Strict, __doc__=f"{kind.topic}/{{{kind.id_wire}}}/telemetry.", **fields
+    )
+    return model
 
-    meterId: str  # noqa: N815 - the wire format's names
-    kwhConsumedAc: float = Field(ge=0, le=MAX_KWH_PER_READING)  # noqa: N815
-    voltage: float = Field(gt=0, le=1000)
-    timestamp: AwareDatetime
 
-
-class VehiclePayload(_Strict):
-    """vehicles/{vehicleId}/telemetry."""
-
-    vehicleId: str  # noqa: N815
-    soc: float = Field(ge=0, le=100)
-    kwhDeliveredDc: float = Field(ge=0, le=MAX_KWH_PER_READING)  # noqa: N815
-    batteryTemp: float = Field(ge=-50, le=150)  # noqa: N815
-    timestamp: AwareDatetime
+MeterPayload = payload_model(METER)
+VehiclePayload = payload_model(VEHICLE)
 
 
 _MESSAGES = {
@@ -148,6 +151,26 @@ def _check_id(device_id: str) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to decode one kind's payload (looked up once per kinds tuple, not per message)."""
+
+    kind: DeviceKind
+    model: type[BaseModel]
+    wires: tuple[str, ...]
+
+
+@lru_cache(maxsize=32)
+def _plans(kinds: tuple[DeviceKind, ...]) -> dict[str, _Plan]:
+    """The kinds' decoding plans by topic level."""
+    return {k.topic: _Plan(k, payload_model(k), tuple(c.wire for c in k.columns)) for k in kinds}
+
+
+@lru_cache(maxsize=32)
+def _topic_rule(kinds: tuple[DeviceKind, ...]) -> str:
+    return "must be " + " or ".join(f"{k.topic}/{{id}}/telemetry" for k in kinds)
+
+
 def decode(
     topic: str,
     payload: bytes,
@@ -155,11 +178,14 @@ def decode(
     *,
     max_future: timedelta = timedelta(minutes=5),
     max_past: timedelta = timedelta(days=3650),
+    kinds: tuple[DeviceKind, ...] = REGISTRY,
 ) -> Decoded:
-    """Validate one message. `now` is the receive time (UTC), used for the future/past bounds."""
+    """Validate one message. `now` is the receive time (UTC), used for the future/past bounds;
+    `kinds` are the device kinds whose topics are known."""
     levels = topic.split("/")
-    if len(levels) != 3 or levels[2] != "telemetry" or levels[0] not in ("meters", "vehicles"):
-        rule = "must be meters/{id}/telemetry or vehicles/{id}/telemetry"
+    plan = _plans(kinds).get(levels[0]) if len(levels) == 3 and levels[2] == "telemetry" else None
+    if plan is None:
+        rule = _topic_rule(kinds)
         return Rejected(topic, payload, f"topic: {rule}", "topic", rule)
     device_id = levels[1]
     if device_id not in _VALID_IDS and not _check_id(device_id):
@@ -174,13 +200,13 @@ def decode(
         reason = f"payload: not UTF-8 (byte {exc.start})"
         return Rejected(topic, payload, reason, "payload", "not UTF-8")
 
-    model = MeterPayload if levels[0] == "meters" else VehiclePayload
     try:
-        msg = model.model_validate_json(payload)
+        msg = plan.model.model_validate_json(payload)
     except ValidationError as exc:
         return _describe(topic, payload, exc)
 
-    ts = msg.timestamp
+    values = msg.__dict__  # the validated fields by wire name
+    ts: datetime = values["timestamp"]
     if ts.utcoffset():
         ts = ts.astimezone(UTC)
     if ts > now + max_future:
@@ -192,13 +218,12 @@ def decode(
         rule = f"older than {max_past.days} days"
         return Rejected(topic, payload, f"timestamp: {rule}", "timestamp", rule)
 
-    if isinstance(msg, MeterPayload):
-        if msg.meterId != device_id:
-            return _mismatch(topic, payload, "meterId", msg.meterId, device_id)
-        return MeterReading(device_id, ts, msg.kwhConsumedAc, msg.voltage)
-    if msg.vehicleId != device_id:
-        return _mismatch(topic, payload, "vehicleId", msg.vehicleId, device_id)
-    return VehicleReading(device_id, ts, msg.soc, msg.kwhDeliveredDc, msg.batteryTemp)
+    kind = plan.kind
+    body_id = values[kind.id_wire]
+    if body_id != device_id:
+        return _mismatch(topic, payload, kind.id_wire, body_id, device_id)
+    reading: Reading = kind.reading(device_id, ts, *[values[w] for w in plan.wires])
+    return reading
 
 
 def _mismatch(topic: str, payload: bytes, field: str, body_id: str, topic_id: str) -> Rejected:
@@ -213,6 +238,7 @@ def decode_many(
     *,
     max_future: timedelta = timedelta(minutes=5),
     max_past: timedelta = timedelta(days=3650),
+    kinds: tuple[DeviceKind, ...] = REGISTRY,
 ) -> list[Decoded]:
     """Validate one message: a reading, or a JSON array of readings for the topic's device, each
     element validated on its own (a bad one is rejected with its index, the others stored). An
@@ -221,13 +247,13 @@ def decode_many(
     if first in b" \t\r\n":  # b"" too
         first = payload.lstrip()[:1]
     if first != b"[":
-        return [decode(topic, payload, now, max_future=max_future, max_past=max_past)]
+        return [decode(topic, payload, now, max_future=max_future, max_past=max_past, kinds=kinds)]
     elements = _array(topic, payload)
     if isinstance(elements, Rejected):
         return [elements]
     out: list[Decoded] = []
     for index, element in enumerate(elements):
-        item = decode(topic, element, now, max_future=max_future, max_past=max_past)
+        item = decode(topic, element, now, max_future=max_future, max_past=max_past, kinds=kinds)
         if isinstance(item, Rejected):
             # The reason names the element; the group (field, rule) is the element's own.
             item = Rejected(

@@ -1,9 +1,10 @@
 """Replaying dead letters with today's rules: a fixed firmware's readings, or a relaxed rule.
 
-Each stored reject is validated again (fleetd's own decode, its receive time as "now" for the
-time bounds); what passes is written exactly as fleetd writes it (history ON CONFLICT DO
-NOTHING, rollups from RETURNING, the current row only forward), so a reading is stored once
-however often it is replayed or redelivered. Every reject keeps a record of its outcome.
+Each stored reject is validated again (the same decode as fleetd's, its receive time as "now"
+for the time bounds); what passes is written exactly as fleetd writes it (the same writer:
+history ON CONFLICT DO NOTHING, rollups from RETURNING, the current row only forward), so a
+reading is stored once however often it is replayed or redelivered. Every reject keeps a record
+of its outcome. `fleetctl rejects replay` runs it as fleet_admin.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 
 import asyncpg
 
-from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading, decode
-from fleetdb.ingest.writer import write_batch
+from fleetdb.ingest.messages import Rejected, decode
+from fleetdb.ingest.writer import by_kind, write
+from fleetdb.kinds import REGISTRY, DeviceKind
 from fleetdb.partitions import PartitionCache
 
 DB = asyncpg.Connection | asyncpg.Pool
@@ -35,16 +37,20 @@ UPDATE rejected_messages AS r SET replayed_at = now(), replay_outcome = o.outcom
 """
 
 
-async def replay(db: DB, *, since: datetime) -> dict[str, Any]:
+async def replay(
+    db: DB, *, since: datetime, kinds: tuple[DeviceKind, ...] = REGISTRY
+) -> dict[str, Any]:
     """Replay the rejects received since `since` that were not stored yet; counts of outcomes."""
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            return await _replay(conn, since)
-    return await _replay(db, since)
+            return await _replay(conn, since, kinds)
+    return await _replay(db, since, kinds)
 
 
 async def _replay(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, since: datetime
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    since: datetime,
+    kinds: tuple[DeviceKind, ...],
 ) -> dict[str, Any]:
     totals = {"replayed": 0, "stored": 0, "alreadyStored": 0, "stillRejected": 0}
     reasons: dict[str, int] = {}
@@ -59,28 +65,19 @@ async def _replay(
             ids: list[int] = []
             outcomes: list[str] = []
             for row in rows:
-                item = decode(row["topic"], bytes(row["payload"]), row["received_at"])
+                item = decode(row["topic"], bytes(row["payload"]), row["received_at"], kinds=kinds)
                 if isinstance(item, Rejected):
                     outcome = f"still rejected: {item.reason}"
                     totals["stillRejected"] += 1
                     reasons[item.field] = reasons.get(item.field, 0) + 1
                 else:
                     await partitions.ensure(conn, [item.ts.date()])  # type: ignore[arg-type]
-                    outcome = await _store(conn, item, row["received_at"])
+                    batch = by_kind([(item, row["received_at"])], kinds)
+                    result = await write(conn, batch, [])  # type: ignore[arg-type]
+                    outcome = "stored" if result.inserted else "already stored"
                     totals["stored" if outcome == "stored" else "alreadyStored"] += 1
                 ids.append(row["id"])
                 outcomes.append(outcome)
             await conn.execute(_RECORD_SQL, ids, outcomes)
             totals["replayed"] += len(rows)
     return {**totals, "stillRejectedByField": reasons, "since": since.isoformat()}
-
-
-async def _store(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
-    item: MeterReading | VehicleReading,
-    received_at: datetime,
-) -> str:
-    meters = [(item, received_at)] if isinstance(item, MeterReading) else []
-    vehicles = [(item, received_at)] if isinstance(item, VehicleReading) else []
-    result = await write_batch(conn, meters, vehicles, [])  # type: ignore[arg-type]
-    return "stored" if result.inserted else "already stored"

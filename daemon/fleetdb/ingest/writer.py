@@ -4,28 +4,54 @@ newest reading per device into the current tables (never moving back in time), a
 Readings of days that are compacted or being compacted go to the late tables instead
 (fleetdb.cold.late), still exactly once. A reading whose key is stored with other values is
 kept as a conflict reject in the same transaction (fleetdb.ingest.conflicts).
+
+Every statement is built from the kind's registry entry (fleetdb.kinds), once per kind.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from functools import lru_cache
+from operator import attrgetter
+from typing import Any
 
 import asyncpg
 
 from fleetdb.cold.late import closed_days, stored_in_blocks
-from fleetdb.ingest.conflicts import Conflict, compare_with_block, find_stored, kind_of
+from fleetdb.ingest.conflicts import Conflict, compare_with_block, find_stored
 from fleetdb.ingest.conflicts import store as store_conflicts
-from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading
-from fleetdb.rollups import LEVELS, Kind, upsert_sql
+from fleetdb.ingest.messages import Rejected
+from fleetdb.kinds import METER, REGISTRY, VEHICLE, DeviceKind
+from fleetdb.rollups import LEVELS, upsert_sql
+
+Kinds = tuple[DeviceKind, ...]
+# A reading of any kind (its class is the kind's `reading`) with its receive time.
+Pair = tuple[Any, datetime]
 
 
-def _rolls(kind: Kind) -> str:
+def _rolls(kind: DeviceKind) -> str:
     # Every rollup level fed from the rows this statement really inserted (CTE `ins`).
     return "".join(f",\nroll_{lv.name} AS (\n    {upsert_sql(kind, lv, 'ins')}\n)" for lv in LEVELS)
+
+
+def _received(kind: DeviceKind, alias: str) -> list[str]:
+    """The value columns of unnest alias `alias` as stored (numeric cast from float8)."""
+    return [
+        f"{alias}.c{i}::{c.sql_type}" if c.numeric else f"{alias}.c{i}"
+        for i, c in enumerate(kind.columns)
+    ]
+
+
+def _arrays(kind: DeviceKind, first: int) -> str:
+    """The value columns' parameter arrays, from $first on."""
+    return "".join(f", ${first + i}::{c.param}[]" for i, c in enumerate(kind.columns))
+
+
+def _aliases(kind: DeviceKind) -> str:
+    return "".join(f", c{i}" for i in range(len(kind.columns)))
 
 
 # float8 -> numeric(12,6) in SQL: PostgreSQL converts with 15 significant digits, so the JSON
@@ -35,98 +61,74 @@ def _rolls(kind: Kind) -> str:
 # not inserted, only when there are any: the subquery is evaluated only then (an InitPlan is
 # run on first use), so a batch without duplicates pays nothing for conflict detection. A
 # reading equal to one inserted by this statement is a plain duplicate and left out.
-INSERT_METERS = f"""
+@lru_cache(maxsize=32)
+def insert_sql(kind: DeviceKind) -> str:
+    """The history INSERT of `kind` with its rollups: $1 ids, $2 ts, then one array per value
+    column, then the receive times."""
+    n = len(kind.columns)
+    cols = ", ".join(kind.names)
+    same = "".join(
+        f"\n                          AND ins.{c.name} = {v}"
+        for c, v in zip(kind.columns, _received(kind, "d"), strict=True)
+    )
+    return f"""
 WITH ins AS (
-    INSERT INTO meter_readings (meter_id, ts, kwh_consumed_ac, voltage, received_at)
-    SELECT m, t, k::numeric(12,6), v, r
-    FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::real[], $5::timestamptz[])
-         WITH ORDINALITY AS u(m, t, k, v, r, o)
-    ORDER BY m COLLATE "C", t, o
+    INSERT INTO {kind.history} ({kind.device}, ts, {cols}, received_at)
+    SELECT u.d, u.t, {", ".join(_received(kind, "u"))}, u.r
+    FROM unnest($1::text[], $2::timestamptz[]{_arrays(kind, 3)}, ${n + 3}::timestamptz[])
+         WITH ORDINALITY AS u(d, t{_aliases(kind)}, r, o)
+    ORDER BY u.d COLLATE "C", u.t, u.o
     ON CONFLICT DO NOTHING
-    RETURNING meter_id, ts, kwh_consumed_ac, voltage
-){_rolls("meter")}
+    RETURNING {kind.device}, ts, {cols}
+){_rolls(kind)}
 SELECT count(*), CASE WHEN count(*) < cardinality($1::text[]) THEN (
     SELECT array_agg(o)
-      FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::real[])
-           WITH ORDINALITY AS d(m, t, k, v, o)
-     WHERE NOT EXISTS (SELECT FROM ins WHERE ins.meter_id = d.m AND ins.ts = d.t
-                          AND ins.kwh_consumed_ac = d.k::numeric(12,6) AND ins.voltage = d.v)
+      FROM unnest($1::text[], $2::timestamptz[]{_arrays(kind, 3)})
+           WITH ORDINALITY AS d(d, t{_aliases(kind)}, o)
+     WHERE NOT EXISTS (SELECT FROM ins WHERE ins.{kind.device} = d.d AND ins.ts = d.t{same})
 ) END
 FROM ins
 """
 
-INSERT_VEHICLES = f"""
-WITH ins AS (
-    INSERT INTO vehicle_readings (vehicle_id, ts, soc, kwh_delivered_dc, battery_temp, received_at)
-    SELECT i, t, s, k::numeric(12,6), b, r
-    FROM unnest($1::text[], $2::timestamptz[], $3::real[], $4::float8[], $5::real[],
-                $6::timestamptz[]) WITH ORDINALITY AS u(i, t, s, k, b, r, o)
-    ORDER BY i COLLATE "C", t, o
-    ON CONFLICT DO NOTHING
-    RETURNING vehicle_id, ts, soc, kwh_delivered_dc, battery_temp
-){_rolls("vehicle")}
-SELECT count(*), CASE WHEN count(*) < cardinality($1::text[]) THEN (
-    SELECT array_agg(o)
-      FROM unnest($1::text[], $2::timestamptz[], $3::real[], $4::float8[], $5::real[])
-           WITH ORDINALITY AS d(i, t, s, k, b, o)
-     WHERE NOT EXISTS (SELECT FROM ins WHERE ins.vehicle_id = d.i AND ins.ts = d.t
-                          AND ins.soc = d.s AND ins.kwh_delivered_dc = d.k::numeric(12,6)
-                          AND ins.battery_temp = d.b)
-) END
-FROM ins
-"""
 
 # A reading of a day that is no longer open, unless stored already: the raw partitions still
 # hold a `compacting` day; blocks are checked before this (stored_in_blocks).
-INSERT_METERS_LATE = """
+@lru_cache(maxsize=32)
+def insert_late_sql(kind: DeviceKind) -> str:
+    """The late table's INSERT of `kind` (parameters as insert_sql's)."""
+    n = len(kind.columns)
+    cols = ", ".join(kind.names)
+    return f"""
 WITH ins AS (
-    INSERT INTO meter_late (meter_id, ts, kwh_consumed_ac, voltage, received_at)
-    SELECT m, t, k::numeric(12,6), v, r
-    FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::real[], $5::timestamptz[])
-         AS u(m, t, k, v, r)
-    WHERE NOT EXISTS (SELECT FROM meter_readings x WHERE x.meter_id = u.m AND x.ts = u.t)
+    INSERT INTO {kind.late} ({kind.device}, ts, {cols}, received_at)
+    SELECT u.d, u.t, {", ".join(_received(kind, "u"))}, u.r
+    FROM unnest($1::text[], $2::timestamptz[]{_arrays(kind, 3)}, ${n + 3}::timestamptz[])
+         AS u(d, t{_aliases(kind)}, r)
+    WHERE NOT EXISTS (SELECT FROM {kind.history} x WHERE x.{kind.device} = u.d AND x.ts = u.t)
     ON CONFLICT DO NOTHING
-    RETURNING meter_id, ts
+    RETURNING {kind.device}, ts
 )
-SELECT meter_id, ts FROM ins
+SELECT {kind.device}, ts FROM ins
 """
 
-INSERT_VEHICLES_LATE = """
-WITH ins AS (
-    INSERT INTO vehicle_late (vehicle_id, ts, soc, kwh_delivered_dc, battery_temp, received_at)
-    SELECT i, t, s, k::numeric(12,6), b, r
-    FROM unnest($1::text[], $2::timestamptz[], $3::real[], $4::float8[], $5::real[],
-                $6::timestamptz[]) AS u(i, t, s, k, b, r)
-    WHERE NOT EXISTS (SELECT FROM vehicle_readings x WHERE x.vehicle_id = u.i AND x.ts = u.t)
-    ON CONFLICT DO NOTHING
-    RETURNING vehicle_id, ts
-)
-SELECT vehicle_id, ts FROM ins
-"""
 
 # Only the newest reading per device of the batch is sent (ON CONFLICT DO UPDATE may not touch
 # one key twice), and only applied when newer than the stored one: the hot row never goes back.
-UPSERT_METER_CURRENT = """
-INSERT INTO meter_current AS c (meter_id, ts, kwh_consumed_ac, voltage, updated_at)
-SELECT m, t, k::numeric(12,6), v, now()
-FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::real[]) AS u(m, t, k, v)
-ORDER BY m COLLATE "C"
-ON CONFLICT (meter_id) DO UPDATE
-   SET ts = excluded.ts, kwh_consumed_ac = excluded.kwh_consumed_ac,
-       voltage = excluded.voltage, updated_at = excluded.updated_at
+@lru_cache(maxsize=32)
+def upsert_current_sql(kind: DeviceKind) -> str:
+    """The current table's upsert of `kind`: $1 ids, $2 ts, then one array per value column."""
+    cols = ", ".join(kind.names)
+    sets = "".join(f"{c} = excluded.{c}, " for c in kind.names)
+    return f"""
+INSERT INTO {kind.current} AS c ({kind.device}, ts, {cols}, updated_at)
+SELECT u.d, u.t, {", ".join(_received(kind, "u"))}, now()
+FROM unnest($1::text[], $2::timestamptz[]{_arrays(kind, 3)}) AS u(d, t{_aliases(kind)})
+ORDER BY u.d COLLATE "C"
+ON CONFLICT ({kind.device}) DO UPDATE
+   SET ts = excluded.ts, {sets}updated_at = excluded.updated_at
  WHERE c.ts < excluded.ts
 """
 
-UPSERT_VEHICLE_CURRENT = """
-INSERT INTO vehicle_current AS c (vehicle_id, ts, soc, kwh_delivered_dc, battery_temp, updated_at)
-SELECT i, t, s, k::numeric(12,6), b, now()
-FROM unnest($1::text[], $2::timestamptz[], $3::real[], $4::float8[], $5::real[]) AS u(i, t, s, k, b)
-ORDER BY i COLLATE "C"
-ON CONFLICT (vehicle_id) DO UPDATE
-   SET ts = excluded.ts, soc = excluded.soc, kwh_delivered_dc = excluded.kwh_delivered_dc,
-       battery_temp = excluded.battery_temp, updated_at = excluded.updated_at
- WHERE c.ts < excluded.ts
-"""
 
 INSERT_REJECTS = """
 INSERT INTO rejected_messages (received_at, topic, payload, reason, payload_sha256, field, rule)
@@ -138,104 +140,96 @@ ON CONFLICT DO NOTHING
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
-    """What one committed flush did. duplicates = readings that were already stored with the
-    same values; conflicts = readings whose key was stored with other values (kept as
-    rejects, the stored value unchanged), newly kept by this flush.
+    """What one committed flush did, per kind (by name). duplicates = readings that were
+    already stored with the same values; conflicts = readings whose key was stored with other
+    values (kept as rejects, the stored value unchanged), newly kept by this flush.
 
     Per reading, for an HTTP request's answer (fleetd.ingest.tickets): `missed` holds the id()
     of each reading object not inserted (a duplicate or a conflict), `conflict_keys` the
     (kind, device, ts) of the conflicts, `refused` the id() and reason of readings the database
     refused (stored as rejects instead). Empty on the hot path unless something was missed."""
 
-    meters_inserted: int
-    vehicles_inserted: int
-    meters_total: int
-    vehicles_total: int
-    rejects: int
-    meter_conflicts: int = 0
-    vehicle_conflicts: int = 0
+    inserted_by: Mapping[str, int] = field(default_factory=dict)
+    totals_by: Mapping[str, int] = field(default_factory=dict)
+    rejects: int = 0
+    conflicts_by: Mapping[str, int] = field(default_factory=dict)
     missed: frozenset[int] = frozenset()
     conflict_keys: frozenset[tuple[str, str, datetime]] = frozenset()
     refused: tuple[tuple[int, str], ...] = ()
 
     @property
+    def meters_inserted(self) -> int:
+        return self.inserted_by.get("meter", 0)
+
+    @property
+    def vehicles_inserted(self) -> int:
+        return self.inserted_by.get("vehicle", 0)
+
+    @property
+    def meter_conflicts(self) -> int:
+        return self.conflicts_by.get("meter", 0)
+
+    @property
+    def vehicle_conflicts(self) -> int:
+        return self.conflicts_by.get("vehicle", 0)
+
+    @property
     def inserted(self) -> int:
-        return self.meters_inserted + self.vehicles_inserted
+        return sum(self.inserted_by.values())
 
     @property
     def conflicts(self) -> int:
-        return self.meter_conflicts + self.vehicle_conflicts
+        return sum(self.conflicts_by.values())
 
     @property
     def duplicates(self) -> int:
-        return self.meters_total + self.vehicles_total - self.inserted - self.conflicts
+        return sum(self.totals_by.values()) - self.inserted - self.conflicts
 
     def __add__(self, other: WriteResult) -> WriteResult:
+        def add(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+            return {k: a.get(k, 0) + b.get(k, 0) for k in {**a, **b}}
+
         return WriteResult(
-            self.meters_inserted + other.meters_inserted,
-            self.vehicles_inserted + other.vehicles_inserted,
-            self.meters_total + other.meters_total,
-            self.vehicles_total + other.vehicles_total,
+            add(self.inserted_by, other.inserted_by),
+            add(self.totals_by, other.totals_by),
             self.rejects + other.rejects,
-            self.meter_conflicts + other.meter_conflicts,
-            self.vehicle_conflicts + other.vehicle_conflicts,
+            add(self.conflicts_by, other.conflicts_by),
             self.missed | other.missed,
             self.conflict_keys | other.conflict_keys,
             self.refused + other.refused,
         )
 
 
-R = TypeVar("R", MeterReading, VehicleReading)
-
-
-def _meter_cols(readings: Sequence[MeterReading]) -> tuple[list[Any], ...]:
-    """Column arrays: ids, ts, kWh, voltage (the order every meter statement takes)."""
+def columns(kind: DeviceKind, readings: Iterable[Any]) -> tuple[list[Any], ...]:
+    """Column arrays: ids, ts, then the value columns (the order every statement takes)."""
+    rows = list(readings)
     return (
-        [m.meter_id for m in readings],
-        [m.ts for m in readings],
-        [m.kwh_consumed_ac for m in readings],
-        [m.voltage for m in readings],
+        list(map(attrgetter(kind.device), rows)),
+        [r.ts for r in rows],
+        *(list(map(attrgetter(c), rows)) for c in kind.names),
     )
 
 
-def _vehicle_cols(readings: Sequence[VehicleReading]) -> tuple[list[Any], ...]:
-    """Column arrays: ids, ts, SoC, kWh, battery temperature."""
-    return (
-        [v.vehicle_id for v in readings],
-        [v.ts for v in readings],
-        [v.soc for v in readings],
-        [v.kwh_delivered_dc for v in readings],
-        [v.battery_temp for v in readings],
-    )
-
-
-def _with_received(
-    cols: Callable[[Sequence[R]], tuple[list[Any], ...]], pairs: Sequence[tuple[R, datetime]]
-) -> tuple[list[Any], ...]:
+def _with_received(kind: DeviceKind, pairs: Sequence[Pair]) -> tuple[list[Any], ...]:
     """A history statement's parameters: the reading columns, then the receive times."""
-    return (*cols([r for r, _ in pairs]), [t for _, t in pairs])
+    return (*columns(kind, [r for r, _ in pairs]), [t for _, t in pairs])
 
 
-def _device(r: MeterReading | VehicleReading) -> str:
-    return r.meter_id if isinstance(r, MeterReading) else r.vehicle_id
-
-
-def _newest(readings: Sequence[tuple[R, datetime]]) -> list[R]:
+def _newest(kind: DeviceKind, readings: Sequence[Pair]) -> list[Any]:
     """The newest reading of each device (the current tables take one row per device)."""
-    newest: dict[str, R] = {}
+    device = attrgetter(kind.device)
+    newest: dict[str, Any] = {}
     for r, _ in readings:
-        device = _device(r)
-        seen = newest.get(device)
+        d = device(r)
+        seen = newest.get(d)
         if seen is None or r.ts > seen.ts:
-            newest[device] = r
+            newest[d] = r
     return list(newest.values())
 
 
-def _split(
-    readings: Sequence[tuple[R, datetime]], closed: dict[date, str]
-) -> tuple[list[tuple[R, datetime]], list[tuple[R, datetime]]]:
-    keep: list[tuple[R, datetime]] = []
-    late: list[tuple[R, datetime]] = []
+def _split(readings: Sequence[Pair], closed: dict[date, str]) -> tuple[list[Pair], list[Pair]]:
+    keep: list[Pair] = []
+    late: list[Pair] = []
     for pair in readings:
         (late if pair[0].ts.date() in closed else keep).append(pair)
     return keep, late
@@ -243,133 +237,115 @@ def _split(
 
 async def _not_in_blocks(
     conn: asyncpg.Connection,
-    kind: Kind,
-    late: list[tuple[R, datetime]],
+    kind: DeviceKind,
+    late: list[Pair],
     closed: dict[date, str],
     conflicts: list[Conflict],
-) -> list[tuple[R, datetime]]:
+) -> list[Pair]:
     """The late readings not stored in a compacted day's blocks; those stored there with
     other values are added to `conflicts`."""
-    cold = [(_device(r), r.ts) for r, _ in late if closed[r.ts.date()] == "compacted"]
+    device = attrgetter(kind.device)
+    cold = [(device(r), r.ts) for r, _ in late if closed[r.ts.date()] == "compacted"]
     if not cold:
         return late
     stored = await stored_in_blocks(conn, kind, cold)
     rest = []
     for r, t in late:
-        twin = stored.get((_device(r), r.ts))
+        twin = stored.get((device(r), r.ts))
         if twin is None:
             rest.append((r, t))
-        elif (c := compare_with_block(r, t, *twin)) is not None:
+        elif (c := compare_with_block(kind, r, t, *twin)) is not None:
             conflicts.append(c)
     return rest
 
 
 async def _write_late(
     conn: asyncpg.Connection,
-    meters: list[tuple[MeterReading, datetime]],
-    vehicles: list[tuple[VehicleReading, datetime]],
+    kind: DeviceKind,
+    late: list[Pair],
     closed: dict[date, str],
     conflicts: list[Conflict],
     *,
     missed: set[int],
-) -> tuple[int, int]:
-    """Readings of closed days into the late tables, unless stored already (a conflict when
+) -> int:
+    """Readings of closed days into the late table, unless stored already (a conflict when
     stored with other values: in the blocks, the raw partitions of a `compacting` day, or
     the late table itself). A rare path: conflicts are looked for whenever one was not
     inserted. The id() of each reading not inserted is added to `missed`."""
-    every = [r for r, _ in meters] + [r for r, _ in vehicles]
-    meters = await _not_in_blocks(conn, "meter", meters, closed, conflicts)
-    vehicles = await _not_in_blocks(conn, "vehicle", vehicles, closed, conflicts)
-    inserted: set[tuple[str, str, datetime]] = set()
-    if meters:
-        rows = await conn.fetch(INSERT_METERS_LATE, *_with_received(_meter_cols, meters))
-        inserted.update(("meter", r[0], r[1]) for r in rows)
-        if len(rows) < len(meters):
-            conflicts += await find_stored(conn, "meter", meters)
-            conflicts += await find_stored(conn, "meter", meters, late=True)
-    m = len(inserted)
-    if vehicles:
-        rows = await conn.fetch(INSERT_VEHICLES_LATE, *_with_received(_vehicle_cols, vehicles))
-        inserted.update(("vehicle", r[0], r[1]) for r in rows)
-        if len(rows) < len(vehicles):
-            conflicts += await find_stored(conn, "vehicle", vehicles)
-            conflicts += await find_stored(conn, "vehicle", vehicles, late=True)
-    missed.update(id(r) for r in every if (kind_of(r), _device(r), r.ts) not in inserted)
-    return m, len(inserted) - m
+    every = [r for r, _ in late]
+    late = await _not_in_blocks(conn, kind, late, closed, conflicts)
+    inserted: set[tuple[str, datetime]] = set()
+    if late:
+        rows = await conn.fetch(insert_late_sql(kind), *_with_received(kind, late))
+        inserted.update((r[0], r[1]) for r in rows)
+        if len(rows) < len(late):
+            conflicts += await find_stored(conn, kind, late)
+            conflicts += await find_stored(conn, kind, late, late=True)
+    device = attrgetter(kind.device)
+    missed.update(id(r) for r in every if (device(r), r.ts) not in inserted)
+    return len(inserted)
 
 
 async def _insert(
     conn: asyncpg.Connection,
-    sql: str,
-    pairs: Sequence[tuple[R, datetime]],
-    params: tuple[list[Any], ...],
+    kind: DeviceKind,
+    pairs: Sequence[Pair],
     conflicts: list[Conflict],
     *,
     missed: set[int],
 ) -> int:
     """One history INSERT; the readings it did not insert are checked for conflicts, and
     their id() added to `missed`."""
-    row = await conn.fetchrow(sql, *params)  # an aggregate: always one row
-    inserted, not_inserted = (0, None) if row is None else (row[0], row[1])
+    row = await conn.fetchrow(insert_sql(kind), *_with_received(kind, pairs))
+    inserted, not_inserted = (0, None) if row is None else (row[0], row[1])  # an aggregate
     if not_inserted:
-        kind = kind_of(pairs[0][0])
         left_out = [pairs[i - 1] for i in not_inserted]
         missed.update(id(r) for r, _ in left_out)
         conflicts += await find_stored(conn, kind, left_out)
     return int(inserted)
 
 
-async def _store_conflicts(conn: asyncpg.Connection, conflicts: list[Conflict]) -> tuple[int, int]:
-    """Keep the conflicts as rejects; the new ones of each kind."""
-    meters = [c for c in conflicts if c.kind == "meter"]
-    vehicles = [c for c in conflicts if c.kind == "vehicle"]
-    return await store_conflicts(conn, meters), await store_conflicts(conn, vehicles)
+def by_kind(readings: Iterable[Pair], kinds: Kinds = REGISTRY) -> dict[DeviceKind, list[Pair]]:
+    """Readings grouped by their kind (the kind whose `reading` class each is), kinds in
+    registry order."""
+    of = {k.reading: k for k in kinds}
+    out: dict[DeviceKind, list[Pair]] = {}
+    for pair in readings:
+        out.setdefault(of[type(pair[0])], []).append(pair)
+    return {k: out[k] for k in kinds if k in out}
 
 
-async def write_batch(
+async def write(
     conn: asyncpg.Connection,
-    meters: Sequence[tuple[MeterReading, datetime]],
-    vehicles: Sequence[tuple[VehicleReading, datetime]],
+    readings: Mapping[DeviceKind, Sequence[Pair]],
     rejects: Sequence[tuple[Rejected, datetime]],
 ) -> WriteResult:
-    """Write one batch in one transaction. Each element pairs a reading with its receive time.
+    """Write one batch in one transaction: the readings of each kind (each paired with its
+    receive time; by_kind() groups them), and the rejects.
 
     The caller makes sure the partitions of every reading's day exist.
     """
-    late_m_inserted = late_v_inserted = meters_inserted = vehicles_inserted = 0
-    totals = (len(meters), len(vehicles))
-    every_m, every_v = meters, vehicles
+    inserted: dict[str, int] = {}
     conflicts: list[Conflict] = []
     missed: set[int] = set()
     # Per reading on the hot path: one datetime comparison; date() only for the rare old ones.
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    old = {r.ts.date() for r, _ in meters if r.ts < midnight}
-    old.update(r.ts.date() for r, _ in vehicles if r.ts < midnight)
+    old = {r.ts.date() for pairs in readings.values() for r, _ in pairs if r.ts < midnight}
     async with conn.transaction():
         closed = await closed_days(conn, old) if old else {}
-        if closed:
-            meters, late_m = _split(meters, closed)
-            vehicles, late_v = _split(vehicles, closed)
-            late_m_inserted, late_v_inserted = await _write_late(
-                conn, late_m, late_v, closed, conflicts, missed=missed
-            )
-        if meters:
-            params = _with_received(_meter_cols, meters)
-            meters_inserted = await _insert(
-                conn, INSERT_METERS, meters, params, conflicts, missed=missed
-            )
-        if every_m:
-            # Late readings too: the hot row may move forward (a device back after days).
-            latest_m = _newest(every_m)
-            await conn.execute(UPSERT_METER_CURRENT, *_meter_cols(latest_m))
-        if vehicles:
-            params = _with_received(_vehicle_cols, vehicles)
-            vehicles_inserted = await _insert(
-                conn, INSERT_VEHICLES, vehicles, params, conflicts, missed=missed
-            )
-        if every_v:
-            latest_v = _newest(every_v)
-            await conn.execute(UPSERT_VEHICLE_CURRENT, *_vehicle_cols(latest_v))
+        for kind, every in readings.items():
+            pairs: Sequence[Pair] = every
+            n = 0
+            if closed:
+                pairs, late = _split(every, closed)
+                if late:
+                    n += await _write_late(conn, kind, late, closed, conflicts, missed=missed)
+            if pairs:
+                n += await _insert(conn, kind, pairs, conflicts, missed=missed)
+            if every:
+                # Late readings too: the hot row may move forward (a device back after days).
+                await conn.execute(upsert_current_sql(kind), *columns(kind, _newest(kind, every)))
+            inserted[kind.name] = n
         if rejects:
             await conn.execute(
                 INSERT_REJECTS,
@@ -382,13 +358,26 @@ async def write_batch(
                 [j.rule for j, _ in rejects],
             )
         # In the batch's transaction: a conflict is kept exactly when its batch commits.
-        kept = await _store_conflicts(conn, conflicts) if conflicts else (0, 0)
+        kept = {}
+        for kind in readings:
+            mine = [c for c in conflicts if c.kind == kind.name]
+            if mine:
+                kept[kind.name] = await store_conflicts(conn, mine)
     return WriteResult(
-        meters_inserted + late_m_inserted,
-        vehicles_inserted + late_v_inserted,
-        *totals,
+        inserted,
+        {k.name: len(v) for k, v in readings.items()},
         len(rejects),
-        *kept,
+        kept,
         frozenset(missed),
         frozenset((c.kind, c.device, c.ts) for c in conflicts),
     )
+
+
+async def write_batch(
+    conn: asyncpg.Connection,
+    meters: Sequence[Pair],
+    vehicles: Sequence[Pair],
+    rejects: Sequence[tuple[Rejected, datetime]],
+) -> WriteResult:
+    """write() of the built-in kinds: meter readings, vehicle readings and rejects."""
+    return await write(conn, {METER: meters, VEHICLE: vehicles}, rejects)
