@@ -55,6 +55,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     listing = _run(sys.executable, "-m", "zipfile", "-l", wheel)
     for name in ("uPlot.iife.min.js", "uPlot.min.css", "swagger-ui-bundle.js", "swagger-ui.css"):
         assert f"{VENDOR}/{name}" in listing, name
+    # The functions every `fleetd migrate` applies after the numbered files ship with them.
+    assert "fleetdb/sql/functions/day_partitions.sql" in listing
     _run(sys.executable, "-m", "venv", tmp / "venv")
     bin_dir = tmp / "venv" / "bin"
     _run(bin_dir / "python", "-m", "pip", "install", "-q", wheel)
