@@ -93,15 +93,14 @@ def table(r: dict[str, Any]) -> str:
     for c in r.get("coldSizes") or ():
         n = c["devices"]
         lines.append(
-            f"{f'  compacted day, {n:,} + {n:,} devices: 64 groups -> sized':<58}"
+            f"{f'  compacted day, {n:,}+{n:,} devices: 64 -> sized groups':<58}"
             f"{c['fixedBytesPerReading']:>5.2f} -> {c['sizedBytesPerReading']:.2f} B"
         )
         target = c["targetBytesPerReading"]
         if target:
             lines.append(f"{f'    / target {target:.0f} B':<58}{c['sizedVsTarget']:>12.2f} x")
-        lines.append(
-            f"{'    compaction speed, sized / 64 groups':<58}{c['speedSizedVsFixed']:>12.2f} x"
-        )
+        speed = c["speedSizedVsFixed"]
+        lines.append(f"{'    compaction (fetch, split, encode), sized / 64':<58}{speed:>12.2f} x")
     q = r.get("queries")
     if q:
         lines.append(f"8 queries on {q['days']} days ({q['readings']:,} readings), p50 / p99:")
