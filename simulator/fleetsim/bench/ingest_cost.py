@@ -2,10 +2,12 @@
 batched_baseline), interleaved in one run: readings/s and PostgreSQL CPU per stored reading.
 
 Each round drains the same N queued readings with the baseline, then with fleetd (and with
-`ref`, another checkout's fleetd, when given), each into a fresh database on the same server.
+each checkout of `refs`, its fleetd, when given), each into a fresh database on the same
+server. A ref that is a scratch checkout with one statement taken out of the writer shows
+what that statement costs PostgreSQL (docs/performance.md).
 Figures are medians over the rounds; the ratio is fleetd's readings/s over the baseline's.
 
-On its own: python -m fleetsim.bench.ingest_cost [--n N] [--rounds R] [--ab-ref DIR]
+On its own: python -m fleetsim.bench.ingest_cost [--n N] [--rounds R] [--ab-ref DIR ...]
 """
 
 from __future__ import annotations
@@ -69,11 +71,12 @@ async def ingest_cost_stage(
     start: datetime,
     *,
     rounds: int,
-    ref: str | None = None,
+    refs: tuple[str, ...] = (),
     say: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
-    """`rounds` x (baseline, fleetd[, reference fleetd]); the runs and their medians."""
-    sides: dict[str, str | None] = {"fleetd": None} | ({"ref": ref} if ref else {})
+    """`rounds` x (baseline, fleetd[, each reference's fleetd]); the runs and their medians.
+    A reference is named by its checkout's directory."""
+    sides: dict[str, str | None] = {"fleetd": None} | {Path(r).name: r for r in refs}
     runs: dict[str, list[dict[str, float]]] = {"baseline": [], **{s: [] for s in sides}}
     for i in range(rounds):
         runs["baseline"].append(await baseline_drain(admin_url, pg_dir, mqtt, messages, start))
@@ -96,7 +99,7 @@ async def ingest_cost_stage(
     return {
         "n": len(messages),
         "rounds": rounds,
-        "ref": ref,
+        "refs": list(refs),
         "runs": runs,
         "medians": medians,
         "fleetdVsBaseline": medians["fleetd"]["perS"] / medians["baseline"]["perS"],
@@ -108,7 +111,13 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     messages = fleet_messages(args.n, start)
     with PostgresServer(settings=PG_SETTINGS) as pg, MosquittoServer() as broker:
         return await ingest_cost_stage(
-            pg.url, pg.data_dir, broker.url(), messages, start, rounds=args.rounds, ref=args.ab_ref
+            pg.url,
+            pg.data_dir,
+            broker.url(),
+            messages,
+            start,
+            rounds=args.rounds,
+            refs=tuple(args.ab_ref),
         )
 
 
@@ -117,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fleetsim.bench.ingest_cost", description=__doc__)
     parser.add_argument("--n", type=int, default=100_000, help="readings queued per drain")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--ab-ref", help="another checkout: its fleetd drains in each round too")
+    parser.add_argument(
+        "--ab-ref",
+        action="append",
+        default=[],
+        help="another checkout: its fleetd drains in each round too (repeatable)",
+    )
     args = parser.parse_args(argv)
     print("\n".join(ingest_cost_lines(asyncio.run(_main(args)))))
     return 0

@@ -162,11 +162,11 @@ def ingest_cost_lines(c: dict[str, Any]) -> list[str]:
     names = {
         "baseline": "batched history-only, ack on arrival",
         "fleetd": "fleetd (ack after commit)",
-        "ref": f"fleetd of {c['ref']}",
     }
     for side, m in c["medians"].items():
+        name = "    " + names.get(side, "fleetd of " + side)
         lines.append(
-            f"{'    ' + names[side]:<58}{m['perS']:>8,.0f} /s {m['pgCpuUsPerReading']:>5.1f} µs"
+            f"{name:<58}{m['perS']:>8,.0f} /s {m['pgCpuUsPerReading']:>5.1f} µs"
             f" {m['cpuUsPerReading']:>5.1f} µs"
         )
     ratio = c["fleetdVsBaseline"]
