@@ -16,6 +16,7 @@ from fleetctl.analytics.energy import DB
 from fleetctl.analytics.pages import Page, decode, fingerprint, instant_of, key_of, next_cursor
 from fleetctl.analytics.window import iso
 from fleetctl.errors import AnalyticsError, AssignmentConflictError, NeverSeenError
+from fleetdb.kinds import METER, VEHICLE
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -24,12 +25,10 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 # "no current row" is "never reported", answered by one index probe per id (the history would
 # be one per id and daily partition).
 _NEVER_SEEN_SQL = {
-    "vehicles": """SELECT u.id FROM unnest($1::text[]) AS u(id)
-                    WHERE NOT EXISTS (SELECT FROM vehicle_current c WHERE c.vehicle_id = u.id)
-                    ORDER BY u.id""",
-    "meters": """SELECT u.id FROM unnest($1::text[]) AS u(id)
-                  WHERE NOT EXISTS (SELECT FROM meter_current c WHERE c.meter_id = u.id)
-                  ORDER BY u.id""",
+    f"{k.name}s": f"""SELECT u.id FROM unnest($1::text[]) AS u(id)
+                  WHERE NOT EXISTS (SELECT FROM {k.current} c WHERE c.{k.device} = u.id)
+                  ORDER BY u.id"""
+    for k in (VEHICLE, METER)
 }
 
 

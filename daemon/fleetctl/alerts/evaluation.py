@@ -27,31 +27,36 @@ from fleetctl.analytics.assignment_check import assignment_check
 from fleetctl.analytics.chargers import chargers
 from fleetctl.analytics.fleet import fleet_report
 from fleetctl.analytics.window import Window
+from fleetdb.kinds import REGISTRY, VEHICLE
 
 log = structlog.get_logger("fleetctl.alerts")
 
 _LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('fleet_alerts'))"
 
-_OFFLINE = """
-SELECT 'meter', meter_id, extract(epoch FROM $1 - ts)::float8 FROM meter_current
- WHERE ts < $1 - $2 * interval '1 second'
-UNION ALL
-SELECT 'vehicle', vehicle_id, extract(epoch FROM $1 - ts)::float8 FROM vehicle_current
- WHERE ts < $1 - $2 * interval '1 second'
-"""
+# Devices of every kind (fleetdb.kinds) by their current row.
+_OFFLINE = (
+    "\n"
+    + "\nUNION ALL\n".join(
+        f"""SELECT '{k.name}', {k.device}, extract(epoch FROM $1 - ts)::float8 FROM {k.current}
+ WHERE ts < $1 - $2 * interval '1 second'"""
+        for k in REGISTRY
+    )
+    + "\n"
+)
 
 
 # Each vehicle's readings with DC in the last hour, ordered by their own timestamps (not by
 # arrival): their energy, the SoC of the first and last of them (a vehicle that charged, then
 # drove, ends its hour lower: only the charging readings say whether SoC follows DC), and how
 # often SoC fell between two consecutive ones by more than $3 (a mixed series: soc_stalled).
-_CHARGING = """
-SELECT vehicle_id, sum(kwh_delivered_dc), (array_agg(soc ORDER BY ts))[1],
-       (array_agg(soc ORDER BY ts DESC))[1], count(*) FILTER (WHERE step < -$3::real)::int
-  FROM (SELECT vehicle_id, ts, soc, kwh_delivered_dc,
-               soc - lag(soc) OVER (PARTITION BY vehicle_id ORDER BY ts) AS step
-          FROM vehicle_readings WHERE ts >= $1 AND ts < $2 AND kwh_delivered_dc > 0) c
- GROUP BY vehicle_id
+_V, _SOC = VEHICLE, VEHICLE.edges.name if VEHICLE.edges else ""
+_CHARGING = f"""
+SELECT {_V.device}, sum({_V.kwh}), (array_agg({_SOC} ORDER BY ts))[1],
+       (array_agg({_SOC} ORDER BY ts DESC))[1], count(*) FILTER (WHERE step < -$3::real)::int
+  FROM (SELECT {_V.device}, ts, {_SOC}, {_V.kwh},
+               {_SOC} - lag({_SOC}) OVER (PARTITION BY {_V.device} ORDER BY ts) AS step
+          FROM {_V.history} WHERE ts >= $1 AND ts < $2 AND {_V.kwh} > 0) c
+ GROUP BY {_V.device}
 """
 
 # A condition counted once more by this evaluation (see sql/016); its count after.

@@ -8,9 +8,11 @@ from typing import Any
 
 from fleetctl.analytics.energy import DB
 from fleetctl.analytics.window import iso
+from fleetdb.kinds import REGISTRY
 
-_NEWEST_SQL = """
-SELECT greatest((SELECT max(ts) FROM meter_current), (SELECT max(ts) FROM vehicle_current))
+# Every kind's current table (fleetdb.kinds): the newest reading of any kind.
+_NEWEST_SQL = f"""
+SELECT greatest({", ".join(f"(SELECT max(ts) FROM {k.current})" for k in REGISTRY)})
 """
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from fleetctl.analytics.energy import DB
 from fleetctl.analytics.window import Window
+from fleetdb.kinds import VEHICLE
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ _FLEET_SPANS = f"""
 SELECT array_agg(vehicle_id), array_agg(meter_id),
        array_agg(CASE WHEN s = $1 AND e = $2 THEN NULL ELSE s END),
        array_agg(CASE WHEN s = $1 AND e = $2 THEN NULL ELSE e END),
-       (SELECT array_agg(vehicle_id) FROM vehicle_current)
+       (SELECT array_agg({VEHICLE.device}) FROM {VEHICLE.current})
   FROM ({OVERLAPPING}) o
 """
 

@@ -15,6 +15,7 @@ from fleetctl.analytics.units import Unit, build_units, spans_around
 from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import UnknownDeviceError
 from fleetctl.params import DEFAULT_MIN_AC_KWH
+from fleetdb.kinds import VEHICLE
 
 _ZERO = Decimal(0)
 HOUR = timedelta(hours=1)
@@ -23,7 +24,7 @@ HOUR = timedelta(hours=1)
 async def _known_vehicle(db: DB, vehicle_id: str) -> bool:
     return bool(
         await db.fetchval(
-            """SELECT EXISTS (SELECT 1 FROM vehicle_current WHERE vehicle_id = $1)
+            f"""SELECT EXISTS (SELECT 1 FROM {VEHICLE.current} WHERE {VEHICLE.device} = $1)
                    OR EXISTS (SELECT 1 FROM vehicle_meter_assignments WHERE vehicle_id = $1)""",
             vehicle_id,
         )

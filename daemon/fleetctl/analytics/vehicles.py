@@ -15,22 +15,23 @@ from typing import Any
 from fleetctl.analytics.energy import DB
 from fleetctl.analytics.pages import Page, decode, fingerprint, key_of, next_cursor
 from fleetctl.analytics.window import iso
+from fleetdb.kinds import VEHICLE
 
 DEFAULT_LIMIT = 20
 
 # starts_with(lower(id), lower(prefix)): no LIKE pattern, so `_` and `%` in a prefix are plain
 # characters. The keyset (`> $2`) and the order are in the C collation, both tables' id
 # collation, so pages never overlap.
-_SEARCH_SQL = """
+_SEARCH_SQL = f"""
 SELECT v.vehicle_id, c.ts
-  FROM (SELECT vehicle_id COLLATE "C" AS vehicle_id FROM vehicle_current
+  FROM (SELECT vehicle_id COLLATE "C" AS vehicle_id FROM {VEHICLE.current}
          WHERE starts_with(lower(vehicle_id), $1)
            AND ($2::text IS NULL OR vehicle_id COLLATE "C" > $2)
         UNION
         SELECT vehicle_id COLLATE "C" FROM vehicle_meter_assignments
          WHERE starts_with(lower(vehicle_id), $1)
            AND ($2::text IS NULL OR vehicle_id COLLATE "C" > $2)) v
-  LEFT JOIN vehicle_current c USING (vehicle_id)
+  LEFT JOIN {VEHICLE.current} c USING (vehicle_id)
  ORDER BY v.vehicle_id
  LIMIT $3
 """
