@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -89,6 +90,13 @@ class Metrics:
         self.last_commit_age = Gauge(
             "fleet_last_commit_age_seconds", "Seconds since the last committed flush", registry=r
         )
+        self.subscription_refused = Gauge(
+            "fleet_mqtt_subscription_refused",
+            "1 while the broker refuses this topic filter (the gateway filter: the device "
+            "topics are ingested without it), else 0",
+            ["filter"],
+            registry=r,
+        )
 
     def watch(
         self,
@@ -100,3 +108,14 @@ class Metrics:
         self.broker_connected.set_function(lambda: float(connected()))
         self.healthy.set_function(lambda: float(healthy()))
         self.last_commit_age.set_function(last_commit_age_s)
+
+    def watch_subscriptions(self, filters: Iterable[str], refused: Callable[[str], bool]) -> None:
+        """Sample, when scraped, whether the broker refuses each of `filters`."""
+        for name in filters:
+            self.subscription_refused.labels(filter=name).set_function(
+                functools.partial(_as_float, refused, name)
+            )
+
+
+def _as_float(test: Callable[[str], bool], name: str) -> float:
+    return float(test(name))

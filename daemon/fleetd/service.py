@@ -23,7 +23,7 @@ from fleetd.ingest.gateway_grants import load_grants
 from fleetd.ingest.intake import Counters, Intake
 from fleetd.maintenance import maintain, maintenance_loop
 from fleetd.metrics import Metrics
-from fleetd.mqtt.subscriber import MqttSubscriber, topic_filters
+from fleetd.mqtt.subscriber import MqttSubscriber, device_filters
 from fleetd.ops import health
 from fleetd.settings import Settings
 from fleetd.summary import SUMMARY_INTERVAL_S, Waiting, summary_loop
@@ -88,7 +88,8 @@ class Daemon:
             share_group=settings.share_group,
             protocol=settings.mqtt_protocol,
             on_state=self._on_broker_state,
-            filters=topic_filters(kinds),
+            device_filters=device_filters(kinds),
+            gateways=settings.mqtt_gateways == "on",
         )
         self.flushing = FlushLoop(
             self.batcher,
@@ -102,6 +103,10 @@ class Daemon:
             lambda: self.mqtt.connected,
             lambda: health.check(self).ok,
             lambda: time.monotonic() - self.last_flush_mono,
+        )
+        self.metrics.watch_subscriptions(
+            self.mqtt.topic_filters,
+            lambda name: name in self.mqtt.refused_filters,  # read when scraped
         )
         self._stopping = asyncio.Event()
         self._generation_seen = 0
@@ -228,6 +233,7 @@ def _loggable(settings: Settings) -> dict[str, object]:
         "database_url",
         "client_id",
         "mqtt_protocol",
+        "mqtt_topic_filters",
         "flush_interval_ms",
         "flush_idle_ms",
         "batch_max_rows",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from fleetd.mqtt.topics import subscription_filters
 from fleetsvc.secrets import mask_url
 from fleetsvc.settings_fields import (
     CompactAfterDays,
@@ -14,6 +15,7 @@ from fleetsvc.settings_fields import (
     DatabaseUrl,
     LogFormat,
     LogLevel,
+    OnOff,
     ProgramSettings,
     environment_warnings,
     host_port,
@@ -46,6 +48,9 @@ class Settings(ProgramSettings):
     mqtt_receive_maximum: int = Field(default=65535, ge=1, le=65535)
     mqtt_protocol: Literal["auto", "5", "3.1.1"] = "auto"
     mqtt_max_packet_bytes: int = Field(default=1 << 20, ge=1024, le=268_435_460)
+    # Subscribe to gateways/+/telemetry too. A broker refusing it leaves the device topics
+    # ingested (fleetd.mqtt.subscriber); off leaves it out, e.g. where no gateway publishes.
+    mqtt_gateways: OnOff = "on"
     share_group: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     http_addr: str = "127.0.0.1:9108"
     # HTTP ingest (fleetd.ops.ingest_http): off unless an address is given; needs a tokens file.
@@ -88,6 +93,14 @@ class Settings(ProgramSettings):
         return ",".join(urls)
 
     @property
+    def mqtt_topic_filters(self) -> tuple[str, ...]:
+        """The filters fleetd subscribes to (what the broker must let its login read)."""
+        devices, gateway = subscription_filters(
+            share_group=self.share_group, gateways=self.mqtt_gateways == "on"
+        )
+        return (*devices, *([gateway] if gateway else []))
+
+    @property
     def mqtt_urls(self) -> tuple[str, ...]:
         """The broker nodes fleetd rotates through (one unless a cluster is listed)."""
         return tuple(self.mqtt_url.split(","))
@@ -126,6 +139,8 @@ class Settings(ProgramSettings):
         data = self.model_dump()
         data["mqtt_url"] = ",".join(mask_url(url) for url in self.mqtt_urls)
         data["database_url"] = mask_url(self.database_url)
+        # Derived, not a setting: what fleetd subscribes to, for the broker's ACL.
+        data["mqtt_topic_filters"] = list(self.mqtt_topic_filters)
         return data
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -88,6 +88,23 @@ HostPort = Annotated[str, AfterValidator(host_port)]
 LogFormat = Literal["auto", "json", "console"]
 """auto: JSON when stdout is not a terminal (journald), readable lines on one."""
 LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _on_off(value: object) -> object:
+    # A TOML true/false and the usual spellings of a switch, as on/off (check-config shows it).
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("on", "true", "yes", "1"):
+            return "on"
+        if word in ("off", "false", "no", "0"):
+            return "off"
+    return value
+
+
+OnOff = Annotated[Literal["on", "off"], BeforeValidator(_on_off)]
+"""A switch: on or off (also true/false, yes/no, 1/0)."""
 CompactAfterDays = Annotated[int, Field(ge=0)]
 """Days are compacted into the cold tier this many days after they end. 0: fleetd never
 compacts by itself, and `fleetctl compact` without --before takes every day it may (those
@@ -134,6 +151,7 @@ FLEET_VARIABLES = frozenset(
         "FLEET_MAX_BUFFERED_ROWS",
         "FLEET_MAX_FUTURE_S",
         "FLEET_MAX_PAST_DAYS",
+        "FLEET_MQTT_GATEWAYS",
         "FLEET_MQTT_KEEPALIVE_S",
         "FLEET_MQTT_MAX_PACKET_BYTES",
         "FLEET_MQTT_PROTOCOL",

@@ -88,7 +88,7 @@ GOOD = [
         "v5 SUBACK",
         True,
         pkt(0x90, b"\x00\x01" + props(b"\x1f\x00\x02ok") + b"\x01\x01"),
-        SubAck(1, (1, 1)),
+        SubAck(1, (1, 1), "ok"),  # its Reason String kept (the words of a refusal)
     ),
     ("PINGRESP", False, b"\xd0\x00", PingResp()),
     ("v3 DISCONNECT", False, b"\xe0\x00", Disconnect(0)),

@@ -126,3 +126,47 @@ def test_a_broker_cluster_is_a_toml_list_or_comma_separated(
     with pytest.raises(ConfigError, match="broker 2 of 2 must look like") as bad:
         load_settings(None)
     assert "pw" not in str(bad.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("on", "on"), ("off", "off"), ("OFF", "off"), ("false", "off"), ("1", "on"), ("no", "off")],
+)
+def test_mqtt_gateways_is_a_switch(
+    value: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEET_MQTT_GATEWAYS", value)
+    assert load_settings(None).mqtt_gateways == expected
+
+
+def test_mqtt_gateways_from_toml_and_its_filters(tmp_path: Path) -> None:
+    assert load_settings(None).mqtt_topic_filters == (
+        "meters/+/telemetry",
+        "vehicles/+/telemetry",
+        "gateways/+/telemetry",
+    )
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('[fleetd]\nmqtt_gateways = false\nshare_group = "ingest"\n')
+    s = load_settings(cfg)
+    assert s.mqtt_gateways == "off"
+    assert s.mqtt_topic_filters == (
+        "$share/ingest/meters/+/telemetry",
+        "$share/ingest/vehicles/+/telemetry",
+    )
+    with pytest.raises(
+        ConfigError, match=r"FLEET_MQTT_GATEWAYS \(mqtt_gateways\): .*'on' or 'off'"
+    ):
+        load_settings(None, mqtt_gateways="sometimes")
+
+
+def test_check_config_shows_the_gateway_switch_and_the_filters() -> None:
+    out = subprocess.run(
+        [FLEETD, "check-config"],
+        env={"FLEET_MQTT_GATEWAYS": "off", "FLEET_DATABASE_URL": "postgresql://db/fleet"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shown = json.loads(out.stdout)
+    assert shown["mqtt_gateways"] == "off"
+    assert shown["mqtt_topic_filters"] == ["meters/+/telemetry", "vehicles/+/telemetry"]

@@ -23,10 +23,22 @@ connect or a lost connection moves to the next node; the backoff keeps growing a
 (a whole cluster down is not hammered node after node).
 
 Refusals: a CONNACK refusing our credentials or client id (3.1.1: 0x02, 0x04, 0x05; MQTT 5:
-0x85, 0x86, 0x87, 0x8A) or a SUBACK refusing the filters is the operator's to fix. One node
+0x85, 0x86, 0x87, 0x8A) or a SUBACK refusing a device filter is the operator's to fix. One node
 refusing may be its auth backend in a hiccup, so the next node is tried as after any failure;
 once every node of the list refused in a row, the refusal is `refusal` (cause: fix, shown by
 /healthz) and retries slow down to minutes (fleetd.waiting). A subscription resets it.
+
+The gateway filter is optional: an upgrade must never stop the ingest of the device topics that
+worked before it, and a broker that checks permissions at SUBSCRIBE (RabbitMQ topic permissions,
+Mosquitto's dynamic security, EMQX, NATS) refuses `gateways/+/telemetry` to a login granted only
+the device topics. So it goes in a SUBSCRIBE of its own, sent once the device filters' SUBACK
+has granted them: a SUBACK refusing it leaves the device filters working, with one warning per
+connection (`subscription_refused`, the filter, the broker's reason, the fix) and the filter in
+`refused_filters` (fleet_mqtt_subscription_refused, /healthz); it is asked for again every
+GATEWAY_RETRY_S, so a fixed ACL takes effect without a reconnect. Some brokers close the connection
+instead of answering (RabbitMQ before 3.13; aedes when its authorizer errs): a connection lost
+while only the gateway SUBACK was awaited, twice in a row, drops the gateway filter until fleetd
+restarts, so ingest of the device topics resumes instead of a reconnect loop.
 
 Liveness (`liveness.py`): a PINGREQ every half keepalive; unanswered past its deadline the link
 is "silent" (`silent_s()`, which /healthz reports) and after 1.5 x keepalive without a packet it
@@ -51,8 +63,15 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from fleetd.mqtt import liveness
-from fleetd.waiting import Reminder, refused_backoff_s
-from fleetdb.kinds import REGISTRY, DeviceKind
+from fleetd.mqtt.topics import (
+    DEVICE_FILTERS,
+    GATEWAY_FILTER,
+    TOPIC_FILTERS,
+    device_filters,
+    subscription_filters,
+    topic_filters,
+)
+from fleetd.waiting import REFUSED_BACKOFF_MAX_S, Reminder, refused_backoff_s
 from fleetsvc.mqtt import packets
 from fleetsvc.mqtt.address import BrokerAddress
 from fleetsvc.mqtt.reader import Disconnect, PacketReader, Publish, SubAck
@@ -60,17 +79,22 @@ from fleetsvc.secrets import mask_url
 
 log = structlog.get_logger("fleetd.mqtt")
 
-# A device's own topic, and a gateway's carrying readings of several devices (docs/ingest.md).
-# Each kind's device topic (fleetdb.kinds), and the gateways' topic.
-TOPIC_FILTERS = (*(f"{k.topic}/+/telemetry" for k in REGISTRY), "gateways/+/telemetry")
+__all__ = [
+    "DEVICE_FILTERS",
+    "GATEWAY_FILTER",
+    "TOPIC_FILTERS",
+    "MqttSubscriber",
+    "device_filters",
+    "topic_filters",
+]
 
-
-def topic_filters(kinds: tuple[DeviceKind, ...] = REGISTRY) -> tuple[str, ...]:
-    """What fleetd subscribes to for `kinds`: each kind's device topic, and the gateways'."""
-    return (*(f"{k.topic}/+/telemetry" for k in kinds), "gateways/+/telemetry")
-
-
-_SUBSCRIBE_ID = 1
+_SUBSCRIBE_ID = 1  # the device filters
+_GATEWAY_SUBSCRIBE_ID = 2  # the gateway filter, asked for once the device filters are granted
+# Connections in a row that the broker ended while only the gateway SUBACK was awaited, after
+# which the gateway filter is left out (one could be a node going down at that moment).
+GATEWAY_CLOSES_TO_DROP = 2
+# How often a live connection asks again for a gateway filter its broker refused in a SUBACK.
+GATEWAY_RETRY_S = REFUSED_BACKOFF_MAX_S
 
 OnMessage = Callable[[str, bytes, int, int, int], None]
 """on_message(topic, payload, packet_id, qos, generation), called on the loop thread."""
@@ -111,9 +135,15 @@ _REFUSALS = {  # (MQTT 5?, CONNACK code) -> the fix
     (True, 0x87): _AUTHORISED_FIX,
     (True, 0x8A): _AUTHORISED_FIX,
 }
-_SUBSCRIBE_FIX = (
-    "let FLEET_MQTT_URL's user read meters/+/telemetry, vehicles/+/telemetry and "
-    "gateways/+/telemetry in the broker's ACL (config/mosquitto.acl)"
+_GATEWAY_FIX = (
+    "grant FLEET_MQTT_URL's user read access to gateways/+/telemetry in the broker's ACL "
+    "(fleetd asks again every 2 minutes), or set FLEET_MQTT_GATEWAYS=off if no gateway "
+    "publishes; the device topics are ingested meanwhile"
+)
+_GATEWAY_DROPPED_FIX = (
+    "grant FLEET_MQTT_URL's user read access to gateways/+/telemetry in the broker's ACL and "
+    "restart fleetd, or set FLEET_MQTT_GATEWAYS=off if no gateway publishes; the device topics "
+    "are ingested meanwhile"
 )
 
 
@@ -156,7 +186,12 @@ class _Connection(asyncio.Protocol):
         self.ping_sent: float | None = None  # the oldest PINGREQ not answered yet
         self.keepalive_s = owner.keepalive_s
         self.failed = False  # ended by a broker DISCONNECT, a protocol error or a refusal
-        self.refused: BrokerRefusedError | None = None  # the SUBACK refused our filters
+        self.refused: BrokerRefusedError | None = None  # the SUBACK refused a device filter
+        self.devices_subscribed = False  # the SUBACK granted the device filters
+        self.gateway_pending = False  # the gateway filter's SUBSCRIBE sent, no SUBACK yet
+        self.protocol_error = False  # ended by us: the broker sent what we cannot trust
+        self.gateway_warned = False  # this connection's refusal of the gateway filter logged
+        self.taken_over = False  # ended by the broker for another client with our client id
         self.silent = False  # aborted by us: nothing heard for 1.5 x keepalive
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -208,7 +243,8 @@ class MqttSubscriber:
         protocol: str = "auto",
         on_state: Callable[[bool], None] | None = None,
         on_oversized: OnOversized | None = None,
-        filters: tuple[str, ...] = TOPIC_FILTERS,
+        device_filters: tuple[str, ...] = DEVICE_FILTERS,
+        gateways: bool = True,
     ) -> None:
         if protocol not in ("auto", "5", "3.1.1"):
             raise ValueError(f"protocol must be auto, 5 or 3.1.1, not {protocol!r}")
@@ -231,8 +267,16 @@ class MqttSubscriber:
         # auto: connections that a hang-up on MQTT 5 put on 3.1.1 (the second one makes it stick)
         self._v5_hangups = 0
         self._clash = liveness.ClashWatch()
-        prefix = f"$share/{share_group}/" if share_group else ""
-        self.topic_filters = tuple(prefix + f for f in filters)
+        self.device_filters, self.gateway_filter = subscription_filters(
+            device_filters, share_group=share_group, gateways=gateways
+        )
+        self.topic_filters = (*self.device_filters, *filter(None, [self.gateway_filter]))
+        # Filters the broker refused (or closed the connection at), with its reason: what
+        # fleet_mqtt_subscription_refused and /healthz show. Only the gateway filter can be here
+        # while fleetd ingests; a refused device filter is a `refusal`.
+        self.refused_filters: dict[str, str] = {}
+        self._gateway_closes = 0  # connections in a row lost awaiting the gateway SUBACK
+        self._gateway_dropped = False  # left out of SUBSCRIBE until restart (GATEWAY_CLOSES_…)
         self.generation = 0
         self.connected = False
         self.reconnects = 0
@@ -283,6 +327,7 @@ class MqttSubscriber:
             if self.closing:
                 return
             attempt = self._after_loss(conn, attempt)
+            self._gateway_after_loss(conn)
             delay_s = _backoff_s(attempt, first_s=0.5)
             if conn.refused is not None:
                 delay_s = self._unavailable(conn.refused, attempt, first_s=0.5)
@@ -330,6 +375,7 @@ class MqttSubscriber:
             session_present=conn.connack.result().session_present,
         )
         keepalive = asyncio.create_task(self._keepalive(conn), name="mqtt-keepalive")
+        gateway_retry = asyncio.create_task(self._retry_gateway(conn), name="mqtt-gateway-retry")
         if ready is not None and not ready.is_set():
             subscribed = asyncio.create_task(_wait_event(self.subscribed))
             lost = asyncio.create_task(_wait_future(conn.lost))
@@ -340,6 +386,7 @@ class MqttSubscriber:
                 ready.set()
         await conn.lost
         keepalive.cancel()
+        gateway_retry.cancel()
 
     def _after_loss(self, conn: _Connection, attempt: int) -> int:
         """Log a lost connection; the backoff attempt to use next (it grows across connections
@@ -356,6 +403,42 @@ class MqttSubscriber:
         )
         self._watch_clash(conn, lived_s)
         return attempt
+
+    def _gateway_after_loss(self, conn: _Connection) -> None:
+        """A connection the broker ended while the gateway SUBACK was awaited (and the device
+        filters were granted) is how some brokers refuse a filter: after GATEWAY_CLOSES_TO_DROP
+        in a row, subscribe without it so the device topics are ingested again."""
+        gateway = self.gateway_filter
+        if gateway is None or self._gateway_dropped:
+            return
+        # Not a refusal: a dead link, a packet we could not trust, another client with our id.
+        if not conn.gateway_pending or conn.silent or conn.protocol_error or conn.taken_over:
+            return
+        self._gateway_closes += 1
+        if self._gateway_closes < GATEWAY_CLOSES_TO_DROP:
+            log.warning(
+                "broker_closed_at_subscribe",
+                url=conn.url_masked,
+                filter=gateway,
+                closes=self._gateway_closes,
+                hint="the broker ended the connection right after fleetd asked for this filter; "
+                f"after {GATEWAY_CLOSES_TO_DROP} in a row fleetd subscribes without it",
+            )
+            return
+        self._gateway_dropped = True
+        reason = (
+            f"the broker closed the connection at its SUBSCRIBE, {self._gateway_closes} in a row"
+        )
+        self.refused_filters[gateway] = reason
+        log.warning(
+            "subscription_refused",
+            url=conn.url_masked,
+            filter=gateway,
+            reason=reason,
+            fix=_GATEWAY_DROPPED_FIX,
+            action="subscribing without it until fleetd restarts",
+            ingesting=list(self.device_filters),
+        )
 
     def _next_node(self) -> None:
         # After any failure the next node of the list is tried: the one that failed may be the
@@ -501,9 +584,10 @@ class MqttSubscriber:
         if connack.server_keepalive_s is not None:
             conn.keepalive_s = connack.server_keepalive_s
         # Subscribe on every connect, even when the broker kept the session: Mosquitto 2.0.11
-        # does not restore $share subscriptions of durable clients.
+        # does not restore $share subscriptions of durable clients. The gateway filter follows
+        # once these are granted (_subscribe_gateway).
         self.subscribed.clear()
-        conn.transport.write(packets.subscribe_packet(_SUBSCRIBE_ID, self.topic_filters, v5=v5))
+        conn.transport.write(packets.subscribe_packet(_SUBSCRIBE_ID, self.device_filters, v5=v5))
         return conn
 
     async def _await_connack(self, conn: _Connection, *, v5: bool) -> packets.ConnAck:
@@ -663,6 +747,7 @@ class MqttSubscriber:
             self._on_oversized(pkt.topic, pkt.size, pkt.packet_id, pkt.qos, generation)
 
     def _protocol_error(self, conn: _Connection, exc: packets.ProtocolError) -> None:
+        conn.protocol_error = True
         log.error("mqtt_protocol_error", error=str(exc), reason_code=hex(exc.reason_code))
         if not conn.connack.done():
             conn.connack.set_exception(BrokerUnavailableError(f"protocol error: {exc}"))
@@ -693,20 +778,29 @@ class MqttSubscriber:
                 self._set_connected(True)
             conn.connack.set_result(pkt)
         elif isinstance(pkt, SubAck):
+            if pkt.packet_id == _GATEWAY_SUBSCRIBE_ID:
+                if conn.gateway_pending:  # else a stray answer: nothing was asked
+                    self._gateway_suback(conn, pkt)
+                return
             if any(code >= 0x80 for code in pkt.codes):
-                log.error("subscription_refused", filters=self.topic_filters, codes=pkt.codes)
+                log.error("subscription_refused", filters=self.device_filters, codes=pkt.codes)
                 codes = ", ".join(f"{c:#x}" for c in pkt.codes)
-                conn.refused = BrokerRefusedError(
-                    f"subscription refused ({codes})", fix=_SUBSCRIBE_FIX
+                fix = (
+                    f"let FLEET_MQTT_URL's user read {' and '.join(self.device_filters)} in the "
+                    "broker's ACL (config/mosquitto.acl)"
                 )
+                conn.refused = BrokerRefusedError(f"subscription refused ({codes})", fix=fix)
                 self._fail(conn, 0)
                 return
             self._refused_in_a_row = 0
             self.refusal = None
             self._reminder.clear()
+            conn.devices_subscribed = True
             self.subscribed.set()
+            self._subscribe_gateway(conn)
         elif isinstance(pkt, Disconnect):
             if pkt.reason_code == packets.SESSION_TAKEN_OVER:
+                conn.taken_over = True
                 log.error(
                     "session_taken_over",
                     client_id=self._client_id,
@@ -719,6 +813,54 @@ class MqttSubscriber:
                 )
             self._fail(conn, None)
         # PINGRESP needs nothing: any byte received refreshes last_rx (and so answers pings).
+
+    def _subscribe_gateway(self, conn: _Connection) -> None:
+        """Ask for the gateway filter in a SUBSCRIBE of its own (unless turned off or dropped)."""
+        gateway = self.gateway_filter
+        if gateway is None or self._gateway_dropped or conn.transport is None:
+            return
+        conn.gateway_pending = True
+        conn.transport.write(
+            packets.subscribe_packet(_GATEWAY_SUBSCRIBE_ID, (gateway,), v5=conn.v5)
+        )
+
+    async def _retry_gateway(self, conn: _Connection) -> None:
+        # A refused gateway filter is asked for again every few minutes on the live connection,
+        # so an ACL fixed meanwhile takes effect without a reconnect (as fleetd.waiting does for
+        # every refusal); the broker's answer is logged once per connection.
+        while not conn.lost.done():
+            await asyncio.sleep(GATEWAY_RETRY_S)
+            refused = self.gateway_filter in self.refused_filters
+            if refused and not conn.gateway_pending and not conn.lost.done():
+                self._subscribe_gateway(conn)
+
+    def _gateway_suback(self, conn: _Connection, pkt: SubAck) -> None:
+        """The gateway filter granted or refused: either way the device filters go on."""
+        gateway = self.gateway_filter
+        assert gateway is not None
+        conn.gateway_pending = False
+        self._gateway_closes = 0
+        code = pkt.codes[0]
+        if code < 0x80:
+            if self.refused_filters.pop(gateway, None) is not None:
+                log.info("subscription_granted", url=conn.url_masked, filter=gateway)
+            return
+        reason = packets.suback_reason(code, v5=conn.v5)
+        if pkt.reason_string:
+            reason += f": {pkt.reason_string}"
+        self.refused_filters[gateway] = reason
+        if conn.gateway_warned:  # asked again on this connection (_retry_gateway)
+            log.debug("subscription_refused_again", filter=gateway, reason=reason)
+            return
+        conn.gateway_warned = True
+        log.warning(
+            "subscription_refused",
+            url=conn.url_masked,
+            filter=gateway,
+            reason=reason,
+            fix=_GATEWAY_FIX,
+            ingesting=list(self.device_filters),
+        )
 
 
 def _backoff_s(attempt: int, *, first_s: float) -> float:

@@ -80,6 +80,9 @@ def check(daemon: Daemon, now: float | None = None) -> Health:
         "broker_connected": daemon.mqtt.connected,
         "broker_url": daemon.mqtt.url,
         "broker_silence_s": round(daemon.mqtt.silence_s(now), 1),
+        # A filter the broker refuses while the others are ingested (the gateway filter), with
+        # the broker's reason: degraded, not unhealthy (docs/brokers.md).
+        "subscriptions_refused": dict(daemon.mqtt.refused_filters),
         "database_reachable": daemon.flusher.healthy,
         # Causes no retry fixes (a login refused, the schema not migrated): the operator's.
         "waiting_for_operator": blocked(daemon),

@@ -173,6 +173,22 @@ def connack_reason(code: int, *, v5: bool) -> str:
     return (v5_codes if v5 else v3).get(code, f"code {code:#x}")
 
 
+def suback_reason(code: int, *, v5: bool) -> str:
+    """Human text for a SUBACK code refusing a filter (>= 0x80), with the code itself."""
+    codes = {
+        0x80: "unspecified error" if v5 else "refused",
+        0x83: "implementation specific error",
+        0x87: "not authorised",
+        0x8F: "topic filter invalid",
+        0x91: "packet identifier in use",
+        0x97: "quota exceeded",
+        0x9E: "shared subscriptions not supported",
+        0xA1: "subscription identifiers not supported",
+        0xA2: "wildcard subscriptions not supported",
+    }
+    return f"{codes.get(code, 'refused')} ({code:#04x})"
+
+
 def puback_reason(code: int) -> str:
     """Human text for an MQTT 5 PUBACK reason code (>= 0x80: the broker refused the message)."""
     codes = {

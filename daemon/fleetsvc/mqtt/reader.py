@@ -139,6 +139,7 @@ class PubAck(NamedTuple):
 class SubAck:
     packet_id: int
     codes: tuple[int, ...]  # granted QoS, or >= 0x80 for a refused filter
+    reason_string: str | None = None  # MQTT 5: the broker's words for a refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,13 +366,16 @@ class PacketReader:
             raise ProtocolError(f"SUBACK of {len(body)} bytes")
         packet_id = _U16.unpack_from(body, 0)[0]
         p = 2
+        reason = None
         if self.v5:
-            _, p = _property_block(body, p, len(body), SUBACK, fills=False)
+            props, p = _property_block(body, p, len(body), SUBACK, fills=False)
+            value = props.get(_REASON_STRING)
+            reason = value if isinstance(value, str) else None
         codes = tuple(body[p:])
         allowed = _SUBACK_CODES_V5 if self.v5 else _SUBACK_CODES_V3
         if not codes or any(c not in allowed for c in codes):
             raise ProtocolError(f"SUBACK with return codes {codes}")
-        return SubAck(packet_id, codes)
+        return SubAck(packet_id, codes, reason)
 
     def _disconnect(self, body: bytes) -> Disconnect:
         if not self.v5 or not body:
