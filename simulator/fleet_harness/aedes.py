@@ -3,11 +3,13 @@ beside Mosquitto, speaking only MQTT 3.1.1, with no window toward subscribers.""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from fleet_harness.ports import free_port, wait_for_port
 from fleet_harness.server import ThrowawayServer
@@ -18,10 +20,20 @@ INSTALL_HINT = f"npm ci --no-audit --no-fund --prefix {AEDES_DIR} (make test doe
 
 
 class AedesServer(ThrowawayServer):
-    """`node server.mjs PORT` from tests/brokers/aedes, its npm packages installed there."""
+    """`node server.mjs PORT` from tests/brokers/aedes, its npm packages installed there.
+    `refuse_subscribe`: filters starting with it are refused at SUBSCRIBE, with a SUBACK 0x80
+    (`refuse_by="suback"`) or by closing the connection ("close")."""
 
-    def __init__(self, *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        refuse_subscribe: str | None = None,
+        refuse_by: Literal["suback", "close"] = "suback",
+    ) -> None:
         self.port = port or free_port()
+        self.refuse_subscribe = refuse_subscribe
+        self.refuse_by = refuse_by
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
 
@@ -41,7 +53,11 @@ class AedesServer(ThrowawayServer):
         self._log = Path(tempfile.mkstemp(prefix="fleet-aedes-", suffix=".log")[1])
         with self._log.open("wb") as out:
             self._proc = subprocess.Popen(
-                [node, "server.mjs", str(self.port)], cwd=AEDES_DIR, stdout=out, stderr=out
+                [node, "server.mjs", str(self.port)],
+                cwd=AEDES_DIR,
+                stdout=out,
+                stderr=out,
+                env=os.environ | self._refusal_env(),
             )
         try:
             wait_for_port(self.port)
@@ -49,6 +65,11 @@ class AedesServer(ThrowawayServer):
             self.stop()
             raise RuntimeError(f"aedes did not start: {self._log.read_text()[-2000:]}") from None
         return self
+
+    def _refusal_env(self) -> dict[str, str]:
+        if self.refuse_subscribe is None:
+            return {}
+        return {"AEDES_REFUSE_SUBSCRIBE": self.refuse_subscribe, "AEDES_REFUSE_BY": self.refuse_by}
 
     def stop(self) -> None:
         """Stop the broker (its in-memory sessions go with it) and remove its log."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -33,6 +36,35 @@ _REPLACED = (
 )
 
 
+# Debian's mosquitto package ships the dynamic security plugin, which checks every SUBSCRIBE
+# against its roles (the acl_file of 2.0.11 grants any filter and checks each message instead).
+_DYNSEC_PLUGINS = (
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",
+)
+DynsecAcl = tuple[str, str]
+"""(acltype, topic) of a dynamic security role: subscribePattern, publishClientSend, ..."""
+
+
+def find_dynsec_plugin() -> str | None:
+    """The dynamic security plugin's path, or None where it is not installed."""
+    return next((p for p in _DYNSEC_PLUGINS if Path(p).exists()), None)
+
+
+def _dynsec_client(user: str, password: str) -> dict[str, object]:
+    # The plugin's own password hash: PBKDF2-HMAC-SHA512 of the password, 101 iterations.
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101, 64)
+    return {
+        "username": user,
+        "password": base64.b64encode(digest).decode(),
+        "salt": base64.b64encode(salt).decode(),
+        "iterations": 101,
+        "roles": [{"rolename": user}],
+    }
+
+
 def find_mosquitto() -> str:
     """Locate the mosquitto broker binary (Debian installs it in /usr/sbin)."""
     found = shutil.which("mosquitto") or (
@@ -47,8 +79,11 @@ def find_mosquitto() -> str:
 
 class MosquittoServer(ThrowawayServer):
     """A private broker. `users` turns on password auth and the repo's ACL (config/mosquitto.acl),
-    `acl_extra` lines appended to it (a gateway's grant, as its comments show); without `users`
-    anonymous clients may do anything (the dev variant, loopback only)."""
+    `acl_extra` lines appended to it (a gateway's grant, as its comments show), or `acl` instead
+    of it (an older ACL); without `users` anonymous clients may do anything (the dev variant,
+    loopback only). `dynsec` puts the users behind the dynamic security plugin instead, each
+    with a role of its own holding its (acltype, topic) grants: a broker that refuses at
+    SUBSCRIBE what the role does not grant."""
 
     def __init__(
         self,
@@ -58,6 +93,8 @@ class MosquittoServer(ThrowawayServer):
         conf_path: Path | None = None,
         extra_conf: str = "",
         acl_extra: str = "",
+        acl: str | None = None,
+        dynsec: dict[str, list[DynsecAcl]] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.users = users
@@ -66,6 +103,8 @@ class MosquittoServer(ThrowawayServer):
         )
         self._extra = extra_conf
         self._acl_extra = acl_extra
+        self._acl = acl
+        self._dynsec = dynsec
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -96,6 +135,8 @@ class MosquittoServer(ThrowawayServer):
         ]
         if self.users is None:
             own.append("allow_anonymous true")
+        elif self._dynsec is not None:
+            own += self._dynsec_config()
         else:
             passwd = self._tmp / "passwd"
             passwd.touch()
@@ -105,12 +146,46 @@ class MosquittoServer(ThrowawayServer):
                     check=True,
                     capture_output=True,
                 )
-            acl = (REPO_ROOT / "config" / "mosquitto.acl").read_text()
+            acl = self._acl
+            if acl is None:
+                acl = (REPO_ROOT / "config" / "mosquitto.acl").read_text()
             (self._tmp / "acl").write_text(acl + "\n" + self._acl_extra)
             own += ["allow_anonymous false", f"password_file {passwd}", f"acl_file {self._tmp}/acl"]
         conf = self._tmp / "mosquitto.conf"
         conf.write_text("\n".join([*kept, *own, self._extra, ""]))
         return conf
+
+    def _dynsec_config(self) -> list[str]:
+        assert self._tmp is not None
+        assert self.users is not None
+        assert self._dynsec is not None
+        plugin = find_dynsec_plugin()
+        if plugin is None:
+            raise FileNotFoundError("mosquitto_dynamic_security.so not found (Debian: mosquitto)")
+        roles = [
+            {
+                "rolename": user,
+                "acls": [
+                    {"acltype": kind, "topic": topic, "allow": True}
+                    for kind, topic in self._dynsec.get(user, [])
+                ],
+            }
+            for user in self.users
+        ]
+        config = {
+            "clients": [_dynsec_client(u, p) for u, p in self.users.items()],
+            "roles": roles,
+            "groups": [],
+            "defaultACLAccess": {
+                "publishClientSend": False,
+                "publishClientReceive": True,
+                "subscribe": False,
+                "unsubscribe": True,
+            },
+        }
+        path = self._tmp / "dynamic-security.json"
+        path.write_text(json.dumps(config, indent=1))
+        return ["allow_anonymous false", f"plugin {plugin}", f"plugin_opt_config_file {path}"]
 
     def start(self) -> MosquittoServer:
         """Write the config into a temp dir and start the broker."""

@@ -69,22 +69,49 @@ class NatsNode:
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
-    def url(self) -> str:
-        """mqtt:// URL of this node's MQTT listener (anonymous)."""
-        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+    def url(self, credentials: str = "") -> str:
+        """mqtt:// URL of this node's MQTT listener (anonymous, or `credentials` user:pass)."""
+        at = f"{credentials}@" if credentials else ""
+        return f"mqtt://{at}127.0.0.1:{self.mqtt_port}"
 
 
 class NatsCluster(ThrowawayServer):
-    """Three (or `size`) nodes routed to each other, each with JetStream and an MQTT listener."""
+    """Three (or `size`) nodes routed to each other, each with JetStream and an MQTT listener.
+    With `users`, password logins only, each allowed to subscribe to its `subscribe` subjects
+    (NATS subjects: MQTT's / is . and + is *; default any), as NATS checks them at SUBSCRIBE."""
 
-    def __init__(self, *, size: int = 3, mqtt_options: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        size: int = 3,
+        mqtt_options: dict[str, str] | None = None,
+        users: dict[str, str] | None = None,
+        subscribe: dict[str, list[str]] | None = None,
+    ) -> None:
         self.nodes = [NatsNode(f"n{i + 1}") for i in range(size)]
         self.mqtt_options = TUNED_MQTT if mqtt_options is None else mqtt_options
+        self.users = users
+        self.subscribe = subscribe or {}
         self._tmp: Path | None = None
 
-    def urls(self) -> list[str]:
-        """The MQTT URLs of every node, in order (what FLEET_MQTT_URL lists)."""
-        return [node.url() for node in self.nodes]
+    def urls(self, user: str | None = None) -> list[str]:
+        """The MQTT URLs of every node, in order (what FLEET_MQTT_URL lists), logged in as
+        `user` when given."""
+        login = f"{user}:{self.users[user]}" if user is not None and self.users else ""
+        return [node.url(login) for node in self.nodes]
+
+    def _authorization(self) -> str:
+        if not self.users:
+            return ""
+        entries = []
+        for user, password in self.users.items():
+            allowed = self.subscribe.get(user, [">"])
+            subjects = ", ".join(json.dumps(s) for s in allowed)
+            entries.append(
+                f"    {{user: {json.dumps(user)}, password: {json.dumps(password)}, "
+                f'permissions: {{subscribe: {{allow: [{subjects}]}}, publish: {{allow: [">"]}}}}}}'
+            )
+        return "authorization {\n  users = [\n" + ",\n".join(entries) + "\n  ]\n}\n"
 
     def log_path(self, node: NatsNode) -> Path:
         """Where `node` logs (kept until stop())."""
@@ -112,7 +139,7 @@ mqtt {{
   listen: 127.0.0.1:{node.mqtt_port}
 {mqtt}
 }}
-"""
+{self._authorization()}"""
 
     def start(self) -> NatsCluster:
         """Write the configs, start every node, and wait until JetStream is up on each."""

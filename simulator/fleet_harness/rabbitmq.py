@@ -7,7 +7,10 @@ unacknowledged messages in flight toward a subscriber: a strict broker window, w
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -33,18 +36,37 @@ def find_rabbitmq() -> str | None:
     )
 
 
-class RabbitMqServer(ThrowawayServer):
-    """A private node: no AMQP listener, MQTT on a free loopback port, anonymous access."""
+def _password_hash(password: str) -> str:
+    # rabbit_password_hashing_sha256: base64 of a 4-byte salt and SHA-256(salt + password).
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
-    def __init__(self, *, prefetch: int = 10) -> None:
+
+class RabbitMqServer(ThrowawayServer):
+    """A private node: no AMQP listener, MQTT on a free loopback port, anonymous access; or,
+    with `users`, password logins only, each user's MQTT reads limited by a topic permission
+    (`topic_read`: user -> regex on the routing key, where MQTT's / is . and + is *; default
+    any), as RabbitMQ checks it at SUBSCRIBE."""
+
+    def __init__(
+        self,
+        *,
+        prefetch: int = 10,
+        users: dict[str, str] | None = None,
+        topic_read: dict[str, str] | None = None,
+    ) -> None:
         self.prefetch = prefetch
+        self.users = users
+        self.topic_read = topic_read or {}
         self.port = free_port()
         self._dist_port = free_port()
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def url(self) -> str:
-        """mqtt:// URL of this node's MQTT listener."""
+    def url(self, user: str | None = None) -> str:
+        """mqtt:// URL of this node's MQTT listener, with `user`'s credentials if given."""
+        if user is not None and self.users is not None:
+            return f"mqtt://{user}:{self.users[user]}@127.0.0.1:{self.port}"
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> RabbitMqServer:
@@ -56,12 +78,18 @@ class RabbitMqServer(ThrowawayServer):
         conf = [
             "listeners.tcp = none",
             f"mqtt.listeners.tcp.default = 127.0.0.1:{self.port}",
-            "mqtt.allow_anonymous = true",
-            "mqtt.default_user = guest",
-            "mqtt.default_pass = guest",
             f"mqtt.prefetch = {self.prefetch}",
             "loopback_users = none",
         ]
+        if self.users is None:
+            conf += [
+                "mqtt.allow_anonymous = true",
+                "mqtt.default_user = guest",
+                "mqtt.default_pass = guest",
+            ]
+        else:
+            (tmp / "definitions.json").write_text(json.dumps(self._definitions()))
+            conf += ["mqtt.allow_anonymous = false", f"load_definitions = {tmp}/definitions.json"]
         (tmp / "rabbitmq.conf").write_text("\n".join(conf) + "\n")
         (tmp / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
         for sub in ("mnesia", "log"):
@@ -92,6 +120,36 @@ class RabbitMqServer(ThrowawayServer):
             self.stop()
             raise RabbitMqStartError(f"rabbitmq did not start: {text}") from None
         return self
+
+    def _definitions(self) -> dict[str, object]:
+        assert self.users is not None
+        users = self.users.items()
+        return {
+            "vhosts": [{"name": "/"}],
+            "users": [
+                {
+                    "name": user,
+                    "password_hash": _password_hash(password),
+                    "hashing_algorithm": "rabbit_password_hashing_sha256",
+                    "tags": "",
+                }
+                for user, password in users
+            ],
+            "permissions": [
+                {"user": user, "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}
+                for user, _ in users
+            ],
+            "topic_permissions": [
+                {
+                    "user": user,
+                    "vhost": "/",
+                    "exchange": "amq.topic",
+                    "write": ".*",
+                    "read": self.topic_read.get(user, ".*"),
+                }
+                for user, _ in users
+            ],
+        }
 
     def stop(self) -> None:
         """Stop the node (its whole process group) and remove its directory."""
