@@ -26,13 +26,14 @@ from fleetctl.api.params import ApiLimits
 from fleetctl.errors import AnalyticsError, UnknownDeviceError
 from fleetctl.settings import ServeConfig
 from fleetdb.connect import TRANSIENT_ERRORS
+from fleetsvc.heap import settle_after_startup
 from fleetsvc.settings_fields import ConfigError
-from fleetsvc.web import Call, HttpServer, Route, json_response
+from fleetsvc.web import Call, HttpServer, Route, json_body
 from fleetsvc.web.server import BindError
 
 log = structlog.get_logger("fleetctl.serve")
 
-HEALTH_TIMEOUT_S = 2.0
+HEALTH_TIMEOUT_S = 5.0  # callers do not wait for it (but the first): it may take its time
 HEALTH_CACHE_S = 1.0  # /healthz is public: at most one database round trip a second
 MAX_BODY_BYTES = 16 << 20  # a POSTed body (100,000 assignments fit)
 # The application's errors, by the most specific class: their text is fit to show.
@@ -41,31 +42,38 @@ ERROR_STATUSES: dict[type[Exception], int] = {UnknownDeviceError: 404, Analytics
 
 class HealthCache:
     """/healthz's verdict, asked of the database at most once per HEALTH_CACHE_S however many
-    callers; the error text goes to the log, never to the (unauthenticated) caller."""
+    callers; the error text goes to the log, never to the (unauthenticated) caller.
+
+    Past the second, callers keep getting the last verdict while one check runs beside them
+    (only the very first callers wait for it): under 2,000 clients a check takes several turns
+    of a busy event loop, and 2,000 callers parked on it and woken together cost a fifth of the
+    CPU per request (145 -> 117 us under `wrk -c2000`). The verdict is kept as its encoded body,
+    so a call costs no JSON encoding either."""
 
     def __init__(self, api: AnalyticsApi) -> None:
         self._api = api
         self._until = 0.0
-        self._answer: tuple[int, dict[str, object]] = (503, {"status": "unknown"})
-        self._pending: asyncio.Future[None] | None = None
+        self._answer: tuple[int, bytes] | None = None
+        self._check_task: asyncio.Task[None] | None = None
 
-    async def answer(self) -> tuple[int, dict[str, object]]:
-        """(status, body), fresh within the last second."""
-        if time.monotonic() < self._until:  # the common case: no await at all
-            return self._answer
-        if self._pending is not None:
-            # Everyone waits on one future, woken together: behind a Lock, 2,000 callers
-            # would be woken one per loop iteration, seconds in all under load.
-            await asyncio.shield(self._pending)
-            return self._answer
-        self._pending = asyncio.get_running_loop().create_future()
+    async def answer(self) -> tuple[int, bytes]:
+        """(status, JSON body), fresh within about the last second."""
+        check = self._check_task
+        if check is None and time.monotonic() >= self._until:
+            check = self._check_task = asyncio.create_task(self._refresh(), name="health-check")
+        if self._answer is None and check is not None:  # nothing to show yet: wait for it
+            await asyncio.shield(check)
+        if self._answer is None:
+            raise RuntimeError("the health check ended without a verdict")
+        return self._answer
+
+    async def _refresh(self) -> None:
         try:
-            self._answer = await self._check()
+            status, body = await self._check()
+            self._answer = status, json_body(body)
             self._until = time.monotonic() + HEALTH_CACHE_S
         finally:
-            self._pending.set_result(None)
-            self._pending = None
-        return self._answer
+            self._check_task = None
 
     async def _check(self) -> tuple[int, dict[str, object]]:
         try:
@@ -133,13 +141,15 @@ class ApiService:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _call: Call) -> web.StreamResponse:
-        return json_response(*await self._health.answer())
+        status, body = await self._health.answer()
+        return web.Response(status=status, body=body, content_type="application/json")
 
 
 async def serve(config: ServeConfig) -> int:
     """Run the API until SIGTERM/SIGINT; the exit code. An address it cannot listen on is a
     ConfigError (one line, exit 2, which the unit does not restart: a port taken stays taken)."""
     service = ApiService(config)
+    settle_after_startup()  # after the imports and the app, before the first client
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.request_stop)

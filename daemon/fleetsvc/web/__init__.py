@@ -11,7 +11,7 @@ from fleetsvc.web.errors import (
     UnauthorizedError,
 )
 from fleetsvc.web.params import Flag, Instant, PathParams, Query, Text, parse
-from fleetsvc.web.responses import json_response
+from fleetsvc.web.responses import json_body, json_response
 from fleetsvc.web.routes import Call, Handler, Route
 from fleetsvc.web.server import HttpServer, parse_addr
 
@@ -30,6 +30,7 @@ __all__ = [
     "Route",
     "Text",
     "UnauthorizedError",
+    "json_body",
     "json_response",
     "parse",
     "parse_addr",
