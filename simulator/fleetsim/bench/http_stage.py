@@ -2,15 +2,21 @@
 trivial app, in the same run on the same machine.
 
 1. 2,000 keep-alive clients on /healthz (wrk when installed, else an asyncio client), the two
-   servers alternated: timeouts of ours, and our req/s as a ratio of uvicorn's (target >= 0.7
-   with 0 timeouts; ours asks the database at most once a second, uvicorn answers a constant).
+   servers alternated, each first in turn: timeouts of ours, and our req/s as a ratio of
+   uvicorn's (target >= 0.7 with 0 timeouts; ours asks the database at most once a second,
+   uvicorn answers a constant; uvicorn on its default event loop as installed).
 2. 3,000 connections sending never-ending headers at ours: its peak RSS against the
    MemoryMax of its systemd unit (config/fleet-api.service).
+
+Alone, on a throwaway PostgreSQL: `python -m fleetsim.bench.http_stage [--quick]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import importlib.util
+import json
 import os
 import re
 import statistics
@@ -20,8 +26,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fleet_harness import free_port
-from fleetsim.bench.http_load import endless_headers, rate, server_process, trivial_server_argv
+from fleet_harness import PostgresServer, free_port
+from fleetsim.bench.databases import PG_SETTINGS, new_database
+from fleetsim.bench.http_load import (
+    cpu_s,
+    endless_headers,
+    rate,
+    server_process,
+    trivial_server_argv,
+)
 
 UNIT = Path(__file__).resolve().parents[3] / "config" / "fleet-api.service"
 CLIENTS = 2000
@@ -59,30 +72,44 @@ async def http_stage(
     ours_port, ref_port = free_port(), free_port()
     runs: dict[str, list[dict[str, Any]]] = {"ours": [], "uvicorn": []}
     with (
-        server_process(_serve_argv(), ours_port, _serve_env(database_url, ours_port)),
-        server_process(trivial_server_argv("uvicorn-httptools", ref_port), ref_port),
+        server_process(_serve_argv(), ours_port, _serve_env(database_url, ours_port)) as a,
+        server_process(trivial_server_argv("uvicorn-httptools", ref_port), ref_port) as b,
     ):
-        for _ in range(rounds):
-            for name, port in (("ours", ours_port), ("uvicorn", ref_port)):
+        servers = [("ours", ours_port, a.pid), ("uvicorn", ref_port, b.pid)]
+        for i in range(rounds):
+            # ABBA...: neither server always runs right after the other on a drifting machine
+            for name, port, pid in servers if i % 2 == 0 else servers[::-1]:
+                cpu_before = cpu_s(pid)
                 measured = await asyncio.to_thread(
                     rate, "127.0.0.1", port, "/healthz", CLIENTS, seconds
                 )
-                runs[name].append(asdict(measured))
+                requests = max(1.0, measured.requests_per_s * round(seconds))
+                cpu_us = (cpu_s(pid) - cpu_before) / requests * 1e6
+                runs[name].append(asdict(measured) | {"cpu_us_per_request": cpu_us})
                 per_s, timeouts = measured.requests_per_s, measured.timeouts
-                say(f"    {name}: {per_s:,.0f} req/s, {timeouts} timeouts")
+                say(f"    {name}: {per_s:,.0f} req/s, {timeouts} timeouts, {cpu_us:.0f} us CPU/req")
     ours = statistics.median(r["requests_per_s"] for r in runs["ours"])
     ref = statistics.median(r["requests_per_s"] for r in runs["uvicorn"])
+    ours_cpu = statistics.median(r["cpu_us_per_request"] for r in runs["ours"])
+    ref_cpu = statistics.median(r["cpu_us_per_request"] for r in runs["uvicorn"])
     flood_port = free_port()
     with server_process(_serve_argv(), flood_port, _serve_env(database_url, flood_port)) as proc:
         flood = await endless_headers("127.0.0.1", flood_port, proc.pid, FLOOD_CONNECTIONS, seconds)
     limit = memory_max_mb()
     return {
         "clients": CLIENTS,
+        # uvicorn's default loop ("auto"): uvloop when installed
+        "uvicornLoop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "tool": runs["ours"][0]["tool"],
         "runs": runs,
         "oursPerS": ours,
         "uvicornPerS": ref,
         "ratio": ours / ref,
+        # Server CPU per request: what the req/s would show on a machine of our own (on a
+        # busy shared one, the req/s also measure who got the CPU, wrk included).
+        "oursCpuUsPerRequest": ours_cpu,
+        "uvicornCpuUsPerRequest": ref_cpu,
+        "cpuRatio": ref_cpu / ours_cpu,
         "oursTimeouts": sum(r["timeouts"] for r in runs["ours"]),
         "oursErrors": sum(r["errors"] for r in runs["ours"]),
         "flood": asdict(flood),
@@ -96,9 +123,33 @@ def table_lines(h: dict[str, Any]) -> list[str]:
     f = h["flood"]
     return [
         f"11 HTTP /healthz, {h['clients']:,} keep-alive clients ({h['tool']}):",
-        f"{'    fleetctl serve / uvicorn+httptools trivial app':<58}"
+        f"{'    fleetctl serve / uvicorn trivial app (httptools, ' + h['uvicornLoop'] + ')':<58}"
         f"{h['oursPerS']:>7,.0f} / {h['uvicornPerS']:,.0f} /s = {h['ratio']:.2f} x",
+        f"{'    server CPU per request, uvicorn / fleetctl serve':<58}"
+        f"{h['uvicornCpuUsPerRequest']:>7.0f} / {h['oursCpuUsPerRequest']:.0f} us = "
+        f"{h['cpuRatio']:.2f} x",
         f"{'    fleetctl serve timeouts / errors':<58}{h['oursTimeouts']:>7} / {h['oursErrors']}",
         f"{'    ' + format(f['connections'], ',') + ' endless-header connections: RSS peak':<58}"
         f"{f['rss_peak_mb']:>7.0f} MB of {h['memoryMaxMb']:.0f} (MemoryMax)",
     ]
+
+
+async def _alone(quick: bool) -> dict[str, Any]:
+    with PostgresServer(settings=PG_SETTINGS) as pg:
+        url = await new_database(pg.url, "bench_http")
+        return await http_stage(url, quick=quick, say=print)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The stage alone: its progress, its lines of the bench table, then its figures as JSON."""
+    parser = argparse.ArgumentParser(prog="fleetsim.bench.http_stage", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1 round of 5 s instead of 3 of 10")
+    args = parser.parse_args(argv)
+    figures = asyncio.run(_alone(args.quick))
+    print("\n".join(table_lines(figures)))
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
