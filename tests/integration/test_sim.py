@@ -14,6 +14,7 @@ import pytest
 
 from fleet_harness.rows import COUNT_SQL
 from fleetd.settings import Settings
+from fleetdb.rollups import rollup_tables
 from fleetsim.direct import backfill_direct
 from fleetsim.faults import FaultConfig, FaultInjector
 from fleetsim.model import Fleet, FleetConfig, kwh_text
@@ -139,3 +140,30 @@ async def test_backfill_direct_writes_a_day_with_exact_rollups(
 
     with pytest.raises(ValueError, match="not empty"):
         await backfill_direct(database_url, config, start, end)
+
+
+async def test_backfill_direct_in_ingest_order_stores_the_same_rows_and_rollups(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """ingest_order (each minute one flush through the rollup statements, as fleetd writes)
+    stores what the COPY build stores: the same readings, every rollup level equal to its raw
+    rows; across a midnight and a 4-hour boundary, from mid-hour."""
+    config = FleetConfig(meters=30, vehicles=30, seed=7)
+    end = datetime(2026, 11, 2, 1, 42, 30, tzinfo=UTC)
+    start = end - timedelta(hours=3)
+    summary = await backfill_direct(database_url, config, start, end, ingest_order=True)
+    assert summary.meter_rows == summary.vehicle_rows > 30 * 170
+    assert await db.fetchval("SELECT count(*) FROM vehicle_readings") == summary.vehicle_rows
+    await assert_rollups_match_raw(db)
+    digest = "SELECT md5(string_agg(r::text, ',' ORDER BY r::text)) FROM {} r"
+    ingest = [await db.fetchval(digest.format(t)) for t in ("meter_readings", "vehicle_readings")]
+    current = await db.fetch("SELECT vehicle_id, ts, soc FROM vehicle_current ORDER BY 1")
+    await db.execute("TRUNCATE meter_readings, vehicle_readings, vehicle_meter_assignments")
+    await db.execute("TRUNCATE meter_current, vehicle_current")
+    for table in rollup_tables():
+        await db.execute(f"TRUNCATE {table}")
+    await backfill_direct(database_url, config, start, end)
+    assert [
+        await db.fetchval(digest.format(t)) for t in ("meter_readings", "vehicle_readings")
+    ] == (ingest)
+    assert await db.fetch("SELECT vehicle_id, ts, soc FROM vehicle_current ORDER BY 1") == current

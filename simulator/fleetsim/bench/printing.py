@@ -101,11 +101,69 @@ def table(r: dict[str, Any]) -> str:
             lines.append(f"{f'    / target {target:.0f} B':<58}{c['sizedVsTarget']:>12.2f} x")
         speed = c["speedSizedVsFixed"]
         lines.append(f"{'    compaction (fetch, split, encode), sized / 64':<58}{speed:>12.2f} x")
-    q = r.get("queries")
+    lines.extend(query_lines(r.get("queries")))
+    if r.get("http"):
+        lines.extend(http_table_lines(r["http"]))
+    if r.get("diagnosis"):
+        lines.extend(diagnosis_lines(r["diagnosis"]))
+    if r.get("assignments"):
+        check = (r.get("queries") or {}).get("assignmentCheck")
+        lines.extend(assignment_lines(r["assignments"], check))
+    return "\n".join(lines)
+
+
+def ingest_cost_lines(c: dict[str, Any]) -> list[str]:
+    """The lines of fleetd against the batched baseline (fleetsim.bench.ingest_cost)."""
+    lines = [
+        f"4b fleetd against a batched history-only pipeline (N = {c['n']:,}, median of"
+        f" {c['rounds']}):",
+        f"{'    readings/s, PostgreSQL CPU / reading, own CPU / reading':<58}",
+    ]
+    names = {
+        "baseline": "batched history-only, ack on arrival",
+        "fleetd": "fleetd (ack after commit)",
+    }
+    for side, m in c["medians"].items():
+        name = "    " + names.get(side, "fleetd of " + side)
+        lines.append(
+            f"{name:<58}{m['perS']:>8,.0f} /s {m['pgCpuUsPerReading']:>5.1f} µs"
+            f" {m['cpuUsPerReading']:>5.1f} µs"
+        )
+    ratio = c["fleetdVsBaseline"]
+    lines.append(f"{'    fleetd / batched baseline (readings/s)':<58}{ratio:>12.2f} x")
+    return lines
+
+
+def query_lines(q: dict[str, Any] | None) -> list[str]:
+    """Sections 8-10: the query stage's timings (against their targets), the layouts, the
+    cold tier and the charger diagnosis."""
+
+    def rate(v: float) -> str:
+        return f"{v:>10,.0f} /s"
+
+    lines: list[str] = []
     if q:
         lines.append(f"8 queries on {q['days']} days ({q['readings']:,} readings), p50 / p99:")
         for name, v in q["timings"].items():
-            lines.append(f"{'    ' + name:<58}{v['p50Ms']:>7.1f} / {v['p99Ms']:.1f} ms")
+            line = f"{'    ' + name:<58}{v['p50Ms']:>7.1f} / {v['p99Ms']:.1f} ms"
+            if v.get("targetMs"):
+                line += f"  ({v['p50Ms'] / v['targetMs']:.2f}x of {v['targetMs']:g} ms)"
+            lines.append(line)
+        lay = q.get("layout")
+        if lay:
+            lines.append(
+                f"8b fleet report on {lay['hours']} h laid out by fleetd's flushes / by COPY"
+                " (alternated), p50:"
+            )
+            for name, v in lay["windows"].items():
+                line = (
+                    f"{'    ' + name:<58}{v['ingest']['p50Ms']:>7.1f} / "
+                    f"{v['copy']['p50Ms']:.1f} ms = {v['ratio']:.2f}x"
+                )
+                if v["ingest"].get("targetMs"):
+                    t = v["ingest"]["targetMs"]
+                    line += f"  ({v['ingest']['p50Ms'] / t:.2f}x of {t:g} ms)"
+                lines.append(line)
         c = q.get("cold")
         if c:
             lines.append("9 cold tier (compacted days against open days):")
@@ -143,32 +201,4 @@ def table(r: dict[str, Any]) -> str:
             )
     else:
         lines.append("8 queries: skipped (--quick or --no-queries)")
-    if r.get("http"):
-        lines.extend(http_table_lines(r["http"]))
-    if r.get("diagnosis"):
-        lines.extend(diagnosis_lines(r["diagnosis"]))
-    if r.get("assignments"):
-        lines.extend(assignment_lines(r["assignments"], (q or {}).get("assignmentCheck")))
-    return "\n".join(lines)
-
-
-def ingest_cost_lines(c: dict[str, Any]) -> list[str]:
-    """The lines of fleetd against the batched baseline (fleetsim.bench.ingest_cost)."""
-    lines = [
-        f"4b fleetd against a batched history-only pipeline (N = {c['n']:,}, median of"
-        f" {c['rounds']}):",
-        f"{'    readings/s, PostgreSQL CPU / reading, own CPU / reading':<58}",
-    ]
-    names = {
-        "baseline": "batched history-only, ack on arrival",
-        "fleetd": "fleetd (ack after commit)",
-    }
-    for side, m in c["medians"].items():
-        name = "    " + names.get(side, "fleetd of " + side)
-        lines.append(
-            f"{name:<58}{m['perS']:>8,.0f} /s {m['pgCpuUsPerReading']:>5.1f} µs"
-            f" {m['cpuUsPerReading']:>5.1f} µs"
-        )
-    ratio = c["fleetdVsBaseline"]
-    lines.append(f"{'    fleetd / batched baseline (readings/s)':<58}{ratio:>12.2f} x")
     return lines

@@ -31,6 +31,7 @@ from fleet_harness.cleanup import unwind_on_sigterm
 from fleetsim.bench.assignments import assignment_stage
 from fleetsim.bench.databases import PG_SETTINGS
 from fleetsim.bench.diagnosis import diagnosis_stage
+from fleetsim.bench.layouts import layout_stage
 from fleetsim.bench.printing import say, table
 from fleetsim.bench.query_bench import query_stage
 from fleetsim.bench.readings import fleet_messages
@@ -64,6 +65,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         say(f"[{total}/{total}] queries on {args.query_days} days x 10,000 + 10,000 devices")
         results["queries"] = await query_stage(args.query_days, Path(args.cache_dir), say)
+        say("      the fleet report on fleetd's layout against COPY's (6 h, cached)")
+        results["queries"]["layout"] = await layout_stage(Path(args.cache_dir), say)
     say("diagnosis: the charger fit on 3 h, 24 h (and 7 d) windows against the truth")
     results["diagnosis"] = diagnosis_stage(quick=args.quick, say=say)
     results["assignments"] = assignment_stage(quick=args.quick, say=say)
