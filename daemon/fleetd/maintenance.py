@@ -15,7 +15,7 @@ from fleetd.ingest.flusher import Flusher
 from fleetd.settings import Settings
 from fleetdb.cold.layout import default_before
 from fleetdb.connect import connect
-from fleetdb.retention import HISTORY, ROLLUPS, drop_older_than
+from fleetdb.retention import drop_older_than, history_tables, rollup_parents
 
 log = structlog.get_logger("fleetd")
 
@@ -30,7 +30,11 @@ async def maintain(settings: Settings, flusher: Flusher) -> None:
             await compact_days(settings)
         if settings.reject_retention_days:
             await _drop_old_rejects(settings)
-        keep = ((settings.retention_days, HISTORY), (settings.rollup_retention_days, ROLLUPS))
+        kinds = flusher.kinds  # the daemon's device kinds (fleetdb.kinds)
+        keep = (
+            (settings.retention_days, history_tables(kinds)),
+            (settings.rollup_retention_days, rollup_parents(kinds)),
+        )
         if not any(days for days, _ in keep):
             return
         # Its own connection: DETACH CONCURRENTLY waits for running flushes to finish and must
@@ -39,7 +43,7 @@ async def maintain(settings: Settings, flusher: Flusher) -> None:
         try:
             for days, parents in keep:
                 if days:
-                    dropped = await drop_older_than(conn, days, parents)
+                    dropped = await drop_older_than(conn, days, parents, kinds=kinds)
                     if dropped:
                         log.info("partitions_dropped", tables=dropped, retention_days=days)
         finally:

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from fleetdb.ingest.messages import MAX_PAYLOAD_BYTES, Decoded, Rejected, decode
+from fleetdb.kinds import REGISTRY
 
-Kind = Literal["meter", "vehicle"]
-_ID_FIELD: dict[Kind, str] = {"meter": "meterId", "vehicle": "vehicleId"}
-_TYPES: dict[str, Kind] = {"METER": "meter", "VEHICLE": "vehicle"}
+# A kind's name (fleetdb.kinds): the seeds' `type` is its upper case, its id field names it.
+Kind = str
+_ID_FIELD: dict[Kind, str] = {k.name: k.id_wire for k in REGISTRY}
+_TOPIC: dict[Kind, str] = {k.name: k.topic for k in REGISTRY}
+_TYPES: dict[str, Kind] = {k.name.upper(): k.name for k in REGISTRY}
+_TYPE_RULE = "must be " + " or ".join(_TYPES)
+_ID_RULE = "needs " + " or ".join(_ID_FIELD.values())
 
 
 class BodyError(ValueError):
@@ -54,7 +59,7 @@ def device_of(element: Any, kind: Kind | None) -> tuple[Kind, str, Any] | Reject
     if isinstance(element, dict) and "payload" in element and "type" in element:
         named = _TYPES.get(str(element["type"]).upper())
         if named is None:
-            rule = "must be METER or VEHICLE"
+            rule = _TYPE_RULE
             return _reject("http", element, f"type: {rule} (got {element['type']!r})", "type", rule)
         if kind is not None and named != kind:
             rule = "does not match the route"
@@ -64,18 +69,15 @@ def device_of(element: Any, kind: Kind | None) -> tuple[Kind, str, Any] | Reject
         rule = "must be a JSON object"
         return _reject("http", element, f"payload: {rule}", "payload", rule)
     if kind is None:
-        if "meterId" in reading:
-            kind = "meter"
-        elif "vehicleId" in reading:
-            kind = "vehicle"
-        else:
-            rule = "needs meterId or vehicleId"
+        kind = next((name for name, field in _ID_FIELD.items() if field in reading), None)
+        if kind is None:
+            rule = _ID_RULE
             return _reject("http", element, f"payload: {rule}", "payload", rule)
     field = _ID_FIELD[kind]
     device = reading.get(field)
     if not isinstance(device, str):
         rule = "is required" if device is None else "must be a string"
-        return _reject(f"{kind}s", element, f"{field}: {rule}", field, rule)
+        return _reject(_TOPIC[kind], element, f"{field}: {rule}", field, rule)
     return kind, device, reading
 
 
@@ -88,12 +90,12 @@ def decode_item(
     max_past: timedelta,
 ) -> tuple[str, Decoded]:
     """(device id or "", reading or reject) of one item, validated as the MQTT message
-    `{kind}s/{device}/telemetry` with the reading as its payload would be."""
+    `{kind's topic}/{device}/telemetry` with the reading as its payload would be."""
     found = device_of(element, kind)
     if isinstance(found, Rejected):
         return "", found
     kind, device, reading = found
-    topic = f"{kind}s/{device}/telemetry"
+    topic = f"{_TOPIC[kind]}/{device}/telemetry"
     payload = json.dumps(reading, separators=(",", ":")).encode()
     return device, decode(topic, payload, now, max_future=max_future, max_past=max_past)
 
