@@ -89,10 +89,13 @@ def test_each_element_validated_by_its_devices_rules_a_bad_one_naming_gateway_an
 
 
 def test_a_device_id_that_cannot_be_a_topic_level_is_kept_under_the_gateway() -> None:
-    (item,) = decode_gateway(TOPIC, dumps([meter("M/1")]), NOW)
-    assert isinstance(item, Rejected)
-    assert item.topic == TOPIC
-    assert item.field == "topic"
+    # Named by the element's own field, not "topic: ...": the element has no topic of its own.
+    for device in ("M/1", "", "M" * 65):
+        (item,) = decode_gateway(TOPIC, dumps([meter(device)]), NOW)
+        assert isinstance(item, Rejected)
+        assert item.topic == TOPIC
+        assert (item.field, item.rule) == ("meterId", "must match [A-Za-z0-9_.:-]{1,64}")
+        assert item.reason.startswith("gateway GW-1 item 0: meterId: must match"), item.reason
 
 
 def test_a_message_that_cannot_be_read_as_a_whole_is_one_reject() -> None:

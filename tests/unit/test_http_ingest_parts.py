@@ -53,6 +53,8 @@ def test_items_take_their_kind_from_the_route_the_type_or_their_id() -> None:
         ({"voltage": 1}, None, "payload: needs meterId or vehicleId"),
         (METER | {"voltage": -1}, None, "voltage: must be > 0"),
         (METER | {"meterId": 7}, None, "meterId: must be a string"),
+        (METER | {"meterId": "M/1"}, None, "meterId: must match [A-Za-z0-9_.:-]{1,64} (got 'M/1')"),
+        (VEHICLE | {"vehicleId": ""}, None, "vehicleId: must match"),
     ]
     for element, kind, reason in cases:
         _, item = decode_item(element, kind, NOW, **BOUNDS)  # type: ignore[arg-type]

@@ -81,8 +81,8 @@ def decode_gateway(
             out.append(_not_granted(topic, gateway, index, device, element))
             continue
         if isinstance(item, Rejected):
-            # A device's topic only when the element named a usable device id: "http" (no id)
-            # or a topic the id broke is no place to keep it.
+            # A device's topic only when the element named a usable device id (decode_item
+            # returns "" otherwise, its reject under "http"): else the gateway's.
             own = item.topic if device and item.field != "topic" else topic
             reason = f"gateway {gateway} item {index}: {item.reason}"
             item = Rejected(own, item.payload, reason, item.field, item.rule)

@@ -9,7 +9,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from fleetdb.ingest.messages import MAX_PAYLOAD_BYTES, Decoded, Rejected, decode
+from fleetdb.ingest.messages import DEVICE_ID, MAX_PAYLOAD_BYTES, Decoded, Rejected, decode
 from fleetdb.kinds import REGISTRY
 
 # A kind's name (fleetdb.kinds): the seeds' `type` is its upper case, its id field names it.
@@ -78,6 +78,12 @@ def device_of(element: Any, kind: Kind | None) -> tuple[Kind, str, Any] | Reject
     if not isinstance(device, str):
         rule = "is required" if device is None else "must be a string"
         return _reject(_TOPIC[kind], element, f"{field}: {rule}", field, rule)
+    if not DEVICE_ID.fullmatch(device):
+        # Checked here, not left to the topic built from it: an item has no topic of its own,
+        # so "topic: ..." would name nothing the sender wrote (and "a/b" would break the topic).
+        rule = "must match [A-Za-z0-9_.:-]{1,64}"
+        got = f" (got {device!r})" if len(device) <= 64 else f" ({len(device)} characters)"
+        return _reject("http", element, f"{field}: {rule}{got}", field, rule)
     return kind, device, reading
 
 
