@@ -10,7 +10,7 @@ spread and one edge column per kind (their slots, `temp_*` and `soc_*` in fleetd
 named for the vehicle's battery temperature and SoC, the first kind to have them).
 
 Adding a kind: one entry in REGISTRY (or a registry of its own passed to fleetd, the writer and
-the compactor) and one migration creating its tables (`python -m fleetdb.kinds <name>` prints
+the compactor) and one migration creating its tables (`python -m fleetdb.kind_tables <name>` prints
 it, docs/architecture.md). Nothing here is global state: code that can meet other kinds takes
 a `kinds` tuple, REGISTRY by default.
 """

@@ -52,7 +52,7 @@ def _rollup_sql(kind: Kind, level: Level) -> str:
 
 # The ingest order (backfill_direct(ingest_order=True)): each tick is committed on its own as
 # fleetd commits a flush, its history rows inserted in device order and every rollup level fed
-# from the rows inserted (fleetd.ingest.writer's statement, from a staging table instead of
+# from the rows inserted (fleetdb.ingest.writer's statement, from a staging table instead of
 # arrays), so rollup rows are created at their bucket's first tick and updated in place at each
 # later one, as live ingest leaves them. A COPY of each tick into the staging table is cheaper
 # than sending arrays.

@@ -30,7 +30,8 @@ def _vehicle(**kw: object) -> bytes:
     return json.dumps(GOOD_VEHICLE | {"timestamp": NOW.isoformat()} | kw).encode()
 
 
-# One message for each rule fleetd/messages.py has (and the two reasons fleetd writes itself).
+# One message for each rule fleetdb/ingest/messages.py has (and the two reasons fleetd writes
+# itself).
 CASES: list[tuple[str, bytes]] = [
     ("meters/M1/status", _meter()),
     ("meters/M 1/telemetry", _meter()),

@@ -46,11 +46,11 @@ def decode_gateway(
 ) -> list[Decoded]:
     """Validate one gateway message: one result per element, in order. With `grants`, an element
     of a device they do not grant this gateway is a reject under the gateway's topic (never its
-    device's: a replay must not store it). A bad element is a reject
-    of its own whose reason names the gateway and the element's index; it is kept under its
-    device's topic when the element names a device (so `fleetctl rejects` counts it with that
-    device and `fleetctl replay` reads it as that device's message), else under the gateway's.
-    A message that cannot be read as a whole (bad topic, not JSON, empty, too large) is one
+    device's: a replay must not store it). A bad element is a reject of its own whose reason
+    names the gateway and the element's index; it is kept under its device's topic when the
+    element names a usable device id (so `fleetctl rejects` counts it with that device and
+    `fleetctl rejects replay` reads it as that device's message), else under the gateway's. A
+    message that cannot be read as a whole (bad topic, not JSON, empty, too large) is one
     reject."""
     levels = topic.split("/")
     if len(levels) != 3 or levels[0] != "gateways" or levels[2] != "telemetry":
