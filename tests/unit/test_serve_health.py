@@ -21,6 +21,7 @@ class FakeApi:
         self.pings = 0
         self.gate: asyncio.Event | None = None
         self.down = False
+        self.broken = False
 
     async def ping(self) -> None:
         self.pings += 1
@@ -28,6 +29,8 @@ class FakeApi:
             await self.gate.wait()
         if self.down:
             raise OSError("connection refused")
+        if self.broken:
+            raise RuntimeError("an error no one foresaw")
 
 
 def cache(api: FakeApi) -> HealthCache:
@@ -73,3 +76,18 @@ async def test_stale_verdict_answered_while_the_next_check_runs(
     status, body = decoded(await health.answer())
     assert (status, body) == (503, {"status": "unhealthy", "reasons": ["database unreachable"]})
     assert api.pings == 2
+
+
+async def test_an_unforeseen_error_of_the_check_is_a_503_not_the_last_ok_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server, "HEALTH_CACHE_S", 0.01)
+    api = FakeApi()
+    health = cache(api)
+    assert decoded(await health.answer())[0] == 200
+    api.broken = True
+    await asyncio.sleep(0.02)
+    await health.answer()  # starts the check in the background, answers the last verdict
+    await asyncio.sleep(0.01)
+    status, body = decoded(await health.answer())
+    assert (status, body) == (503, {"status": "unhealthy", "reasons": ["health check failed"]})

@@ -81,6 +81,12 @@ class HealthCache:
         except (*TRANSIENT_ERRORS, asyncpg.PostgresError, TimeoutError) as exc:  # type: ignore[misc]
             log.warning("health_check_failed", error=f"{exc.__class__.__name__}: {exc}")
             return 503, {"status": "unhealthy", "reasons": ["database unreachable"]}
+        except Exception:
+            # Anything else is a verdict too: the check runs in a task nobody awaits once a
+            # verdict exists, so an error escaping here would leave the last "ok" answered
+            # forever (and an unretrieved task exception in the log).
+            log.exception("health_check_error")
+            return 503, {"status": "unhealthy", "reasons": ["health check failed"]}
         return 200, {"status": "ok"}
 
 
