@@ -160,7 +160,7 @@ class TestGrants:
 
     def test_the_file_and_its_bad_lines_named_by_number(self, tmp_path: Path) -> None:
         path = tmp_path / "gateways"
-        path.write_text("# depot A\nGW-1 M1*, V1*\n\nGW-ANY *\n")
+        path.write_text("# depot A\nGW-1 M1*, V1*\n\nGW-ANY\t*\n")
         grants = load_grants(path)
         assert grants.allows("GW-1", "M17")
         assert grants.allows("GW-1", "V1")

@@ -74,6 +74,9 @@ def test_the_tokens_file(tmp_path: Path) -> None:
     assert find_token([full, limited], "Bearer bbbbbbbbbbbbbbbX") is None
     assert find_token([full, limited], "aaaaaaaaaaaaaaaa") is None
     assert "bbbb" not in repr(limited)  # never shown
+    path.write_text("cccccccccccccccc\tMETER-0*\n")  # a tab separates too
+    (tabbed,) = load_tokens(path)
+    assert (tabbed.secret, tabbed.patterns) == (b"cccccccccccccccc", ("METER-0*",))
     path.write_text("short\n")
     with pytest.raises(TokensFileError, match="line 1") as exc:
         load_tokens(path)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from fleetd.ingest.pattern_lines import read_pattern_lines
 from fleetdb.ingest.messages import DEVICE_ID
 from fleetsvc.settings_fields import ConfigError
 
@@ -31,25 +32,16 @@ class GatewayGrants:
 
 def load_grants(path: Path) -> GatewayGrants:
     """The grants of `path`: `GATEWAY PATTERN[,PATTERN...]` a line; blank lines and `#` lines
-    are skipped."""
+    are skipped (fleetd.ingest.pattern_lines)."""
     name = "FLEET_GATEWAYS_FILE"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GatewaysFileError(f"{name}: cannot read {path}: {exc}") from None
     patterns: dict[str, tuple[str, ...]] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        gateway, _, rest = line.partition(" ")
+    for number, gateway, found in read_pattern_lines(path, name, GatewaysFileError):
         if not DEVICE_ID.fullmatch(gateway):
             raise GatewaysFileError(
                 f"{name} line {number}: gateway id must match [A-Za-z0-9_.:-]{{1,64}}"
             )
         if gateway in patterns:
             raise GatewaysFileError(f"{name} line {number}: gateway {gateway} listed twice")
-        found = tuple(p.strip() for p in rest.replace(" ", ",").split(",") if p.strip())
         if not found:
             raise GatewaysFileError(
                 f"{name} line {number}: gateway {gateway} needs device-id patterns (* for any)"

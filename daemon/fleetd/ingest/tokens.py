@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from fleetd.ingest.pattern_lines import read_pattern_lines
 from fleetsvc.settings_fields import ConfigError
 
 
@@ -53,25 +54,15 @@ class Token:
 
 def load_tokens(path: Path) -> list[Token]:
     """The tokens of `path`: `TOKEN [PATTERN[,PATTERN...]]` a line; blank lines and `#` lines
-    are skipped."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TokensFileError(f"FLEET_INGEST_TOKENS_FILE: cannot read {path}: {exc}") from None
+    are skipped (fleetd.ingest.pattern_lines)."""
+    name = "FLEET_INGEST_TOKENS_FILE"
     tokens: list[Token] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        secret, _, rest = line.partition(" ")
+    for number, secret, patterns in read_pattern_lines(path, name, TokensFileError):
         if len(secret) < 16:
-            raise TokensFileError(
-                f"FLEET_INGEST_TOKENS_FILE line {number}: a token must be at least 16 characters"
-            )
-        patterns = tuple(p.strip() for p in rest.replace(" ", ",").split(",") if p.strip())
+            raise TokensFileError(f"{name} line {number}: a token must be at least 16 characters")
         tokens.append(Token(number, secret.encode(), patterns))
     if not tokens:
-        raise TokensFileError(f"FLEET_INGEST_TOKENS_FILE: {path} holds no token")
+        raise TokensFileError(f"{name}: {path} holds no token")
     return tokens
 
 
