@@ -429,14 +429,26 @@ class MqttSubscriber:
         reason = (
             f"the broker closed the connection at its SUBSCRIBE, {self._gateway_closes} in a row"
         )
+        self._gateway_refused(
+            conn,
+            reason,
+            _GATEWAY_DROPPED_FIX,
+            action="subscribing without it until fleetd restarts",
+        )
+
+    def _gateway_refused(self, conn: _Connection, reason: str, fix: str, **extra: str) -> None:
+        """Record the gateway filter as refused (fleet_mqtt_subscription_refused, /healthz)
+        and say so in the one warning both ways of refusing it share."""
+        gateway = self.gateway_filter
+        assert gateway is not None
         self.refused_filters[gateway] = reason
         log.warning(
             "subscription_refused",
             url=conn.url_masked,
             filter=gateway,
             reason=reason,
-            fix=_GATEWAY_DROPPED_FIX,
-            action="subscribing without it until fleetd restarts",
+            fix=fix,
+            **extra,
             ingesting=list(self.device_filters),
         )
 
@@ -848,19 +860,12 @@ class MqttSubscriber:
         reason = packets.suback_reason(code, v5=conn.v5)
         if pkt.reason_string:
             reason += f": {pkt.reason_string}"
-        self.refused_filters[gateway] = reason
         if conn.gateway_warned:  # asked again on this connection (_retry_gateway)
+            self.refused_filters[gateway] = reason
             log.debug("subscription_refused_again", filter=gateway, reason=reason)
             return
         conn.gateway_warned = True
-        log.warning(
-            "subscription_refused",
-            url=conn.url_masked,
-            filter=gateway,
-            reason=reason,
-            fix=_GATEWAY_FIX,
-            ingesting=list(self.device_filters),
-        )
+        self._gateway_refused(conn, reason, _GATEWAY_FIX)
 
 
 def _backoff_s(attempt: int, *, first_s: float) -> float:
