@@ -19,11 +19,11 @@ from fleetd.ingest.gateway_grants import GatewayGrants
 from fleetd.ingest.http_items import BodyError, decode_item, elements
 from fleetdb.ingest.messages import (
     DEVICE_ID,
-    MAX_ARRAY_ITEMS,
-    MAX_ARRAY_PAYLOAD_BYTES,
     MAX_PAYLOAD_BYTES,
     Decoded,
     Rejected,
+    array_count_refused,
+    array_too_large,
 )
 
 TOPIC_FILTER = "gateways/+/telemetry"
@@ -60,20 +60,14 @@ def decode_gateway(
     if not DEVICE_ID.fullmatch(gateway):
         rule = "gateway id must match [A-Za-z0-9_.:-]{1,64}"
         return [Rejected(topic, payload, f"topic: {rule}", "topic", rule)]
-    if len(payload) > MAX_ARRAY_PAYLOAD_BYTES:
-        reason = f"payload: {len(payload)} bytes exceeds {MAX_ARRAY_PAYLOAD_BYTES}"
-        rule = f"array larger than {MAX_ARRAY_PAYLOAD_BYTES} bytes"
-        return [Rejected(topic, payload, reason, "payload", rule)]
+    if (large := array_too_large(topic, payload)) is not None:
+        return [large]
     try:
         items = elements(payload, "payload")
     except BodyError as exc:
         return [Rejected(topic, payload, str(exc), "payload", exc.rule)]
-    if not items:
-        return [Rejected(topic, payload, "payload: an empty array", "payload", "an empty array")]
-    if len(items) > MAX_ARRAY_ITEMS:
-        reason = f"payload: {len(items)} readings in one array exceed {MAX_ARRAY_ITEMS}"
-        rule = f"more than {MAX_ARRAY_ITEMS} readings in one array"
-        return [Rejected(topic, payload, reason, "payload", rule)]
+    if (count := array_count_refused(topic, payload, len(items))) is not None:
+        return [count]
     out: list[Decoded] = []
     for index, element in enumerate(items):
         device, item = decode_item(element, None, now, max_future=max_future, max_past=max_past)

@@ -33,6 +33,8 @@ __all__ = [
     "Rejected",
     "VehiclePayload",
     "VehicleReading",
+    "array_count_refused",
+    "array_too_large",
     "decode",
     "decode_many",
     "payload_model",
@@ -263,12 +265,32 @@ def decode_many(
     return out
 
 
+def array_too_large(topic: str, payload: bytes) -> Rejected | None:
+    """The reject of a message of several readings (a device's array, a gateway's message)
+    larger than MAX_ARRAY_PAYLOAD_BYTES, else None."""
+    if len(payload) <= MAX_ARRAY_PAYLOAD_BYTES:
+        return None
+    reason = f"payload: {len(payload)} bytes exceeds {MAX_ARRAY_PAYLOAD_BYTES}"
+    rule = f"array larger than {MAX_ARRAY_PAYLOAD_BYTES} bytes"
+    return Rejected(topic, payload, reason, "payload", rule)
+
+
+def array_count_refused(topic: str, payload: bytes, count: int) -> Rejected | None:
+    """The reject of a message of `count` readings when that is none or over MAX_ARRAY_ITEMS,
+    else None."""
+    if not count:
+        return Rejected(topic, payload, "payload: an empty array", "payload", "an empty array")
+    if count > MAX_ARRAY_ITEMS:
+        reason = f"payload: {count} readings in one array exceed {MAX_ARRAY_ITEMS}"
+        rule = f"more than {MAX_ARRAY_ITEMS} readings in one array"
+        return Rejected(topic, payload, reason, "payload", rule)
+    return None
+
+
 def _array(topic: str, payload: bytes) -> list[bytes] | Rejected:
     """The elements of a JSON array payload, each re-encoded as its own JSON document."""
-    if len(payload) > MAX_ARRAY_PAYLOAD_BYTES:
-        reason = f"payload: {len(payload)} bytes exceeds {MAX_ARRAY_PAYLOAD_BYTES}"
-        rule = f"array larger than {MAX_ARRAY_PAYLOAD_BYTES} bytes"
-        return Rejected(topic, payload, reason, "payload", rule)
+    if (large := array_too_large(topic, payload)) is not None:
+        return large
     try:
         # NaN/Infinity stay strings, so the element's own validation names the field.
         elements = json.loads(payload, parse_constant=str)
@@ -285,10 +307,6 @@ def _array(topic: str, payload: bytes) -> list[bytes] | Rejected:
         return Rejected(topic, payload, "payload: nested too deeply", "payload", rule)
     if not isinstance(elements, list):  # whitespace then "[" is always an array; kept for mypy
         return Rejected(topic, payload, "payload: not a JSON array", "payload", "not valid JSON")
-    if not elements:
-        return Rejected(topic, payload, "payload: an empty array", "payload", "an empty array")
-    if len(elements) > MAX_ARRAY_ITEMS:
-        reason = f"payload: {len(elements)} readings in one array exceed {MAX_ARRAY_ITEMS}"
-        rule = f"more than {MAX_ARRAY_ITEMS} readings in one array"
-        return Rejected(topic, payload, reason, "payload", rule)
+    if (count := array_count_refused(topic, payload, len(elements))) is not None:
+        return count
     return [json.dumps(e, separators=(",", ":")).encode() for e in elements]
