@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from itertools import starmap
 from typing import Any, NamedTuple, cast
 
 import asyncpg
@@ -132,6 +133,10 @@ class VehicleStats(NamedTuple):
     temp_max: float
     soc_first: float
     soc_last: float
+    # The first and last reading's timestamps, where known (fleet_vehicles on open days): a
+    # sub-span of the window holding both holds every reading (unit_energies).
+    first_ts: datetime | None = None
+    last_ts: datetime | None = None
 
 
 def _args(segments: list[Segment]) -> tuple[Any, ...]:
@@ -518,7 +523,7 @@ async def fleet_vehicles(
     snapshot (see fleet_pieces)."""
     p = await cold.plan(db, "vehicle", start, end)
     if p.simple:
-        devs, cols = await _open_fleet_vehicles(db, start, end, interval, with_ts=False)
+        devs, cols = await _open_fleet_vehicles(db, start, end, interval, with_ts=True)
         with paused_gc():  # 10,000 tuples (fleetctl.analytics.gcpause)
             stats = map(VehicleStats._make, zip(*cols, strict=True))
             return dict(zip(devs, stats, strict=True))
@@ -544,5 +549,5 @@ async def fleet_vehicles(
     )
     with paused_gc():
         lists = [x.tolist() for x in columns if x is not None]
-        stats = map(VehicleStats._make, zip(*lists, strict=True))
-        return dict(zip(both.devices, stats, strict=True))
+        # Without the timestamps (unit_energies then reads partial spans itself).
+        return dict(zip(both.devices, starmap(VehicleStats, zip(*lists, strict=True)), strict=True))

@@ -102,7 +102,7 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
             if u.meter in meters
         }
         whole_dc = {v: Decimal(own[v].dc_u).scaleb(-6) for v in by_vehicle if v in own}
-        energies = await unit_energies(conn, units, (window, whole_meters, whole_dc), ahead)
+        energies = await unit_energies(conn, units, (window, whole_meters, whole_dc), ahead, own)
         fresh = await freshness(conn, datetime.now(UTC))
 
     rows: list[dict[str, Any]] = []

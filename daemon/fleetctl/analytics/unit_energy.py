@@ -44,12 +44,16 @@ async def unit_energies(
     units: list[Unit],
     whole: tuple[Window, dict[str, Energy], dict[str, Decimal]] | None = None,
     spans: SpanEnergies | None = None,
+    own: dict[str, VehicleStats] | None = None,
 ) -> list[UnitEnergy]:
     """Σ AC of each unit's meter time and Σ DC of its vehicles' spans.
 
     `whole` = (window, meter energies, vehicle DC) over the whole window, already known: units
     and spans covering the whole window take their figures from there and only the others are
     queried. `spans`: fleet-wide aggregates over common spans already read (span_energies).
+    `own`: every vehicle with readings in the window and its statistics over it: a span of a
+    vehicle not in it holds no DC, nor more than its window's when it holds the vehicle's
+    first and last readings of the window (so all of them).
     """
     meter_segs, vehicle_segs, owner = segments_of(units)
     out = [UnitEnergy(_ZERO, _ZERO, 0) for _ in units]
@@ -69,6 +73,18 @@ async def unit_energies(
                 out[owner[seg.key]].dc += vehicle_dc.get(seg.device, _ZERO)
             else:
                 rest.append(seg)
+        vehicle_segs = rest
+    if own is not None:
+        rest = []
+        for seg in vehicle_segs:
+            st = own.get(seg.device)
+            if st is None:
+                continue  # no reading in the window
+            first, last = st.first_ts, st.last_ts
+            if first is not None and last is not None and seg.start <= first and last < seg.end:
+                out[owner[seg.key]].dc += Decimal(st.dc_u).scaleb(-6)
+                continue
+            rest.append(seg)
         vehicle_segs = rest
     known = spans or {}
     meter_segs, meter_spans = await _by_span(db, "meter", meter_segs, known)

@@ -55,10 +55,12 @@ def _side(daemon: Path | None, url: str, calls: int, windows: list[list[str]]) -
     done = subprocess.run(
         [sys.executable, "-c", _SIDE, url, str(calls), json.dumps(windows)],
         env=env,
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
+    if done.returncode:
+        raise SystemExit(f"{daemon or 'this checkout'} failed:\n{done.stderr[-2000:]}")
     result: list[float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
