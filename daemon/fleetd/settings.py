@@ -136,7 +136,8 @@ class Settings(ProgramSettings):
 
     def masked(self) -> dict[str, Any]:
         """The effective settings with credentials masked, for check-config and logs."""
-        data = self.model_dump()
+        # JSON types (a Path as its text): check-config prints this with json.dumps.
+        data = self.model_dump(mode="json")
         data["mqtt_url"] = ",".join(mask_url(url) for url in self.mqtt_urls)
         data["database_url"] = mask_url(self.database_url)
         # Derived, not a setting: what fleetd subscribes to, for the broker's ACL.

@@ -170,3 +170,21 @@ def test_check_config_shows_the_gateway_switch_and_the_filters() -> None:
     shown = json.loads(out.stdout)
     assert shown["mqtt_gateways"] == "off"
     assert shown["mqtt_topic_filters"] == ["meters/+/telemetry", "vehicles/+/telemetry"]
+
+
+def test_check_config_shows_the_files_it_reads(tmp_path: Path) -> None:
+    # Paths are printed as text (json.dumps of a Path used to end check-config in a traceback).
+    gateways, tokens = tmp_path / "gateways", tmp_path / "tokens"
+    out = subprocess.run(
+        [FLEETD, "check-config"],
+        env={
+            "FLEET_GATEWAYS_FILE": str(gateways),
+            "FLEET_INGEST_TOKENS_FILE": str(tokens),
+            "FLEET_DATABASE_URL": "postgresql://db/fleet",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    shown = json.loads(out.stdout)
+    assert (shown["gateways_file"], shown["ingest_tokens_file"]) == (str(gateways), str(tokens))
