@@ -84,10 +84,10 @@ class TestDecodeMany:
         assert [type(i) for i in out] == [Rejected, Rejected]
 
 
-def test_an_array_split_across_batches_is_acked_once_after_its_last_batch_committed() -> None:
-    batcher = Batcher(batch_max_rows=2, flush_interval_s=60)
-    counters = Counters()
-    intake = Intake(
+def intake_of(batcher: Batcher, counters: Counters) -> Intake:
+    """An Intake into `batcher` that never pauses and takes any timestamp of ten years either
+    side of now (the tests' readings are fixed in time; intake judges them by the clock)."""
+    return Intake(
         batcher,
         counters,
         max_buffered_rows=1000,
@@ -97,6 +97,12 @@ def test_an_array_split_across_batches_is_acked_once_after_its_last_batch_commit
         pause=lambda: None,
         in_flight=lambda: 0,
     )
+
+
+def test_an_array_split_across_batches_is_acked_once_after_its_last_batch_committed() -> None:
+    batcher = Batcher(batch_max_rows=2, flush_interval_s=60)
+    counters = Counters()
+    intake = intake_of(batcher, counters)
     intake.on_message(TOPIC, json.dumps(meter(0)).encode(), 1, 1, 1)
     intake.on_message(TOPIC, array(*(meter(m) for m in range(1, 5)), 7), 2, 1, 1)
     intake.on_message(TOPIC, json.dumps(meter(9)).encode(), 3, 1, 1)

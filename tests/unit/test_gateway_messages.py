@@ -16,9 +16,10 @@ from fleetd.ingest.acks import AckSequencer
 from fleetd.ingest.batcher import Batcher
 from fleetd.ingest.gateway_grants import GatewayGrants, GatewaysFileError, load_grants
 from fleetd.ingest.gateway_items import decode_gateway, is_gateway_topic
-from fleetd.ingest.intake import Counters, Intake
+from fleetd.ingest.intake import Counters
 from fleetd.mqtt.subscriber import TOPIC_FILTERS
 from fleetdb.ingest.messages import MAX_ARRAY_ITEMS, MeterReading, Rejected, VehicleReading, decode
+from tests.unit.test_array_messages import intake_of
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TOPIC = "gateways/GW-1/telemetry"
@@ -131,16 +132,7 @@ def test_time_bounds_apply_to_each_element() -> None:
 def test_a_gateway_message_is_acked_once_after_all_its_elements_committed() -> None:
     batcher = Batcher(batch_max_rows=2, flush_interval_s=1)
     counters = Counters()
-    intake = Intake(
-        batcher,
-        counters,
-        max_buffered_rows=100,
-        max_packet_bytes=1 << 20,
-        max_future=timedelta(minutes=5),
-        max_past=timedelta(days=3650),
-        pause=lambda: None,
-        in_flight=lambda: 0,
-    )
+    intake = intake_of(batcher, counters)
     payload = dumps([meter("M1"), vehicle("V1", soc=-1), vehicle("V2"), meter("M3")])
     intake.on_message(TOPIC, payload, 42, 1, 1)
     assert (counters.received, counters.valid, counters.rejected) == (4, 3, 1)
