@@ -105,9 +105,10 @@ SELECT k, sum(kwh_sum) AS kwh, sum(temp_sum) AS temp_sum, sum(readings)::int AS 
 """
 
 
-@dataclass(frozen=True)
-class Segment:
-    """Device `device` over [start, end); `key` identifies it in the results."""
+class Segment(NamedTuple):
+    """Device `device` over [start, end); `key` identifies it in the results. (A tuple: a
+    fleet report from before the fleet's first readings makes 20,000 of them, ~3x faster than
+    a frozen dataclass.)"""
 
     key: int
     device: str
