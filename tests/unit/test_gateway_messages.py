@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetctl.analytics.rejects import _device_of
+from fleetd.cli import EXIT_CONFIG, one_line
 from fleetd.ingest.acks import AckSequencer
 from fleetd.ingest.batcher import Batcher
 from fleetd.ingest.gateway_grants import GatewayGrants, GatewaysFileError, load_grants
@@ -163,10 +164,17 @@ class TestGrants:
             ("GW-1\n", "line 1: gateway GW-1 needs device-id patterns (* for any)"),
             ("GW-1 *\nGW-1 M*\n", "line 2: gateway GW-1 listed twice"),
             ("# x\nGW/1 *\n", "line 2: gateway id must match"),
+            # No gateway line at all would refuse every gateway, silently: an error, like an
+            # empty FLEET_INGEST_TOKENS_FILE.
+            ("", f"FLEET_GATEWAYS_FILE: {path} holds no gateway"),
+            ("# depot A\n\n   \n", f"FLEET_GATEWAYS_FILE: {path} holds no gateway"),
         ):
             path.write_text(text)
-            with pytest.raises(GatewaysFileError, match=re.escape(says)):
+            with pytest.raises(GatewaysFileError, match=re.escape(says)) as caught:
                 load_grants(path)
+            # fleetd's start ends with that one line and exit 2 (fleetd.cli.one_line).
+            assert one_line(caught.value) == (EXIT_CONFIG, f"invalid configuration: {caught.value}")
+            assert "\n" not in str(caught.value)
         with pytest.raises(GatewaysFileError, match="FLEET_GATEWAYS_FILE: cannot read"):
             load_grants(tmp_path / "missing")
 

@@ -32,7 +32,7 @@ class GatewayGrants:
 
 def load_grants(path: Path) -> GatewayGrants:
     """The grants of `path`: `GATEWAY PATTERN[,PATTERN...]` a line; blank lines and `#` lines
-    are skipped (fleetd.ingest.pattern_lines)."""
+    are skipped (fleetd.ingest.pattern_lines). A file without a gateway line is an error."""
     name = "FLEET_GATEWAYS_FILE"
     patterns: dict[str, tuple[str, ...]] = {}
     for number, gateway, found in read_pattern_lines(path, name, GatewaysFileError):
@@ -47,4 +47,8 @@ def load_grants(path: Path) -> GatewayGrants:
                 f"{name} line {number}: gateway {gateway} needs device-id patterns (* for any)"
             )
         patterns[gateway] = found
+    if not patterns:
+        # A file of comments alone would refuse every gateway's every element, silently: a
+        # mistake (a truncated deploy, the wrong path), refused as an empty tokens file is.
+        raise GatewaysFileError(f"{name}: {path} holds no gateway")
     return GatewayGrants(patterns)
