@@ -75,6 +75,7 @@ class Daemon:
             # A file it cannot use ends the start with one line naming FLEET_GATEWAYS_FILE.
             gateway_grants=load_grants(settings.gateways_file) if settings.gateways_file else None,
             kinds=kinds,
+            gateways=settings.mqtt_gateways == "on",
         )
         self.mqtt = MqttSubscriber(
             url=settings.mqtt_url,

@@ -1,8 +1,9 @@
 """Gateways (gateways/{id}/telemetry) end to end on real Mosquitto and PostgreSQL: one message
 carrying readings of several meters and vehicles, each stored or rejected on its own, the
 message acked once all its elements committed; after a kill -9 of fleetd between the
-transactions of one message, the broker redelivers it and every reading is stored once; and
-fleet-sim --gateways landing exactly its truth."""
+transactions of one message, the broker redelivers it and every reading is stored once;
+fleet-sim --gateways landing exactly its truth; and FLEET_MQTT_GATEWAYS=off on a durable
+session that subscribed to them before."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from typing import Any
 
 import asyncpg
 import pytest
+import structlog
 
-from fleet_harness.publish import meter_message, vehicle_message
+from fleet_harness.publish import PublishError, meter_message, vehicle_message
 from fleetd.cli import EXIT_CONFIG, one_line
 from fleetd.ingest.gateway_grants import GatewaysFileError
 from fleetd.service import Daemon
@@ -205,3 +207,45 @@ async def test_fleet_gateways_file_limits_a_gateway_to_its_devices(
     with pytest.raises(GatewaysFileError, match="FLEET_GATEWAYS_FILE: cannot read") as caught:
         Daemon(settings.model_copy(update={"gateways_file": tmp_path / "missing"}))
     assert one_line(caught.value) == (EXIT_CONFIG, f"invalid configuration: {caught.value}")
+
+
+async def test_gateways_off_after_a_durable_session_subscribed_them_stores_no_gateway_readings(
+    settings: Settings, mqtt_url: str, db: asyncpg.Connection
+) -> None:
+    # FLEET_MQTT_GATEWAYS=off on a client id whose durable session an earlier run (gateways on)
+    # subscribed to gateways/+/telemetry: fleetd unsubscribes it, and the gateway message the
+    # session queued while fleetd was down is acked and kept as a reject saying why, never
+    # stored as readings; the device topics are ingested as before.
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    async with running(settings) as daemon:
+        await publish_all(mqtt_url, _gateway_messages(1, 2, t0))
+        assert await wait_for_count(db, "SELECT count(*) FROM meter_readings", 1) == 1
+    # fleetd is down: the session (kept, 7 days of expiry) queues a gateway's and a device's.
+    queued_gateway = _gateway_messages(1, 2, t0 + timedelta(minutes=10))
+    _, device = meter_message("METER-00777", t0 + timedelta(minutes=20), 0.5, 230.0)
+    await publish_all(mqtt_url, [*queued_gateway, ("meters/METER-00777/telemetry", device)])
+    off = settings.model_copy(update={"mqtt_gateways": "off"})
+    with structlog.testing.capture_logs() as logs:
+        async with running(off) as daemon:
+            await wait_for_count(db, "SELECT count(*) FROM rejected_messages", 1)
+            assert await wait_for_count(db, "SELECT count(*) FROM meter_readings", 2) == 2
+            for _ in range(100):
+                if any(e["event"] == "gateway_filter_unsubscribed" for e in logs):
+                    break
+                await asyncio.sleep(0.1)
+            # Unsubscribed: the broker routes a gateway's message to no one now.
+            with pytest.raises(PublishError, match="no matching subscribers"):
+                await publish_all(mqtt_url, _gateway_messages(1, 2, t0 + timedelta(minutes=30)))
+            for _ in range(100):
+                if daemon.counters.acked == 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert daemon.counters.acked == 2  # the queued gateway message and the device's
+    (done,) = [e for e in logs if e["event"] == "gateway_filter_unsubscribed"]
+    assert done["filter"] == "gateways/+/telemetry"
+    assert await db.fetchval("SELECT count(*) FROM meter_readings") == 2
+    assert await db.fetchval("SELECT count(*) FROM vehicle_readings") == 1  # the first run's
+    rows = await db.fetch("SELECT topic, reason, payload FROM rejected_messages")
+    assert [(r["topic"], r["reason"], r["payload"]) for r in rows] == [
+        (queued_gateway[0][0], "gateways are off (FLEET_MQTT_GATEWAYS=off)", queued_gateway[0][1])
+    ]

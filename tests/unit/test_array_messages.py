@@ -84,9 +84,10 @@ class TestDecodeMany:
         assert [type(i) for i in out] == [Rejected, Rejected]
 
 
-def intake_of(batcher: Batcher, counters: Counters) -> Intake:
+def intake_of(batcher: Batcher, counters: Counters, *, gateways: bool = True) -> Intake:
     """An Intake into `batcher` that never pauses and takes any timestamp of ten years either
-    side of now (the tests' readings are fixed in time; intake judges them by the clock)."""
+    side of now (the tests' readings are fixed in time; intake judges them by the clock);
+    `gateways`: FLEET_MQTT_GATEWAYS."""
     return Intake(
         batcher,
         counters,
@@ -96,6 +97,7 @@ def intake_of(batcher: Batcher, counters: Counters) -> Intake:
         max_past=timedelta(days=3650),
         pause=lambda: None,
         in_flight=lambda: 0,
+        gateways=gateways,
     )
 
 

@@ -197,6 +197,30 @@ class TestGrants:
         assert isinstance(other[0], Rejected)
 
 
+def test_gateways_off_a_gateway_message_is_one_reject_acked_never_readings() -> None:
+    # A durable session subscribed with gateways on delivers what it queued after a restart
+    # with FLEET_MQTT_GATEWAYS=off: kept as a reject saying so, acked like any message.
+    batcher = Batcher(batch_max_rows=100, flush_interval_s=60)
+    counters = Counters()
+    intake = intake_of(batcher, counters, gateways=False)
+    payload = dumps([meter("M1"), vehicle("V1")])
+    intake.on_message("gateways/GW-1/telemetry", payload, 5, 1, 1)
+    intake.on_message("meters/M2/telemetry", dumps(meter("M2")), 6, 1, 1)
+    first, second = batcher.take().envelopes
+    assert (first.mid, first.last) == (5, True)  # acked once committed, as any message
+    reject, reading = first.item, second.item
+    assert reject == Rejected(
+        "gateways/GW-1/telemetry",
+        payload,
+        "gateways are off (FLEET_MQTT_GATEWAYS=off)",
+        "topic",
+        "gateways are off (FLEET_MQTT_GATEWAYS=off)",
+    )
+    assert isinstance(reading, MeterReading)
+    assert (counters.received, counters.valid, counters.rejected) == (2, 1, 1)
+    assert counters.rejected_by_field == {("gateways", "topic"): 1}
+
+
 def test_fleetctl_rejects_names_no_device_for_a_gateways_reject() -> None:
     assert _device_of("vehicles/V1/telemetry") == "V1"
     assert _device_of(TOPIC) is None  # a gateway's id is no device's

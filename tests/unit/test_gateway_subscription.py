@@ -98,6 +98,54 @@ async def test_gateways_off_asks_for_the_device_filters_only() -> None:
     assert gateway_subscribe() not in wire.transport.written
 
 
+CONNACK_SESSION = b"\x20\x02\x01\x00"  # session present
+
+
+def gateway_unsubscribe(*, v5: bool = False) -> bytes:
+    return packets.unsubscribe_packet(3, (GATEWAY,), v5=v5)
+
+
+async def test_gateways_off_unsubscribes_what_a_kept_session_subscribed_before() -> None:
+    # A durable session keeps the gateway filter an earlier run with gateways on subscribed to:
+    # off, fleetd drops it once the device filters are granted, on a resumed session only.
+    wire = Wire(gateways=False)
+    await wire.feed(CONNACK_SESSION)
+    assert gateway_unsubscribe() not in wire.transport.written
+    with structlog.testing.capture_logs() as logs:
+        await wire.feed(suback(1, 1, 1), b"\xb0\x02\x00\x03")
+    assert wire.transport.written.endswith(gateway_unsubscribe())
+    assert gateway_subscribe() not in wire.transport.written
+    (done,) = [e for e in logs if e["event"] == "gateway_filter_unsubscribed"]
+    assert done["filter"] == GATEWAY
+    assert not wire.transport.closed
+    # A new session holds no subscription: nothing to drop.
+    fresh = Wire(gateways=False)
+    await fresh.feed(CONNACK_OK, suback(1, 1, 1))
+    assert gateway_unsubscribe() not in fresh.transport.written
+    # Gateways on never unsubscribe.
+    on = Wire()
+    await on.feed(CONNACK_SESSION, suback(1, 1, 1))
+    assert gateway_unsubscribe() not in on.transport.written
+
+
+async def test_an_unsubscribe_refused_in_mqtt5_warns_and_ingest_goes_on() -> None:
+    wire = Wire(v5=True, gateways=False)
+    with structlog.testing.capture_logs() as logs:
+        await wire.feed(b"\x20\x03\x01\x00\x00", suback(1, 1, 1, v5=True))
+        assert wire.transport.written.endswith(gateway_unsubscribe(v5=True))
+        await wire.feed(
+            b"\xb0\x04\x00\x03\x00\x87",
+            packets.publish_packet("meters/M1/telemetry", b"{}", packet_id=7, v5=True),
+        )
+    (warning,) = [e for e in logs if e["event"] == "unsubscribe_refused"]
+    assert warning["log_level"] == "warning"
+    assert warning["reason"] == "not authorised (0x87)"
+    assert "rejects" in warning["effect"]
+    assert wire.delivered == [("meters/M1/telemetry", b"{}", 7, 1)]
+    assert wire.sub.connected
+    assert not wire.transport.closed
+
+
 def _reconnect(wire: Wire, generation: int) -> None:
     wire.conn = _Connection(wire.sub, generation, v5=False)
     wire.transport = FakeTransport()

@@ -60,6 +60,15 @@ def test_subscribe_v5_has_empty_properties_and_qos1_options() -> None:
     assert pkt == b"\x82\x0b\x00\x01\x00\x00\x05a/+/b\x01"
 
 
+def test_unsubscribe_has_no_options_and_v5_empty_properties() -> None:
+    assert packets.unsubscribe_packet(3, ("a/+/b",), v5=False) == b"\xa2\x09\x00\x03\x00\x05a/+/b"
+    assert (
+        packets.unsubscribe_packet(3, ("a/+/b",), v5=True) == b"\xa2\x0a\x00\x03\x00\x00\x05a/+/b"
+    )
+    assert packets.unsuback_reason(0x11) == "no subscription existed (0x11)"
+    assert packets.unsuback_reason(0x87) == "not authorised (0x87)"
+
+
 def test_puback() -> None:
     assert packets.puback_packet(0x1234) == b"\x40\x02\x12\x34"
 

@@ -8,7 +8,15 @@ import struct
 import pytest
 
 from fleetsvc.mqtt import packets
-from fleetsvc.mqtt.reader import Disconnect, PacketReader, PingResp, PubAck, Publish, SubAck
+from fleetsvc.mqtt.reader import (
+    Disconnect,
+    PacketReader,
+    PingResp,
+    PubAck,
+    Publish,
+    SubAck,
+    UnsubAck,
+)
 
 MIB = 1 << 20
 
@@ -90,6 +98,19 @@ GOOD = [
         pkt(0x90, b"\x00\x01" + props(b"\x1f\x00\x02ok") + b"\x01\x01"),
         SubAck(1, (1, 1), "ok"),  # its Reason String kept (the words of a refusal)
     ),
+    ("v3 UNSUBACK", False, b"\xb0\x02\x00\x03", UnsubAck(3)),
+    (
+        "v5 UNSUBACK",
+        True,
+        pkt(0xB0, b"\x00\x03" + props(b"\x1f\x00\x02no") + b"\x87"),
+        UnsubAck(3, (0x87,), "no"),
+    ),
+    (
+        "v5 UNSUBACK, no subscription existed",
+        True,
+        b"\xb0\x04\x00\x03\x00\x11",
+        UnsubAck(3, (0x11,)),
+    ),
     ("PINGRESP", False, b"\xd0\x00", PingResp()),
     ("v3 DISCONNECT", False, b"\xe0\x00", Disconnect(0)),
     (
@@ -129,7 +150,7 @@ BAD = [
     ("reserved type 0", False, b"\x00\x00", "reserved type 0"),
     ("CONNECT", False, b"\x10\x00", "unexpected CONNECT"),
     ("PUBACK", False, b"\x40\x02\x00\x01", "unexpected PUBACK"),
-    ("UNSUBACK", False, b"\xb0\x02\x00\x01", "unexpected UNSUBACK"),
+    ("SUBSCRIBE", False, b"\x82\x00", "unexpected SUBSCRIBE"),
     ("PINGREQ", False, b"\xc0\x00", "unexpected PINGREQ"),
     ("AUTH", True, b"\xf0\x00", "unexpected AUTH"),
     ("remaining length of 5 bytes", False, b"\x30\x80\x80\x80\x80\x01", "longer than 4 bytes"),
@@ -167,6 +188,14 @@ BAD = [
         True,
         publish("a/b", b"x", v5=True, properties=props(b"\x03\x00\x09ab")),
         "overruns",
+    ),
+    ("v3 UNSUBACK with codes", False, b"\xb0\x03\x00\x03\x00", "UNSUBACK of 3 bytes"),
+    ("v5 UNSUBACK without codes", True, b"\xb0\x03\x00\x03\x00", "UNSUBACK with reason codes"),
+    (
+        "v5 UNSUBACK, unknown code",
+        True,
+        b"\xb0\x04\x00\x03\x00\x01",
+        "UNSUBACK with reason codes .1,.",
     ),
     ("v5 CONNACK properties short", True, pkt(0x20, b"\x00\x00\x03\x13\x00"), "do not fill"),
     ("control packet over the size limit", False, b"\x20\xff\xff\xff\x7f", "maximum packet size"),
@@ -257,6 +286,7 @@ GOOD_FOR_A_PUBLISHER = [
 BAD_FOR_A_PUBLISHER = [
     ("a PUBLISH", False, publish("a/b", b"x"), "unexpected PUBLISH"),
     ("a SUBACK", False, b"\x90\x03\x00\x01\x01", "unexpected SUBACK"),
+    ("an UNSUBACK", False, b"\xb0\x02\x00\x01", "unexpected UNSUBACK"),
     ("v3 PUBACK with a reason code", False, b"\x40\x03\x00\x01\x00", "PUBACK of 3 bytes"),
     ("PUBACK without its packet id", True, b"\x40\x01\x00", "PUBACK of 1 bytes"),
     ("PUBACK for packet id 0", False, b"\x40\x02\x00\x00", "packet id 0"),

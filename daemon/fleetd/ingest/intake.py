@@ -20,6 +20,10 @@ from fleetdb.kinds import REGISTRY, DeviceKind
 
 log = structlog.get_logger("fleetd")
 
+# What a message on a gateway's topic gets while FLEET_MQTT_GATEWAYS=off: a durable session
+# subscribed to gateways/+/telemetry by an earlier run delivers what it queued.
+GATEWAYS_OFF = "gateways are off (FLEET_MQTT_GATEWAYS=off)"
+
 
 @dataclass
 class Counters:
@@ -60,7 +64,9 @@ class Intake:
         in_flight: Callable[[], int],
         gateway_grants: GatewayGrants | None = None,
         kinds: tuple[DeviceKind, ...] = REGISTRY,
+        gateways: bool = True,
     ) -> None:
+        """`gateways`: FLEET_MQTT_GATEWAYS; off, a gateway's message is one reject, acked."""
         self._batcher = batcher
         self._counters = counters
         self._max_buffered = max_buffered_rows
@@ -71,6 +77,7 @@ class Intake:
         self._in_flight = in_flight
         self._grants = gateway_grants
         self._kinds = kinds
+        self._gateways = gateways
         self._clock_mono = 0.0
         self._clock = datetime.now(UTC)
 
@@ -85,9 +92,12 @@ class Intake:
         future, past = self._max_future, self._max_past
         # A device's topic: one reading or an array of its own; a gateway's: several devices'.
         if is_gateway_topic(topic):
-            items = decode_gateway(
-                topic, payload, now, max_future=future, max_past=past, grants=self._grants
-            )
+            if self._gateways:
+                items = decode_gateway(
+                    topic, payload, now, max_future=future, max_past=past, grants=self._grants
+                )
+            else:
+                items = [Rejected(topic, payload, GATEWAYS_OFF, "topic", GATEWAYS_OFF)]
         else:
             items = decode_many(
                 topic, payload, now, max_future=future, max_past=past, kinds=self._kinds

@@ -39,6 +39,10 @@ GATEWAY_RETRY_S, so a fixed ACL takes effect without a reconnect. Some brokers c
 instead of answering (RabbitMQ before 3.13; aedes when its authorizer errs): a connection lost
 while only the gateway SUBACK was awaited, twice in a row, drops the gateway filter until fleetd
 restarts, so ingest of the device topics resumes instead of a reconnect loop.
+FLEET_MQTT_GATEWAYS=off asks for no gateway filter, and since a durable session keeps what an
+earlier run subscribed to, a connection resuming a session sends UNSUBSCRIBE for it once the
+device filters are granted (what the session had queued still arrives: fleetd.ingest.intake
+keeps it as a reject).
 
 Liveness (`liveness.py`): a PINGREQ every half keepalive; unanswered past its deadline the link
 is "silent" (`silent_s()`, which /healthz reports) and after 1.5 x keepalive without a packet it
@@ -74,7 +78,7 @@ from fleetd.mqtt.topics import (
 from fleetd.waiting import REFUSED_BACKOFF_MAX_S, Reminder, refused_backoff_s
 from fleetsvc.mqtt import packets
 from fleetsvc.mqtt.address import BrokerAddress
-from fleetsvc.mqtt.reader import Disconnect, PacketReader, Publish, SubAck
+from fleetsvc.mqtt.reader import Disconnect, PacketReader, Publish, SubAck, UnsubAck
 from fleetsvc.secrets import mask_url
 
 log = structlog.get_logger("fleetd.mqtt")
@@ -90,6 +94,7 @@ __all__ = [
 
 _SUBSCRIBE_ID = 1  # the device filters
 _GATEWAY_SUBSCRIBE_ID = 2  # the gateway filter, asked for once the device filters are granted
+_GATEWAY_UNSUBSCRIBE_ID = 3  # gateways off: the filter an earlier run's session may still hold
 # Connections in a row that the broker ended while only the gateway SUBACK was awaited, after
 # which the gateway filter is left out (one could be a node going down at that moment).
 GATEWAY_CLOSES_TO_DROP = 2
@@ -188,6 +193,7 @@ class _Connection(asyncio.Protocol):
         self.failed = False  # ended by a broker DISCONNECT, a protocol error or a refusal
         self.refused: BrokerRefusedError | None = None  # the SUBACK refused a device filter
         self.devices_subscribed = False  # the SUBACK granted the device filters
+        self.session_present = False  # the CONNACK resumed a session the broker kept
         self.gateway_pending = False  # the gateway filter's SUBSCRIBE sent, no SUBACK yet
         self.protocol_error = False  # ended by us: the broker sent what we cannot trust
         self.gateway_warned = False  # this connection's refusal of the gateway filter logged
@@ -271,6 +277,10 @@ class MqttSubscriber:
             device_filters, share_group=share_group, gateways=gateways
         )
         self.topic_filters = (*self.device_filters, *filter(None, [self.gateway_filter]))
+        # Gateways off: the filter an earlier run with them on left in the durable session.
+        self._stale_gateway_filter = (
+            None if gateways else subscription_filters(device_filters, share_group=share_group)[1]
+        )
         # Filters the broker refused (or closed the connection at), with its reason: what
         # fleet_mqtt_subscription_refused and /healthz show. Only the gateway filter can be here
         # while fleetd ingests; a refused device filter is a `refusal`.
@@ -786,6 +796,7 @@ class MqttSubscriber:
             if pkt.code == 0:
                 # Connected (and able to ack) from CONNACK on.
                 conn.connacked = time.monotonic()
+                conn.session_present = pkt.session_present
                 self.generation = conn.generation
                 self._set_connected(True)
             conn.connack.set_result(pkt)
@@ -810,6 +821,10 @@ class MqttSubscriber:
             conn.devices_subscribed = True
             self.subscribed.set()
             self._subscribe_gateway(conn)
+            self._unsubscribe_gateway(conn)
+        elif isinstance(pkt, UnsubAck):
+            if pkt.packet_id == _GATEWAY_UNSUBSCRIBE_ID:
+                self._gateway_unsuback(pkt)
         elif isinstance(pkt, Disconnect):
             if pkt.reason_code == packets.SESSION_TAKEN_OVER:
                 conn.taken_over = True
@@ -834,6 +849,38 @@ class MqttSubscriber:
         conn.gateway_pending = True
         conn.transport.write(
             packets.subscribe_packet(_GATEWAY_SUBSCRIBE_ID, (gateway,), v5=conn.v5)
+        )
+
+    def _unsubscribe_gateway(self, conn: _Connection) -> None:
+        """Gateways off and a resumed session: drop the gateway filter an earlier run with them
+        on subscribed to, else the broker keeps delivering gateway messages (each a reject)."""
+        stale = self._stale_gateway_filter
+        if stale is None or not conn.session_present or conn.transport is None:
+            return
+        conn.transport.write(
+            packets.unsubscribe_packet(_GATEWAY_UNSUBSCRIBE_ID, (stale,), v5=conn.v5)
+        )
+
+    def _gateway_unsuback(self, pkt: UnsubAck) -> None:
+        """The broker's answer to _unsubscribe_gateway: logged, nothing else depends on it (a
+        gateway message still delivered is a reject, fleetd.ingest.intake)."""
+        code = pkt.codes[0] if pkt.codes else 0
+        if code < 0x80:
+            log.info(
+                "gateway_filter_unsubscribed",
+                filter=self._stale_gateway_filter,
+                result=packets.unsuback_reason(code) if pkt.codes else "done",
+            )
+            return
+        reason = packets.unsuback_reason(code)
+        if pkt.reason_string:
+            reason += f": {pkt.reason_string}"
+        log.warning(
+            "unsubscribe_refused",
+            filter=self._stale_gateway_filter,
+            reason=reason,
+            effect="gateway messages the session still receives are kept as rejects "
+            "(FLEET_MQTT_GATEWAYS=off)",
         )
 
     async def _retry_gateway(self, conn: _Connection) -> None:

@@ -1,8 +1,8 @@
 """The MQTT 3.1.1 / 5.0 packets our clients send, encoded by hand.
 
-Only what fleet-telemetry uses: CONNECT, SUBSCRIBE, PUBLISH and PUBACK (both ways), PINGREQ,
-DISCONNECT. Pure functions over bytes, so they are unit-tested directly; `reader.py` frames and
-checks what the broker sends.
+Only what fleet-telemetry uses: CONNECT, SUBSCRIBE, UNSUBSCRIBE, PUBLISH and PUBACK (both
+ways), PINGREQ, DISCONNECT. Pure functions over bytes, so they are unit-tested directly;
+`reader.py` frames and checks what the broker sends.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
+UNSUBSCRIBE, UNSUBACK = 10, 11
 PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
 
 # MQTT 5 reason codes fleetd sends or acts on.
@@ -104,6 +105,30 @@ def subscribe_packet(packet_id: int, filters: tuple[str, ...], *, v5: bool, qos:
     for f in filters:
         body += mqtt_string(f) + bytes([qos])
     return _packet((SUBSCRIBE << 4) | 0x02, bytes(body))
+
+
+def unsubscribe_packet(packet_id: int, filters: tuple[str, ...], *, v5: bool) -> bytes:
+    """UNSUBSCRIBE from every filter (a durable session keeps what it subscribed before)."""
+    body = bytearray(_U16.pack(packet_id))
+    if v5:
+        body += b"\x00"  # no properties
+    for f in filters:
+        body += mqtt_string(f)
+    return _packet((UNSUBSCRIBE << 4) | 0x02, bytes(body))
+
+
+def unsuback_reason(code: int) -> str:
+    """Human text for an MQTT 5 UNSUBACK code (>= 0x80: refused), with the code itself."""
+    codes = {
+        0x00: "success",
+        0x11: "no subscription existed",
+        0x80: "unspecified error",
+        0x83: "implementation specific error",
+        0x87: "not authorised",
+        0x8F: "topic filter invalid",
+        0x91: "packet identifier in use",
+    }
+    return f"{codes.get(code, 'refused')} ({code:#04x})"
 
 
 def disconnect_packet(reason_code: int, *, v5: bool) -> bytes:

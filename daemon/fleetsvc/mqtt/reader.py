@@ -7,7 +7,8 @@ never receives are refused, and a packet larger than `max_packet_bytes` is never
 of these raises `ProtocolError` (and keeps raising it: the stream has lost its framing), which
 the client answers with DISCONNECT.
 
-Two roles. A subscriber (fleetd) receives CONNACK, SUBACK, PUBLISH, PINGRESP and DISCONNECT; a
+Two roles. A subscriber (fleetd) receives CONNACK, SUBACK, UNSUBACK, PUBLISH, PINGRESP and
+DISCONNECT; a
 publisher (alert delivery, the simulator) CONNACK, PUBACK, PINGRESP and DISCONNECT, and a
 PUBLISH is a protocol error for it (it subscribes to nothing).
 
@@ -32,6 +33,7 @@ from fleetsvc.mqtt.packets import (
     PUBACK,
     PUBLISH,
     SUBACK,
+    UNSUBACK,
     ConnAck,
     ProtocolError,
 )
@@ -58,7 +60,7 @@ _NAMES = (
 Role = Literal["subscriber", "publisher"]
 # The packets other than PUBLISH each role may receive.
 _CONTROL: dict[Role, frozenset[int]] = {
-    "subscriber": frozenset({CONNACK, SUBACK, PINGRESP, DISCONNECT}),
+    "subscriber": frozenset({CONNACK, SUBACK, UNSUBACK, PINGRESP, DISCONNECT}),
     "publisher": frozenset({CONNACK, PUBACK, PINGRESP, DISCONNECT}),
 }
 
@@ -102,6 +104,7 @@ _ALLOWED_PROPERTIES = {
         {0x11, 0x12, 0x13, 0x15, 0x16, 0x1A, 0x1C, 0x1F, 0x21, 0x22, *range(0x24, 0x2B)}
     ),
     SUBACK: frozenset({0x1F, 0x26}),
+    UNSUBACK: frozenset({0x1F, 0x26}),
     PUBACK: frozenset({0x1F, 0x26}),
     DISCONNECT: frozenset({0x11, 0x1C, 0x1F, 0x26}),
 }
@@ -111,6 +114,7 @@ _SUBACK_CODES_V3 = frozenset({0x00, 0x01, 0x02, 0x80})
 _SUBACK_CODES_V5 = frozenset(
     {0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2}
 )
+_UNSUBACK_CODES_V5 = frozenset({0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91})
 # MQTT 5 PUBACK reason codes (3.4.2.1); 0x10 "no matching subscribers" is a success.
 _PUBACK_CODES_V5 = frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99})
 _U16 = struct.Struct("!H")
@@ -143,6 +147,13 @@ class SubAck:
 
 
 @dataclass(frozen=True, slots=True)
+class UnsubAck:
+    packet_id: int
+    codes: tuple[int, ...] = ()  # MQTT 5: one per filter (>= 0x80 refused); none in 3.1.1
+    reason_string: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Disconnect:
     reason_code: int  # 0 in MQTT 3.1.1, where a broker should not send DISCONNECT at all
     reason_string: str | None = None
@@ -153,7 +164,7 @@ class PingResp:
     pass
 
 
-Packet = Publish | PubAck | ConnAck | SubAck | Disconnect | PingResp
+Packet = Publish | PubAck | ConnAck | SubAck | UnsubAck | Disconnect | PingResp
 
 
 class PacketReader:
@@ -253,6 +264,8 @@ class PacketReader:
             return self._connack(body)
         if kind == SUBACK:
             return self._suback(body)
+        if kind == UNSUBACK:
+            return self._unsuback(body)
         if kind == DISCONNECT:
             return self._disconnect(body)
         if body:
@@ -376,6 +389,19 @@ class PacketReader:
         if not codes or any(c not in allowed for c in codes):
             raise ProtocolError(f"SUBACK with return codes {codes}")
         return SubAck(packet_id, codes, reason)
+
+    def _unsuback(self, body: bytes) -> UnsubAck:
+        if len(body) < 2 or (not self.v5 and len(body) != 2):
+            raise ProtocolError(f"UNSUBACK of {len(body)} bytes")
+        packet_id = _U16.unpack_from(body, 0)[0]
+        if not self.v5:
+            return UnsubAck(packet_id)
+        props, p = _property_block(body, 2, len(body), UNSUBACK, fills=False)
+        value = props.get(_REASON_STRING)
+        codes = tuple(body[p:])
+        if not codes or any(c not in _UNSUBACK_CODES_V5 for c in codes):
+            raise ProtocolError(f"UNSUBACK with reason codes {codes}")
+        return UnsubAck(packet_id, codes, value if isinstance(value, str) else None)
 
     def _disconnect(self, body: bytes) -> Disconnect:
         if not self.v5 or not body:
