@@ -24,7 +24,8 @@ from fleetctl.analytics.window import Window
 from fleetd.maintenance import compact_days
 from fleetd.settings import Settings
 from fleetdb.cold import compact
-from fleetdb.cold.groups import LEGACY_GROUPS, choose_groups
+from fleetdb.cold import groups as groups_module
+from fleetdb.cold.groups import LEGACY_GROUPS, choose_groups, day_readings
 from fleetdb.connect import connect, connect_analytics
 from fleetdb.ingest.messages import MeterReading, VehicleReading
 from fleetdb.ingest.writer import write_batch
@@ -397,3 +398,33 @@ async def test_retention_drops_compacted_days(database_url: str) -> None:
             f"vehicle_cold_hours_p{D1:%Y%m%d}",
         ]
         assert await db.fetchval("SELECT count(*) FROM vehicle_cold WHERE day = $1", D2.date())
+
+
+async def test_a_day_whose_rollups_do_not_cover_it_is_sized_from_its_raw_readings(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Compaction sizes a day's groups from its hourly rollups. Where they miss hours (not
+    # complete that far yet) or the whole day (rollup retention dropped it), the raw history
+    # counts those hours: the day is not taken for empty and written in one group.
+    m = [
+        (MeterReading(f"M{d}", t, 0.5, 230.0), t)
+        for d in range(10)
+        for t in (D1 + k * 5 * MIN for k in range(288))
+    ]
+    async with _conn(database_url) as db:
+        await db.fetchval("SELECT fleet_ensure_day($1)", D1.date())
+        for lo in range(0, len(m), 700):
+            await write_batch(db, m[lo : lo + 700], [], [])
+        assert await day_readings(db, "meter", D1.date()) == 2880
+        await db.execute(
+            "DELETE FROM meter_hourly WHERE hour >= $1 AND hour < $2",
+            D1 + timedelta(hours=18),
+            D2,
+        )
+        assert await day_readings(db, "meter", D1.date()) == 2880
+        await db.execute("DELETE FROM meter_hourly WHERE hour >= $1 AND hour < $2", D1, D2)
+        assert await day_readings(db, "meter", D1.date()) == 2880
+        # At blocks of 10 readings, 2,880 a day are 12 an hour: 16 groups, not 1.
+        monkeypatch.setattr(groups_module, "READINGS_PER_BLOCK", 10)
+        assert await choose_groups(db, "meter", D1.date()) == 16
+        assert await day_readings(db, "vehicle", D1.date()) == 0  # nothing anywhere: empty

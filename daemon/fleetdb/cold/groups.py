@@ -8,6 +8,9 @@ hour decodes in ~1 ms; a fleet of 60 gets one block per hour, where a fixed 64 g
 blocks of one device: zlib learnt nothing from 60 readings, and the per-row costs of
 PostgreSQL (tuple, index entry, TOAST chunk) were paid 1,440 times a day instead of 24.
 
+The readings are counted from the hourly rollups, and from the raw history for the hours the
+rollups do not hold (day_readings).
+
 The count is recorded in fleet_cold_groups before the day's first block is written. A day
 without a row was compacted by the version before: LEGACY_GROUPS, as it was written.
 """
@@ -61,7 +64,7 @@ async def day_groups(
 async def choose_groups(conn: asyncpg.Connection, kind: KindRef, day: date) -> int:
     """The group count compaction writes `day` of `kind` with, recorded on first use: the one
     recorded; LEGACY_GROUPS when the version before left blocks or summaries of the day (a run
-    it did not finish); else from the day's readings in its hourly rollups."""
+    it did not finish); else from the day's readings (day_readings)."""
     lay = resolve(kind)
     recorded = await conn.fetchval(
         "SELECT groups FROM fleet_cold_groups WHERE kind = $1 AND day = $2", lay.name, day
@@ -79,16 +82,31 @@ async def choose_groups(conn: asyncpg.Connection, kind: KindRef, day: date) -> i
 
 
 async def day_readings(conn: asyncpg.Connection, kind: KindRef, day: date) -> int:
-    """Readings of `day` of `kind`, as its hourly rollups count them (exact, and ~100x fewer
-    rows to read than the raw history)."""
+    """Readings of `day` of `kind`: for the hours its hourly rollups hold, as they count them
+    (exact, and ~100x fewer rows to read than the raw history); for the hours they do not hold
+    (rollup retention dropped the day, or the rollups are not complete that far yet), counted
+    in the raw history, so such a day is not sized as empty (one group: one block an hour of
+    every device)."""
+    lay = resolve(kind)
     lo = day_start(day)
-    n = await conn.fetchval(
-        f"SELECT coalesce(sum(readings), 0) FROM {HOURLY.table(resolve(kind))}"
-        " WHERE hour >= $1 AND hour < $2",
+    rows = await conn.fetch(
+        f"SELECT hour, sum(readings) FROM {HOURLY.table(lay)}"
+        " WHERE hour >= $1 AND hour < $2 GROUP BY hour",
         lo,
         lo + DAY,
     )
-    return int(n)
+    counted = sum(int(r[1]) for r in rows)
+    if len(rows) == 24:
+        return counted
+    # One scan of the day's raw rows at most, a fraction of what writing its blocks reads.
+    raw = await conn.fetchval(
+        f"SELECT count(*) FROM {lay.history} WHERE ts >= $1 AND ts < $2"
+        " AND date_bin('1 hour', ts, $1) <> ALL($3::timestamptz[])",
+        lo,
+        lo + DAY,
+        [r[0] for r in rows],
+    )
+    return counted + int(raw)
 
 
 async def record(conn: asyncpg.Connection, kind: KindRef, day: date, groups: int) -> None:
