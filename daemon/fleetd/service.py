@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from fleetd.folding import FoldLoop
 from fleetd.ingest.batcher import Batcher
 from fleetd.ingest.flusher import Flusher
 from fleetd.ingest.flushing import FlushLoop
@@ -109,6 +110,12 @@ class Daemon:
             self.mqtt.topic_filters,
             lambda name: name in self.mqtt.refused_filters,  # read when scraped
         )
+        self.folding = FoldLoop(
+            settings.database_url,
+            kinds,
+            interval_s=settings.fold_interval_s,
+            grace=timedelta(seconds=settings.fold_grace_s),
+        )
         self._stopping = asyncio.Event()
         self._generation_seen = 0
         # Extra tasks (ops HTTP server, systemd notifier) run alongside the pipeline.
@@ -167,13 +174,14 @@ class Daemon:
                 upkeep = tg.create_task(
                     maintenance_loop(self.settings, self.flusher), name="maintenance"
                 )
+                folding = tg.create_task(self.folding.run(), name="fold")
                 summary = tg.create_task(
                     summary_loop(self.counters, self.waiting, interval_s=self.summary_interval_s),
                     name="summary",
                 )
                 await self._stopping.wait()
                 await self._shutdown(flush)
-                for task in (mqtt, upkeep, summary, *extra):
+                for task in (mqtt, upkeep, folding, summary, *extra):
                     task.cancel()
         finally:
             await self.flusher.close()

@@ -66,7 +66,10 @@ class Settings(ProgramSettings):
     retention_days: int | None = Field(default=None, ge=1)
     rollup_retention_days: int | None = Field(default=None, ge=1)
     reject_retention_days: int | None = Field(default=None, ge=1)
-    compact_after_days: CompactAfterDays = 2  # 0 leaves it to `fleetctl compact`
+    compact_after_days: CompactAfterDays = 2
+    # The rollup fold (fleetd.folding): how often, and how long after a bucket's end.
+    fold_interval_s: float = Field(default=60.0, ge=0.1, le=3600)
+    fold_grace_s: float = Field(default=120.0, ge=0, le=3600)  # 0 leaves it to `fleetctl compact`
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
 

@@ -152,3 +152,31 @@ def upsert_sql(
 def rollup_tables(kinds: tuple[DeviceKind, ...] = REGISTRY) -> tuple[str, ...]:
     """Every rollup table, kind by kind (meters then vehicles), finest level first."""
     return tuple(lv.table(k) for k in kinds for lv in LEVELS)
+
+
+def _combine(kind: DeviceKind) -> str:
+    """The aggregates of finer rollup rows, in the order of value_columns()."""
+    out = "sum(kwh_sum), sum(readings)::int"
+    if (s := kind.spread) is not None:
+        p = s.prefix
+        out += f", sum({p}_sum), min({p}_min), max({p}_max)"
+    if (e := kind.edges) is not None:
+        p = e.prefix
+        out += (
+            f", (array_agg({p}_first ORDER BY {p}_first_ts))[1], min({p}_first_ts),"
+            f" (array_agg({p}_last ORDER BY {p}_last_ts DESC))[1], max({p}_last_ts)"
+        )
+    return out
+
+
+def combine_sql(kind: Kind | DeviceKind, level: Level, finer: Level) -> str:
+    """INSERT ... SELECT of `level`'s rows for buckets [$1, $2) from `finer`'s rows, replacing
+    stored ones (the finer rows must cover those buckets completely)."""
+    k = kind if isinstance(kind, DeviceKind) else by_name(kind)
+    dev, col, values = k.device, finer.column, ", ".join(value_columns(k))
+    return f"""INSERT INTO {level.table(k)} AS r ({dev}, {level.column}, {values})
+    SELECT {dev}, {level.bucket(col)}, {_combine(k)}
+    FROM {finer.table(k)} WHERE {col} >= $1 AND {col} < $2
+    GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT ({dev}, {level.column}) DO UPDATE
+       SET {_replace(k)}"""

@@ -19,11 +19,12 @@ import io
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from fleetdb.fold import fold_until
 from fleetdb.partitions import PartitionCache
 from fleetdb.rollups import LEVELS, Kind, Level, ceil_to, floor_to, upsert_sql
 from fleetsim.errors import database_error
@@ -387,6 +388,11 @@ async def backfill_direct(
             conn_m.execute(CURRENT_METERS, last, end),
             conn_v.execute(CURRENT_VEHICLES, last, end),
         )
+        # The levels are built above for every bucket of the range; reports read a level only
+        # before its watermark (fleetdb.fold). Folding now moves the watermarks over whatever
+        # of the range lies after them (re-aggregating those buckets from the raw rows, with
+        # the same result), as fleetd would within a minute.
+        await fold_until(conn_m, datetime.now(UTC))
     finally:
         await conn_m.close()
         await conn_v.close()

@@ -34,7 +34,9 @@ from fleetctl.analytics.hourly import compacted_summaries, whole_hours
 from fleetctl.analytics.pieces import split
 from fleetctl.analytics.window import Window, iso
 from fleetdb.cold.layout import DAY, day_start
-from fleetdb.rollups import FOUR_HOURS, HOURLY, Kind, Level
+from fleetdb.fold import marks
+from fleetdb.kinds import by_name
+from fleetdb.rollups import LEVELS, Kind, Level
 
 _KINDS: tuple[Kind, ...] = ("meter", "vehicle")
 
@@ -47,17 +49,23 @@ class _Day:
     readings: int = 0
 
 
-def _sql(kind: Kind, level: Level) -> str:
-    col = level.column
+def _sql(kind: Kind, level: Level | None) -> str:
+    k = by_name(kind)
+    if level is None:  # raw readings after the 10-minute level's watermark
+        col, table, kwh, n = "ts", k.history, k.kwh, "count(*)"
+    else:
+        col, table, kwh, n = level.column, level.table(k), "kwh_sum", "sum(readings)"
     return f"""
 SELECT (date_trunc('day', {col}, 'UTC') AT TIME ZONE 'UTC')::date,
-       (sum(kwh_sum) * 1000000)::int8, sum(readings)::int8
-  FROM {level.table(kind)} WHERE {col} >= $1 AND {col} < $2 GROUP BY 1"""
+       (sum({kwh}) * 1000000)::int8, {n}::int8
+  FROM {table} WHERE {col} >= $1 AND {col} < $2 GROUP BY 1"""
 
 
 async def _open(db: DB, kind: Kind, start: datetime, end: datetime, out: dict[date, _Day]) -> None:
-    for piece in split(start, end, (HOURLY, FOUR_HOURS)):
-        assert piece.level is not None  # whole hours: no raw pieces
+    # Whole hours: 4-hour and hourly rollups, and only after the hourly level's watermark
+    # (fleetdb.fold) 10-minute rows and the newest raw readings.
+    folded = await marks(db)
+    for piece in split(start, end, LEVELS, folded):
         for day, kwh_u, n in await db.fetch(_sql(kind, piece.level), piece.start, piece.end):
             out[day].kwh_u += kwh_u
             out[day].readings += n

@@ -23,6 +23,7 @@ from fleetctl.analytics.pieces import Piece, open_ended, split
 from fleetctl.analytics.status import micro
 from fleetdb.cold.columns import Cols, combine, from_records
 from fleetdb.cold.stats import Stats
+from fleetdb.fold import marks
 from fleetdb.kinds import METER, VEHICLE, DeviceKind, by_name
 from fleetdb.rollups import HOURLY, Kind, Level
 
@@ -41,14 +42,16 @@ def _tables(kind: Kind) -> tuple[str, str, str, str]:
 
 
 # A segment [s, e) splits into: raw rows in [s, hs), rollup hours [hs, he), raw rows in [he, e),
-# where hs is s rounded up to the hour and he is e rounded down. When the segment lies inside one
-# hour, hs > he and the first raw range [s, min(hs, e)) covers it all.
+# where hs is s rounded up to the hour and he is e rounded down, but not past the hourly
+# level's watermark $7 (fleetdb.fold: later hours are not folded yet). When the segment lies
+# inside one hour (or after the watermark), hs > he and the raw ranges [s, min(hs, e)) and
+# [hs, e) cover it all.
 _SEGMENTS = """
 seg AS (
     SELECT k, dev, s, e,
            CASE WHEN s = date_trunc('hour', s, 'UTC') THEN s
                 ELSE date_trunc('hour', s, 'UTC') + interval '1 hour' END AS hs,
-           date_trunc('hour', e, 'UTC') AS he
+           least(date_trunc('hour', e, 'UTC'), $7::timestamptz) AS he
     FROM unnest($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS u(k, dev, s, e)
 )"""
 
@@ -140,9 +143,11 @@ class VehicleStats(NamedTuple):
     last_ts: datetime | None = None
 
 
-def _args(segments: list[Segment]) -> tuple[Any, ...]:
+async def _args(db: DB, segments: list[Segment]) -> tuple[Any, ...]:
     lo = min(s.start for s in segments)
     hi = max(s.end for s in segments)
+    # Read before the rollups: a watermark only moves on, and hours below it are final.
+    folded = await marks(db)
     return (
         [s.key for s in segments],
         [s.device for s in segments],
@@ -150,20 +155,21 @@ def _args(segments: list[Segment]) -> tuple[Any, ...]:
         [s.end for s in segments],
         lo,
         hi,
+        folded[HOURLY.name],
     )
 
 
 async def _open_energy(
     db: DB, kind: Kind, segments: list[Segment], *, by_hour: bool
 ) -> dict[Any, Energy]:
-    rows = await db.fetch(_energy_sql(kind, by_hour=by_hour), *_args(segments))
+    rows = await db.fetch(_energy_sql(kind, by_hour=by_hour), *await _args(db, segments))
     if by_hour:
         return {(r["k"], r["hour"]): Energy(r["kwh"] or Decimal(0), r["n"] or 0) for r in rows}
     return {r["k"]: Energy(r["kwh"] or Decimal(0), r["n"] or 0) for r in rows}
 
 
 async def _open_battery(db: DB, segments: list[Segment]) -> dict[int, Stats]:
-    rows = await db.fetch(_BATTERY_SQL, *_args(segments))
+    rows = await db.fetch(_BATTERY_SQL, *await _args(db, segments))
     return {r[0]: Stats(micro(r[1]), r[3], r[2], r[4], r[5], r[8], r[6], r[9], r[7]) for r in rows}
 
 
@@ -448,12 +454,15 @@ async def fleet_pieces(db: DB, kind: Kind, start: datetime, end: datetime) -> li
     before `end`, so the window is read as if it ran to the end of the current 4-hour block
     (no raw or 10-minute pieces at its end). The current tables hold each device's newest
     timestamp, so one look at them decides it; the caller must read this and the aggregates
-    in one snapshot (REPEATABLE READ), or a reading committed in between could count.
+    in one snapshot (REPEATABLE READ), or a reading committed in between could count. The
+    levels' watermarks are read in that snapshot too (fleetdb.fold): no piece of a level
+    reaches past its watermark.
     """
+    folded = await marks(db)
     stop = open_ended(end)
     if stop > end and await db.fetchval(_nothing_from(kind), end):
-        return split(start, stop)
-    return split(start, end)
+        return split(start, stop, folded=folded)
+    return split(start, end, folded=folded)
 
 
 def _piece_args(pieces: list[Piece]) -> list[datetime]:

@@ -14,12 +14,14 @@ import numpy.typing as npt
 
 from fleetctl.analytics import cold
 from fleetctl.analytics.energy import DB
+from fleetctl.analytics.pieces import split
 from fleetdb.cold import summary_store
 from fleetdb.cold.blocks import from_array_send
 from fleetdb.cold.layout import HOUR, day_start
 from fleetdb.cold.summary import Summary
+from fleetdb.fold import marks
 from fleetdb.kinds import by_name
-from fleetdb.rollups import HOURLY, Kind
+from fleetdb.rollups import HOURLY, TEN_MINUTES, Kind, Level
 
 Arr = npt.NDArray[Any]
 
@@ -34,12 +36,25 @@ class Hourly:
     n: Arr
 
 
-def _sql(kind: Kind) -> str:
-    dev = by_name(kind).device
-    return f"""
+def _sql(kind: Kind, level: Level | None = HOURLY) -> str:
+    k = by_name(kind)
+    dev = k.device
+    if level is HOURLY:
+        return f"""
 SELECT array_agg({dev}), array_send(array_agg(extract(epoch FROM hour)::int8)),
        array_send(array_agg((kwh_sum * 1000000)::int8)), array_send(array_agg(readings::int8))
   FROM {HOURLY.table(kind)} WHERE hour >= $1 AND hour < $2"""
+    # After the hourly level's watermark (fleetdb.fold): 10-minute rows, then raw readings,
+    # summed per hour.
+    if level is None:
+        col, table, kwh, n = "ts", k.history, k.kwh, "count(*)"
+    else:
+        col, table, kwh, n = level.column, level.table(k), "kwh_sum", "sum(readings)"
+    return f"""
+SELECT array_agg(d), array_send(array_agg(h)), array_send(array_agg(kwh)), array_send(array_agg(n))
+  FROM (SELECT {dev} AS d, extract(epoch FROM date_trunc('hour', {col}, 'UTC'))::int8 AS h,
+               (sum({kwh}) * 1000000)::int8 AS kwh, {n}::int8 AS n
+          FROM {table} WHERE {col} >= $1 AND {col} < $2 GROUP BY 1, 2) x"""
 
 
 def unix_s(t: datetime) -> int:
@@ -77,12 +92,15 @@ async def fleet_hourly(db: DB, kind: Kind, start: datetime, end: datetime) -> Ho
     lo, hi = whole_hours(start, end)
     parts: list[Hourly] = []
     if lo < hi:
+        # Read before the rollups: a watermark only moves on, and buckets below it are final.
+        folded = await marks(db)
         p = await cold.plan(db, kind, lo, hi)
         for is_cold, s, e in cold.runs(lo, hi, p.compacted):
             if is_cold:
                 parts += await _compacted(db, kind, s, e)
-            else:
-                [row] = await db.fetch(_sql(kind), s, e)
+                continue
+            for piece in split(s, e, (TEN_MINUTES, HOURLY), folded):
+                [row] = await db.fetch(_sql(kind, piece.level), piece.start, piece.end)
                 parts.append(
                     Hourly(list(row[0] or ()), *(from_array_send(row[i], "i8") for i in (1, 2, 3)))
                 )

@@ -7,7 +7,10 @@ no 10-minute bucket covers. A 24 h window from 08:13:30 reads raw [08:13:30, 08:
 next day, and then hours, 10-minute buckets and raw readings up to 08:13:30 again.
 
 Buckets hold exactly the readings whose timestamp falls in them, so the pieces sum to the
-same figures as the raw readings of the window, to the last digit.
+same figures as the raw readings of the window, to the last digit. A level is complete only
+before its watermark (fleetdb.fold): `folded` clamps each level's pieces there, and what lies
+after it is covered by the finer levels (the 10-minute level's watermark is a few minutes ago:
+only the newest minutes come from raw readings).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from fleetdb.fold import Marks
 from fleetdb.rollups import LEVELS, Level, ceil_to, floor_to
 
 
@@ -27,17 +31,26 @@ class Piece:
     end: datetime
 
 
-def split(start: datetime, end: datetime, levels: tuple[Level, ...] = LEVELS) -> list[Piece]:
-    """The pieces covering [start, end), in time order, none empty."""
+def split(
+    start: datetime, end: datetime, levels: tuple[Level, ...] = LEVELS, folded: Marks | None = None
+) -> list[Piece]:
+    """The pieces covering [start, end), in time order, none empty; with `folded` (the
+    levels' watermarks), no level's piece reaches past its watermark."""
     if start >= end:
         return []
     if not levels:
         return [Piece(None, start, end)]
     coarsest, finer = levels[-1], levels[:-1]
     lo, hi = ceil_to(start, coarsest.width), floor_to(end, coarsest.width)
+    if folded is not None:
+        hi = min(hi, floor_to(folded[coarsest.name], coarsest.width))
     if lo >= hi:
-        return split(start, end, finer)
-    return [*split(start, lo, finer), Piece(coarsest, lo, hi), *split(hi, end, finer)]
+        return split(start, end, finer, folded)
+    return [
+        *split(start, lo, finer, folded),
+        Piece(coarsest, lo, hi),
+        *split(hi, end, finer, folded),
+    ]
 
 
 def open_ended(end: datetime) -> datetime:

@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -34,8 +34,9 @@ from fleetdb.cold.groups import choose_groups, day_groups, group_of
 from fleetdb.cold.layout import DAY, HOUR, day_start, hour_start, latest_allowed
 from fleetdb.cold.stats import slice_stats
 from fleetdb.cold.summary import Summary
+from fleetdb.fold import fold, marks
 from fleetdb.kinds import REGISTRY, DeviceKind, KindRef, resolve
-from fleetdb.rollups import HOURLY, rollup_tables
+from fleetdb.rollups import HOURLY, LEVELS, rollup_tables
 
 Kinds = tuple[DeviceKind, ...]
 
@@ -210,6 +211,12 @@ async def run(
     progress = Progress()
     cb: ProgressFn = report or (lambda _p: None)
     try:
+        # A day's summaries come from its rollups: only a day whose every level is folded
+        # (fleetdb.fold) is complete in them. Folding first makes that every day before the
+        # last few minutes' 4-hour block, unless the fold fails (then it raises here).
+        await fold(conn, datetime.now(UTC), kinds=kinds)
+        folded = (await marks(conn))[LEVELS[-1].name]
+        before = min(before, folded.astimezone(UTC).date())
         days = await conn.fetch(
             """SELECT day FROM fleet_days WHERE day < $1 AND state <> 'compacted'
                UNION

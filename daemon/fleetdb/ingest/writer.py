@@ -1,5 +1,7 @@
 """One flush = one transaction of set-based SQL: history INSERT ... ON CONFLICT DO NOTHING whose
-RETURNING rows feed every rollup level (so only really-new rows are counted), an upsert of the
+RETURNING rows feed the rollup levels whose buckets they fall in are folded already (late
+readings: fleetdb.fold aggregates the others from history later; only really-new rows are
+counted either way), an upsert of the
 newest reading per device into the current tables (never moving back in time), and the rejects.
 Readings of days that are compacted or being compacted go to the late tables instead
 (fleetdb.cold.late), still exactly once. A reading whose key is stored with other values is
@@ -21,6 +23,8 @@ from typing import Any
 import asyncpg
 
 from fleetdb.cold.late import closed_days, stored_in_blocks
+from fleetdb.fold import LOCK_SHARED, Marks
+from fleetdb.fold import marks as read_marks
 from fleetdb.ingest.conflicts import Conflict, compare_with_block, find_stored
 from fleetdb.ingest.conflicts import store as store_conflicts
 from fleetdb.ingest.messages import Rejected
@@ -32,9 +36,13 @@ Kinds = tuple[DeviceKind, ...]
 Pair = tuple[Any, datetime]
 
 
-def _rolls(kind: DeviceKind) -> str:
-    # Every rollup level fed from the rows this statement really inserted (CTE `ins`).
-    return "".join(f",\nroll_{lv.name} AS (\n    {upsert_sql(kind, lv, 'ins')}\n)" for lv in LEVELS)
+def _rolls(kind: DeviceKind, first: int) -> str:
+    # Every rollup level fed from the rows this statement really inserted (CTE `ins`) whose
+    # bucket is folded already: level i's watermark is parameter $first+i.
+    return "".join(
+        f",\nroll_{lv.name} AS (\n    {upsert_sql(kind, lv, 'ins', where=f'WHERE ts < ${i}')}\n)"
+        for i, lv in enumerate(LEVELS, start=first)
+    )
 
 
 def _received(kind: DeviceKind, alias: str) -> list[str]:
@@ -62,9 +70,10 @@ def _aliases(kind: DeviceKind) -> str:
 # run on first use), so a batch without duplicates pays nothing for conflict detection. A
 # reading equal to one inserted by this statement is a plain duplicate and left out.
 @lru_cache(maxsize=32)
-def insert_sql(kind: DeviceKind) -> str:
-    """The history INSERT of `kind` with its rollups: $1 ids, $2 ts, then one array per value
-    column, then the receive times."""
+def insert_sql(kind: DeviceKind, *, rolled: bool = False) -> str:
+    """The history INSERT of `kind`: $1 ids, $2 ts, then one array per value column, then the
+    receive times; `rolled`: with the rollups of folded buckets, each level's watermark a
+    parameter after those (finest first)."""
     n = len(kind.columns)
     cols = ", ".join(kind.names)
     same = "".join(
@@ -80,7 +89,7 @@ WITH ins AS (
     ORDER BY u.d COLLATE "C", u.t, u.o
     ON CONFLICT DO NOTHING
     RETURNING {kind.device}, ts, {cols}
-){_rolls(kind)}
+){_rolls(kind, n + 4) if rolled else ""}
 SELECT count(*), CASE WHEN count(*) < cardinality($1::text[]) THEN (
     SELECT array_agg(o)
       FROM unnest($1::text[], $2::timestamptz[]{_arrays(kind, 3)})
@@ -291,12 +300,21 @@ async def _insert(
     kind: DeviceKind,
     pairs: Sequence[Pair],
     conflicts: list[Conflict],
+    folded: Marks,
     *,
     missed: set[int],
 ) -> int:
-    """One history INSERT; the readings it did not insert are checked for conflicts, and
-    their id() added to `missed`."""
-    row = await conn.fetchrow(insert_sql(kind), *_with_received(kind, pairs))
+    """One history INSERT (with the rollups of readings in folded buckets, when there are
+    any); the readings it did not insert are checked for conflicts, and their id() added to
+    `missed`."""
+    args = _with_received(kind, pairs)
+    # The finest level's watermark is the latest: a reading at or after it is in no folded
+    # bucket of any level (the hot path: no rollup statements at all).
+    if min(r.ts for r, _ in pairs) < folded[LEVELS[0].name]:
+        marks = [folded[lv.name] for lv in LEVELS]
+        row = await conn.fetchrow(insert_sql(kind, rolled=True), *args, *marks)
+    else:
+        row = await conn.fetchrow(insert_sql(kind), *args)
     inserted, not_inserted = (0, None) if row is None else (row[0], row[1])  # an aggregate
     if not_inserted:
         left_out = [pairs[i - 1] for i in not_inserted]
@@ -332,6 +350,10 @@ async def write(
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     old = {r.ts.date() for pairs in readings.values() for r, _ in pairs if r.ts < midnight}
     async with conn.transaction():
+        # Shared with other flushes, exclusive with a fold (fleetdb.fold); the watermarks are
+        # read by a statement after it, so a fold committed while waiting is seen.
+        await conn.execute(LOCK_SHARED)
+        folded = await read_marks(conn)
         closed = await closed_days(conn, old) if old else {}
         for kind, every in readings.items():
             pairs: Sequence[Pair] = every
@@ -341,7 +363,7 @@ async def write(
                 if late:
                     n += await _write_late(conn, kind, late, closed, conflicts, missed=missed)
             if pairs:
-                n += await _insert(conn, kind, pairs, conflicts, missed=missed)
+                n += await _insert(conn, kind, pairs, conflicts, folded, missed=missed)
             if every:
                 # Late readings too: the hot row may move forward (a device back after days).
                 await conn.execute(upsert_current_sql(kind), *columns(kind, _newest(kind, every)))

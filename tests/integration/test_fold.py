@@ -1,0 +1,171 @@
+"""Folding the rollup levels (fleetdb.fold, issue 27): ingest adds only readings of folded
+buckets to a level, the fold aggregates the others later; every reading counts once per level,
+a late reading after a fold included, and a fold killed half-way leaves nothing behind.
+Written as fleetd writes (a fleet_ingest login)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from fleetctl.analytics.energy import fleet_energy
+from fleetdb.connect import connect
+from fleetdb.fold import fold, marks
+from fleetdb.ingest.messages import MeterReading, VehicleReading
+from fleetdb.ingest.writer import write_batch
+from fleetdb.rollups import LEVELS
+from tests.conftest import assert_rollups_match_raw
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+async def ingest(ingest_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(ingest_url)
+    for d in {(NOW - timedelta(days=1)).date(), NOW.date(), (NOW + timedelta(days=1)).date()}:
+        await conn.execute("SELECT fleet_ensure_day($1)", d)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _set_marks(db: asyncpg.Connection, to: datetime) -> None:
+    """Every level's watermark at `to`'s bucket (as if folded there long ago)."""
+    for level in LEVELS:
+        await db.execute(
+            f"UPDATE fleet_rollup_folded SET folded_to = {level.bucket('$1::timestamptz')}"
+            " WHERE level = $2",
+            to,
+            level.name,
+        )
+
+
+def _readings(t0: datetime, n: int, kwh: float = 0.5) -> tuple[list[object], list[object]]:
+    meters = [
+        (MeterReading(f"M-{i % 3}", t0 + timedelta(minutes=i), kwh, 230.0), NOW) for i in range(n)
+    ]
+    vehicles = [
+        (
+            VehicleReading(
+                f"V-{i % 3}", t0 + timedelta(minutes=i), 40.0 + i % 7, kwh, 20.0 + i % 5
+            ),
+            NOW,
+        )
+        for i in range(n)
+    ]
+    return meters, vehicles
+
+
+async def _raw_kwh(db: asyncpg.Connection) -> Decimal:
+    return Decimal(
+        await db.fetchval("SELECT coalesce(sum(kwh_consumed_ac), 0) FROM meter_readings")
+    )
+
+
+async def _report_kwh(db: asyncpg.Connection, start: datetime, end: datetime) -> Decimal:
+    async with db.transaction(isolation="repeatable_read", readonly=True):
+        got = await fleet_energy(db, "meter", start, end)
+    return sum((Decimal(k).scaleb(-6) for k, _ in got.values()), Decimal(0))
+
+
+async def test_ingest_leaves_unfolded_buckets_to_the_fold_and_adds_late_readings_once(
+    db: asyncpg.Connection, ingest: asyncpg.Connection
+) -> None:
+    t0 = (NOW - timedelta(hours=5)).replace(minute=0, second=0)
+    await _set_marks(db, t0)
+    meters, vehicles = _readings(t0, 300)  # 5 h, after every watermark
+    r = await write_batch(ingest, meters, vehicles, [])
+    assert r.inserted == 600
+    for level in LEVELS:  # nothing folded yet: the hot path wrote no rollup row
+        assert await db.fetchval(f"SELECT count(*) FROM {level.table('meter')}") == 0
+    # Reports read the finer levels and raw readings after each watermark: exact already.
+    window = (t0 - timedelta(hours=1), NOW)
+    assert await _report_kwh(db, *window) == await _raw_kwh(db) == Decimal("150")
+
+    done = await fold(ingest, NOW, timedelta(minutes=2))
+    assert set(done.spans) == {"10min", "hourly", "4h"}
+    folded = await marks(db)
+    assert folded["10min"] > folded["hourly"] >= folded["4h"] >= t0
+    assert await _report_kwh(db, *window) == Decimal("150")
+
+    # Late readings into folded buckets: added at ingest, with a repeat that is a duplicate.
+    late_m, late_v = _readings(t0 + timedelta(seconds=30), 60, kwh=0.25)
+    r = await write_batch(ingest, late_m, late_v, [])
+    assert r.inserted == 120
+    r = await write_batch(ingest, late_m[:5], late_v[:5], [])
+    assert (r.inserted, r.duplicates) == (0, 10)
+    assert await _report_kwh(db, *window) == await _raw_kwh(db) == Decimal("165")
+    # Folding again (nothing due, then everything) counts nothing twice.
+    await fold(ingest, NOW, timedelta(minutes=2))
+    await assert_rollups_match_raw(db)
+    assert await _report_kwh(db, *window) == Decimal("165")
+
+
+async def test_a_fold_killed_half_way_leaves_nothing_and_the_next_one_is_exact(
+    db: asyncpg.Connection, ingest: asyncpg.Connection, ingest_url: str
+) -> None:
+    t0 = (NOW - timedelta(hours=3)).replace(minute=0, second=0)
+    await _set_marks(db, t0)
+    meters, vehicles = _readings(t0, 120)
+    await write_batch(ingest, meters, vehicles, [])
+    before = await marks(db)
+    # A vehicle row of the first folded bucket, inserted and not committed: the fold writes
+    # the meters' 10-minute rows, then waits on that key, and is killed (SIGKILL) there.
+    blocker = await connect(ingest_url)
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute(
+        "INSERT INTO vehicle_10min (vehicle_id, bucket, kwh_sum, readings, temp_sum, temp_min,"
+        " temp_max, soc_first, soc_first_ts, soc_last, soc_last_ts)"
+        " VALUES ('V-0', $1, 0, 1, 0, 0, 0, 0, $1, 0, $1)",
+        t0,
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fleetdb.fold",
+        env={**os.environ, "FLEET_DATABASE_URL": ingest_url},
+    )
+    try:
+        for _ in range(200):
+            waiting = await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fleetd-fold'"
+                " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO vehicle_10min%'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting, "the fold never reached the vehicles' 10-minute rows"
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    finally:
+        await tx.rollback()
+        await blocker.close()
+    # Its backend gives up once it finds the client gone: nothing of the fold committed.
+    for _ in range(200):
+        alive = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fleetd-fold'"
+        )
+        if not alive:
+            break
+        await asyncio.sleep(0.05)
+    assert await marks(db) == before
+    assert await db.fetchval("SELECT count(*) FROM meter_10min") == 0
+    window = (t0, NOW)
+    assert await _report_kwh(db, *window) == Decimal("60")
+
+    await fold(ingest, NOW, timedelta(minutes=2))
+    assert (await marks(db))["10min"] > before["10min"]
+    await assert_rollups_match_raw(db)
+    assert await _report_kwh(db, *window) == Decimal("60")
