@@ -6,6 +6,7 @@ the next round; a killed fold leaves nothing behind (reports read the finer leve
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -18,8 +19,15 @@ from fleetdb.kinds import DeviceKind
 log = structlog.get_logger("fleetd")
 
 
+# While fleetd drains a backlog, a fold would move the watermarks past the buckets the backlog
+# is still filling, and the rest of it would take the late path (an upsert per reading and
+# level: ~17 µs of PostgreSQL CPU instead of ~1.5): it waits, at most this many rounds.
+MAX_SKIPS = 10
+
+
 class FoldLoop:
-    """fold() now and every `interval_s` seconds, until cancelled."""
+    """fold() every `interval_s` seconds, until cancelled; a round is skipped while
+    `backlog()` says fleetd is draining one (at most MAX_SKIPS in a row)."""
 
     def __init__(
         self,
@@ -28,8 +36,10 @@ class FoldLoop:
         *,
         interval_s: float,
         grace: timedelta,
+        backlog: Callable[[], bool] = lambda: False,
     ) -> None:
         self.database_url = database_url
+        self.backlog = backlog
         self.kinds = kinds
         self.interval_s = interval_s
         self.grace = grace
@@ -47,9 +57,15 @@ class FoldLoop:
             log.debug("rollups_folded", **{k: hi.isoformat() for k, (_, hi) in done.spans.items()})
 
     async def run(self) -> None:
+        skipped = 0
         while True:
+            # First after a round's wait: a start-up after a stop usually begins with a backlog.
+            await asyncio.sleep(self.interval_s)
+            if self.backlog() and skipped < MAX_SKIPS:
+                skipped += 1
+                continue
+            skipped = 0
             try:
                 await self.once()
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("fold_failed", error=f"{exc.__class__.__name__}: {exc}")
-            await asyncio.sleep(self.interval_s)

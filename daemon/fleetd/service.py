@@ -115,6 +115,7 @@ class Daemon:
             kinds,
             interval_s=settings.fold_interval_s,
             grace=timedelta(seconds=settings.fold_grace_s),
+            backlog=lambda: len(self.batcher) >= settings.batch_max_rows,
         )
         self._stopping = asyncio.Event()
         self._generation_seen = 0

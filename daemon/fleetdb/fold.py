@@ -111,11 +111,14 @@ async def fold(
 
 
 async def fold_until(
-    conn: asyncpg.Connection, now: datetime, grace: timedelta = timedelta(minutes=2)
+    conn: asyncpg.Connection,
+    now: datetime,
+    grace: timedelta = timedelta(minutes=2),
+    kinds: tuple[DeviceKind, ...] = REGISTRY,
 ) -> dict[str, datetime]:
     """fold() until nothing is due (after a long stop: one MAX_SPAN per transaction); the
     watermarks reached."""
-    while (await fold(conn, now, grace)).spans:
+    while (await fold(conn, now, grace, kinds)).spans:
         pass
     return await marks(conn)
 

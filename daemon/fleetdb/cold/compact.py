@@ -34,7 +34,7 @@ from fleetdb.cold.groups import choose_groups, day_groups, group_of
 from fleetdb.cold.layout import DAY, HOUR, day_start, hour_start, latest_allowed
 from fleetdb.cold.stats import slice_stats
 from fleetdb.cold.summary import Summary
-from fleetdb.fold import fold, marks
+from fleetdb.fold import fold_until
 from fleetdb.kinds import REGISTRY, DeviceKind, KindRef, resolve
 from fleetdb.rollups import HOURLY, LEVELS, rollup_tables
 
@@ -212,11 +212,10 @@ async def run(
     cb: ProgressFn = report or (lambda _p: None)
     try:
         # A day's summaries come from its rollups: only a day whose every level is folded
-        # (fleetdb.fold) is complete in them. Folding first makes that every day before the
-        # last few minutes' 4-hour block, unless the fold fails (then it raises here).
-        await fold(conn, datetime.now(UTC), kinds=kinds)
-        folded = (await marks(conn))[LEVELS[-1].name]
-        before = min(before, folded.astimezone(UTC).date())
+        # (fleetdb.fold) is complete in them. Folded here up to `before`'s midnight only:
+        # folding up to now would move the watermarks past a backlog fleetd is draining.
+        reached = await fold_until(conn, day_start(before), timedelta(0), kinds)
+        before = min(before, reached[LEVELS[-1].name].astimezone(UTC).date())
         days = await conn.fetch(
             """SELECT day FROM fleet_days WHERE day < $1 AND state <> 'compacted'
                UNION

@@ -10,7 +10,7 @@ import asyncpg
 from fleetdb.connect import connect
 from fleetdb.migrate import migrate
 from fleetdb.partitions import PartitionCache
-from fleetdb.rollups import rollup_tables
+from fleetdb.rollups import LEVELS, floor_to, rollup_tables
 
 PG_SETTINGS = {"track_commit_timestamp": "on", "shared_buffers": "1GB"}
 
@@ -40,6 +40,23 @@ async def new_database(admin_url: str, name: str) -> str:
     finally:
         await conn.close()
     return url
+
+
+async def folded_before(url: str, start: datetime) -> None:
+    """Every rollup level's watermark (fleetdb.fold) at `start`'s bucket: a backlog queued
+    while fleetd was stopped holds readings after its last fold. (A fresh database's
+    watermarks are at its migration, after a backlog stamped before it: every reading would
+    take the late path.)"""
+    conn = await connect(url)
+    try:
+        for level in LEVELS:
+            await conn.execute(
+                "UPDATE fleet_rollup_folded SET folded_to = $2 WHERE level = $1",
+                level.name,
+                floor_to(start, level.width),
+            )
+    finally:
+        await conn.close()
 
 
 async def ensure_days(url: str, start: datetime, end: datetime) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_harness.rows import wait_for_rows
-from fleetsim.bench.databases import drain_rate, ensure_days, latency, new_database
+from fleetsim.bench.databases import drain_rate, ensure_days, folded_before, latency, new_database
 from fleetsim.bench.mqtt_sessions import create_session, drop_session
 from fleetsim.bench.pg_cpu import cluster_cpu_seconds, postmaster_pid, wait_rows_and_cpu
 from fleetsim.bench.printing import say
@@ -37,6 +37,7 @@ async def drain_stage(
     messages hold, when that is not one each (gateways' arrays)."""
     url = await new_database(admin_url, f"bench_{name}")
     await ensure_days(url, start, start + timedelta(days=3))
+    await folded_before(url, start)
     create_session(mqtt, name, v5=True)
     await publish(mqtt, messages)
     postmaster = postmaster_pid(pg_dir) if pg_dir is not None else None
