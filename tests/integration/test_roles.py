@@ -22,6 +22,7 @@ from fleetctl.analytics import fleet_report
 from fleetctl.analytics.window import Window
 from fleetd.settings import Settings
 from fleetdb.connect import connect, connect_analytics
+from fleetdb.fold import fold_until
 from fleetdb.ingest.messages import MeterReading, Rejected, VehicleReading
 from fleetdb.ingest.writer import write_batch
 from fleetdb.migrate import load_migrations
@@ -95,8 +96,11 @@ async def test_ingest_role_writes_a_batch_and_nothing_more(
     rejects = [(Rejected("meters/M-1/telemetry", b"{bad", "payload: x", "payload", "x"), now)]
     result = await write_batch(ingest, meters, vehicles, rejects)
     assert (result.meters_inserted, result.vehicles_inserted, result.rejects) == (3, 3, 1)
-    # Second batch in the same hour, newer readings: the rollup and current UPDATE paths,
-    # plus a redelivered duplicate and a redelivered reject.
+    # The ingest role folds the rollups (fleetd's fold task, fleetdb.fold) past that hour...
+    await fold_until(ingest, day + timedelta(hours=1), timedelta(0))
+    # ...so a second batch in the same hour, newer readings, takes the rollup UPDATE paths
+    # (readings of folded buckets) and the current one, plus a redelivered duplicate and a
+    # redelivered reject.
     later = [(MeterReading("M-1", day + timedelta(minutes=30), 0.75, 231.0), now)]
     vlater = [(VehicleReading("V-1", day + timedelta(minutes=30), 60.0, 2.0, 30.0), now)]
     result = await write_batch(ingest, later + meters[:1], vlater, rejects)
