@@ -70,3 +70,29 @@ def test_pieces_tile_the_window_on_their_own_bucket_boundaries() -> None:
             else:  # no whole 10-minute bucket inside the window
                 assert p.end - p.start < timedelta(minutes=20)
         assert sum(1 for p in pieces if p.level is None) <= 2
+
+
+def test_each_level_stops_at_its_watermark_and_finer_levels_cover_the_rest() -> None:
+    # Watermarks as fleetd's fold leaves them at 01 19:43 (fleetdb.fold): buckets before them
+    # are complete, later ones are read one level finer, down to raw readings.
+    folded = {
+        "10min": datetime(2026, 12, 1, 19, 40, tzinfo=UTC),
+        "hourly": datetime(2026, 12, 1, 19, tzinfo=UTC),
+        "4h": datetime(2026, 12, 1, 16, tzinfo=UTC),
+    }
+    end = T + timedelta(days=1)
+    got = [
+        (p.level.name if p.level else "raw", f"{p.start:%d %H:%M}", f"{p.end:%d %H:%M}")
+        for p in split(T, open_ended(end), folded=folded)
+    ]
+    assert got == [
+        ("raw", "30 19:42", "30 19:50"),
+        ("10min", "30 19:50", "30 20:00"),
+        ("4h", "30 20:00", "01 16:00"),
+        ("hourly", "01 16:00", "01 19:00"),
+        ("10min", "01 19:00", "01 19:40"),
+        ("raw", "01 19:40", "01 20:00"),
+    ]
+    # Far behind (a fold that has not run for days): every piece after it is raw.
+    behind = {name: datetime(2026, 11, 30, tzinfo=UTC) for name in folded}
+    assert [p.level for p in split(T, end, folded=behind)] == [None]
