@@ -17,12 +17,13 @@ import asyncpg
 import pytest
 
 from fleetctl.analytics.energy import fleet_energy
+from fleetd.settings import Settings
 from fleetdb.connect import connect
 from fleetdb.fold import fold, marks
 from fleetdb.ingest.messages import MeterReading, VehicleReading
 from fleetdb.ingest.writer import write_batch
 from fleetdb.rollups import LEVELS
-from tests.conftest import assert_rollups_match_raw
+from tests.conftest import assert_rollups_match_raw, running
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +170,22 @@ async def test_a_fold_killed_half_way_leaves_nothing_and_the_next_one_is_exact(
     assert (await marks(db))["10min"] > before["10min"]
     await assert_rollups_match_raw(db)
     assert await _report_kwh(db, *window) == Decimal("60")
+
+
+async def test_fleetd_folds_in_the_background_and_stops_with_its_task(
+    db: asyncpg.Connection, settings: Settings
+) -> None:
+    await _set_marks(db, NOW - timedelta(hours=2))
+    before = await marks(db)
+    quick = settings.model_copy(update={"fold_interval_s": 0.2, "fold_grace_s": 0.0})
+    async with running(quick) as daemon:
+        for _ in range(100):
+            if daemon.folding.folds:
+                break
+            await asyncio.sleep(0.1)
+        assert daemon.folding.folds >= 1
+    after = await marks(db)
+    assert after["10min"] > before["10min"]
+    assert after["hourly"] > before["hourly"]
+    assert after["4h"] >= before["4h"]
+    assert after["10min"] >= NOW.replace(minute=NOW.minute // 10 * 10, second=0)
