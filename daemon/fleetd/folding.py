@@ -45,8 +45,8 @@ class FoldLoop:
         self.grace = grace
         self.folds = 0  # committed folds that moved a watermark (tests, logs)
 
-    async def once(self) -> None:
-        """One fold on a connection of its own."""
+    async def once(self) -> bool:
+        """One fold on a connection of its own; whether more is due at once (catching up)."""
         conn = await connect(self.database_url, application_name="fleetd-fold")
         try:
             done = await fold(conn, datetime.now(UTC), self.grace, self.kinds)
@@ -55,6 +55,7 @@ class FoldLoop:
         if done.spans:
             self.folds += 1
             log.debug("rollups_folded", **{k: hi.isoformat() for k, (_, hi) in done.spans.items()})
+        return done.behind
 
     async def run(self) -> None:
         skipped = 0
@@ -66,6 +67,11 @@ class FoldLoop:
                 continue
             skipped = 0
             try:
-                await self.once()
+                # Catching up after a stop: one MAX_SPAN per transaction, flushes in between
+                # (a day's worth per round at most).
+                for _ in range(24):
+                    if not await self.once():
+                        break
+                    await asyncio.sleep(0.1)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("fold_failed", error=f"{exc.__class__.__name__}: {exc}")

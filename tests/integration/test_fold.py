@@ -19,7 +19,7 @@ import pytest
 from fleetctl.analytics.energy import fleet_energy
 from fleetd.settings import Settings
 from fleetdb.connect import connect
-from fleetdb.fold import fold, marks
+from fleetdb.fold import fold, fold_until, marks
 from fleetdb.ingest.messages import MeterReading, VehicleReading
 from fleetdb.ingest.writer import write_batch
 from fleetdb.rollups import LEVELS
@@ -94,10 +94,15 @@ async def test_ingest_leaves_unfolded_buckets_to_the_fold_and_adds_late_readings
     window = (t0 - timedelta(hours=1), NOW)
     assert await _report_kwh(db, *window) == await _raw_kwh(db) == Decimal("150")
 
+    # One hour per transaction (MAX_SPAN): the first fold is behind, reports exact meanwhile.
     done = await fold(ingest, NOW, timedelta(minutes=2))
-    assert set(done.spans) == {"10min", "hourly", "4h"}
-    folded = await marks(db)
+    assert done.behind
+    assert done.spans["10min"] == (t0, t0 + timedelta(hours=1))
+    assert await _report_kwh(db, *window) == Decimal("150")
+    folded = await fold_until(ingest, NOW, timedelta(minutes=2))
     assert folded["10min"] > folded["hourly"] >= folded["4h"] >= t0
+    assert folded["10min"] >= NOW - timedelta(minutes=12)
+    assert not (await fold(ingest, NOW, timedelta(minutes=2))).behind
     assert await _report_kwh(db, *window) == Decimal("150")
 
     # Late readings into folded buckets: added at ingest, with a repeat that is a duplicate.
@@ -178,14 +183,16 @@ async def test_fleetd_folds_in_the_background_and_stops_with_its_task(
     await _set_marks(db, NOW - timedelta(hours=2))
     before = await marks(db)
     quick = settings.model_copy(update={"fold_interval_s": 0.2, "fold_grace_s": 0.0})
+    caught_up = NOW.replace(minute=NOW.minute // 10 * 10, second=0)
     async with running(quick) as daemon:
+        # Two hours behind: caught up in transactions of an hour each (MAX_SPAN).
         for _ in range(100):
-            if daemon.folding.folds:
+            if (await marks(db))["10min"] >= caught_up:
                 break
             await asyncio.sleep(0.1)
-        assert daemon.folding.folds >= 1
+        assert daemon.folding.folds >= 2
     after = await marks(db)
     assert after["10min"] > before["10min"]
     assert after["hourly"] > before["hourly"]
     assert after["4h"] >= before["4h"]
-    assert after["10min"] >= NOW.replace(minute=NOW.minute // 10 * 10, second=0)
+    assert after["10min"] >= caught_up
