@@ -405,6 +405,46 @@ async def test_window_ending_now_reads_the_current_buckets_from_their_rollups(
                 assert rows[vid][key] == perf[key], (w, vid, key)
 
 
+async def test_window_ending_now_past_the_watermarks_ends_its_pieces_at_its_end(
+    db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Buckets not yet folded are read as raw readings: the open-ended tail stops at the
+    window's end (nothing is newer), so the SoC edge joins look at its last minute and hit."""
+    await depot(db)  # readings at T0 + 0..179 minutes (08:00-10:59)
+    now = Window(T0 + timedelta(minutes=10, seconds=30), T0 + timedelta(minutes=179, seconds=30))
+    for level, to in (("10min", T0 + timedelta(minutes=150)), ("hourly", T0 + 2 * H)):
+        await db.execute(
+            "UPDATE fleet_rollup_folded SET folded_to = $1 WHERE level = $2", to, level
+        )
+    await db.execute("UPDATE fleet_rollup_folded SET folded_to = $1 WHERE level = '4h'", T0)
+    async with db.transaction(isolation="repeatable_read", readonly=True):
+        shape = [
+            (p.level and p.level.name, p.start, p.end)
+            for p in await fleet_pieces(db, "vehicle", now.start, now.end)
+        ]
+    assert shape == [
+        (None, now.start, T0 + timedelta(minutes=20)),
+        ("10min", T0 + timedelta(minutes=20), T0 + H),
+        ("hourly", T0 + H, T0 + 2 * H),
+        ("10min", T0 + 2 * H, T0 + timedelta(minutes=150)),
+        (None, T0 + timedelta(minutes=150), now.end),
+    ]
+    chosen: list[bool] = []
+    soc_by_min = energy._soc_by_min
+
+    async def spy(*args: Any) -> bool:
+        chosen.append(await soc_by_min(*args))
+        return chosen[-1]
+
+    monkeypatch.setattr(energy, "_soc_by_min", spy)
+    rows = {r["vehicleId"]: r for r in (await fleet_report(db, now))["vehicles"]}
+    assert chosen == [False]  # the edge joins, not the dearer statement
+    for vid in ("V1", "V2", "V4", "V5", "V7", "V9"):
+        perf = await vehicle_performance(db, vid, now)
+        for key in ("totalAcKwh", "totalDcKwh", "soc", "batteryTemp", "readings", "status"):
+            assert rows[vid][key] == perf[key], (vid, key)
+
+
 async def _irregular_30h(db: asyncpg.Connection, linked: datetime) -> dict[str, list[datetime]]:
     """30 h of irregular readings across midnight from 07:57 on day 1, assigned from `linked`."""
     start = T0 - timedelta(minutes=3)  # 07:57 on day 1 to ~13:57 on day 2

@@ -461,8 +461,21 @@ async def fleet_pieces(db: DB, kind: Kind, start: datetime, end: datetime) -> li
     folded = await marks(db)
     stop = open_ended(end)
     if stop > end and await db.fetchval(_nothing_from(kind), end):
-        return split(start, stop, folded=folded)
+        return _up_to(split(start, stop, folded=folded), end)
     return split(start, end, folded=folded)
+
+
+def _up_to(pieces: list[Piece], end: datetime) -> list[Piece]:
+    """Open-ended pieces (nothing at or after `end`) without what lies wholly after `end`, and
+    raw readings cut at `end`: the same readings. Past the watermarks the window's tail is raw
+    readings up to the 4-hour block's end; its last interval, empty, was where the SoC edge
+    join looked for every vehicle's last reading (all missed: the dearer statement ran)."""
+    out = []
+    for p in pieces:
+        if p.start >= end:
+            break
+        out.append(Piece(None, p.start, end) if p.level is None and p.end > end else p)
+    return out
 
 
 def _piece_args(pieces: list[Piece]) -> list[datetime]:
