@@ -124,6 +124,7 @@ def _fake_daemon(*, flush_interval_ms: int = 200) -> SimpleNamespace:
             generation=1,
             silent_s=lambda now=None: None,  # the broker answers its pings
             silence_s=lambda now=None: 0.0,
+            refused_filters={},  # every filter granted
         ),
         batcher=FakeBatcher(),
         # The daemon's own counters: a counter added to the health check needs no edit here.
