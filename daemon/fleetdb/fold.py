@@ -95,7 +95,10 @@ async def fold(
     spans: dict[str, tuple[datetime, datetime]] = {}
     behind = False
     want = targets(now, grace)
-    async with conn.transaction():
+    # READ COMMITTED whatever the server's default says: each statement after the lock must
+    # see every flush that committed while the fold waited for it (under REPEATABLE READ the
+    # lock statement takes the snapshot, and those flushes' readings would be in no rollup).
+    async with conn.transaction(isolation="read_committed"):
         await conn.execute(LOCK_EXCLUSIVE)
         have = await marks(conn)  # a statement after the lock: sees every committed flush
         finer: datetime | None = None

@@ -19,7 +19,7 @@ import pytest
 from fleetctl.analytics.energy import fleet_energy
 from fleetd.settings import Settings
 from fleetdb.connect import connect
-from fleetdb.fold import fold, fold_until, marks
+from fleetdb.fold import LOCK_EXCLUSIVE, fold, fold_until, marks
 from fleetdb.ingest.messages import MeterReading, VehicleReading
 from fleetdb.ingest.writer import write_batch
 from fleetdb.rollups import LEVELS
@@ -78,6 +78,78 @@ async def _report_kwh(db: asyncpg.Connection, start: datetime, end: datetime) ->
     async with db.transaction(isolation="repeatable_read", readonly=True):
         got = await fleet_energy(db, "meter", start, end)
     return sum((Decimal(k).scaleb(-6) for k, _ in got.values()), Decimal(0))
+
+
+async def _repeatable_read_by_default(url: str, name: str) -> asyncpg.Connection:
+    """A login whose transactions default to REPEATABLE READ, as after `ALTER ROLE ... SET
+    default_transaction_isolation = 'repeatable read'` by an operator."""
+    conn = await connect(url, application_name=name)
+    await conn.execute("SET default_transaction_isolation = 'repeatable read'")
+    return conn
+
+
+async def _wait_for_fold_lock(db: asyncpg.Connection, name: str) -> None:
+    """Until the session `name` waits for the fold's advisory lock."""
+    for _ in range(200):
+        waiting = await db.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = $1",
+            name,
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} never waited for the fold lock")
+
+
+async def test_a_flush_waiting_for_a_fold_reads_its_watermarks_under_repeatable_read_default(
+    db: asyncpg.Connection, ingest: asyncpg.Connection, ingest_url: str
+) -> None:
+    # The flush's snapshot must come after the lock: a REPEATABLE READ default would take it
+    # at the lock statement, before the fold committed, and its readings of the buckets the
+    # fold just passed would be in no rollup.
+    t0 = (NOW - timedelta(hours=2)).replace(minute=0, second=0)
+    await _set_marks(db, t0)
+    await write_batch(ingest, *_readings(t0, 60), [])
+    flusher = await _repeatable_read_by_default(ingest_url, "tests-flush")
+    folder = await connect(ingest_url, application_name="tests-fold")
+    try:
+        async with folder.transaction():
+            await folder.execute(LOCK_EXCLUSIVE)
+            late = asyncio.create_task(
+                write_batch(flusher, *_readings(t0 + timedelta(seconds=30), 20, kwh=0.25), [])
+            )
+            await _wait_for_fold_lock(db, "tests-flush")
+            done = await fold(folder, NOW, timedelta(minutes=2))
+            assert done.spans["10min"][1] > t0 + timedelta(minutes=20)
+        assert (await late).inserted == 40
+    finally:
+        await flusher.close()
+        await folder.close()
+    await assert_rollups_match_raw(db)
+    assert await _report_kwh(db, t0, NOW) == await _raw_kwh(db) == Decimal("35")
+
+
+async def test_a_fold_waiting_for_a_flush_sees_its_readings_under_repeatable_read_default(
+    db: asyncpg.Connection, ingest: asyncpg.Connection, ingest_url: str
+) -> None:
+    # The fold's aggregate must see every flush committed while it waited for the lock; under
+    # a REPEATABLE READ default its snapshot would be the lock statement's.
+    t0 = (NOW - timedelta(hours=2)).replace(minute=0, second=0)
+    await _set_marks(db, t0)
+    folder = await _repeatable_read_by_default(ingest_url, "tests-fold")
+    try:
+        async with ingest.transaction():
+            # A flush in progress: shared lock held, its readings after every watermark.
+            r = await write_batch(ingest, *_readings(t0, 60), [])
+            assert r.inserted == 120
+            folding = asyncio.create_task(fold(folder, NOW, timedelta(minutes=2)))
+            await _wait_for_fold_lock(db, "tests-fold")
+        assert (await folding).spans["10min"] == (t0, t0 + timedelta(hours=1))
+    finally:
+        await folder.close()
+    await assert_rollups_match_raw(db)
+    assert await _report_kwh(db, t0, NOW) == await _raw_kwh(db) == Decimal("30")
 
 
 async def test_ingest_leaves_unfolded_buckets_to_the_fold_and_adds_late_readings_once(

@@ -57,7 +57,9 @@ async def _replay(
     partitions = PartitionCache()
     last_id = 0
     while True:
-        async with conn.transaction():
+        # READ COMMITTED as the writer's own transactions (fleetdb.ingest.writer.write), which
+        # run nested in this one: each write reads the rollup watermarks after its lock.
+        async with conn.transaction(isolation="read_committed"):
             rows = await conn.fetch(_PENDING_SQL, since, CHUNK, last_id)
             if not rows:
                 break

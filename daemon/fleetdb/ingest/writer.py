@@ -349,7 +349,11 @@ async def write(
     # Per reading on the hot path: one datetime comparison; date() only for the rare old ones.
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     old = {r.ts.date() for pairs in readings.values() for r, _ in pairs if r.ts < midnight}
-    async with conn.transaction():
+    # READ COMMITTED whatever the server's default_transaction_isolation says: under
+    # REPEATABLE READ the snapshot would be taken by the lock statement, before a fold that
+    # commits while it waits, and the watermarks read after it would be the old ones (readings
+    # between the old and the new watermark counted in no rollup).
+    async with conn.transaction(isolation="read_committed"):
         # Shared with other flushes, exclusive with a fold (fleetdb.fold); the watermarks are
         # read by a statement after it, so a fold committed while waiting is seen.
         await conn.execute(LOCK_SHARED)
