@@ -13,7 +13,7 @@ import asyncpg
 import structlog
 
 from fleetdb.connect import connect
-from fleetdb.fold import fold
+from fleetdb.fold import FoldRefusedError, fold
 from fleetdb.kinds import DeviceKind
 
 log = structlog.get_logger("fleetd")
@@ -73,5 +73,5 @@ class FoldLoop:
                     if not await self.once():
                         break
                     await asyncio.sleep(0.1)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (OSError, asyncpg.PostgresError, FoldRefusedError) as exc:
                 log.warning("fold_failed", error=f"{exc.__class__.__name__}: {exc}")

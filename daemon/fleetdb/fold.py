@@ -38,8 +38,15 @@ LOCK_EXCLUSIVE = f"SELECT pg_advisory_xact_lock({FOLD_LOCK})"
 MARKS = "SELECT level, folded_to FROM fleet_rollup_folded"
 _SET = "UPDATE fleet_rollup_folded SET folded_to = $2 WHERE level = $1"
 
+_HELD = "SELECT name FROM fleet_kinds"
+
 # Level name -> its watermark.
 Marks = Mapping[str, datetime]
+
+
+class FoldRefusedError(RuntimeError):
+    """The database holds a device kind the fold was not given: the watermarks are shared by
+    every kind, so moving them would leave that kind's buckets in no rollup."""
 
 
 async def marks(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, datetime]:
@@ -101,6 +108,13 @@ async def fold(
     async with conn.transaction(isolation="read_committed"):
         await conn.execute(LOCK_EXCLUSIVE)
         have = await marks(conn)  # a statement after the lock: sees every committed flush
+        missing = sorted({r[0] for r in await conn.fetch(_HELD)} - {k.name for k in kinds})
+        if missing:
+            raise FoldRefusedError(
+                f"the database holds device kinds this fold was not given ({', '.join(missing)}):"
+                " the watermarks are every kind's, so nothing is folded (reports stay exact,"
+                " reading the finer levels); fold with every kind fleet_kinds lists"
+            )
         finer: datetime | None = None
         for level in LEVELS:
             lo = have[level.name]
