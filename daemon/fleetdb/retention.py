@@ -86,6 +86,13 @@ async def drop_older_than(
     if days < 1:
         raise ValueError("retention must be at least 1 day")
     cutoff = (today or datetime.now(UTC).date()) - timedelta(days=days)
+    if set(parents) & set(history_tables(kinds)):
+        # Raw history only of days folded at every level (fleetdb.fold; the coarsest
+        # watermark is the earliest): after a watermark, the reports and the fold itself read
+        # the raw rows, so a day dropped before its fold would be gone from every report.
+        folded = await conn.fetchval("SELECT min(folded_to) FROM fleet_rollup_folded")
+        if folded is not None:
+            cutoff = min(cutoff, folded.astimezone(UTC).date())
     dropped = []
     for part in await list_partitions(conn, kinds):
         if part.parent not in parents or part.day >= cutoff:

@@ -22,6 +22,7 @@ from fleetdb.connect import connect
 from fleetdb.fold import LOCK_EXCLUSIVE, FoldRefusedError, fold, fold_until, marks
 from fleetdb.ingest.messages import MeterReading, VehicleReading
 from fleetdb.ingest.writer import write_batch
+from fleetdb.retention import drop_older_than
 from fleetdb.rollups import LEVELS
 from tests.conftest import assert_rollups_match_raw, running
 
@@ -167,6 +168,27 @@ async def test_a_fold_without_every_kind_the_database_holds_moves_no_watermark(
         await fold(ingest, NOW, timedelta(minutes=2))
     assert await marks(db) == before
     assert await _report_kwh(db, t0, NOW) == await _raw_kwh(db) == Decimal("30")
+
+
+async def test_retention_keeps_the_raw_history_of_days_not_folded_yet(
+    db: asyncpg.Connection, ingest: asyncpg.Connection
+) -> None:
+    # A fold stuck for days (failing, refused, fleetd stopped): after the watermarks the
+    # reports and the next fold read raw rows, which retention must not drop.
+    today = NOW.replace(hour=0, minute=0, second=0)
+    await _set_marks(db, today - timedelta(days=3))
+    old, recent = today - timedelta(days=5), today - timedelta(days=2)
+    for t in (old, recent):
+        await db.execute("SELECT fleet_ensure_day($1)", t.date())
+        await write_batch(ingest, *_readings(t, 10), [])
+    dropped = await drop_older_than(db, 1)
+    assert f"meter_readings_p{old:%Y%m%d}" in dropped
+    assert not any(f"{recent:%Y%m%d}" in name for name in dropped)
+    assert await _report_kwh(db, recent, NOW) == await _raw_kwh(db) == Decimal("5")
+    await fold_until(ingest, NOW)
+    await drop_older_than(db, 1)
+    assert await _raw_kwh(db) == 0
+    assert await _report_kwh(db, recent, NOW) == Decimal("5")  # from the rollups
 
 
 async def test_ingest_leaves_unfolded_buckets_to_the_fold_and_adds_late_readings_once(
