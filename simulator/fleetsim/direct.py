@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from fleetdb.fold import fold_until
+from fleetdb.fold import LOCK_SHARED, fold_until, marks
 from fleetdb.partitions import PartitionCache
 from fleetdb.rollups import LEVELS, Kind, Level, ceil_to, floor_to, upsert_sql
 from fleetsim.errors import database_error
@@ -54,9 +54,10 @@ def _rollup_sql(kind: Kind, level: Level) -> str:
 # The ingest order (backfill_direct(ingest_order=True)): each tick is committed on its own as
 # fleetd commits a flush, its history rows inserted in device order and every rollup level fed
 # from the rows inserted (fleetdb.ingest.writer's statement, from a staging table instead of
-# arrays), so rollup rows are created at their bucket's first tick and updated in place at each
-# later one, as live ingest leaves them. A COPY of each tick into the staging table is cheaper
-# than sending arrays.
+# arrays) where the level's bucket is folded already, so rollup rows of a range before the
+# watermarks are created at their bucket's first tick and updated in place at each later one,
+# as late readings leave them; after the watermarks, the fold at the end writes them. A COPY of
+# each tick into the staging table is cheaper than sending arrays.
 _STAGE = {"meter": "fleet_sim_tick_meters", "vehicle": "fleet_sim_tick_vehicles"}
 _RAW = {
     "meter": ("meter_readings", METER_COLUMNS),
@@ -65,11 +66,14 @@ _RAW = {
 
 
 def _ingest_sql(kind: Kind) -> str:
+    # As fleetdb.ingest.writer: a level is fed only the rows of buckets before its watermark
+    # ($1 finest first), the others are left to the fold.
     table, columns = _RAW[kind]
     cols = ", ".join(columns)
     returned = ", ".join(c for c in columns if c != "received_at")
     rolls = "".join(
-        f",\nroll_{lv.name} AS (\n    {upsert_sql(kind, lv, 'ins')}\n)" for lv in LEVELS
+        f",\nroll_{lv.name} AS (\n    {upsert_sql(kind, lv, 'ins', where=f'WHERE ts < ${i}')}\n)"
+        for i, lv in enumerate(LEVELS, start=1)
     )
     return f"""WITH ins AS (
     INSERT INTO {table} ({cols}) SELECT {cols} FROM {_STAGE[kind]} ORDER BY 1, 2
@@ -80,9 +84,14 @@ SELECT count(*) FROM ins"""
 
 async def _ingest_tick(conn: asyncpg.Connection, kind: Kind, text: bytes) -> None:
     """One tick of `kind` in one transaction, as one fleetd flush of all its devices."""
-    async with conn.transaction():
+    # Under the fold's lock (shared) with the watermarks read after it, as fleetd's flushes:
+    # a tick committed in the middle of a fold would otherwise be in no rollup of the buckets
+    # that fold passed, or have its rollup rows replaced by the fold's older aggregate.
+    async with conn.transaction(isolation="read_committed"):
+        await conn.execute(LOCK_SHARED)
+        folded = await marks(conn)
         await conn.copy_to_table(_STAGE[kind], source=io.BytesIO(text), columns=_RAW[kind][1])
-        await conn.execute(_ingest_sql(kind))
+        await conn.execute(_ingest_sql(kind), *(folded[lv.name] for lv in LEVELS))
 
 
 async def _ingest_day(

@@ -14,7 +14,8 @@ import pytest
 
 from fleet_harness.rows import COUNT_SQL
 from fleetd.settings import Settings
-from fleetdb.rollups import rollup_tables
+from fleetdb.fold import LOCK_EXCLUSIVE, fold, marks
+from fleetdb.rollups import LEVELS, rollup_tables
 from fleetsim.direct import backfill_direct
 from fleetsim.faults import FaultConfig, FaultInjector
 from fleetsim.model import Fleet, FleetConfig, kwh_text
@@ -167,3 +168,48 @@ async def test_backfill_direct_in_ingest_order_stores_the_same_rows_and_rollups(
         await db.fetchval(digest.format(t)) for t in ("meter_readings", "vehicle_readings")
     ] == (ingest)
     assert await db.fetch("SELECT vehicle_id, ts, soc FROM vehicle_current ORDER BY 1") == current
+
+
+async def test_backfill_direct_in_ingest_order_waits_for_a_fold_and_feeds_what_it_passed(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """Each tick takes the fold's lock (shared) and reads the watermarks after it, as fleetd's
+    flushes: a tick committed in the middle of a fold that passes its buckets would be in no
+    rollup of them."""
+    config = FleetConfig(meters=5, vehicles=5, seed=3)
+    end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    start = end - timedelta(minutes=5)
+    for level in LEVELS:  # the range after every watermark, as on a live database
+        await db.execute(
+            f"UPDATE fleet_rollup_folded SET folded_to = {level.bucket('$1::timestamptz')}"
+            " WHERE level = $2",
+            start - timedelta(hours=4),
+            level.name,
+        )
+    folder = await asyncpg.connect(database_url)
+    try:
+        async with folder.transaction():
+            await folder.execute(LOCK_EXCLUSIVE)
+            task = asyncio.create_task(
+                backfill_direct(database_url, config, start, end, ingest_order=True)
+            )
+            for _ in range(200):
+                waiting = await db.fetchval(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                    " WHERE l.locktype = 'advisory' AND NOT l.granted"
+                    " AND a.application_name = 'fleet-sim-direct'"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.05)
+            assert waiting, "the backfill's ticks never waited for the fold"
+            assert await db.fetchval("SELECT count(*) FROM meter_readings") == 0
+            # The fold passes the whole range (it holds nothing of it yet).
+            while (await fold(folder, end + timedelta(hours=4), timedelta(0))).spans:
+                pass
+            assert (await marks(folder))["10min"] > end
+        await task
+    finally:
+        await folder.close()
+    assert await db.fetchval("SELECT count(*) FROM meter_readings") > 0
+    await assert_rollups_match_raw(db)
