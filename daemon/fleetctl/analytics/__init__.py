@@ -9,6 +9,7 @@ every report's row; the choices they take are fleetctl.params (loaded without th
 
 from fleetctl.analytics.chargers import chargers
 from fleetctl.analytics.current import current
+from fleetctl.analytics.current_json import current_body
 from fleetctl.analytics.daily import fleet_daily
 from fleetctl.analytics.fleet import anomalies, fleet_report, fleet_summary
 from fleetctl.analytics.rejects import rejects
@@ -25,6 +26,7 @@ __all__ = [
     "anomalies",
     "chargers",
     "current",
+    "current_body",
     "fleet_daily",
     "fleet_report",
     "fleet_summary",

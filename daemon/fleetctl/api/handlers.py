@@ -27,6 +27,7 @@ from fleetctl.analytics import (
     anomalies,
     chargers,
     current,
+    current_body,
     fleet_daily,
     fleet_report,
     fleet_summary,
@@ -36,6 +37,7 @@ from fleetctl.analytics import (
 )
 from fleetctl.analytics.assignment_check import assignment_check
 from fleetctl.analytics.daily import DayCache
+from fleetctl.analytics.pages import Page
 from fleetctl.api import params as p
 from fleetctl.api import schemas as s
 from fleetctl.api.contract import Handler, Operation
@@ -337,6 +339,10 @@ class AnalyticsApi:
         kind = "all" if path is None else path.kind
         device = path.deviceId if isinstance(path, p.CurrentDevicePath) else None
         page = q.page() if isinstance(q, p.CurrentQuery) else None
+        if device is None and (page is None or page == Page()):
+            # A whole listing: PostgreSQL writes the devices' JSON, the same bytes (issue 27).
+            data = await current_body(await self.pool(), kind)
+            return web.Response(status=200, body=data, content_type="application/json")
         body = await current(await self.pool(), kind, device, page=page)
         return json_response(200, body)
 
