@@ -131,8 +131,10 @@ async def broker_windows(b: Bench) -> None:
 
 
 async def storage(b: Bench) -> None:
-    """Bytes per reading in fleetd's database after the drain, and of a compacted day by fleet
-    size (fleetsim.bench.cold_sizes)."""
+    """Bytes per reading after the drain, and of a compacted day by fleet size (cold_sizes).
+
+    The first line is the bench's progress line: fleetd's database after the drain, then
+    fleetsim.bench.cold_sizes."""
     b.results["storage"] = await storage_figures(db_url(b.pg.url, "bench_fleetd_bench"))
     b.results["coldSizes"] = await cold_size_stage(b.pg.url, quick=b.args.quick, say=say)
 
