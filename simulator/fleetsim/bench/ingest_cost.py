@@ -6,6 +6,8 @@ each checkout of `refs`, its fleetd, when given), each into a fresh database on 
 server. A ref that is a scratch checkout with one statement taken out of the writer shows
 what that statement costs PostgreSQL (docs/performance.md).
 Figures are medians over the rounds; the ratio is fleetd's readings/s over the baseline's.
+The rollups fleetd's drain leaves to its fold are costed once (fleetsim.bench.fold_cost) and
+added to its PostgreSQL CPU per reading against the issue's target (15 µs).
 
 On its own: python -m fleetsim.bench.ingest_cost [--n N] [--rounds R] [--ab-ref DIR ...]
 """
@@ -27,6 +29,7 @@ from fleet_harness import MosquittoServer, PostgresServer
 from fleetsim.bench.batched_baseline import drain_batched, process_cpu_seconds
 from fleetsim.bench.databases import PG_SETTINGS, drain_rate, ensure_days, new_database
 from fleetsim.bench.fleetd_runs import drain_stage
+from fleetsim.bench.fold_cost import fold_cost_stage
 from fleetsim.bench.mqtt_sessions import create_session, drop_session
 from fleetsim.bench.pg_cpu import cluster_cpu_seconds, postmaster_pid
 from fleetsim.bench.printing import ingest_cost_lines
@@ -96,6 +99,9 @@ async def ingest_cost_stage(
     medians = {
         side: {k: statistics.median(r[k] for r in rs) for k in FIGURES} for side, rs in runs.items()
     }
+    # A drain writes no rollups; fleetd folds them once their buckets close (fleetdb.fold).
+    folded = await fold_cost_stage(admin_url)
+    say(f"    fold, as fleetd folds: {folded['pgCpuUsPerReading']:.1f} µs PG per reading")
     return {
         "n": len(messages),
         "rounds": rounds,
@@ -103,6 +109,7 @@ async def ingest_cost_stage(
         "runs": runs,
         "medians": medians,
         "fleetdVsBaseline": medians["fleetd"]["perS"] / medians["baseline"]["perS"],
+        "fold": folded,
     }
 
 

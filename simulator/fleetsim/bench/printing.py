@@ -131,6 +131,16 @@ def ingest_cost_lines(c: dict[str, Any]) -> list[str]:
         )
     ratio = c["fleetdVsBaseline"]
     lines.append(f"{'    fleetd / batched baseline (readings/s)':<58}{ratio:>12.2f} x")
+    fold = c.get("fold")
+    if fold:
+        drain = c["medians"]["fleetd"]["pgCpuUsPerReading"]
+        total = drain + fold["pgCpuUsPerReading"]
+        lines += [
+            f"{'    + its fold, as fleetd folds closed buckets: PG CPU':<58}"
+            f"{fold['pgCpuUsPerReading']:>12.1f} µs",
+            f"{'    fleetd drain + fold, PG CPU / reading / target 15 µs':<58}"
+            f"{total:>9.1f} µs {total / 15:>5.2f} x",
+        ]
     return lines
 
 
