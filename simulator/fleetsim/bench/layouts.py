@@ -1,4 +1,4 @@
-"""Stage 7b: the fleet report on data laid out as fleetd writes it, against the COPY layout.
+"""Stage 8b: the fleet report on data laid out as fleetd writes it, against the COPY layout.
 
 The query stage's dataset is built by COPY, a day at a time, and its rollups bucket by bucket:
 every bucket's rows sit together. fleetd commits a flush at a time, and its rollup rows are

@@ -1,4 +1,4 @@
-"""Stage 7: query latency on a database of D days x 10,000 + 10,000 devices.
+"""Stage 8: query latency on a database of D days x 10,000 + 10,000 devices.
 
 The dataset is built once with `fleet-sim backfill --direct` (COPY, bypassing fleetd) into a
 PostgreSQL cluster kept under the cache directory, and reused by later runs. Windows are placed
