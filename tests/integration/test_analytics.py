@@ -25,6 +25,7 @@ from fleetctl.analytics import (
     vehicle_performance,
 )
 from fleetctl.analytics.energy import fleet_pieces
+from fleetctl.analytics.units import fleet_spans
 from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import AssignmentConflictError, InvalidRequestError, UnknownDeviceError
 from fleetdb.connect import connect_analytics, create_pool
@@ -536,6 +537,47 @@ async def test_fleet_report_from_before_the_first_readings_equals_raw_computatio
     for w in windows:
         rows = {r["vehicleId"]: r for r in (await fleet_report(db, w))["vehicles"]}
         await _assert_rows_equal_raw(db, w, shapes, rows)
+
+
+async def test_single_spans_on_common_bounds_equal_the_general_path(
+    db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet assigned inside the window, each vehicle alone on its meter: the 1:1 spans on
+    common bounds take the fleet-wide path (FleetSpans.single) and give the report the general
+    path gives segment by segment, including vehicles with readings before their span (the
+    general path for them), a vehicle without readings and a meter without readings."""
+    first = T0 - timedelta(minutes=3)
+    await _irregular_30h(db, first)  # L1-L3 on NL1-NL3, readings and assignments from `first`
+    later = T0 + 2 * H
+    for v, m in (("P1", "Q1"), ("P2", "Q2"), ("P3", "Q3"), ("P4", "Q4")):
+        await link(db, v, m, later)
+    t = minutes(600)
+    await load(
+        db,
+        charging("Q1", 1.0, t) + charging("Q2", 1.1, t) + charging("Q3", 0.7, t),
+        charging("P1", 0.9, t) + charging("P2", 0.95, t) + charging("P4", 0.5, t[120:300]),
+    )
+    windows = [
+        Window(first - timedelta(hours=3, minutes=17), first + timedelta(hours=20, minutes=43)),
+        Window(T0 - H, T0 + timedelta(hours=5, minutes=30)),
+        Window(T0 + H, T0 + timedelta(hours=4, minutes=7)),  # L1-L3 whole, P1-P4 from `later`
+    ]
+    for w in windows:
+        monkeypatch.setattr(unit_energy, "FLEET_SPAN_MIN", 1)
+        spans = await fleet_spans(db, w, common=1)
+        assert {v for pairs in spans.single.values() for v in pairs} >= {"P1", "P2", "P3", "P4"}
+        fast = await fleet_report(db, w)
+        monkeypatch.setattr(unit_energy, "FLEET_SPAN_MIN", 10**9)
+        general = await fleet_report(db, w)
+        for report in (fast, general):
+            del report["generatedAt"], report["dataAgeSeconds"]
+        assert fast == general, w
+        rows = {r["vehicleId"]: r for r in fast["vehicles"]}
+        assert rows["P1"]["meters"] == [
+            {"meterId": "Q1", "from": iso(later), "to": iso(w.end), "shared": False}
+        ]
+        assert rows["P3"]["readings"]["vehicle"] == 0
+        assert rows["P4"]["totalAcKwh"] == 0
 
 
 async def test_pooled_report_reads_one_snapshot(

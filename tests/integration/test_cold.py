@@ -19,7 +19,14 @@ import asyncpg
 import pytest
 
 from fleetctl.admin.assignments import assign
-from fleetctl.analytics import anomalies, current, fleet_report, vehicle_performance
+from fleetctl.analytics import (
+    anomalies,
+    current,
+    fleet_report,
+    unit_energy,
+    vehicle_performance,
+)
+from fleetctl.analytics.units import fleet_spans
 from fleetctl.analytics.window import Window
 from fleetd.maintenance import compact_days
 from fleetd.settings import Settings
@@ -196,6 +203,53 @@ async def test_reports_identical_after_compaction(
     again = await _compact(ingest_url, D3.date())
     assert again.days_done == []
     assert again.readings == 0
+
+
+async def test_a_fleet_assigned_inside_the_window_reports_alike_on_compacted_days(
+    database_url: str, analytics_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each vehicle alone on its meter, assigned when its data starts or 2 h later: windows
+    from before that take the 1:1 spans on common bounds by the fleet-wide path
+    (FleetSpans.single), but for vehicles with readings before their span. On compacted days
+    the vehicles' aggregates carry no first and last timestamps, so every span goes through
+    the general path: the same reports before and after compaction, and the same as the
+    general path's throughout."""
+    start = D1 + timedelta(hours=7, minutes=42, seconds=30)
+    cfg = FleetConfig(meters=6, vehicles=6, seed=5, sleep_vehicles=2)
+    await backfill_direct(database_url, cfg, start, D3 + timedelta(hours=6))
+    async with _conn(database_url) as db:  # half of them assigned 2 h after their first readings
+        moved = await db.execute(
+            """UPDATE vehicle_meter_assignments SET valid_from = valid_from + interval '2 hours'
+                WHERE vehicle_id IN (SELECT vehicle_id FROM vehicle_meter_assignments
+                                      ORDER BY vehicle_id LIMIT 3)"""
+        )
+        assert moved == "UPDATE 3"
+    windows = [
+        Window(start - timedelta(hours=6), start + timedelta(hours=18)),
+        Window(D1 + timedelta(hours=5), D1 + timedelta(hours=13, minutes=7)),
+        Window(start - timedelta(minutes=1), D3 + timedelta(hours=2, minutes=30)),
+    ]
+
+    async def both_paths() -> list[str]:
+        out = []
+        conn = await connect_analytics(analytics_url)
+        try:
+            for span_min in (1, 10**9):
+                monkeypatch.setattr(unit_energy, "FLEET_SPAN_MIN", span_min)
+                reports = [_stable(await fleet_report(conn, w)) for w in windows]
+                out.append(json.dumps(reports, sort_keys=True))
+            spans = await fleet_spans(conn, windows[0], common=1)
+            later = start + timedelta(hours=2)
+            assert [len(spans.single[t, windows[0].end]) for t in (start, later)] == [3, 3]
+        finally:
+            await conn.close()
+        return out
+
+    open_days = await both_paths()
+    assert open_days[0] == open_days[1]
+    done = await _compact(database_url, D3.date())
+    assert done.days_done == [D1.date(), D2.date()]
+    assert await both_paths() == open_days
 
 
 @asynccontextmanager

@@ -15,16 +15,35 @@ from typing import Any, cast
 
 import asyncpg
 
+from fleetctl.analytics import unit_energy
 from fleetctl.analytics.chargers import chargers
 from fleetctl.analytics.connections import same_snapshot
-from fleetctl.analytics.energy import DB, Energy, VehicleStats, fleet_meters, fleet_vehicles
+from fleetctl.analytics.energy import (
+    DB,
+    Energy,
+    VehicleStats,
+    fleet_energy,
+    fleet_meters,
+    fleet_vehicles,
+)
 from fleetctl.analytics.freshness import freshness
 from fleetctl.analytics.gcpause import paused_gc
 from fleetctl.analytics.pages import Key, Page, decode, fingerprint, page_of
-from fleetctl.analytics.rows import DEFAULT_INTERVAL_S, RowContext, VehicleFigures, build_row
+from fleetctl.analytics.rows import (
+    DEFAULT_INTERVAL_S,
+    RowContext,
+    VehicleFigures,
+    build_row,
+    expected_readings,
+)
 from fleetctl.analytics.status import STATUSES, min_ac_micro, verdict_micro
-from fleetctl.analytics.unit_energy import figures_of_units, span_energies, unit_energies
-from fleetctl.analytics.units import Unit, build_units, fleet_spans
+from fleetctl.analytics.unit_energy import (
+    SpanEnergies,
+    figures_of_units,
+    span_energies,
+    unit_energies,
+)
+from fleetctl.analytics.units import Span, Unit, build_units, fleet_spans
 from fleetctl.analytics.window import Window, iso
 from fleetctl.errors import InvalidRequestError
 from fleetctl.params import DEFAULT_MIN_AC_KWH, SORT_KEYS
@@ -78,20 +97,31 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
                 vehicles = tg.create_task(fleet_vehicles(conn, window.start, window.end, interval))
                 if other is conn:
                     await vehicles
-                spans = await fleet_spans(other, window)
-                # Everything but the 1:1 whole-window assignments: reassignments, partial spans
-                # and shared meters, through the general path (unit_energies).
+                spans = await fleet_spans(other, window, common=unit_energy.FLEET_SPAN_MIN)
+                # The meters of the 1:1 spans on common bounds (a fleet assigned inside the
+                # window): one fleet-wide aggregate per span, as span_energies reads for units.
+                ahead: SpanEnergies = {
+                    ("meter", s, e): await fleet_energy(other, "meter", s, e)
+                    for s, e in spans.single
+                }
+                # Everything but the 1:1 spans: reassignments, partial spans and shared
+                # meters, through the general path (unit_energies).
                 units = build_units(spans.rest)
                 meters: dict[str, tuple[int, int]] = {}
                 if spans.whole or any(_is_window(u, window) for u in units):
                     meters = await fleet_meters(other, window.start, window.end)
                 # The meter side of nearly every row while the vehicles are still aggregated.
                 whole = _whole_window_figures(spans.whole, meters, window, ctx)
-                # And the meters of the units on a common span (a fleet assigned inside the
-                # window), read ahead on this connection too.
-                ahead = await span_energies(other, "meter", units, window)
+                single = _single_span_figures(spans.single, ahead, interval_s)
+                # And the meters of the units on a common span, read ahead on this connection
+                # too.
+                ahead = await span_energies(other, "meter", units, window, ahead)
             own = vehicles.result()
         await conn.execute(_FLEET_PLAN.format("DEFAULT", "DEFAULT"))
+        # A 1:1 span's DC is the vehicle's over the window when the span holds the vehicle's
+        # first and last readings of it (or it has none); the others take the general path.
+        single_rows, late = _own_dc(single, own)
+        units += build_units(late)
         by_vehicle: dict[str, list[int]] = defaultdict(list)
         for i, u in enumerate(units):
             for v in u.vehicles:
@@ -107,6 +137,7 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
 
     rows: list[dict[str, Any]] = []
     ac_total = dc_total = 0
+    fast = set(spans.whole)
     with paused_gc():
         for figures in whole:
             stats = own.get(figures.vehicle_id)
@@ -115,7 +146,12 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
             ac_total += figures.ac_u
             dc_total += figures.dc_u
             rows.append(build_row(figures, ctx))
-        for v in (set(spans.known) | set(by_vehicle)) - spans.whole.keys():
+        for figures in single_rows:
+            fast.add(figures.vehicle_id)
+            ac_total += figures.ac_u
+            dc_total += figures.dc_u
+            rows.append(build_row(figures, ctx))
+        for v in (set(spans.known) | set(by_vehicle)) - fast:
             mine = by_vehicle.get(v, [])
             figures = figures_of_units(
                 v,
@@ -128,7 +164,7 @@ async def _fleet_rows(db: DB, window: Window, *, min_ac_kwh: float, interval_s: 
     for e in energies:
         ac_total += int(e.ac.scaleb(6))
         dc_total += int(e.dc.scaleb(6))
-    meters_count = len(spans.whole) + len({u.meter for u in units})
+    meters_count = len(fast) + len({u.meter for u in units})
     return _FleetRows(rows, ac_total, dc_total, meters_count, fresh)
 
 
@@ -164,6 +200,37 @@ def whole_window_figures(
     )
 
 
+def single_span_figures(
+    vehicle_id: str,
+    meter: str,
+    meter_ac: tuple[int, int],
+    own: VehicleStats | None,
+    *,
+    span: Window,
+    expected_meter: int,
+    stamps: tuple[str, str] | None = None,
+) -> VehicleFigures:
+    """The figures of a vehicle fed over `span` (inside the report's window) by one meter, the
+    only span of both in the window, from fleet-wide aggregates: the meter's over the span (Σ
+    AC in micro-kWh, readings) and the vehicle's own statistics over the window, whose DC is
+    the span's when the span holds all of the vehicle's readings of the window (the caller's
+    to check). `expected_meter`: expected_readings() of the span. Equal to figures_of_units()
+    for that one unit (tests/unit/test_fleet_rows.py)."""
+    start, end = stamps or (iso(span.start), iso(span.end))
+    ac_u, meter_readings = meter_ac
+    return VehicleFigures(
+        vehicle_id=vehicle_id,
+        meters=[{"meterId": meter, "from": start, "to": end, "shared": False}],
+        ac_u=ac_u,
+        dc_u=0 if own is None else own.dc_u,
+        meter_readings=meter_readings,
+        expected_meter=expected_meter,
+        assigned_s=span.seconds,
+        shared_with=[],
+        own=own,
+    )
+
+
 def _whole_window_figures(
     whole: dict[str, str], meters: dict[str, tuple[int, int]], window: Window, ctx: RowContext
 ) -> list[VehicleFigures]:
@@ -184,6 +251,62 @@ def _whole_window_figures(
             )
             for vehicle_id, meter in whole.items()
         ]
+
+
+# 1:1 spans on common bounds: (start, end, the figures of the vehicles fed over it).
+_Single = list[tuple[datetime, datetime, list[VehicleFigures]]]
+
+
+def _single_span_figures(
+    single: dict[tuple[datetime, datetime], dict[str, str]], ahead: SpanEnergies, interval_s: int
+) -> _Single:
+    """single_span_figures() of every 1:1 span on common bounds (FleetSpans.single), from the
+    meters' aggregates over each span (`ahead`), without the vehicles' own statistics yet
+    (_own_dc fills them in)."""
+    no_meter = (0, 0)
+    out: _Single = []
+    with paused_gc():
+        for (start, end), pairs in single.items():
+            span = Window(start, end)
+            meters = ahead["meter", start, end]
+            expected = expected_readings(span.seconds, interval_s)
+            stamps = (iso(start), iso(end))
+            figures = [
+                single_span_figures(
+                    vehicle_id,
+                    meter,
+                    meters.get(meter, no_meter),
+                    None,
+                    span=span,
+                    expected_meter=expected,
+                    stamps=stamps,
+                )
+                for vehicle_id, meter in pairs.items()
+            ]
+            out.append((start, end, figures))
+    return out
+
+
+def _own_dc(
+    single: _Single, own: dict[str, VehicleStats]
+) -> tuple[list[VehicleFigures], list[Span]]:
+    """(the figures of the 1:1 spans that hold their vehicle's first and last readings of the
+    window, or of a vehicle without any, their statistics and DC filled in; the spans of the
+    others, for the general path: readings before or after their span, or no timestamps, as
+    on compacted days)."""
+    done: list[VehicleFigures] = []
+    late: list[Span] = []
+    for start, end, figures in single:
+        for f in figures:
+            st = own.get(f.vehicle_id)
+            if st is not None:
+                first, last = st.first_ts, st.last_ts
+                if first is None or last is None or first < start or last >= end:
+                    late.append(Span(f.vehicle_id, f.meters[0]["meterId"], start, end))
+                    continue
+                f.own, f.dc_u = st, st.dc_u
+            done.append(f)
+    return done, late
 
 
 MAX_THRESHOLD = 1.5

@@ -118,18 +118,21 @@ def _common_spans(segments: list[Segment]) -> dict[tuple[datetime, datetime], li
     return groups
 
 
-async def span_energies(db: DB, kind: Kind, units: list[Unit], window: Window) -> SpanEnergies:
+async def span_energies(
+    db: DB, kind: Kind, units: list[Unit], window: Window, known: SpanEnergies | None = None
+) -> SpanEnergies:
     """The fleet-wide aggregates unit_energies would read for `kind`'s common spans (other than
     the whole window), read ahead: a fleet report reads the meters' while its second connection
-    is still aggregating the vehicles."""
+    is still aggregating the vehicles. `known`: aggregates already read (kept, not read again)."""
     if kind == "meter":
         counts = Counter((u.start, u.end) for u in units)
     else:
         counts = Counter((s.start, s.end) for u in units for s in u.spans)
-    out: SpanEnergies = {}
+    out: SpanEnergies = dict(known or {})
     for (start, end), n in counts.items():
-        if n >= FLEET_SPAN_MIN and (start, end) != (window.start, window.end):
-            out[kind, start, end] = await fleet_energy(db, kind, start, end)
+        key = (kind, start, end)
+        if n >= FLEET_SPAN_MIN and (start, end) != (window.start, window.end) and key not in out:
+            out[key] = await fleet_energy(db, kind, start, end)
     return out
 
 

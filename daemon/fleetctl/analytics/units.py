@@ -70,23 +70,36 @@ class FleetSpans:
     """The fleet's assignments in a window, split for the report."""
 
     whole: dict[str, str]  # vehicle -> meter, the only span of both, for the whole window
+    # (start, end) -> {vehicle -> meter}: spans other than the window, each the only span of
+    # its vehicle and of its meter, on bounds shared by at least `common` of them (fleet_spans)
+    single: dict[tuple[datetime, datetime], dict[str, str]]
     rest: list[Span]  # every other span (partial, reassigned, shared meters)
     known: list[str]  # vehicles with a current row
 
 
-async def fleet_spans(db: DB, window: Window) -> FleetSpans:
-    """Every span in the window, the 1:1 whole-window ones (nearly all) apart."""
+async def fleet_spans(db: DB, window: Window, *, common: int | None = None) -> FleetSpans:
+    """Every span in the window, the 1:1 whole-window ones (nearly all) apart, and with
+    `common`, the 1:1 spans on bounds shared by at least `common` of them (a fleet assigned
+    inside the window) apart too."""
     [(vehicles, meters, starts, ends, known)] = await db.fetch(
         _FLEET_SPANS, window.start, window.end
     )
     vehicles, meters = vehicles or [], meters or []
     per_vehicle, per_meter = Counter(vehicles), Counter(meters)
-    out = FleetSpans({}, [], known or [])
+    out = FleetSpans({}, {}, [], known or [])
+    single: dict[tuple[datetime, datetime], dict[str, str]] = defaultdict(dict)
     for v, m, s, e in zip(vehicles, meters, starts or [], ends or [], strict=True):
-        if s is None and per_vehicle[v] == 1 and per_meter[m] == 1:
+        if per_vehicle[v] != 1 or per_meter[m] != 1:
+            out.rest.append(Span(v, m, s or window.start, e or window.end))
+        elif s is None:
             out.whole[v] = m
         else:
-            out.rest.append(Span(v, m, s or window.start, e or window.end))
+            single[s, e][v] = m
+    for (s, e), pairs in single.items():
+        if common is not None and len(pairs) >= common:
+            out.single[s, e] = pairs
+        else:
+            out.rest += [Span(v, m, s, e) for v, m in pairs.items()]
     return out
 
 
