@@ -26,6 +26,7 @@ from fleetctl.analytics import (
     unit_energy,
     vehicle_performance,
 )
+from fleetctl.analytics.energy import fleet_vehicles
 from fleetctl.analytics.units import fleet_spans
 from fleetctl.analytics.window import Window
 from fleetd.maintenance import compact_days
@@ -211,8 +212,8 @@ async def test_a_fleet_assigned_inside_the_window_reports_alike_on_compacted_day
     """Each vehicle alone on its meter, assigned when its data starts or 2 h later: windows
     from before that take the 1:1 spans on common bounds by the fleet-wide path
     (FleetSpans.single), but for vehicles with readings before their span. On compacted days
-    the vehicles' aggregates carry no first and last timestamps, so every span goes through
-    the general path: the same reports before and after compaction, and the same as the
+    too: the vehicles' aggregates carry their first and last timestamps there as well (the
+    same as on open days). The same reports before and after compaction, and the same as the
     general path's throughout."""
     start = D1 + timedelta(hours=7, minutes=42, seconds=30)
     cfg = FleetConfig(meters=6, vehicles=6, seed=5, sleep_vehicles=2)
@@ -241,12 +242,18 @@ async def test_a_fleet_assigned_inside_the_window_reports_alike_on_compacted_day
             spans = await fleet_spans(conn, windows[0], common=1)
             later = start + timedelta(hours=2)
             assert [len(spans.single[t, windows[0].end]) for t in (start, later)] == [3, 3]
+            for w in windows:  # what decides between the 1:1 path and the general one
+                own = await fleet_vehicles(conn, w.start, w.end, timedelta(seconds=60))
+                out.append(
+                    repr(sorted((v, st.dc_u, st.first_ts, st.last_ts) for v, st in own.items()))
+                )
         finally:
             await conn.close()
         return out
 
     open_days = await both_paths()
     assert open_days[0] == open_days[1]
+    assert "None" not in "".join(open_days[2:])
     done = await _compact(database_url, D3.date())
     assert done.days_done == [D1.date(), D2.date()]
     assert await both_paths() == open_days

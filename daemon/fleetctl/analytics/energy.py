@@ -21,7 +21,7 @@ from fleetctl.analytics import cold
 from fleetctl.analytics.gcpause import paused_gc
 from fleetctl.analytics.pieces import Piece, open_ended, split
 from fleetctl.analytics.status import micro
-from fleetdb.cold.columns import Cols, combine, from_records
+from fleetdb.cold.columns import EPOCH, US, Cols, combine, from_records
 from fleetdb.cold.stats import Stats
 from fleetdb.fold import marks
 from fleetdb.kinds import METER, VEHICLE, DeviceKind, by_name
@@ -137,8 +137,8 @@ class VehicleStats(NamedTuple):
     temp_max: float
     soc_first: float
     soc_last: float
-    # The first and last reading's timestamps, where known (fleet_vehicles on open days): a
-    # sub-span of the window holding both holds every reading (unit_energies).
+    # The first and last reading's timestamps, where known (fleet_vehicles): a sub-span of
+    # the window holding both holds every reading (unit_energies, fleet's 1:1 spans).
     first_ts: datetime | None = None
     last_ts: datetime | None = None
 
@@ -572,5 +572,10 @@ async def fleet_vehicles(
     )
     with paused_gc():
         lists = [x.tolist() for x in columns if x is not None]
-        # Without the timestamps (unit_energies then reads partial spans itself).
+        # With the timestamps, as on open days: a 1:1 span holding both takes the vehicle's
+        # figures from here instead of the general path (a window from before the fleet's first
+        # readings, over compacted days).
+        for us in (both.first_us, both.last_us):
+            if us is not None:
+                lists.append([EPOCH + u * US for u in us.tolist()])
         return dict(zip(both.devices, starmap(VehicleStats, zip(*lists, strict=True)), strict=True))

@@ -292,8 +292,7 @@ def _own_dc(
 ) -> tuple[list[VehicleFigures], list[Span]]:
     """(the figures of the 1:1 spans that hold their vehicle's first and last readings of the
     window, or of a vehicle without any, their statistics and DC filled in; the spans of the
-    others, for the general path: readings before or after their span, or no timestamps, as
-    on compacted days)."""
+    others, for the general path: readings before or after their span, or no timestamps)."""
     done: list[VehicleFigures] = []
     late: list[Span] = []
     for start, end, figures in single:
