@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from fleetdb.fold import LOCK_SHARED, fold_until, marks
+from fleetdb.fold import LOCK_SHARED, fold, fold_until, marks
 from fleetdb.partitions import PartitionCache
 from fleetdb.rollups import LEVELS, Kind, Level, ceil_to, floor_to, upsert_sql
 from fleetsim.errors import database_error
@@ -98,9 +98,12 @@ async def _ingest_day(
     fleet: Fleet, lo: datetime, hi: datetime, conn_m: asyncpg.Connection, conn_v: asyncpg.Connection
 ) -> tuple[int, int]:
     """[lo, hi) tick by tick in the ingest order (see _ingest_sql); the next tick is generated
-    while this one is written."""
+    while this one is written. Each time a 10-minute bucket closes the levels are folded up to
+    it, as a running fleetd's FoldLoop does (on a database whose watermarks lie after the
+    range, as a fresh one's, that finds nothing to fold and the ticks feed the levels)."""
     n_m = n_v = 0
     ts = lo
+    finest = LEVELS[0].width
     while ts < hi:
         m_text, v_text = _tick_texts(fleet, ts)
         writes = []
@@ -112,6 +115,8 @@ async def _ingest_day(
             n_v += len(fleet.vehicle_ids)
         await asyncio.gather(*writes)
         ts += fleet.interval
+        if floor_to(ts, finest) > floor_to(ts - fleet.interval, finest):
+            await fold(conn_m, floor_to(ts, finest), timedelta(0))
     return n_m, n_v
 
 

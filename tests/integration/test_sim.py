@@ -170,6 +170,27 @@ async def test_backfill_direct_in_ingest_order_stores_the_same_rows_and_rollups(
     assert await db.fetch("SELECT vehicle_id, ts, soc FROM vehicle_current ORDER BY 1") == current
 
 
+async def test_backfill_direct_in_ingest_order_folds_as_buckets_close(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """With the watermarks at the range's start (a fleetd running since before it), the ticks
+    write history only and the levels are folded as each 10-minute bucket closes: every level
+    equals its raw rows, the watermarks past the range."""
+    config = FleetConfig(meters=8, vehicles=8, seed=5)
+    end = datetime(2026, 11, 3, 4, 42, 30, tzinfo=UTC)
+    start = end - timedelta(hours=1, minutes=10)
+    for level in LEVELS:
+        await db.execute(
+            f"UPDATE fleet_rollup_folded SET folded_to = {level.bucket('$1::timestamptz')}"
+            " WHERE level = $2",
+            start,
+            level.name,
+        )
+    await backfill_direct(database_url, config, start, end, ingest_order=True)
+    await assert_rollups_match_raw(db)
+    assert (await marks(db))["4h"] >= end
+
+
 async def test_backfill_direct_in_ingest_order_waits_for_a_fold_and_feeds_what_it_passed(
     database_url: str, db: asyncpg.Connection
 ) -> None:
