@@ -1,7 +1,7 @@
 """Load and hostile clients for HTTP servers, shared by the probe (`fleetsim.bench.http_probe`)
 and the bench's HTTP stage: keep-alive request rate (wrk when installed, else an asyncio
-client), connections that send a never-ending header while the server's memory is sampled,
-and malformed requests that RFC 9112 wants refused."""
+client), connections whose request head never ends (one endless header, or many large ones)
+while the server's memory is sampled, and malformed requests that RFC 9112 wants refused."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 TIMEOUT_S = 5.0
+LARGE_HEADERS = 60  # with Host, within a server's 64 headers
+LARGE_HEADER_BYTES = 8000  # each line, name and CRLF included: within 8,190 bytes a field
 
 
 def rss_mb(pid: int) -> float:
@@ -177,12 +179,12 @@ def rate(host: str, port: int, path: str, connections: int, seconds: float) -> R
     return asyncio.run(asyncio_rate(host, port, path, connections, seconds))
 
 
-# --- never-ending headers -------------------------------------------------------------------
+# --- request heads that never end ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Flood:
-    """A run of connections that each send one header forever."""
+    """A run of connections that each send a request head that never ends."""
 
     connections: int
     seconds: float
@@ -194,36 +196,39 @@ class Flood:
     refused: int
 
 
-async def endless_headers(
-    host: str, port: int, pid: int, connections: int, seconds: float, *, chunk_bytes: int = 16384
+async def _flood(
+    host: str,
+    port: int,
+    pid: int,
+    connections: int,
+    seconds: float,
+    *,
+    send: Callable[[asyncio.StreamReader, asyncio.StreamWriter, float], Awaitable[None]],
 ) -> Flood:
-    """`connections` workers, each opening a connection that sends a request line, a Host and
-    then one header value that never ends; when the server cuts it, the worker reconnects.
-    The server's RSS (process `pid`) is sampled every 100 ms; "after" is 2 s after the end."""
+    """`connections` workers, each opening a connection and running `send` on it until the
+    deadline (its third argument); when the server cuts it (an OSError, or `send` returning
+    before the deadline), the worker reconnects. The server's RSS (process `pid`) is sampled
+    every 100 ms; "after" is 2 s after the end."""
     before = rss_mb(pid)
     peak = before
     cut = refused = 0
     deadline = time.monotonic() + seconds
-    head = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nX-Never-Ends: ".encode()
-    filler = b"a" * chunk_bytes
 
     async def worker() -> None:
         nonlocal cut, refused
         while time.monotonic() < deadline:
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
             except (OSError, TimeoutError):
                 refused += 1
                 await asyncio.sleep(0.1)
                 continue
             try:
-                writer.write(head)
-                while time.monotonic() < deadline:
-                    writer.write(filler)
-                    await asyncio.wait_for(writer.drain(), max(0.1, deadline - time.monotonic()))
-                    await asyncio.sleep(0.01)
+                await send(reader, writer, deadline)
+                if time.monotonic() < deadline:
+                    cut += 1
             except TimeoutError:
-                pass  # the server stopped reading: the header stays unfinished, as intended
+                pass  # the server stopped reading: the head stays unfinished, as intended
             except OSError:
                 cut += 1
             finally:
@@ -239,6 +244,57 @@ async def endless_headers(
     await asyncio.sleep(2)
     peak = max(peak, rss_mb(pid))
     return Flood(connections, seconds, before, peak, rss_mb(pid), cut, refused)
+
+
+async def endless_headers(
+    host: str, port: int, pid: int, connections: int, seconds: float, *, chunk_bytes: int = 16384
+) -> Flood:
+    """`connections` workers, each sending a request line, a Host and then one header value
+    that never ends, reconnecting when cut; the server's RSS sampled meanwhile."""
+    head = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nX-Never-Ends: ".encode()
+    filler = b"a" * chunk_bytes
+
+    async def send(_: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: float) -> None:
+        writer.write(head)
+        while time.monotonic() < deadline:
+            writer.write(filler)
+            await asyncio.wait_for(writer.drain(), max(0.1, deadline - time.monotonic()))
+            await asyncio.sleep(0.01)
+
+    return await _flood(host, port, pid, connections, seconds, send=send)
+
+
+async def large_headers(
+    host: str,
+    port: int,
+    pid: int,
+    connections: int,
+    seconds: float,
+    *,
+    headers: int = LARGE_HEADERS,
+    header_bytes: int = LARGE_HEADER_BYTES,
+) -> Flood:
+    """`connections` workers, each sending a request line, a Host and `headers` whole header
+    lines of `header_bytes` each (every one within a per-field limit of 8,190 bytes, the lot
+    within a count of 64), then stalling without the blank line that ends the head; when the
+    server answers or cuts it, the worker reconnects. The server's RSS sampled meanwhile."""
+    lines = [
+        b"X-Large-%02d: %s\r\n" % (i, b"a" * (header_bytes - len(b"X-Large-00: \r\n")))
+        for i in range(headers)
+    ]
+    head = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n".encode()
+
+    async def send(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, deadline: float
+    ) -> None:
+        writer.write(head)
+        for line in lines:  # one line at a time: the client holds little of 3,000 heads
+            writer.write(line)
+            await asyncio.wait_for(writer.drain(), max(0.1, deadline - time.monotonic()))
+        # the head stays unfinished: wait for the server's answer or cut, or the deadline
+        await asyncio.wait_for(reader.read(), max(0.1, deadline - time.monotonic()))
+
+    return await _flood(host, port, pid, connections, seconds, send=send)
 
 
 # --- RFC 9112 requests a server must refuse -----------------------------------------------------

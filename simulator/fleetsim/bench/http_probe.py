@@ -2,7 +2,8 @@
 `python -m fleetsim.bench.http_probe [--connections 2000] [--seconds 10] [KIND ...]`.
 
 Per server: malformed requests (what each is answered), `wrk -c N` on /healthz, then N
-connections sending never-ending headers with the server's RSS before, at peak and after.
+connections sending never-ending headers with the server's RSS before, at peak and after,
+then N connections each sending 60 headers of 8,000 bytes and never ending the head, likewise.
 KIND is one of fleetsim.bench.http_servers.KINDS ("fleetsvc" is ours, fleetsvc.web)."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from fleet_harness import free_port
 from fleetsim.bench.http_load import (
     endless_headers,
+    large_headers,
     malformed_statuses,
     rate,
     server_process,
@@ -34,6 +36,9 @@ def probe(argv: list[str], port: int, connections: int, seconds: float) -> dict[
     with server_process(argv, port) as proc:
         flood = endless_headers("127.0.0.1", port, proc.pid, connections, seconds)
         out["flood"] = asdict(asyncio.run(flood))
+    with server_process(argv, port) as proc:
+        heads = large_headers("127.0.0.1", port, proc.pid, connections, seconds)
+        out["largeHeadersFlood"] = asdict(asyncio.run(heads))
     return out
 
 

@@ -7,6 +7,8 @@ trivial app, in the same run on the same machine.
    uvicorn answers a constant; uvicorn on its default event loop as installed).
 2. 3,000 connections sending never-ending headers at ours: its peak RSS against the
    MemoryMax of its systemd unit (config/fleet-api.service).
+3. 3,000 connections each sending 60 whole headers of 8,000 bytes (each within the per-field
+   limit) and never the end of the head, at a fresh server of ours: its peak RSS likewise.
 
 Alone, on a throwaway PostgreSQL: `python -m fleetsim.bench.http_stage [--quick]`.
 """
@@ -29,8 +31,11 @@ from typing import Any
 from fleet_harness import PostgresServer, free_port
 from fleetsim.bench.databases import PG_SETTINGS, new_database
 from fleetsim.bench.http_load import (
+    LARGE_HEADER_BYTES,
+    LARGE_HEADERS,
     cpu_s,
     endless_headers,
+    large_headers,
     rate,
     server_process,
     trivial_server_argv,
@@ -95,6 +100,9 @@ async def http_stage(
     flood_port = free_port()
     with server_process(_serve_argv(), flood_port, _serve_env(database_url, flood_port)) as proc:
         flood = await endless_headers("127.0.0.1", flood_port, proc.pid, FLOOD_CONNECTIONS, seconds)
+    heads_port = free_port()
+    with server_process(_serve_argv(), heads_port, _serve_env(database_url, heads_port)) as proc:
+        heads = await large_headers("127.0.0.1", heads_port, proc.pid, FLOOD_CONNECTIONS, seconds)
     limit = memory_max_mb()
     return {
         "clients": CLIENTS,
@@ -115,13 +123,16 @@ async def http_stage(
         "flood": asdict(flood),
         "memoryMaxMb": limit,
         "floodPeakOfMemoryMax": flood.rss_peak_mb / limit,
+        "largeHeadersFlood": asdict(heads)
+        | {"headers": LARGE_HEADERS, "bytes": LARGE_HEADER_BYTES},
+        "largeHeadersPeakOfMemoryMax": heads.rss_peak_mb / limit,
     }
 
 
 def table_lines(h: dict[str, Any]) -> list[str]:
     """The stage's lines in the bench table."""
     f = h["flood"]
-    return [
+    lines = [
         f"11 HTTP /healthz, {h['clients']:,} keep-alive clients ({h['tool']}):",
         f"{'    fleetctl serve / uvicorn trivial app (httptools, ' + h['uvicornLoop'] + ')':<58}"
         f"{h['oursPerS']:>7,.0f} / {h['uvicornPerS']:,.0f} /s = {h['ratio']:.2f} x",
@@ -132,6 +143,14 @@ def table_lines(h: dict[str, Any]) -> list[str]:
         f"{'    ' + format(f['connections'], ',') + ' endless-header connections: RSS peak':<58}"
         f"{f['rss_peak_mb']:>7.0f} MB of {h['memoryMaxMb']:.0f} (MemoryMax)",
     ]
+    g = h.get("largeHeadersFlood")  # results from before it was measured have none
+    if g is not None:
+        shape = f"{g['connections']:,} x {g['headers']} headers of {g['bytes']:,} B"
+        lines.append(
+            f"{'    ' + shape + ', no end: RSS peak':<58}"
+            f"{g['rss_peak_mb']:>7.0f} MB of {h['memoryMaxMb']:.0f} (MemoryMax)"
+        )
+    return lines
 
 
 async def _alone(quick: bool) -> dict[str, Any]:
