@@ -1,8 +1,10 @@
 """HttpServer: aiohttp, embedded. `run()` serves the route table until cancelled, inside the
 caller's TaskGroup or task, without touching signals; `port` and `started` tell a test where
 it listens. Limits are enforced while reading: request line and each header field at most
-8,190 bytes (aiohttp's parser), 64 headers, a connection that has not sent a whole request
-within 5 s is closed (slowloris), at most 2,500 connections at once."""
+8,190 bytes (aiohttp's parser), 64 headers, the whole head (request line and headers) at most
+32 KiB, answered 431 and closed (listener.MAX_HEAD_BYTES: 64 headers of 8 KiB would be 512 KiB a
+connection), a connection that has not sent a whole request within 5 s is closed (slowloris),
+at most 2,500 connections at once."""
 
 from __future__ import annotations
 
