@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -386,6 +387,31 @@ class TestHostileClients:
                 writer.close()
             await asyncio.sleep(0.2)
             assert (await fetch_json(server.port, "/healthz"))[0] == 200
+
+    async def test_a_burst_of_connections_is_held_to_the_cap(self) -> None:
+        """Connections queued while the loop was busy are accepted in one pass, each protocol
+        made before any is connected: the cap counts those too."""
+        async with serving(max_connections=5) as server:
+            assert server.port
+            # Blocking connects, the loop not running: all 30 wait in the listen backlog.
+            socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(30)]
+            try:
+                await asyncio.sleep(0.3)  # one accept pass takes them all
+                for s in socks:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    s.setblocking(False)
+                answers: list[bytes] = []
+                for s in socks:
+                    reader, writer = await asyncio.open_connection(sock=s)
+                    answers.append(await asyncio.wait_for(reader.readline(), 5))
+                    writer.close()
+            finally:
+                for s in socks:
+                    s.close()
+            served = sum(a.startswith(b"HTTP/1.1 200") for a in answers)
+            busy = sum(a.startswith(b"HTTP/1.1 503") for a in answers)
+            assert served <= 5
+            assert served + busy == 30
 
 
 def test_addresses() -> None:
