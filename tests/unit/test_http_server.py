@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from fleetsvc.web import (
     parse,
     parse_addr,
 )
+from tests.integration.test_ops_http import self_signed
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -412,6 +414,28 @@ class TestHostileClients:
             busy = sum(a.startswith(b"HTTP/1.1 503") for a in answers)
             assert served <= 5
             assert served + busy == 30
+
+    async def test_failed_tls_handshakes_do_not_hold_the_cap(self, tmp_path: Path) -> None:
+        """A TLS connection is connection_made only after its handshake, never if it fails:
+        connections that never shake hands (plain HTTP on the HTTPS port) leave no trace in
+        the cap, and the next client is served."""
+        cert, key = self_signed(tmp_path)
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(cert, key)
+        client_tls = ssl.create_default_context(cafile=str(cert))
+        async with serving(max_connections=3, tls=server_tls) as server:
+            assert server.port
+            for _ in range(8):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                await reader.read()  # the server gives up on the handshake and closes
+                writer.close()
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=client_tls, server_hostname="localhost"
+            )
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            writer.close()
 
 
 def test_addresses() -> None:

@@ -211,8 +211,8 @@ def _one_span_figures(
     vehicle_id: str, unit: Unit, energy: UnitEnergy, own: VehicleStats | None, *, interval_s: int
 ) -> VehicleFigures:
     """figures_of_units() of a vehicle with one span on an unshared meter, the common case of
-    a partial span the fleet report leaves to the general path (a fleet assigned inside the
-    window, over compacted days: 10,000 times a report), without its general sorting and sums
+    a partial span the fleet report leaves to the general path (readings outside the span),
+    without its general sorting and sums
     (tests/unit/test_fleet_rows.py checks they agree)."""
     span = unit.spans[0]
     return VehicleFigures(

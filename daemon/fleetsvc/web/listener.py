@@ -232,8 +232,11 @@ class CappedSite(web.BaseSite):
 
         # A burst of accepts creates its protocols in one pass of the loop, before any of them
         # is connection_made and counted in server.connections: without the protocols made
-        # but not yet connected, a burst of 3,000 opened ~2,800 against a cap of 2,500. Weak:
-        # one whose connection never comes up (a failed TLS handshake) leaves the count with it.
+        # but not yet connected, a burst of 3,000 opened ~2,800 against a cap of 2,500. The
+        # pending ones are forgotten at the next pass, ahead of their connection_made (both
+        # are scheduled then, the clear first): a TLS connection is connection_made only after
+        # its handshake, and never if that fails, so keeping it counted until then would let
+        # failed handshakes (a scanner, plain HTTP on the HTTPS port) lock every client out.
         pending: weakref.WeakSet[_Handler] = weakref.WeakSet()
 
         def protocol() -> asyncio.BaseProtocol:
@@ -241,6 +244,8 @@ class CappedSite(web.BaseSite):
                 self.refused += 1
                 return _Busy()
             handler = _Handler(server, loop=loop, pending=pending, **self._handler_args)
+            if not pending:
+                loop.call_soon(pending.clear)
             pending.add(handler)
             return handler
 
