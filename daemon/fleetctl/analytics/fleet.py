@@ -184,19 +184,16 @@ def whole_window_figures(
 ) -> VehicleFigures:
     """The figures of a vehicle fed by one unshared meter for the whole window, from the fleet
     aggregates: the meter's (Σ AC in micro-kWh, readings) and the vehicle's own statistics.
-    Equal to figures_of_units() for that one unit (tests/unit/test_fleet_rows.py)."""
-    start, end = stamps or (iso(window.start), iso(window.end))
-    ac_u, meter_readings = meter_ac
-    return VehicleFigures(
-        vehicle_id=vehicle_id,
-        meters=[{"meterId": meter, "from": start, "to": end, "shared": False}],
-        ac_u=ac_u,
-        dc_u=0 if own is None else own.dc_u,
-        meter_readings=meter_readings,
+    Equal to figures_of_units() for that one unit (tests/unit/test_fleet_rows.py): the
+    single_span_figures() of a span that is the whole window."""
+    return single_span_figures(
+        vehicle_id,
+        meter,
+        meter_ac,
+        own,
+        span=window,
         expected_meter=ctx.expected_vehicle,
-        assigned_s=window.seconds,
-        shared_with=[],
-        own=own,
+        stamps=stamps,
     )
 
 
